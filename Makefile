@@ -1,0 +1,34 @@
+# Two commands matter (see README): `make demo` and `make test`.
+# Both create .venv on first use; a torch CPU build is pinned first so that
+# nothing later resolves a multi-gigabyte CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml requirements-dev.txt
+
+.PHONY: setup test lint demo clean
+
+setup: $(STAMP)
+
+$(STAMP): $(DEPS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e "client[akida,convert,aedat]" -e server -e "agent[akida]" -r requirements-dev.txt
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(VENV)/bin/spikefleet demo
+
+clean:
+	rm -rf $(VENV)

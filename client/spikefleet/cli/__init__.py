@@ -1,0 +1,1 @@
+"""The ``spikefleet`` command line."""

@@ -1,0 +1,69 @@
+"""The exceptions spikefleet raises, as one small hierarchy.
+
+Catch :class:`SpikefleetError` for "anything spikefleet refused"; catch a
+subclass when the caller can do something specific about it. Every message
+names the problem and, where there is one, the way out.
+"""
+
+from __future__ import annotations
+
+
+class SpikefleetError(Exception):
+    """Base of every error spikefleet raises on purpose."""
+
+
+class ProgramFormatError(SpikefleetError):
+    """Program bytes or a Program object are malformed or inconsistent."""
+
+
+class SignatureError(SpikefleetError):
+    """A signed program failed verification.
+
+    ``reason`` is one of ``"tampered"``, ``"truncated"``, ``"unknown-key"``,
+    ``"malformed"`` so callers (and telemetry) can tell them apart.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EngineError(SpikefleetError):
+    """The engine cannot run this program on this input."""
+
+
+class FrameError(EngineError):
+    """Input frames have the wrong shape, dtype or bit range for the program."""
+
+
+class EventFormatError(SpikefleetError):
+    """Event data (N-MNIST, AEDAT4, packets) is malformed."""
+
+
+class ConversionError(SpikefleetError):
+    """A model could not be converted to an Akida program."""
+
+
+class IncompatibleModelError(ConversionError):
+    """The model uses something Akida 1.0 cannot run.
+
+    ``layer`` names the offending layer, ``remedy`` says what to do instead.
+    """
+
+    def __init__(self, message: str, layer: str = "", remedy: str = "") -> None:
+        super().__init__(f"{message} ({remedy})" if remedy else message)
+        self.layer = layer
+        self.remedy = remedy
+
+
+class UnsupportedLayerError(SpikefleetError):
+    """An Akida model contains a layer type spikefleet programs cannot carry."""
+
+
+class AkidaUnavailableError(SpikefleetError):
+    """BrainChip's ``akida`` package is needed but not installed."""
+
+    def __init__(self, what: str = "this") -> None:
+        super().__init__(
+            f"{what} needs BrainChip's akida package: pip install 'spikefleet[akida]'"
+        )
