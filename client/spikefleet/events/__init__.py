@@ -1,0 +1,33 @@
+"""DVS events: tonic-compatible arrays, N-MNIST and AEDAT4 files, frames, live accumulation.
+
+Nothing here imports torch or scikit-learn.
+"""
+
+from spikefleet.events.accumulator import (
+    DROP_LATE,
+    DROP_OUT_OF_BOUNDS,
+    AccumulatorStats,
+    Emitted,
+    FrameAccumulator,
+)
+from spikefleet.events.aedat4 import read_aedat4
+from spikefleet.events.frames import to_frames
+from spikefleet.events.nmnist import decode_nmnist, encode_nmnist, read_nmnist, write_nmnist
+from spikefleet.events.types import EVENT_DTYPE, as_events, make_events
+
+__all__ = [
+    "DROP_LATE",
+    "DROP_OUT_OF_BOUNDS",
+    "EVENT_DTYPE",
+    "AccumulatorStats",
+    "Emitted",
+    "FrameAccumulator",
+    "as_events",
+    "decode_nmnist",
+    "encode_nmnist",
+    "make_events",
+    "read_aedat4",
+    "read_nmnist",
+    "to_frames",
+    "write_nmnist",
+]
