@@ -67,3 +67,7 @@ class AkidaUnavailableError(SpikefleetError):
         super().__init__(
             f"{what} needs BrainChip's akida package: pip install 'spikefleet[akida]'"
         )
+
+
+class DatasetError(SpikefleetError):
+    """A dataset is missing, incomplete or does not match its index."""
