@@ -69,5 +69,29 @@ class AkidaUnavailableError(SpikefleetError):
         )
 
 
+class DeviceError(SpikefleetError):
+    """A device backend cannot be opened or used."""
+
+
+class DeviceBusyError(DeviceError):
+    """Another process owns this device (or agent state directory)."""
+
+
+class InstallError(SpikefleetError):
+    """A program could not be fetched, verified or installed on the agent.
+
+    ``reason`` is short and machine-readable (``"fetch"``, ``"sha256"``,
+    ``"tampered"``, ``"load"``, ...) because it travels to the server.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AgentConfigError(SpikefleetError):
+    """The agent's configuration file is missing, unreadable or inconsistent."""
+
+
 class DatasetError(SpikefleetError):
     """A dataset is missing, incomplete or does not match its index."""
