@@ -12,6 +12,8 @@ from spikefleet.program.model import (
     Program,
     Provenance,
 )
+from spikefleet.program.shapes import layer_output_shapes
+from spikefleet.program.validate import validate
 
 __all__ = [
     "Activation",
@@ -24,4 +26,6 @@ __all__ = [
     "Pooling",
     "Program",
     "Provenance",
+    "layer_output_shapes",
+    "validate",
 ]

@@ -1,0 +1,411 @@
+"""Program <-> bytes, in the FlatBuffers layout of ``protos/program.fbs``.
+
+Slots below are the field numbers of that schema (declaration order; a union
+takes two: its type, then its value). ``decode`` reads through the
+bounds-checked :mod:`flatreader`, so any malformed input becomes
+ProgramFormatError, and it validates the decoded program.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import flatbuffers
+import numpy as np
+
+from spikefleet.errors import ProgramFormatError
+from spikefleet.program import packing
+from spikefleet.program.flatreader import Buffer, Table
+from spikefleet.program.model import (
+    Activation,
+    Convolutional,
+    FullyConnected,
+    HardwareParts,
+    InputData,
+    Layer,
+    Padding,
+    Pooling,
+    Program,
+    Provenance,
+)
+from spikefleet.program.validate import validate
+
+FILE_IDENTIFIER = b"SFPG"
+FORMAT_VERSION = 1
+
+_PADDING = [Padding.SAME, Padding.VALID]
+_POOLING = [Pooling.NONE, Pooling.MAX, Pooling.GLOBAL_AVERAGE]
+# LayerBody union members, in schema order (0 is the union's NONE).
+_BODY_INPUT, _BODY_CONV, _BODY_DENSE = 1, 2, 3
+
+
+class _Slots:
+    # Each class mirrors one table of program.fbs.
+    class PackedWeights:
+        bits, shape, data = 0, 1, 2
+
+    class Activation:
+        bits, step = 0, 1
+
+    class InputLayer:
+        height, width, channels, bits = 0, 1, 2, 3
+
+    class ConvLayer:
+        weights, threshold, stride, padding, pooling = 0, 1, 2, 3, 4
+        pool_size, pool_stride, activation = 5, 6, 7
+
+    class DenseLayer:
+        weights, threshold, activation = 0, 1, 2
+
+    class Layer:
+        name, body_type, body = 0, 1, 2
+
+    class Provenance:
+        source_sha256, converter_version, created, fidelity_json = 0, 1, 2, 3
+
+    class HardwareParts:
+        device, program_info, program_data, np_count = 0, 1, 2, 3
+
+    class Program:
+        format_version, name, layers, labels, output_scales = 0, 1, 2, 3, 4
+        provenance, hardware, fbz = 5, 6, 7
+
+
+_NUM_FIELDS = {
+    "PackedWeights": 3,
+    "Activation": 2,
+    "InputLayer": 4,
+    "ConvLayer": 8,
+    "DenseLayer": 3,
+    "Layer": 3,
+    "Provenance": 4,
+    "HardwareParts": 4,
+    "Program": 8,
+}
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _le(array: np.ndarray, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.b = flatbuffers.Builder(4096)
+
+    def string(self, text: str) -> int:
+        return int(self.b.CreateString(text))
+
+    def bytes(self, data: bytes) -> int:
+        return int(self.b.CreateByteVector(data))
+
+    def numbers(self, array: np.ndarray, dtype: str) -> int:
+        return int(self.b.CreateNumpyVector(_le(array.reshape(-1), dtype)))
+
+    def offsets(self, items: list[int]) -> int:
+        self.b.StartVector(4, len(items), 4)
+        for item in reversed(items):
+            self.b.PrependUOffsetTRelative(item)
+        return int(self.b.EndVector())
+
+    def table(self, kind: str, fields: list[tuple[int, str, Any, Any]]) -> int:
+        """Write a table; each field is (slot, kind, value, default)."""
+        self.b.StartObject(_NUM_FIELDS[kind])
+        for slot, how, value, default in fields:
+            if value is None:
+                continue
+            if how == "offset":
+                self.b.PrependUOffsetTRelativeSlot(slot, value, 0)
+            elif how == "u8":
+                self.b.PrependUint8Slot(slot, value, default)
+            elif how == "u16":
+                self.b.PrependUint16Slot(slot, value, default)
+            elif how == "u32":
+                self.b.PrependUint32Slot(slot, value, default)
+        return int(self.b.EndObject())
+
+    def weights(self, layer: Convolutional | FullyConnected) -> int:
+        s = _Slots.PackedWeights
+        shape = self.numbers(np.asarray(layer.weights.shape), "u4")
+        data = self.bytes(packing.pack(layer.weights, layer.weights_bits))
+        return self.table(
+            "PackedWeights",
+            [
+                (s.bits, "u8", layer.weights_bits, 0),
+                (s.shape, "offset", shape, 0),
+                (s.data, "offset", data, 0),
+            ],
+        )
+
+    def activation(self, activation: Activation | None) -> int | None:
+        if activation is None:
+            return None
+        s = _Slots.Activation
+        step = self.numbers(activation.step, "f4")
+        return self.table(
+            "Activation", [(s.bits, "u8", activation.bits, 0), (s.step, "offset", step, 0)]
+        )
+
+    def layer(self, layer: Layer) -> int:
+        if isinstance(layer, InputData):
+            si = _Slots.InputLayer
+            height, width, channels = (int(n) for n in layer.shape)
+            body = self.table(
+                "InputLayer",
+                [
+                    (si.height, "u32", height, 0),
+                    (si.width, "u32", width, 0),
+                    (si.channels, "u32", channels, 0),
+                    (si.bits, "u8", layer.bits, 0),
+                ],
+            )
+            kind = _BODY_INPUT
+        elif isinstance(layer, Convolutional):
+            sc = _Slots.ConvLayer
+            weights = self.weights(layer)
+            threshold = self.numbers(layer.threshold, "i4")
+            activation = self.activation(layer.activation)
+            body = self.table(
+                "ConvLayer",
+                [
+                    (sc.weights, "offset", weights, 0),
+                    (sc.threshold, "offset", threshold, 0),
+                    (sc.stride, "u32", layer.stride, 1),
+                    (sc.padding, "u8", _PADDING.index(layer.padding), 0),
+                    (sc.pooling, "u8", _POOLING.index(layer.pooling), 0),
+                    (sc.pool_size, "u32", layer.pool_size, 0),
+                    (sc.pool_stride, "u32", layer.pool_stride, 0),
+                    (sc.activation, "offset", activation, 0),
+                ],
+            )
+            kind = _BODY_CONV
+        else:
+            sd = _Slots.DenseLayer
+            weights = self.weights(layer)
+            threshold = self.numbers(layer.threshold, "i4")
+            activation = self.activation(layer.activation)
+            body = self.table(
+                "DenseLayer",
+                [
+                    (sd.weights, "offset", weights, 0),
+                    (sd.threshold, "offset", threshold, 0),
+                    (sd.activation, "offset", activation, 0),
+                ],
+            )
+            kind = _BODY_DENSE
+        s = _Slots.Layer
+        name = self.string(layer.name)
+        return self.table(
+            "Layer",
+            [
+                (s.name, "offset", name, 0),
+                (s.body_type, "u8", kind, 0),
+                (s.body, "offset", body, 0),
+            ],
+        )
+
+    def provenance(self, provenance: Provenance) -> int:
+        s = _Slots.Provenance
+        fidelity = None
+        if provenance.fidelity is not None:
+            fidelity = self.string(json.dumps(provenance.fidelity, sort_keys=True))
+        return self.table(
+            "Provenance",
+            [
+                (s.source_sha256, "offset", self.string(provenance.source_sha256), 0),
+                (s.converter_version, "offset", self.string(provenance.converter_version), 0),
+                (s.created, "offset", self.string(provenance.created), 0),
+                (s.fidelity_json, "offset", fidelity, 0),
+            ],
+        )
+
+    def hardware(self, hardware: HardwareParts | None) -> int | None:
+        if hardware is None:
+            return None
+        s = _Slots.HardwareParts
+        device = self.string(hardware.device)
+        info = self.bytes(hardware.program_info)
+        data = self.bytes(hardware.program_data)
+        return self.table(
+            "HardwareParts",
+            [
+                (s.device, "offset", device, 0),
+                (s.program_info, "offset", info, 0),
+                (s.program_data, "offset", data, 0),
+                (s.np_count, "u32", hardware.np_count, 0),
+            ],
+        )
+
+
+def encode(program: Program) -> bytes:
+    """The program as FlatBuffers bytes; raises ProgramFormatError if it is inconsistent."""
+    validate(program)
+    w = _Writer()
+    layers = w.offsets([w.layer(layer) for layer in program.layers])
+    labels = w.offsets([w.string(label) for label in program.labels])
+    scales = None
+    if program.output_scales is not None:
+        scales = w.numbers(program.output_scales, "f4")
+    provenance = w.provenance(program.provenance)
+    hardware = w.hardware(program.hardware)
+    fbz = None if program.fbz is None else w.bytes(program.fbz)
+    name = w.string(program.name)
+    s = _Slots.Program
+    root = w.table(
+        "Program",
+        [
+            (s.format_version, "u16", FORMAT_VERSION, 0),
+            (s.name, "offset", name, 0),
+            (s.layers, "offset", layers, 0),
+            (s.labels, "offset", labels, 0),
+            (s.output_scales, "offset", scales, 0),
+            (s.provenance, "offset", provenance, 0),
+            (s.hardware, "offset", hardware, 0),
+            (s.fbz, "offset", fbz, 0),
+        ],
+    )
+    w.b.Finish(root, file_identifier=FILE_IDENTIFIER)
+    return bytes(w.b.Output())
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _required(value: Any, what: str) -> Any:
+    if value is None:
+        raise ProgramFormatError(f"{what} is missing (truncated or corrupt program)")
+    return value
+
+
+def _enum(table: Table, slot: int, members: list[Any], name: str) -> Any:
+    index = table.scalar(slot, "B", 0, name)
+    if index >= len(members):
+        raise ProgramFormatError(f"{table.what}.{name}: unknown value {index}")
+    return members[index]
+
+
+def _read_weights(table: Table, what: str) -> tuple[np.ndarray, int]:
+    s = _Slots.PackedWeights
+    bits = table.scalar(s.bits, "B", 0, "bits")
+    if bits not in packing.WEIGHT_BITS:
+        raise ProgramFormatError(
+            f"{what}: weights_bits must be one of {packing.WEIGHT_BITS}, got {bits}"
+        )
+    shape = tuple(int(n) for n in _required(table.array(s.shape, "u4", "shape"), f"{what} shape"))
+    data = _required(table.bytes(s.data, "data"), f"{what} data")
+    return packing.unpack(data, bits, shape, what), bits
+
+
+def _read_activation(table: Table | None) -> Activation | None:
+    if table is None:
+        return None
+    s = _Slots.Activation
+    step = _required(table.array(s.step, "f4", "step"), f"{table.what}.step")
+    return Activation(bits=table.scalar(s.bits, "B", 0, "bits"), step=step)
+
+
+def _read_layer(table: Table, index: int) -> Layer:
+    s = _Slots.Layer
+    name = _required(table.string(s.name, "name"), f"layer {index} name")
+    what = f"layer {index} ({name!r})"
+    kind = table.scalar(s.body_type, "B", 0, "body_type")
+    body = _required(table.table(s.body, "body"), f"{what} body")
+    if kind == _BODY_INPUT:
+        si = _Slots.InputLayer
+        shape = (
+            body.scalar(si.height, "I", 0, "height"),
+            body.scalar(si.width, "I", 0, "width"),
+            body.scalar(si.channels, "I", 0, "channels"),
+        )
+        return InputData(name=name, shape=shape, bits=body.scalar(si.bits, "B", 0, "bits"))
+    if kind == _BODY_CONV:
+        sc = _Slots.ConvLayer
+        weights, bits = _read_weights(_required(body.table(sc.weights, "weights"), what), what)
+        if weights.ndim != 4:
+            raise ProgramFormatError(f"{what}: convolution weights must have 4 dimensions")
+        return Convolutional(
+            name=name,
+            weights=weights,
+            threshold=_required(body.array(sc.threshold, "i4", "threshold"), f"{what} threshold"),
+            weights_bits=bits,
+            stride=body.scalar(sc.stride, "I", 1, "stride"),
+            padding=_enum(body, sc.padding, _PADDING, "padding"),
+            pooling=_enum(body, sc.pooling, _POOLING, "pooling"),
+            pool_size=body.scalar(sc.pool_size, "I", 0, "pool_size"),
+            pool_stride=body.scalar(sc.pool_stride, "I", 0, "pool_stride"),
+            activation=_read_activation(body.table(sc.activation, "activation")),
+        )
+    if kind == _BODY_DENSE:
+        sd = _Slots.DenseLayer
+        weights, bits = _read_weights(_required(body.table(sd.weights, "weights"), what), what)
+        if weights.ndim != 2:
+            raise ProgramFormatError(f"{what}: fully connected weights must have 2 dimensions")
+        return FullyConnected(
+            name=name,
+            weights=weights,
+            threshold=_required(body.array(sd.threshold, "i4", "threshold"), f"{what} threshold"),
+            weights_bits=bits,
+            activation=_read_activation(body.table(sd.activation, "activation")),
+        )
+    raise ProgramFormatError(f"{what}: unknown layer kind {kind}")
+
+
+def _read_provenance(table: Table | None) -> Provenance:
+    if table is None:
+        return Provenance()
+    s = _Slots.Provenance
+    fidelity_json = table.string(s.fidelity_json, "fidelity_json")
+    fidelity = None
+    if fidelity_json is not None:
+        try:
+            fidelity = json.loads(fidelity_json)
+        except (ValueError, RecursionError) as exc:
+            raise ProgramFormatError(f"provenance fidelity is not valid JSON: {exc}") from None
+    return Provenance(
+        source_sha256=table.string(s.source_sha256, "source_sha256") or "",
+        converter_version=table.string(s.converter_version, "converter_version") or "",
+        created=table.string(s.created, "created") or "",
+        fidelity=fidelity,
+    )
+
+
+def _read_hardware(table: Table | None) -> HardwareParts | None:
+    if table is None:
+        return None
+    s = _Slots.HardwareParts
+    return HardwareParts(
+        device=table.string(s.device, "device") or "",
+        program_info=table.bytes(s.program_info, "program_info") or b"",
+        program_data=table.bytes(s.program_data, "program_data") or b"",
+        np_count=table.scalar(s.np_count, "I", 0, "np_count"),
+    )
+
+
+def decode(data: bytes) -> Program:
+    """Parse and validate program bytes; anything wrong raises ProgramFormatError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProgramFormatError(f"program data must be bytes, got {type(data).__name__}")
+    root = Buffer(bytes(data)).root(FILE_IDENTIFIER)
+    root.what = "program"
+    s = _Slots.Program
+    version = root.scalar(s.format_version, "H", 0, "format_version")
+    if version != FORMAT_VERSION:
+        raise ProgramFormatError(
+            f"unsupported program format version {version}; this spikefleet reads version "
+            f"{FORMAT_VERSION} (upgrade spikefleet, or re-convert the program)"
+        )
+    layer_tables = _required(root.tables(s.layers, "layers"), "program layers")
+    program = Program(
+        name=root.string(s.name, "name") or "",
+        layers=[_read_layer(table, i) for i, table in enumerate(layer_tables)],
+        labels=root.strings(s.labels, "labels") or [],
+        output_scales=root.array(s.output_scales, "f4", "output_scales"),
+        provenance=_read_provenance(root.table(s.provenance, "provenance")),
+        hardware=_read_hardware(root.table(s.hardware, "hardware")),
+        fbz=root.bytes(s.fbz, "fbz"),
+    )
+    validate(program)
+    return program

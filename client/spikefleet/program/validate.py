@@ -1,0 +1,185 @@
+"""Consistency of a Program: what every producer checks before anyone runs it.
+
+The codec calls this on both sides (encode refuses, decode reports), and the
+converter and the akida bridge call it on what they build. Limits are akida
+2.19.3's for Akida 1.0 layers, as measured (see packing.py and shapes.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from spikefleet.errors import ProgramFormatError
+from spikefleet.program.model import (
+    Activation,
+    Convolutional,
+    FullyConnected,
+    InputData,
+    Padding,
+    Pooling,
+    Program,
+)
+from spikefleet.program.packing import WEIGHT_BITS, weight_range
+from spikefleet.program.shapes import Shape, output_shape
+
+INPUT_BITS = (1, 2, 4, 8)
+ACTIVATION_BITS = (1, 2, 4)
+
+
+def _fail(where: str, problem: str) -> ProgramFormatError:
+    return ProgramFormatError(f"{where}: {problem}")
+
+
+def _check_array(where: str, name: str, array: object, dtype: type, shape: tuple[int, ...]) -> None:
+    if not isinstance(array, np.ndarray):
+        raise _fail(where, f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != np.dtype(dtype):
+        raise _fail(
+            where,
+            f"{name} must be {np.dtype(dtype).name}, got {array.dtype}; "
+            f"convert with .astype(np.{np.dtype(dtype).name})",
+        )
+    if array.shape != shape:
+        raise _fail(where, f"{name} has shape {array.shape}, expected {shape}")
+
+
+def _check_weights(where: str, layer: Convolutional | FullyConnected) -> None:
+    if layer.weights_bits not in WEIGHT_BITS:
+        raise _fail(where, f"weights_bits must be one of {WEIGHT_BITS}, got {layer.weights_bits}")
+    low, high = weight_range(layer.weights_bits)
+    weights = layer.weights
+    if weights.size and (int(weights.min()) < low or int(weights.max()) > high):
+        bad = weights[(weights < low) | (weights > high)]
+        raise _fail(
+            where,
+            f"weight value {int(bad.flat[0])} is outside [{low}, {high}], the range akida "
+            f"accepts for {layer.weights_bits}-bit weights",
+        )
+
+
+def _check_activation(where: str, activation: Activation | None, outputs: int) -> None:
+    if activation is None:
+        return
+    if not isinstance(activation, Activation):
+        raise _fail(where, f"activation must be an Activation or None, got {activation!r}")
+    if activation.bits not in ACTIVATION_BITS:
+        raise _fail(
+            where, f"activation bits must be one of {ACTIVATION_BITS}, got {activation.bits}"
+        )
+    _check_array(where, "activation step", activation.step, np.float32, (outputs,))
+    if not np.all(np.isfinite(activation.step)):
+        raise _fail(where, "activation step values must be finite")
+
+
+def _check_conv(where: str, layer: Convolutional, previous: Shape) -> None:
+    if not isinstance(layer.weights, np.ndarray) or layer.weights.ndim != 4:
+        raise _fail(where, "weights must be a 4-d int8 array (kh, kw, in_channels, filters)")
+    kh, kw, cin, filters = (int(n) for n in layer.weights.shape)
+    if min(kh, kw, filters) < 1:
+        raise _fail(where, f"weights shape {layer.weights.shape} has an empty dimension")
+    if cin != previous[2]:
+        raise _fail(
+            where,
+            f"weights expect {cin} input channels but the previous layer gives {previous[2]}",
+        )
+    _check_array(where, "weights", layer.weights, np.int8, (kh, kw, cin, filters))
+    if not isinstance(layer.padding, Padding) or not isinstance(layer.pooling, Pooling):
+        raise _fail(where, "padding and pooling must be Padding and Pooling members")
+    if not 1 <= layer.stride <= min(kh, kw):
+        raise _fail(
+            where,
+            f"stride {layer.stride} must be between 1 and the kernel size {kh}x{kw} "
+            "(akida does not support strides larger than the kernel)",
+        )
+    _check_array(where, "threshold", layer.threshold, np.int32, (filters,))
+
+
+def _check_dense(where: str, layer: FullyConnected, previous: Shape) -> None:
+    if not isinstance(layer.weights, np.ndarray) or layer.weights.ndim != 2:
+        raise _fail(where, "weights must be a 2-d int8 array (in_features, units)")
+    rows, units = (int(n) for n in layer.weights.shape)
+    features = previous[0] * previous[1] * previous[2]
+    if rows != features:
+        raise _fail(
+            where,
+            f"weights have {rows} rows but the previous layer gives {previous[0]}x"
+            f"{previous[1]}x{previous[2]} = {features} features",
+        )
+    if units < 1:
+        raise _fail(where, "a FullyConnected layer needs at least one unit")
+    _check_array(where, "weights", layer.weights, np.int8, (rows, units))
+    _check_array(where, "threshold", layer.threshold, np.int32, (units,))
+
+
+def validate(program: Program) -> list[Shape]:
+    """Raise ProgramFormatError naming the first inconsistency; return the layer shapes."""
+    if not isinstance(program, Program):
+        raise ProgramFormatError(f"expected a Program, got {type(program).__name__}")
+    if not program.layers or not isinstance(program.layers[0], InputData):
+        raise ProgramFormatError("a program's first layer must be InputData")
+    names: set[str] = set()
+    shapes: list[Shape] = []
+    previous: Shape | None = None
+    for index, layer in enumerate(program.layers):
+        where = f"layer {index} ({getattr(layer, 'name', '?')!r})"
+        if not isinstance(layer, InputData | Convolutional | FullyConnected):
+            raise _fail(where, f"unsupported layer type {type(layer).__name__}")
+        if not layer.name or layer.name in names:
+            raise _fail(where, "layer names must be non-empty and unique")
+        names.add(layer.name)
+        if isinstance(layer, InputData):
+            if previous is not None:
+                raise _fail(where, "InputData may only be the first layer")
+            if len(layer.shape) != 3 or min(int(n) for n in layer.shape) < 1:
+                raise _fail(
+                    where, f"input shape must be 3 positive ints (H, W, C), got {layer.shape}"
+                )
+            if layer.bits not in INPUT_BITS:
+                raise _fail(where, f"input bits must be one of {INPUT_BITS}, got {layer.bits}")
+        else:
+            assert previous is not None
+            if isinstance(layer, Convolutional):
+                _check_conv(where, layer, previous)
+            else:
+                _check_dense(where, layer, previous)
+            _check_weights(where, layer)
+        previous = output_shape(layer, previous)
+        if not isinstance(layer, InputData):
+            _check_activation(where, layer.activation, previous[2])
+        shapes.append(previous)
+    _check_outputs(program, shapes[-1])
+    _check_provenance(program)
+    return shapes
+
+
+def _check_outputs(program: Program, last: Shape) -> None:
+    outputs = math.prod(last)
+    if program.labels and len(program.labels) != outputs:
+        raise ProgramFormatError(
+            f"program has {len(program.labels)} labels but its last layer gives {outputs} outputs"
+        )
+    if not all(isinstance(label, str) for label in program.labels):
+        raise ProgramFormatError("labels must be strings")
+    if program.output_scales is not None:
+        _check_array(
+            "output_scales", "output_scales", program.output_scales, np.float32, (last[2],)
+        )
+
+
+def _check_provenance(program: Program) -> None:
+    fidelity = program.provenance.fidelity
+    if fidelity is not None:
+        if not isinstance(fidelity, dict):
+            raise ProgramFormatError("provenance.fidelity must be a dict (JSON object) or None")
+        try:
+            json.dumps(fidelity, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ProgramFormatError(f"provenance.fidelity is not JSON data: {exc}") from None
+    hardware = program.hardware
+    if hardware is not None and not (
+        isinstance(hardware.program_info, bytes) and isinstance(hardware.program_data, bytes)
+    ):
+        raise ProgramFormatError("hardware program_info and program_data must be bytes")

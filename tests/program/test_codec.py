@@ -1,0 +1,170 @@
+"""The program codec: exact round trips, and clear errors for what it cannot carry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from program_factory import architectures, assert_programs_equal, reference_program
+
+from spikefleet.errors import ProgramFormatError
+from spikefleet.program import Activation, Convolutional, FullyConnected, Program, Provenance
+from spikefleet.program.codec import FILE_IDENTIFIER, decode, encode
+
+
+def test_reference_program_round_trips_exactly() -> None:
+    program = reference_program()
+    data = encode(program)
+    assert data[4:8] == FILE_IDENTIFIER
+    assert_programs_equal(decode(data), program)
+
+
+def test_encoding_is_deterministic() -> None:
+    assert encode(reference_program(3)) == encode(reference_program(3))
+
+
+def test_weights_are_packed_at_their_bit_width() -> None:
+    program = reference_program()
+    size_4bit = len(encode(program))
+    conv2 = program.layers[2]
+    assert isinstance(conv2, Convolutional)
+    conv2.weights = np.clip(conv2.weights, 0, 1).astype(np.int8)
+    conv2.weights_bits = 1
+    size_1bit = len(encode(program))
+    # conv2 holds 18,432 weights: 9,216 bytes at 4 bits, 2,304 at 1 bit.
+    assert size_4bit - size_1bit == 9216 - 2304
+    assert np.array_equal(decode(encode(program)).layers[2].weights, conv2.weights)
+
+
+def test_optional_parts_stay_absent() -> None:
+    program = reference_program()
+    program.output_scales = None
+    program.hardware = None
+    program.fbz = None
+    program.provenance = Provenance()
+    program.labels = []
+    assert_programs_equal(decode(encode(program)), program)
+
+
+def test_empty_optional_bytes_differ_from_absent() -> None:
+    program = reference_program()
+    program.fbz = b""
+    assert decode(encode(program)).fbz == b""
+
+
+@settings(max_examples=60, deadline=None)
+@given(architectures())
+def test_generated_programs_round_trip_exactly(program: Program) -> None:
+    assert_programs_equal(decode(encode(program)), program)
+
+
+@pytest.mark.parametrize(
+    ("bits", "value"),
+    [(4, -8), (4, 8), (2, -2), (2, 2), (1, -1), (1, 2)],
+)
+def test_encode_refuses_weights_akida_rejects(bits: int, value: int) -> None:
+    program = reference_program()
+    fc = program.layers[3]
+    assert isinstance(fc, FullyConnected)
+    fc.weights = np.zeros_like(fc.weights)
+    fc.weights[5, 2] = value
+    fc.weights_bits = bits
+    with pytest.raises(ProgramFormatError, match=f"weight value {value} is outside"):
+        encode(program)
+
+
+def test_encode_names_a_wrong_dtype() -> None:
+    program = reference_program()
+    fc = program.layers[3]
+    assert isinstance(fc, FullyConnected)
+    fc.threshold = fc.threshold.astype(np.int64)
+    with pytest.raises(ProgramFormatError, match=r"'fc'.*threshold must be int32, got int64"):
+        encode(program)
+
+
+def test_encode_names_a_broken_channel_chain() -> None:
+    program = reference_program()
+    conv2 = program.layers[2]
+    assert isinstance(conv2, Convolutional)
+    conv2.weights = conv2.weights[:, :, :16, :]
+    with pytest.raises(
+        ProgramFormatError, match="expect 16 input channels but the previous layer gives 32"
+    ):
+        encode(program)
+
+
+def test_encode_names_wrong_fully_connected_rows() -> None:
+    program = reference_program()
+    fc = program.layers[3]
+    assert isinstance(fc, FullyConnected)
+    fc.weights = fc.weights[:60]
+    with pytest.raises(
+        ProgramFormatError, match="60 rows but the previous layer gives 1x1x64 = 64"
+    ):
+        encode(program)
+
+
+def test_encode_names_a_wrong_step_length() -> None:
+    program = reference_program()
+    conv1 = program.layers[1]
+    assert isinstance(conv1, Convolutional)
+    conv1.activation = Activation(bits=1, step=np.ones(31, np.float32))
+    with pytest.raises(
+        ProgramFormatError, match=r"activation step has shape \(31,\), expected \(32,\)"
+    ):
+        encode(program)
+
+
+def test_encode_refuses_activation_bits_akida_lacks() -> None:
+    program = reference_program()
+    conv1 = program.layers[1]
+    assert isinstance(conv1, Convolutional)
+    assert conv1.activation is not None
+    conv1.activation.bits = 3
+    with pytest.raises(ProgramFormatError, match="activation bits must be one of"):
+        encode(program)
+
+
+def test_encode_refuses_label_count_mismatch() -> None:
+    program = reference_program()
+    program.labels = ["a", "b"]
+    with pytest.raises(ProgramFormatError, match="2 labels but its last layer gives 10 outputs"):
+        encode(program)
+
+
+def test_decode_refuses_other_formats() -> None:
+    with pytest.raises(ProgramFormatError, match="file identifier"):
+        decode(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ProgramFormatError, match="too short"):
+        decode(b"SFPG")
+
+
+def test_decode_refuses_an_unsupported_version() -> None:
+    data = bytearray(encode(reference_program()))
+    # Patch format_version through the reader's own view of the root table.
+    from spikefleet.program.flatreader import Buffer
+
+    root = Buffer(bytes(data)).root(FILE_IDENTIFIER)
+    at = root.pos + int.from_bytes(data[root.vtable + 4 : root.vtable + 6], "little")
+    data[at : at + 2] = (7).to_bytes(2, "little")
+    with pytest.raises(ProgramFormatError, match="unsupported program format version 7"):
+        decode(bytes(data))
+
+
+def test_decode_reports_out_of_range_packed_weights() -> None:
+    program = reference_program()
+    fc = program.layers[3]
+    assert isinstance(fc, FullyConnected)
+    fc.weights = np.full_like(fc.weights, 7)
+    data = encode(program)
+    packed = bytes([0x77]) * 320
+    at = data.index(packed)
+    corrupt = data[:at] + bytes([0x78]) + data[at + 1 :]  # low nibble 8 is -8
+    with pytest.raises(ProgramFormatError, match="weight value -8 is outside"):
+        decode(corrupt)
+
+
+def test_decode_reports_truncation() -> None:
+    data = encode(reference_program())
+    with pytest.raises(ProgramFormatError, match="outside the"):
+        decode(data[: len(data) // 2])
