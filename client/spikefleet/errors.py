@@ -20,12 +20,17 @@ class SignatureError(SpikefleetError):
     """A signed program failed verification.
 
     ``reason`` is one of ``"tampered"``, ``"truncated"``, ``"unknown-key"``,
-    ``"malformed"`` so callers (and telemetry) can tell them apart.
+    ``"malformed"`` so callers (and telemetry) can tell them apart; loading a
+    file that must be signed but is a plain program gives ``"unsigned"``.
     """
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class KeyFileError(SpikefleetError):
+    """A signing or public key file is missing, unreadable or not an Ed25519 key."""
 
 
 class EngineError(SpikefleetError):
