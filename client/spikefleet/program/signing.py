@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from spikefleet.errors import KeyFileError, SignatureError
 from spikefleet.program.atomic import atomic_write
+from spikefleet.program.codec import FILE_IDENTIFIER
 
 MAGIC = b"SFSG"
 ENVELOPE_VERSION = 1
@@ -221,6 +222,12 @@ class SignedProgram:
                 )
             raise SignatureError("not a signed spikefleet program (no envelope)", "malformed")
         magic, version, id_len = _HEAD.unpack_from(data)
+        if data[4:8] == FILE_IDENTIFIER:
+            raise SignatureError(
+                "not a signed spikefleet program: this is a plain (unsigned) program; "
+                "sign it with 'spikefleet sign'",
+                reason="malformed",
+            )
         if magic != MAGIC:
             raise SignatureError(
                 f"not a signed spikefleet program: starts with {magic!r}, expected {MAGIC!r}",
