@@ -100,3 +100,19 @@ class AgentConfigError(SpikefleetError):
 
 class DatasetError(SpikefleetError):
     """A dataset is missing, incomplete or does not match its index."""
+
+
+class RolloutError(SpikefleetError):
+    """A rollout request was refused or a rollout cannot do what was asked."""
+
+
+class RolloutSpecError(RolloutError):
+    """A rollout specification is invalid (selector, canary, waves, bake, gates)."""
+
+
+class RolloutNotFoundError(RolloutError):
+    """No rollout has this id."""
+
+
+class RolloutStateError(RolloutError):
+    """The rollout's state (or another active rollout on the same agents) forbids this."""
