@@ -1,15 +1,124 @@
-"""Command line of spikefleet-agent."""
+"""Command line of spikefleet-agent: ``run`` the daemon, show the ``inventory``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import structlog
+
+from spikefleet.errors import SpikefleetError
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from spikefleet_agent.config import load_config
+    from spikefleet_agent.daemon import Agent
+
+    _configure_logging(args.log_level)
+    agent = Agent(load_config(Path(args.config)))
+    agent.start()
+    log = structlog.get_logger("spikefleet_agent")
+    log.info(
+        "agent.listening",
+        inference_port=agent.inference_port,
+        metrics_port=agent.metrics_port,
+    )
+
+    def _stop(signum: int, frame: object) -> None:
+        agent._stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.wait()
+    agent.stop()
+    return 0
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from spikefleet_agent.device.inventory import scan
+
+    found = scan(pci_root=Path(args.sysfs_pci))
+    if args.json:
+        json.dump([asdict(d) for d in found], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from spikefleet.cli.output import print_table
+
+    print_table(
+        "devices",
+        ["kind", "bus", "vendor:product", "description", "address"],
+        [
+            (d.kind, d.bus, f"{d.vendor_id:04x}:{d.product_id:04x}", d.description, d.address)
+            for d in found
+        ],
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from spikefleet.program.signing import TrustedKeys
+    from spikefleet_agent.config import load_config
+
+    config = load_config(Path(args.config))
+    keys = TrustedKeys.load(*config.trusted_keys)
+    print(f"{args.config}: ok ({config.backend} backend, {len(keys)} trusted key(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikefleet-agent",
+        description="spikefleet edge daemon: owns an Akida device, installs signed programs, "
+        "serves streaming inference and reports telemetry.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the agent until SIGTERM")
+    run.add_argument("--config", required=True, metavar="PATH", help="agent TOML config")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_run)
+    inv = sub.add_parser("inventory", help="list Akida boards and event cameras on this host")
+    inv.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inv.add_argument("--sysfs-pci", default="/sys/bus/pci/devices", help=argparse.SUPPRESS)
+    inv.set_defaults(func=_inventory)
+    check = sub.add_parser("check-config", help="validate a config and its trusted keys")
+    check.add_argument("--config", required=True, metavar="PATH")
+    check.set_defaults(func=_check_config)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="spikefleet-agent",
-        description="spikefleet edge daemon (device, programs, inference, telemetry).",
-    )
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except SpikefleetError as exc:
+        print(f"spikefleet-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""The agent's TOML configuration, read once at start into plain dataclasses."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from spikefleet.errors import AgentConfigError
+from spikefleet_agent.device.factory import BACKENDS
+
+
+@dataclass
+class ServerConfig:
+    address: str = ""  # "" runs the agent standalone (no control channel)
+    token_file: str = ""
+    tls_ca: str = ""  # PEM of the server's CA; "" dials without TLS (loopback, tests)
+    heartbeat_interval_s: float = 5.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class InferenceConfig:
+    address: str = "127.0.0.1:50061"  # or "unix:///run/spikefleet-agent/inference.sock"
+    token_file: str = ""  # required unless the address is loopback or a unix socket
+    max_workers: int = 8
+    max_streams: int = 64
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_open_samples: int = 1024  # per stream
+    event_window_us: int = 10_000
+
+
+@dataclass
+class TelemetryConfig:
+    interval_s: float = 5.0
+    spool_max_batches: int = 100_000
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 0  # 0 = no /metrics endpoint
+
+
+@dataclass
+class AgentConfig:
+    agent_id: str = field(default_factory=socket.gethostname)
+    state_dir: Path = Path("/var/lib/spikefleet-agent")
+    backend: str = "sim"
+    device_index: int = 0
+    lock_dir: Path = Path("/run/lock/spikefleet")
+    trusted_keys: list[Path] = field(default_factory=list)  # files or directories
+    labels: dict[str, str] = field(default_factory=dict)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+
+    def validate(self) -> AgentConfig:
+        if self.backend not in BACKENDS:
+            raise AgentConfigError(
+                f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}"
+            )
+        if not self.agent_id:
+            raise AgentConfigError("agent_id is empty: set agent_id in the config")
+        if not self.trusted_keys:
+            raise AgentConfigError(
+                "trusted_keys is empty: pin the server's program-signing public key(s) "
+                '(trusted_keys = ["/etc/spikefleet/keys"]) so programs can be verified'
+            )
+        if not _is_local(self.inference.address) and not self.inference.token_file:
+            raise AgentConfigError(
+                f"inference.address {self.inference.address} is reachable from other hosts: "
+                "set inference.token_file, or listen on 127.0.0.1 or a unix socket"
+            )
+        return self
+
+
+def _is_local(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _section(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise AgentConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where}: "
+            f"known keys are {', '.join(sorted(known))}"
+        )
+    return cls(**data)
+
+
+def parse_config(data: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
+    """Build a validated AgentConfig; relative paths are relative to ``base``."""
+    data = dict(data)
+    nested = {
+        "server": ServerConfig,
+        "inference": InferenceConfig,
+        "telemetry": TelemetryConfig,
+    }
+    kwargs: dict[str, Any] = {}
+    for key, cls in nested.items():
+        section = data.pop(key, {})
+        if not isinstance(section, dict):
+            raise AgentConfigError(f"[{key}] must be a table")
+        kwargs[key] = _section(cls, section, f"[{key}]")
+    try:
+        config = _section(AgentConfig, {**data, **kwargs}, "the top level")
+    except TypeError as exc:
+        raise AgentConfigError(f"bad config: {exc}") from exc
+    config.state_dir = base / Path(config.state_dir)
+    config.lock_dir = base / Path(config.lock_dir)
+    config.trusted_keys = [base / Path(p) for p in config.trusted_keys]
+    config.labels = {str(k): str(v) for k, v in dict(config.labels).items()}
+    for attr in ("token_file", "tls_ca"):
+        value = getattr(config.server, attr)
+        if value:
+            setattr(config.server, attr, str(base / value))
+    if config.inference.token_file:
+        config.inference.token_file = str(base / config.inference.token_file)
+    return config.validate()
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AgentConfigError(
+            f"config file {path} does not exist: copy deploy/agent/agent.toml and edit it"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, path.parent)
+
+
+def read_token(path: str) -> str:
+    if not path:
+        return ""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise AgentConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+    if not token:
+        raise AgentConfigError(f"token file {path} is empty")
+    return token

@@ -1,0 +1,208 @@
+"""The one bidirectional stream from the agent to the server.
+
+Up: Register first, then heartbeats, telemetry batches from the spool (in
+seq order, a bounded window ahead of the server's acks) and install reports.
+Down: Registered (with the last telemetry seq the server stored, so the spool
+replays exactly what is missing), Assignments and telemetry acks. When the
+stream breaks the agent keeps serving and redials with jittered exponential
+backoff.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import structlog
+
+from spikefleet.errors import InstallError
+from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet_agent.telemetry.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+SEND_WINDOW = 256  # telemetry batches in flight beyond the last ack
+FETCH_TIMEOUT_S = 60.0
+
+
+def backoff_delay(attempt: int, low: float, high: float) -> float:
+    """Exponential backoff with jitter in [50%, 100%] of the step, capped at ``high``."""
+    step = min(high, low * (2 ** min(attempt, 30)))
+    return step * random.uniform(0.5, 1.0)
+
+
+class ControlChannel:
+    def __init__(
+        self,
+        address: str,
+        *,
+        register: Callable[[], fleet_pb2.Register],
+        heartbeat: Callable[[], fleet_pb2.Heartbeat],
+        on_assignment: Callable[[fleet_pb2.Assignment], None],
+        spool: Spool,
+        token: str = "",
+        tls_ca: str = "",
+        heartbeat_interval_s: float = 5.0,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        on_connected: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.address = address
+        self._register = register
+        self._heartbeat = heartbeat
+        self._on_assignment = on_assignment
+        self._spool = spool
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._tls_ca = tls_ca
+        self._heartbeat_s = heartbeat_interval_s
+        self._min_s, self._max_s = reconnect_min_s, reconnect_max_s
+        self._on_connected = on_connected or (lambda up: None)
+        self._outbox: deque[fleet_pb2.AgentMessage] = deque()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self.connected = threading.Event()
+        self._channel: grpc.Channel | None = None
+        self._call: grpc.Future | None = None
+        self._registered_once = False
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(timeout=10)
+
+    def send(self, message: fleet_pb2.AgentMessage) -> None:
+        """Queue a message (install reports); sent as soon as a stream is up."""
+        self._outbox.append(message)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """New telemetry is in the spool."""
+        self._wake.set()
+
+    def fetch(self, sha256: str) -> bytes:
+        """The signed program with this sha256 from the server, or InstallError('fetch')."""
+        channel = self._channel
+        if channel is None or not self.connected.is_set():
+            raise InstallError("not connected to the server: cannot fetch the program", "fetch")
+        stub = fleet_pb2_grpc.FleetStub(channel)
+        parts: list[bytes] = []
+        try:
+            for chunk in stub.FetchProgram(
+                fleet_pb2.FetchProgramRequest(sha256=sha256),
+                metadata=self._metadata,
+                timeout=FETCH_TIMEOUT_S,
+            ):
+                parts.append(chunk.data)
+        except grpc.RpcError as exc:
+            raise InstallError(
+                f"fetching program {sha256[:12]} failed: {exc.code().name} {exc.details()}",
+                "fetch",
+            ) from exc
+        return b"".join(parts)
+
+    def _dial(self) -> grpc.Channel:
+        options = [
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        if self._tls_ca:
+            creds = grpc.ssl_channel_credentials(root_certificates=Path(self._tls_ca).read_bytes())
+            return grpc.secure_channel(self.address, creds, options=options)
+        return grpc.insecure_channel(self.address, options=options)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stopped.is_set():
+            channel = self._dial()
+            self._channel = channel
+            self._registered_once = False
+            try:
+                self._session(channel)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if not self._stopped.is_set():
+                    log.warning(
+                        "control.stream_down",
+                        server=self.address,
+                        code=getattr(code, "name", str(code)),
+                        details=exc.details() if hasattr(exc, "details") else "",
+                    )
+            except Exception:
+                log.exception("control.session_failed", server=self.address)
+            finally:
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._on_connected(False)
+                self._channel = None
+                channel.close()
+            attempt = 0 if self._registered_once else attempt + 1
+            if not self._stopped.is_set():
+                self._stopped.wait(backoff_delay(attempt, self._min_s, self._max_s))
+
+    def _session(self, channel: grpc.Channel) -> None:
+        stub = fleet_pb2_grpc.FleetStub(channel)
+        state = {"sent": 0, "acked": 0, "registered": False}
+        done = threading.Event()
+
+        def requests() -> Iterator[fleet_pb2.AgentMessage]:
+            yield fleet_pb2.AgentMessage(register=self._register())
+            next_beat = 0.0
+            while not done.is_set() and not self._stopped.is_set():
+                self._wake.clear()
+                if not state["registered"]:
+                    self._wake.wait(0.05)
+                    continue
+                now = time.monotonic()
+                if now >= next_beat:
+                    yield fleet_pb2.AgentMessage(heartbeat=self._heartbeat())
+                    next_beat = now + self._heartbeat_s
+                while self._outbox:
+                    yield self._outbox.popleft()
+                room = SEND_WINDOW - (state["sent"] - state["acked"])
+                batches = self._spool.pending(state["sent"], min(64, room)) if room > 0 else []
+                for batch in batches:
+                    yield fleet_pb2.AgentMessage(telemetry=batch)
+                    state["sent"] = batch.seq
+                if not batches or room <= 0:
+                    self._wake.wait(max(0.01, min(1.0, next_beat - time.monotonic())))
+
+        call = stub.Connect(requests(), metadata=self._metadata)
+        self._call = call
+        try:
+            for message in call:
+                kind = message.WhichOneof("kind")
+                if kind == "registered":
+                    last = message.registered.last_telemetry_seq
+                    self._spool.ack(last)
+                    state["sent"] = state["acked"] = last
+                    state["registered"] = True
+                    self._registered_once = True
+                    if message.registered.heartbeat_interval_ms:
+                        self._heartbeat_s = message.registered.heartbeat_interval_ms / 1000.0
+                    self.connected.set()
+                    self._on_connected(True)
+                    self._wake.set()
+                    log.info("control.registered", server=self.address, last_telemetry_seq=last)
+                elif kind == "assignment":
+                    self._on_assignment(message.assignment)
+                elif kind == "telemetry_ack":
+                    self._spool.ack(message.telemetry_ack.seq)
+                    state["acked"] = max(state["acked"], message.telemetry_ack.seq)
+                    self._wake.set()
+        finally:
+            done.set()
+            self._wake.set()
+            self._call = None

@@ -1,0 +1,267 @@
+"""The agent process: wires device, slots, runtime, inference API, telemetry and control.
+
+Start order matters: the device and state directory are locked first (two
+agents never share them), the last good program is loaded from its slot
+before the inference API opens, and the control channel comes last, so the
+agent serves even when the server is unreachable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import start_http_server
+
+from spikefleet.program.signing import TrustedKeys
+from spikefleet.v1 import fleet_pb2, inference_pb2
+from spikefleet_agent import __version__
+from spikefleet_agent.config import AgentConfig, read_token
+from spikefleet_agent.control.channel import ControlChannel
+from spikefleet_agent.control.installer import Installer
+from spikefleet_agent.device import inventory as inventory_mod
+from spikefleet_agent.device.base import Backend
+from spikefleet_agent.device.factory import open_backend
+from spikefleet_agent.device.lock import DeviceLock
+from spikefleet_agent.inference.server import serve
+from spikefleet_agent.inference.service import InferenceService
+from spikefleet_agent.programs.slots import SlotStore
+from spikefleet_agent.runtime import Runtime
+from spikefleet_agent.telemetry.collector import Collector
+from spikefleet_agent.telemetry.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+
+def _device_pb(info: inventory_mod.DeviceInfo) -> fleet_pb2.Device:
+    return fleet_pb2.Device(
+        kind=info.kind,
+        bus=info.bus,
+        vendor_id=info.vendor_id,
+        product_id=info.product_id,
+        description=info.description,
+        address=info.address,
+    )
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        hardware_device: Any = None,
+        usb_backend: Any = None,
+        pci_root: Path = inventory_mod.SYSFS_PCI_DEVICES,
+    ) -> None:
+        self.config = config
+        self._hardware_device = hardware_device
+        self._usb_backend = usb_backend
+        self._pci_root = pci_root
+        self._locks: list[DeviceLock] = []
+        self._stopped = threading.Event()
+        self.collector = Collector()
+        self.backend: Backend | None = None
+        self.runtime: Runtime | None = None
+        self.control: ControlChannel | None = None
+        self.installer: Installer | None = None
+        self.inference_port = 0
+        self.metrics_port = 0
+        self._server: grpc.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self.inventory: list[fleet_pb2.Device] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Agent:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._locks.append(DeviceLock(cfg.state_dir / "agent.lock").acquire())
+        if cfg.backend == "akida-hw":
+            lock_name = f"akida-{cfg.device_index}.lock"
+            self._locks.append(DeviceLock(cfg.lock_dir / lock_name).acquire())
+        self.inventory = [
+            _device_pb(d) for d in inventory_mod.scan(self._usb_backend, self._pci_root)
+        ]
+        self.backend = open_backend(
+            cfg.backend, device=self._hardware_device, device_index=cfg.device_index
+        )
+        trusted = TrustedKeys.load(*cfg.trusted_keys)
+        self.slots = SlotStore(cfg.state_dir / "programs", trusted)
+        self.spool = Spool(cfg.state_dir / "telemetry.sqlite", cfg.telemetry.spool_max_batches)
+        self.runtime = Runtime(self.backend, self.collector)
+        boot = self.slots.load_active()
+        if boot is not None:
+            self.runtime.swap(self.runtime.load(boot.sha256, boot.program))
+            state = self.slots.state()
+            self.runtime.previous_sha256 = state.previous_sha256 if state else ""
+            log.info("agent.program_loaded", sha256=boot.sha256, slot=boot.slot)
+        else:
+            log.warning("agent.no_program", hint="waiting for an assignment from the server")
+
+        service = InferenceService(
+            self.runtime,
+            self.collector,
+            status=self.status,
+            max_open_samples=cfg.inference.max_open_samples,
+            event_window_us=cfg.inference.event_window_us,
+        )
+        self._server, self.inference_port = serve(
+            service,
+            cfg.inference.address,
+            token=read_token(cfg.inference.token_file),
+            max_workers=cfg.inference.max_workers,
+            max_streams=cfg.inference.max_streams,
+            max_message_bytes=cfg.inference.max_message_bytes,
+        )
+        if cfg.telemetry.metrics_port >= 0 and cfg.telemetry.metrics_port != 0:
+            server, _ = start_http_server(
+                cfg.telemetry.metrics_port,
+                addr=cfg.telemetry.metrics_address,
+                registry=self.collector.metrics.registry,
+            )
+            self.metrics_port = server.server_port
+            self._metrics_server = server
+
+        if cfg.server.address:
+            self.control = ControlChannel(
+                cfg.server.address,
+                register=self._register_message,
+                heartbeat=self._heartbeat_message,
+                on_assignment=self._on_assignment,
+                spool=self.spool,
+                token=read_token(cfg.server.token_file),
+                tls_ca=cfg.server.tls_ca,
+                heartbeat_interval_s=cfg.server.heartbeat_interval_s,
+                reconnect_min_s=cfg.server.reconnect_min_s,
+                reconnect_max_s=cfg.server.reconnect_max_s,
+                on_connected=lambda up: self.collector.metrics.connected.set(int(up)),
+            )
+            self.installer = Installer(
+                self.slots,
+                self.runtime,
+                fetch=self.control.fetch,
+                report=self._report_install,
+            )
+            self.installer.start()
+            self.control.start()
+        telemetry = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
+        telemetry.start()
+        self._threads.append(telemetry)
+        log.info(
+            "agent.started",
+            agent_id=cfg.agent_id,
+            backend=cfg.backend,
+            inference=cfg.inference.address,
+            server=cfg.server.address or "(standalone)",
+        )
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.control is not None:
+            self.control.stop()
+        if self.installer is not None:
+            self.installer.stop()
+        if self._server is not None:
+            self._server.stop(grace=1.0).wait()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if getattr(self, "_metrics_server", None) is not None:
+            self._metrics_server.shutdown()
+        if self.backend is not None:
+            self.backend.close()
+        if hasattr(self, "spool"):
+            self.spool.close()
+        for lock in reversed(self._locks):
+            lock.release()
+        self._locks.clear()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    # -- what the agent tells others --------------------------------------------
+
+    def _program_sha(self) -> str:
+        active = self.runtime.active if self.runtime else None
+        return active.sha256 if active else ""
+
+    def _register_message(self) -> fleet_pb2.Register:
+        return fleet_pb2.Register(
+            agent_id=self.config.agent_id,
+            labels=self.config.labels,
+            inventory=self.inventory,
+            backend=self.config.backend,
+            program_sha256=self._program_sha(),
+            previous_sha256=self.runtime.previous_sha256 if self.runtime else "",
+            version=__version__,
+        )
+
+    def _heartbeat_message(self) -> fleet_pb2.Heartbeat:
+        shadow = self.runtime.shadow if self.runtime else None
+        sha = self._program_sha()
+        return fleet_pb2.Heartbeat(
+            unix_ms=int(time.time() * 1000),
+            program_sha256=sha,
+            health="ok" if sha else "no-program",
+            shadow_sha256=shadow.sha256 if shadow else "",
+        )
+
+    def _on_assignment(self, assignment: fleet_pb2.Assignment) -> None:
+        if self.installer is not None:
+            self.installer.submit(assignment)
+
+    def _report_install(self, report: fleet_pb2.InstallReport) -> None:
+        name = fleet_pb2.InstallReport.Status.Name(report.status)
+        self.collector.metrics.installs.labels(status=name).inc()
+        if report.status != fleet_pb2.InstallReport.INSTALLED:
+            self.collector.error(f"install-{report.reason or name.lower()}")
+        if self.control is not None:
+            self.control.send(fleet_pb2.AgentMessage(install=report))
+
+    def flush_telemetry(self) -> int:
+        """Close the current telemetry period into the spool now; return its seq."""
+        assert self.backend is not None
+        batch = self.collector.snapshot(
+            program_sha256=self._program_sha(),
+            backend=self.config.backend,
+            inventory=self.inventory,
+            power=self.backend.power_samples(),
+        )
+        seq = self.spool.append(batch)
+        self.collector.metrics.spooled.set(self.spool.depth())
+        if self.control is not None:
+            self.control.wake()
+        return seq
+
+    def _telemetry_loop(self) -> None:
+        while not self._stopped.wait(self.config.telemetry.interval_s):
+            try:
+                self.flush_telemetry()
+            except Exception:
+                log.exception("telemetry.flush_failed")
+
+    def status(self) -> inference_pb2.AgentStatus:
+        active = self.runtime.active if self.runtime else None
+        shadow = self.runtime.shadow if self.runtime else None
+        reply = inference_pb2.AgentStatus(
+            agent_id=self.config.agent_id,
+            backend=self.config.backend,
+            program_sha256=active.sha256 if active else "",
+            previous_sha256=self.runtime.previous_sha256 if self.runtime else "",
+            connected=bool(self.control and self.control.connected.is_set()),
+            frames=self.collector.total_frames,
+            spooled_batches=self.spool.depth() if hasattr(self, "spool") else 0,
+            shadow_sha256=shadow.sha256 if shadow else "",
+            version=__version__,
+        )
+        if active is not None:
+            program = active.program
+            reply.program_name = program.name
+            reply.input_shape.extend(program.input.shape)
+            reply.input_bits = program.input.bits
+            reply.labels.extend(program.labels)
+        return reply

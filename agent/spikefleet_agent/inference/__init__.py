@@ -1,0 +1,1 @@
+"""The agent's local inference API (gRPC): Stream, StreamEvents, Infer, Status."""

@@ -1,0 +1,1 @@
+"""Telemetry: per-period counters, the bounded on-disk spool, Prometheus metrics."""

@@ -1,0 +1,84 @@
+"""Telemetry batches on disk until the server has them (SQLite, bounded).
+
+Every batch gets the next sequence number when it is appended, whether or not
+the server is reachable; the control channel sends from here in seq order and
+deletes what the server acknowledged. When more than ``max_batches`` wait, the
+oldest are dropped (and counted): nothing is lost within the bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from spikefleet.v1 import fleet_pb2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0);
+"""
+
+
+class Spool:
+    def __init__(self, path: Path, max_batches: int = 100_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_batches = max_batches
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def append(self, batch: fleet_pb2.TelemetryBatch) -> int:
+        """Give ``batch`` the next seq and store it; return the seq."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                batch.seq = seq
+                self._db.execute(
+                    "INSERT INTO batches VALUES (?, ?)", (seq, batch.SerializeToString())
+                )
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                (count,) = self._db.execute("SELECT COUNT(*) FROM batches").fetchone()
+                if count > self.max_batches:
+                    excess = count - self.max_batches
+                    self._db.execute(
+                        "DELETE FROM batches WHERE seq IN "
+                        "(SELECT seq FROM batches ORDER BY seq LIMIT ?)",
+                        (excess,),
+                    )
+                    self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (excess,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return int(seq)
+
+    def pending(self, after_seq: int, limit: int = 64) -> list[fleet_pb2.TelemetryBatch]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        return [fleet_pb2.TelemetryBatch.FromString(body) for (body,) in rows]
+
+    def ack(self, seq: int) -> None:
+        """The server stored everything up to ``seq``."""
+        with self._lock:
+            self._db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+
+    def depth(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM batches").fetchone()
+        return int(count)
+
+    def dropped(self) -> int:
+        with self._lock:
+            (value,) = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
+        return int(value)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,54 @@
+"""The agent config: defaults that are safe, errors that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spikefleet.errors import AgentConfigError
+from spikefleet_agent.config import load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.toml"
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    config = parse_config(
+        {"agent_id": "edge-1", "state_dir": "state", "trusted_keys": ["keys"]}, tmp_path
+    )
+    assert config.state_dir == tmp_path / "state"
+    assert config.trusted_keys == [tmp_path / "keys"]
+    assert config.backend == "sim"
+    assert config.inference.address == "127.0.0.1:50061"
+
+
+def test_unknown_backend_names_the_choices() -> None:
+    with pytest.raises(AgentConfigError, match="choose one of sim, akida-sw, akida-hw"):
+        parse_config({"backend": "gpu", "trusted_keys": ["k"]})
+
+
+def test_trusted_keys_are_required() -> None:
+    with pytest.raises(AgentConfigError, match="trusted_keys is empty"):
+        parse_config({})
+
+
+def test_exposed_inference_api_needs_a_token() -> None:
+    with pytest.raises(AgentConfigError, match="token_file"):
+        parse_config({"trusted_keys": ["k"], "inference": {"address": "0.0.0.0:50061"}})
+    parse_config({"trusted_keys": ["k"], "inference": {"address": "0.0.0.0:1", "token_file": "t"}})
+
+
+def test_typos_are_reported_with_the_known_keys() -> None:
+    with pytest.raises(AgentConfigError, match=r"unknown key\(s\) adress in \[server\]"):
+        parse_config({"trusted_keys": ["k"], "server": {"adress": "x:1"}})
+
+
+def test_missing_file_says_where_the_example_is(tmp_path: Path) -> None:
+    with pytest.raises(AgentConfigError, match=r"deploy/agent/agent\.toml"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.backend == "sim"
+    assert config.server.address

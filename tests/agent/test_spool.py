@@ -1,0 +1,48 @@
+"""The telemetry spool: ordered, durable, bounded, acked away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spikefleet.v1 import fleet_pb2
+from spikefleet_agent.telemetry.spool import Spool
+
+
+def batch(frames: int) -> fleet_pb2.TelemetryBatch:
+    return fleet_pb2.TelemetryBatch(frames=frames, program_sha256="ab" * 32)
+
+
+def test_batches_get_increasing_seqs_and_come_back_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")
+    seqs = [spool.append(batch(n)) for n in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    assert [b.frames for b in spool.pending(after_seq=2)] == [2, 3, 4]
+    assert [b.seq for b in spool.pending(after_seq=0, limit=2)] == [1, 2]
+
+
+def test_ack_removes_what_the_server_stored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")
+    for n in range(4):
+        spool.append(batch(n))
+    spool.ack(3)
+    assert [b.seq for b in spool.pending(0)] == [4]
+    assert spool.depth() == 1
+
+
+def test_seq_survives_a_restart_even_when_everything_was_acked(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")
+    spool.append(batch(1))
+    spool.append(batch(2))
+    spool.ack(2)
+    spool.close()
+    reopened = Spool(tmp_path / "t.sqlite")
+    assert reopened.append(batch(3)) == 3
+    assert [b.frames for b in reopened.pending(0)] == [3]
+
+
+def test_over_the_bound_the_oldest_batches_are_dropped_and_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite", max_batches=3)
+    for n in range(5):
+        spool.append(batch(n))
+    assert [b.seq for b in spool.pending(0)] == [3, 4, 5]
+    assert spool.dropped() == 2
