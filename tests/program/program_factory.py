@@ -83,7 +83,7 @@ def architectures(draw: st.DrawFn, max_channels: int = 16) -> Program:
     width = draw(st.integers(8, 24))
     channels = draw(st.integers(1, 4))
     layers: list[Layer] = [
-        InputData("input", (height, width, channels), draw(st.sampled_from([1, 2, 4, 8])))
+        InputData("input", (height, width, channels), draw(st.sampled_from([1, 2, 4])))
     ]
     shape = output_shape(layers[0], None)
     for index in range(draw(st.integers(1, 4))):

@@ -25,7 +25,7 @@ from spikefleet.program.model import (
 from spikefleet.program.packing import WEIGHT_BITS, weight_range
 from spikefleet.program.shapes import Shape, output_shape
 
-INPUT_BITS = (1, 2, 4, 8)
+INPUT_BITS = (1, 2, 4)
 ACTIVATION_BITS = (1, 2, 4)
 
 
@@ -141,6 +141,14 @@ def validate(program: Program) -> list[Shape]:
                 raise _fail(where, f"input bits must be one of {INPUT_BITS}, got {layer.bits}")
         else:
             assert previous is not None
+            before = program.layers[index - 1]
+            if not isinstance(before, InputData) and before.activation is None:
+                raise _fail(
+                    where,
+                    f"follows {before.name!r}, which has no activation: its int32 potentials "
+                    "cannot feed another layer on akida; only the last layer may omit its "
+                    "activation",
+                )
             if isinstance(layer, Convolutional):
                 _check_conv(where, layer, previous)
             else:
