@@ -116,3 +116,54 @@ class RolloutNotFoundError(RolloutError):
 
 class RolloutStateError(RolloutError):
     """The rollout's state (or another active rollout on the same agents) forbids this."""
+
+
+class RegistryError(SpikefleetError):
+    """The program registry refused a request."""
+
+
+class ProgramNotFoundError(RegistryError):
+    """No stored program matches this sha256, prefix or name/version."""
+
+
+class ProgramInUseError(RegistryError):
+    """The program is run by (or assigned to) agents, so it cannot be deleted."""
+
+
+class ServerConfigError(SpikefleetError):
+    """spikefleet-server's configuration (file, environment, flags) is invalid."""
+
+
+class ServerError(SpikefleetError):
+    """The server answered a call with an error; ``code`` is the gRPC status name."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.code))
+
+
+class ServerUnavailableError(ServerError):
+    """The server cannot be reached (address, network, TLS handshake)."""
+
+
+class AuthError(ServerError):
+    """The server refused the caller: missing/wrong token or a role too low for the call."""
+
+
+class NotFoundError(ServerError):
+    """The server has no such object (program, agent, rollout)."""
+
+
+class InvalidRequestError(ServerError):
+    """The server rejected the request's content (bad model, bad options, truncated upload)."""
+
+
+class QuotaError(ServerError):
+    """The request exceeds a server limit (e.g. the upload size limit)."""
+
+
+class ConflictError(ServerError):
+    """The object's state forbids this (e.g. deleting a program agents run)."""
