@@ -167,3 +167,11 @@ class QuotaError(ServerError):
 
 class ConflictError(ServerError):
     """The object's state forbids this (e.g. deleting a program agents run)."""
+
+
+class AgentRequestError(SpikefleetError):
+    """An agent's inference API refused or failed a call; ``code`` is the gRPC status name."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
