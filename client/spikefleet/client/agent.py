@@ -1,0 +1,245 @@
+"""Client of an agent's local inference API: frames or events in, predictions out.
+
+Frames travel as raw uint8 bytes plus their shape. ``stream()`` sends batches
+from a generator while answers come back, so a producer is paced by the
+agent (gRPC flow control) rather than by round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from spikefleet.errors import AgentRequestError, EngineError, FrameError
+from spikefleet.v1 import inference_pb2, inference_pb2_grpc
+
+
+@dataclass
+class SampleResult:
+    sample_id: str
+    predicted_class: int
+    frames: int
+    scores: np.ndarray
+
+
+@dataclass
+class Prediction:
+    seq: int
+    classes: np.ndarray  # int64, top-1 per frame
+    program_sha256: str
+    outputs: np.ndarray | None = None
+    sample: SampleResult | None = None
+
+
+@dataclass
+class AgentStatus:
+    agent_id: str
+    backend: str
+    program_sha256: str
+    previous_sha256: str
+    program_name: str
+    input_shape: tuple[int, ...]
+    input_bits: int
+    labels: list[str] = field(default_factory=list)
+    connected: bool = False
+    frames: int = 0
+    spooled_batches: int = 0
+    shadow_sha256: str = ""
+    version: str = ""
+
+
+@dataclass
+class FrameBatch:
+    """One message of a stream: frames (N, H, W, C) and, optionally, the sample they belong to."""
+
+    frames: np.ndarray
+    sample_id: str = ""
+    end_of_sample: bool = False
+
+
+def _to_error(exc: grpc.RpcError, address: str) -> Exception:
+    code = exc.code() if hasattr(exc, "code") else None
+    name = getattr(code, "name", "UNKNOWN")
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return FrameError(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return EngineError(details)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = f"agent at {address} is unreachable ({details}): is spikefleet-agent running?"
+    return AgentRequestError(f"{name}: {details}", name)
+
+
+def _batch(
+    frames: np.ndarray, seq: int, sample_id: str, end: bool, outputs: bool
+) -> inference_pb2.FrameBatch:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise FrameError("frames must be a uint8 numpy array: cast with .astype(np.uint8)")
+    if frames.ndim == 3:
+        frames = frames[None]
+    return inference_pb2.FrameBatch(
+        frames=np.ascontiguousarray(frames).tobytes(),
+        shape=frames.shape,
+        seq=seq,
+        sample_id=sample_id,
+        end_of_sample=end,
+        return_outputs=outputs,
+    )
+
+
+def _prediction(reply: inference_pb2.Predictions) -> Prediction:
+    outputs = None
+    if reply.output_dtype:
+        outputs = np.frombuffer(reply.outputs, dtype=reply.output_dtype).reshape(
+            tuple(reply.output_shape)
+        )
+    sample = None
+    if reply.HasField("sample"):
+        sample = SampleResult(
+            reply.sample.sample_id,
+            reply.sample.predicted_class,
+            reply.sample.frames,
+            np.asarray(reply.sample.scores, np.float32),
+        )
+    return Prediction(
+        seq=reply.seq,
+        classes=np.asarray(reply.classes, np.int64),
+        program_sha256=reply.program_sha256,
+        outputs=outputs,
+        sample=sample,
+    )
+
+
+class AgentClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def infer(self, frames: np.ndarray, *, return_outputs: bool = False) -> Prediction:
+        """One batch of frames (N, H, W, C) or one frame (H, W, C), one answer."""
+        request = _batch(frames, 0, "", True, return_outputs)
+        try:
+            reply = self._stub.Infer(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        return _prediction(reply)
+
+    def stream(
+        self, batches: Iterable[np.ndarray | FrameBatch], *, return_outputs: bool = False
+    ) -> Iterator[Prediction]:
+        """Predictions for each batch, in order; batches are sent while answers arrive."""
+
+        def requests() -> Iterator[inference_pb2.FrameBatch]:
+            for seq, item in enumerate(batches):
+                if isinstance(item, FrameBatch):
+                    yield _batch(
+                        item.frames, seq, item.sample_id, item.end_of_sample, return_outputs
+                    )
+                else:
+                    yield _batch(item, seq, "", False, return_outputs)
+
+        call: Any = self._stub.Stream(requests(), metadata=self._metadata)
+        try:
+            for reply in call:
+                yield _prediction(reply)
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        finally:
+            call.cancel()
+
+    def stream_events(
+        self,
+        packets: Iterable[np.ndarray],
+        *,
+        sample_id: str = "",
+        time_window_us: int = 0,
+        end_of_sample: bool = True,
+    ) -> Iterator[Prediction]:
+        """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample."""
+        from spikefleet.events import as_events
+
+        def requests() -> Iterator[inference_pb2.EventPacket]:
+            previous: np.ndarray | None = None
+            seq = 0
+            for packet in packets:
+                if previous is not None:
+                    yield self._packet(previous, seq, sample_id, time_window_us, False)
+                    seq += 1
+                previous = as_events(packet)
+            if previous is not None:
+                yield self._packet(previous, seq, sample_id, time_window_us, end_of_sample)
+
+        call: Any = self._stub.StreamEvents(requests(), metadata=self._metadata)
+        try:
+            for reply in call:
+                yield _prediction(reply)
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        finally:
+            call.cancel()
+
+    @staticmethod
+    def _packet(
+        events: np.ndarray, seq: int, sample_id: str, window: int, end: bool
+    ) -> inference_pb2.EventPacket:
+        return inference_pb2.EventPacket(
+            events=np.ascontiguousarray(events).tobytes(),
+            seq=seq,
+            sample_id=sample_id,
+            end_of_sample=end,
+            time_window_us=window,
+        )
+
+    def status(self) -> AgentStatus:
+        try:
+            reply = self._stub.Status(
+                inference_pb2.StatusRequest(), metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        return AgentStatus(
+            agent_id=reply.agent_id,
+            backend=reply.backend,
+            program_sha256=reply.program_sha256,
+            previous_sha256=reply.previous_sha256,
+            program_name=reply.program_name,
+            input_shape=tuple(reply.input_shape),
+            input_bits=reply.input_bits,
+            labels=list(reply.labels),
+            connected=reply.connected,
+            frames=reply.frames,
+            spooled_batches=reply.spooled_batches,
+            shadow_sha256=reply.shadow_sha256,
+            version=reply.version,
+        )

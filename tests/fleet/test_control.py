@@ -1,0 +1,57 @@
+"""The control channel between real agents and a real Fleet server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from conftest import FleetServer, wait_for
+
+from spikefleet_agent.daemon import Agent
+
+
+def test_an_agent_registers_with_its_identity(
+    fleet_server: FleetServer, start_agent: Callable[..., Agent]
+) -> None:
+    start_agent("edge-7", site="lab", camera="dvx")
+    wait_for(lambda: fleet_server.fleet.connected() == ["edge-7"], "edge-7 to connect")
+    (record,) = fleet_server.fleet.agents()
+    assert record.agent_id == "edge-7"
+    assert record.labels == {"site": "lab", "camera": "dvx"}
+    assert record.backend == "sim"
+    assert record.connected
+    assert record.health == "no-program"
+
+
+def test_a_stopped_agent_is_marked_disconnected(
+    fleet_server: FleetServer, start_agent: Callable[..., Agent]
+) -> None:
+    agent = start_agent("edge-1")
+    wait_for(lambda: fleet_server.fleet.connected() == ["edge-1"], "edge-1 to connect")
+    agent.stop()
+    wait_for(lambda: fleet_server.fleet.connected() == [], "edge-1 to disconnect")
+    record = fleet_server.fleet.store.agent("edge-1")
+    assert record is not None and not record.connected
+
+
+def test_telemetry_survives_a_server_outage_exactly_once_and_in_order(
+    fleet_server: FleetServer, start_agent: Callable[..., Agent]
+) -> None:
+    agent = start_agent("edge-1")
+    wait_for(lambda: agent.control is not None and agent.control.connected.is_set(), "connect")
+    for _ in range(3):
+        agent.collector.record_events(10)
+        agent.flush_telemetry()
+    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 3, "3 batches")
+
+    fleet_server.stop()
+    wait_for(lambda: not agent.control.connected.is_set(), "the agent to notice the outage")
+    for n in range(5):
+        agent.collector.record_events(100 + n)
+        agent.flush_telemetry()
+    assert agent.spool.depth() == 5
+
+    fleet_server.start()  # same port, same database file
+    wait_for(lambda: agent.spool.depth() == 0, "the spool to drain")
+    records = fleet_server.fleet.store.telemetry("edge-1")
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [r.batch.events for r in records] == [10, 10, 10, 100, 101, 102, 103, 104]
