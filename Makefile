@@ -13,6 +13,7 @@ DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml require
 setup: $(STAMP)
 
 $(STAMP): $(DEPS)
+	command -v flatc >/dev/null || { S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && $$S apt-get install -y -qq flatbuffers-compiler; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
