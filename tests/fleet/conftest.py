@@ -14,18 +14,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
-from agent_helpers import make_key  # noqa: E402
+from agent_helpers import make_key
 
-from spikefleet.program.signing import SigningKey  # noqa: E402
-from spikefleet.v1 import fleet_pb2_grpc  # noqa: E402
-from spikefleet_agent.config import AgentConfig, ServerConfig, TelemetryConfig  # noqa: E402
-from spikefleet_agent.config import InferenceConfig  # noqa: E402
-from spikefleet_agent.daemon import Agent  # noqa: E402
-from spikefleet_server.fleet import FleetService, FleetStore  # noqa: E402
+from spikefleet.program.signing import SigningKey
+from spikefleet.v1 import fleet_pb2_grpc
+from spikefleet_agent.config import (
+    AgentConfig,
+    InferenceConfig,
+    ServerConfig,
+    TelemetryConfig,
+)
+from spikefleet_agent.daemon import Agent
+from spikefleet_server.fleet import FleetService, FleetStore
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll until ``condition()`` is truthy; fail naming ``what`` (a liveness bound, not a speed goal)."""
+    """Poll until ``condition()`` holds; ``timeout`` bounds a hang, it is not a speed goal."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -44,7 +48,9 @@ class FleetServer:
 
     def start(self) -> FleetServer:
         self._store = FleetStore(self.db)
-        self.service = FleetService(self._store, self.programs.__getitem__, heartbeat_interval_ms=200)
+        self.service = FleetService(
+            self._store, self.programs.__getitem__, heartbeat_interval_ms=200
+        )
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         fleet_pb2_grpc.add_FleetServicer_to_server(self.service, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
