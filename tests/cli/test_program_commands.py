@@ -202,6 +202,7 @@ def test_inspect_says_when_a_signature_is_unchecked(
     assert "unsigned" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_real_process_signs_verifies_and_inspects(tmp_path: Path) -> None:
     save_program(tmp_path / "tiny.sfp", small_program())
 

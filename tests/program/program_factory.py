@@ -27,7 +27,7 @@ def random_weights(rng: np.random.Generator, bits: int, shape: tuple[int, ...]) 
 
 
 def activation(rng: np.random.Generator, bits: int, outputs: int) -> Activation:
-    return Activation(bits=bits, step=rng.uniform(0.01, 4.0, outputs).astype(np.float32))
+    return Activation(bits=bits, step=rng.uniform(0.0625, 4.0, outputs).astype(np.float32))
 
 
 def reference_program(seed: int = 0) -> Program:

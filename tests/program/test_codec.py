@@ -125,6 +125,25 @@ def test_encode_refuses_activation_bits_akida_lacks() -> None:
         encode(program)
 
 
+def test_encode_refuses_an_activation_step_below_akidas_minimum() -> None:
+    program = reference_program()
+    conv1 = program.layers[1]
+    assert isinstance(conv1, Convolutional)
+    assert conv1.activation is not None
+    conv1.activation.step[3] = 0.03
+    with pytest.raises(ProgramFormatError, match=r"at least 0\.0625"):
+        encode(program)
+
+
+def test_encode_refuses_a_layer_fed_by_potentials() -> None:
+    program = reference_program()
+    conv2 = program.layers[2]
+    assert isinstance(conv2, Convolutional)
+    conv2.activation = None
+    with pytest.raises(ProgramFormatError, match="'conv2', which has no activation"):
+        encode(program)
+
+
 def test_encode_refuses_label_count_mismatch() -> None:
     program = reference_program()
     program.labels = ["a", "b"]

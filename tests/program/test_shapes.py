@@ -1,4 +1,5 @@
-"""layer_output_shapes and validate agree with akida 2.19.3 about every layer's shape."""
+"""layer_output_shapes and validate agree with akida 2.19.3 about every layer's shape,
+and every program validate accepts carries variables akida accepts."""
 
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def akida_model(program: Program) -> akida.Model:
 def test_generated_architectures_have_akidas_shapes(program: Program) -> None:
     model = akida_model(program)
     assert layer_output_shapes(program) == [tuple(layer.output_dims) for layer in model.layers]
+
+
+@settings(max_examples=60, deadline=None)
+@given(architectures(max_channels=8))
+def test_generated_programs_load_into_akida(program: Program) -> None:
+    model = akida_model(program)
+    for layer, target in zip(program.layers[1:], model.layers[1:], strict=True):
+        assert isinstance(layer, Convolutional | FullyConnected)
+        weights = layer.weights
+        if isinstance(layer, FullyConnected):
+            weights = weights.reshape(1, 1, *weights.shape)
+        target.variables["weights"] = weights
+        target.variables["threshold"] = layer.threshold
+        if layer.activation is not None:
+            target.variables["act_step"] = layer.activation.step
+        assert np.array_equal(target.variables["weights"], weights)
+        assert np.array_equal(target.variables["threshold"], layer.threshold)
 
 
 def one_conv(

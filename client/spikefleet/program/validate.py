@@ -27,6 +27,7 @@ from spikefleet.program.shapes import Shape, output_shape
 
 INPUT_BITS = (1, 2, 4)
 ACTIVATION_BITS = (1, 2, 4)
+MIN_ACT_STEP = 0.0625
 
 
 def _fail(where: str, problem: str) -> ProgramFormatError:
@@ -70,8 +71,12 @@ def _check_activation(where: str, activation: Activation | None, outputs: int) -
             where, f"activation bits must be one of {ACTIVATION_BITS}, got {activation.bits}"
         )
     _check_array(where, "activation step", activation.step, np.float32, (outputs,))
-    if not np.all(np.isfinite(activation.step)):
-        raise _fail(where, "activation step values must be finite")
+    if not np.all(np.isfinite(activation.step)) or np.any(activation.step < MIN_ACT_STEP):
+        raise _fail(
+            where,
+            f"activation step values must be finite and at least {MIN_ACT_STEP} (1/16, "
+            f"akida's minimum); got min {float(np.min(activation.step))}",
+        )
 
 
 def _check_conv(where: str, layer: Convolutional, previous: Shape) -> None:
