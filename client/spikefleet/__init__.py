@@ -6,6 +6,8 @@ event handling and the gRPC clients. Importing it never imports torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from spikefleet.errors import (
     ConversionError,
     EngineError,
@@ -19,6 +21,19 @@ from spikefleet.errors import (
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from spikefleet.convert.extract import extract
+
+
+def __getattr__(name: str) -> Any:
+    """``spikefleet.extract`` is loaded on first use: it needs torch, the package must not."""
+    if name == "extract":
+        from spikefleet.convert.extract import extract
+
+        return extract
+    raise AttributeError(f"module 'spikefleet' has no attribute {name!r}")
+
+
 __all__ = [
     "ConversionError",
     "EngineError",
@@ -29,4 +44,5 @@ __all__ = [
     "SignatureError",
     "SpikefleetError",
     "__version__",
+    "extract",
 ]

@@ -1,0 +1,45 @@
+"""SNNTorch -> Akida 1.0 conversion: graph IR, loaders, compatibility, int4 quantization.
+
+Importing this package never imports torch; only :func:`extract` and reading
+``.pt`` files do, when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spikefleet.convert.api import (
+    CONVERTER_VERSION,
+    ConversionResult,
+    ConvertOptions,
+    Progress,
+    convert,
+)
+from spikefleet.convert.fidelity import FidelityReport, LayerFidelity
+from spikefleet.convert.graph import Graph, load_bundle, save_bundle
+
+if TYPE_CHECKING:
+    from spikefleet.convert.extract import extract
+
+
+def __getattr__(name: str) -> Any:
+    if name == "extract":
+        from spikefleet.convert.extract import extract
+
+        return extract
+    raise AttributeError(f"module 'spikefleet.convert' has no attribute {name!r}")
+
+
+__all__ = [
+    "CONVERTER_VERSION",
+    "ConversionResult",
+    "ConvertOptions",
+    "FidelityReport",
+    "Graph",
+    "LayerFidelity",
+    "Progress",
+    "convert",
+    "extract",
+    "load_bundle",
+    "save_bundle",
+]

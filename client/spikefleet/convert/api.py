@@ -1,0 +1,227 @@
+"""``convert()``: a model in any supported form -> an Akida program, with its fidelity.
+
+Order of work: read the model into the graph IR, check and lower it (refusals
+happen here, before anything expensive), run the float model on calibration
+data, quantize, check the AKD1000 fit, measure fidelity on the engine, encode
+and sign.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+
+from spikefleet import __version__
+from spikefleet.convert.compat import lower
+from spikefleet.convert.fidelity import FidelityReport, measure
+from spikefleet.convert.floatsim import run_float
+from spikefleet.convert.graph import Graph
+from spikefleet.convert.loaders import load_graph, source_digest
+from spikefleet.convert.quantize import quantize_stages
+from spikefleet.errors import (
+    AkidaUnavailableError,
+    ConversionError,
+    IncompatibleModelError,
+    SpikefleetError,
+)
+from spikefleet.program.model import Program, Provenance
+
+log = structlog.get_logger(__name__)
+
+CONVERTER_VERSION = f"spikefleet-convert {__version__}"
+
+Progress = Callable[[str, int, int], None]
+"""progress(step description, steps done, steps total)."""
+
+_STEPS = 6
+
+
+@dataclass
+class ConvertOptions:
+    """How to convert; every field has a safe default.
+
+    ``input_shape`` is (height, width, channels) for weights that carry none;
+    ``input_scale`` overrides the graph's (what the model was trained on per
+    input count); ``allow_beta`` converts beta != 0 neurons as beta = 0;
+    ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
+    inputs when given, or "max"); ``sign_key`` is a
+    :class:`spikefleet.program.signing.SigningKey`; ``hardware`` maps onto a
+    virtual AKD1000 and stores the .fbz when akida is installed.
+    """
+
+    weight_bits: int = 4
+    input_bits: int = 4
+    input_shape: tuple[int, int, int] | None = None
+    input_scale: float | None = None
+    allow_beta: bool = False
+    clip: Literal["mse", "max"] = "mse"
+    name: str | None = None
+    class_names: list[str] = field(default_factory=list)
+    sign_key: Any = None
+    hardware: bool = True
+    nir_dt: float = 1e-4
+
+
+@dataclass
+class ConversionResult:
+    """The program, its fidelity report (None without calibration data), and the
+    bytes to store: the encoded program, signed when a key was given."""
+
+    program: Program
+    report: FidelityReport | None
+    notes: list[str]
+    data: bytes
+    signed: bool
+    seconds: float
+
+
+def convert(
+    source: str | os.PathLike[str] | Graph,
+    *,
+    arch: str | None = None,
+    calibration: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    options: ConvertOptions | None = None,
+    progress: Progress | None = None,
+) -> ConversionResult:
+    """Convert ``source`` (bundle, state_dict + ``arch``, numpy dir, .nir, or a Graph).
+
+    ``calibration`` are uint8 frames (N, H, W, C) (or sequences (N, T, H, W, C))
+    used to choose clipping and measure fidelity; ``labels`` (N,) adds accuracy.
+    """
+    options = options or ConvertOptions()
+    started = time.perf_counter()
+
+    def step(done: int, description: str) -> None:
+        if progress is not None:
+            progress(description, done, _STEPS)
+
+    step(0, "reading model")
+    if isinstance(source, Graph):
+        graph, digest, default_name = source, "", "model"
+    else:
+        input_shape = options.input_shape
+        if input_shape is None and calibration is not None:
+            h, w, c = calibration.shape[-3:]
+            input_shape = (int(h), int(w), int(c))
+        graph = load_graph(source, arch, input_shape, options.nir_dt)
+        digest, default_name = source_digest(source), Path(source).stem
+    if options.input_scale is not None:
+        graph = replace(graph, input_scale=options.input_scale)
+    calibration = _check_calibration(graph, calibration, labels, options.input_bits)
+
+    step(1, "checking compatibility")
+    lowered = lower(graph, allow_beta=options.allow_beta)
+    notes = list(lowered.notes)
+
+    step(2, "running the float model")
+    stage_inputs = None
+    if calibration is not None:
+        stage_inputs = list(run_float(lowered.stages, calibration).stage_inputs)
+
+    step(3, "quantizing")
+    layers, output_scales, _ = quantize_stages(
+        lowered.stages,
+        bits=options.weight_bits,
+        input_bits=options.input_bits,
+        clip=options.clip,
+        layer_inputs=stage_inputs,  # type: ignore[arg-type]
+    )
+    program = Program(
+        name=options.name or default_name,
+        layers=layers,
+        labels=list(options.class_names),
+        output_scales=output_scales,
+    )
+
+    step(4, "mapping onto AKD1000")
+    if options.hardware:
+        notes.extend(_attach_hardware(program))
+
+    step(5, "measuring fidelity")
+    report = None
+    if calibration is not None:
+        report = measure(program, lowered.stages, calibration, labels, notes, options.weight_bits)
+    program.provenance = Provenance(
+        source_sha256=digest,
+        converter_version=CONVERTER_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        fidelity=report.to_dict() if report is not None else {"notes": notes},
+    )
+    data, signed = _encode(program, options.sign_key)
+    step(6, "done")
+    seconds = time.perf_counter() - started
+    log.info("convert.done", program=program.name, seconds=round(seconds, 3), signed=signed)
+    return ConversionResult(program, report, notes, data, signed, seconds)
+
+
+def _check_calibration(
+    graph: Graph, calibration: np.ndarray | None, labels: np.ndarray | None, bits: int
+) -> np.ndarray | None:
+    if calibration is None:
+        if labels is not None:
+            raise ConversionError("labels were given without calibration frames")
+        return None
+    frames = np.asarray(calibration)
+    c, h, w = graph.input_shape
+    if frames.ndim not in (4, 5) or frames.shape[-3:] != (h, w, c):
+        raise ConversionError(
+            f"calibration frames have shape {frames.shape}; the model takes (N, {h}, {w}, {c}) "
+            f"or (N, T, {h}, {w}, {c})"
+        )
+    if frames.dtype != np.uint8 or (frames.size and int(frames.max()) >= 2**bits):
+        raise ConversionError(
+            f"calibration frames must be uint8 counts below {2**bits} "
+            "(spikefleet.events.to_frames makes them)"
+        )
+    if labels is not None and len(np.asarray(labels).reshape(-1)) != len(frames):
+        raise ConversionError(
+            f"{len(np.asarray(labels).reshape(-1))} labels for {len(frames)} calibration samples"
+        )
+    return frames
+
+
+def _attach_hardware(program: Program) -> list[str]:
+    """Map onto a virtual AKD1000 and store the .fbz; refuse networks that do not fit."""
+    try:
+        from spikefleet.brainchip import map_hardware, save_fbz
+    except ImportError:
+        return ["AKD1000 mapping skipped: spikefleet.brainchip is not available"]
+    try:
+        hardware = map_hardware(program, device="AKD1000")
+    except AkidaUnavailableError:
+        return ["AKD1000 mapping skipped: akida is not installed"]
+    except IncompatibleModelError:
+        raise
+    except SpikefleetError as exc:
+        raise IncompatibleModelError(
+            f"the network does not fit an AKD1000: {exc}",
+            layer="network",
+            remedy="use fewer or smaller layers (fewer filters, smaller inputs)",
+        ) from exc
+    program.hardware = hardware
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "program.fbz"
+        save_fbz(program, path)
+        program.fbz = path.read_bytes()
+    return [f"AKD1000: maps onto {hardware.np_count} NPs"]
+
+
+def _encode(program: Program, key: Any) -> tuple[bytes, bool]:
+    from spikefleet.program.codec import encode
+
+    data = encode(program)
+    if key is None:
+        return data, False
+    from spikefleet.program.signing import sign
+
+    return sign(data, key).to_bytes(), True

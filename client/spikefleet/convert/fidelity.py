@@ -1,0 +1,126 @@
+"""The fidelity report: what quantization cost, measured on real data.
+
+The float model (:mod:`spikefleet.convert.floatsim`) and the int4 program on
+:class:`spikefleet.engine.Engine` see the same frames; the report gives top-1
+agreement, accuracy of both when labels are known, and per layer the spike
+rates of both and how closely they agree per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spikefleet.convert.compat import Stage
+from spikefleet.convert.floatsim import run_float
+from spikefleet.program.model import Program
+
+
+@dataclass
+class LayerFidelity:
+    """Spike rates (fraction of a layer's outputs firing, per frame) float vs int."""
+
+    name: str
+    float_rate: float
+    int_rate: float
+    rate_agreement: float  # 1 - mean |float rate - int rate| per sample
+
+
+@dataclass
+class FidelityReport:
+    samples: int = 0
+    top1_agreement: float | None = None
+    float_accuracy: float | None = None
+    int_accuracy: float | None = None
+    layers: list[LayerFidelity] = field(default_factory=list)
+    weight_bits: int = 4
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FidelityReport:
+        values = dict(data)
+        values["layers"] = [LayerFidelity(**layer) for layer in values.get("layers", [])]
+        values["notes"] = list(values.get("notes", []))
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(measure, value) rows of the summary table."""
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{100 * value:.2f}%"
+
+        rows = [
+            ("samples", str(self.samples)),
+            ("weight bits", str(self.weight_bits)),
+            ("top-1 agreement", pct(self.top1_agreement)),
+            ("float accuracy", pct(self.float_accuracy)),
+            ("int accuracy", pct(self.int_accuracy)),
+        ]
+        for layer in self.layers:
+            rows.append(
+                (
+                    f"{layer.name} spike rate float/int",
+                    f"{100 * layer.float_rate:.2f}% / {100 * layer.int_rate:.2f}% "
+                    f"(agreement {100 * layer.rate_agreement:.2f}%)",
+                )
+            )
+        return rows
+
+
+def measure(
+    program: Program,
+    stages: list[Stage],
+    frames: np.ndarray,
+    labels: np.ndarray | None = None,
+    notes: list[str] | None = None,
+    bits: int = 4,
+) -> FidelityReport:
+    """Compare the float stages with ``program`` on frames (N,H,W,C) or sequences (N,T,H,W,C)."""
+    from spikefleet.engine import Engine
+
+    float_run = run_float(stages, frames)
+    engine = Engine(program)
+    sequence = frames.ndim == 5
+    n = frames.shape[0]
+    flat = frames.reshape((-1, *frames.shape[-3:])) if sequence else frames
+    result = engine.run(np.ascontiguousarray(flat, dtype=np.uint8), spike_counts=True)
+    outputs = result.outputs.reshape(len(flat), -1).astype(np.float64)
+    if program.output_scales is not None:
+        outputs = outputs * program.output_scales.reshape(1, -1)
+    steps = flat.shape[0] // n
+    int_scores = outputs.reshape(n, steps, -1).sum(axis=1)
+    float_top = float_run.outputs.argmax(axis=1)
+    int_top = int_scores.argmax(axis=1)
+    report = FidelityReport(
+        samples=n,
+        top1_agreement=float((float_top == int_top).mean()),
+        weight_bits=bits,
+        notes=list(notes or []),
+    )
+    if labels is not None:
+        truth = np.asarray(labels).reshape(-1)
+        report.float_accuracy = float((float_top == truth).mean())
+        report.int_accuracy = float((int_top == truth).mean())
+    counts = result.spike_counts or {}
+    for stage in stages:
+        if stage.spike is None or stage.name not in counts:
+            continue
+        size = int(np.prod(stage.out_shape)) * steps
+        int_counts = np.asarray(counts[stage.name]).reshape(n, steps).sum(axis=1)
+        float_rate = float_run.spike_counts[stage.name] / size
+        int_rate = int_counts / size
+        report.layers.append(
+            LayerFidelity(
+                stage.name,
+                float(float_rate.mean()),
+                float(int_rate.mean()),
+                float(1.0 - np.abs(float_rate - int_rate).mean()),
+            )
+        )
+    return report

@@ -1,0 +1,104 @@
+"""The float model, run in numpy: what SNNTorch computes, without torch.
+
+Used for the fidelity report and for calibration. Frames (N, H, W, C) are one
+time step each with a fresh membrane (how the reference network and Akida
+run); sequences (N, T, H, W, C) carry each Leaky's membrane across the T steps
+with SNNTorch's own update (beta decay, reset by subtraction or to zero), so
+the report shows what converting a beta != 0 network as beta = 0 really costs.
+Outputs of a sequence are summed over its steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from spikefleet.convert.compat import Stage
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass
+class FloatRun:
+    outputs: F64  # (N, classes): last layer potentials (or spike counts), summed over steps
+    spike_counts: dict[str, npt.NDArray[np.int64]]  # per stage: spikes per sample
+    stage_inputs: list[F64]  # rows entering each stage (first step only), for calibration
+
+
+def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int]) -> F64:
+    """im2col of (N, C, H, W) -> (N, OH, OW, C*kh*kw) in torch's (c, i, j) weight order."""
+    if pad != (0, 0):
+        x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]
+    n, c, oh, ow = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n, oh, ow, c * kh * kw)
+
+
+def stage_potentials(stage: Stage, x: F64) -> tuple[F64, F64]:
+    """(float potentials after pooling as (N, C, H, W), the input rows) for input x (N, C, H, W)."""
+    n = x.shape[0]
+    out = stage.weight.shape[0]
+    if stage.kind == "dense":
+        rows = x.reshape(n, -1)
+        return (rows @ stage.weight.T + stage.bias).reshape(n, out, 1, 1), rows
+    kh, kw = stage.weight.shape[2], stage.weight.shape[3]
+    pad = ((kh - 1) // 2, (kw - 1) // 2) if stage.padding == "same" else (0, 0)
+    cols = patches(x, kh, kw, stage.stride, pad)
+    potential = (cols @ stage.weight.reshape(out, -1).T + stage.bias).transpose(0, 3, 1, 2)
+    if stage.pool == "gap":
+        potential = potential.mean(axis=(2, 3), keepdims=True)
+    elif stage.pool == "max":
+        k, s = stage.pool_size, stage.pool_stride
+        windows = np.lib.stride_tricks.sliding_window_view(potential, (k, k), axis=(2, 3))
+        potential = windows[:, :, ::s, ::s].max(axis=(4, 5))
+    return potential, cols.reshape(-1, cols.shape[-1])
+
+
+def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) -> FloatRun:
+    """Run frames (N, H, W, C) or sequences (N, T, H, W, C) through the float stages."""
+    sequence = frames.ndim == 5
+    steps = frames if sequence else frames[:, None]
+    n, t = steps.shape[:2]
+    counts = {stage.name: np.zeros(n, dtype=np.int64) for stage in stages}
+    membranes: list[F64 | None] = [None] * len(stages)
+    stage_inputs: list[F64] = []
+    total: F64 | None = None
+    rng = np.random.default_rng(0)
+    for step in range(t):
+        x = steps[:, step].astype(np.float64).transpose(0, 3, 1, 2)
+        for index, stage in enumerate(stages):
+            current, rows = stage_potentials(stage, x)
+            if step == 0:
+                if len(rows) > max_rows:
+                    rows = rows[rng.choice(len(rows), max_rows, replace=False)]
+                stage_inputs.append(rows)
+            threshold = stage.threshold.reshape(1, -1, 1, 1) if stage.threshold.size else 0.0
+            previous = membranes[index]
+            spike_model = stage.spike
+            if previous is None or spike_model is None:
+                mem = current
+            else:
+                beta = float(np.asarray(spike_model.beta).reshape(-1)[0])
+                fired = (previous > threshold).astype(np.float64)
+                if spike_model.reset_mechanism == "subtract":
+                    mem = beta * previous + current - fired * threshold
+                elif spike_model.reset_mechanism == "zero":
+                    mem = beta * previous * (1 - fired) + current
+                else:
+                    mem = beta * previous + current
+            membranes[index] = mem
+            if stage.spike is None:
+                x = mem
+                break
+            spikes = (mem > threshold).astype(np.float64)
+            counts[stage.name] += spikes.reshape(n, -1).sum(axis=1).astype(np.int64)
+            x = spikes
+            if index == len(stages) - 1 and stage.output_gain is not None:
+                x = spikes * stage.output_gain.reshape(1, -1, 1, 1)
+        flat = x.reshape(n, -1)
+        total = flat if total is None else total + flat
+    assert total is not None
+    return FloatRun(total, counts, stage_inputs)

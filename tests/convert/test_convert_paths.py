@@ -1,0 +1,141 @@
+"""Every input path reads the same network into the same program."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from convert_models import REF_ARCH, RefLikeNet, SeedFCNet, random_frames, to_input
+from safetensors.torch import save_file
+
+import spikefleet
+from spikefleet.convert import ConvertOptions, convert
+from spikefleet.convert.graph import Conv2d, Flatten, Leaky, Linear
+from spikefleet.errors import ConversionError
+from spikefleet.program.codec import encode
+from spikefleet.program.model import Provenance
+
+OFFLINE = ConvertOptions(hardware=False)
+
+
+def program_bytes_without_provenance(path_or_result) -> bytes:
+    program = path_or_result.program
+    program.provenance = Provenance()
+    program.name = "p"
+    return encode(program)
+
+
+def test_extract_records_the_chain_and_reads_the_output_as_potential(tmp_path: Path) -> None:
+    model = RefLikeNet()
+    graph = spikefleet.extract(model, to_input(random_frames(2)), tmp_path / "m.safetensors")
+    kinds = [type(node).__name__ for node in graph.nodes]
+    assert kinds == ["Conv2d", "Leaky", "Conv2d", "AvgPool", "Flatten", "Leaky", "Linear", "Leaky"]
+    assert graph.output == "potential"
+    assert graph.input_shape == (2, 34, 34)
+    conv1 = graph.nodes[0]
+    assert isinstance(conv1, Conv2d) and conv1.stride == (2, 2) and conv1.padding == (1, 1)
+    np.testing.assert_array_equal(conv1.weight, model.conv1.weight.detach().numpy())
+
+
+def test_extract_leaves_the_model_in_its_training_mode(tmp_path: Path) -> None:
+    model = RefLikeNet()
+    model.train()
+    spikefleet.extract(model, to_input(random_frames(1)), tmp_path / "m.safetensors")
+    assert model.training
+
+
+def test_bundle_state_dict_safetensors_and_pt_give_the_same_program(tmp_path: Path) -> None:
+    model = RefLikeNet()
+    bundle = tmp_path / "bundle.safetensors"
+    spikefleet.extract(model, to_input(random_frames(1)), bundle)
+    pt = tmp_path / "state.pt"
+    torch.save(model.state_dict(), pt)
+    plain = tmp_path / "state.safetensors"
+    save_file(OrderedDict((k, v.contiguous()) for k, v in model.state_dict().items()), plain)
+
+    from_bundle = program_bytes_without_provenance(convert(bundle, options=OFFLINE))
+    from_pt = program_bytes_without_provenance(convert(pt, arch=REF_ARCH, options=OFFLINE))
+    from_st = program_bytes_without_provenance(convert(plain, arch=REF_ARCH, options=OFFLINE))
+    assert from_bundle == from_pt == from_st
+
+
+def test_seed_numpy_layout_matches_the_extracted_bundle(tmp_path: Path) -> None:
+    model = SeedFCNet()
+    directory = tmp_path / "seed"
+    directory.mkdir()
+    # The seed document's extraction script, as written there.
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            np.save(directory / f"{name}_weight.npy", module.weight.detach().numpy())
+            np.save(directory / f"{name}_bias.npy", module.bias.detach().numpy())
+        elif type(module).__name__ == "Leaky":
+            (directory / f"{name}_threshold.txt").write_text(str(float(module.threshold)))
+    frames = random_frames(1, (8, 8, 2))
+    bundle = tmp_path / "fc.safetensors"
+    spikefleet.extract(model, to_input(frames), bundle)
+    options = ConvertOptions(hardware=False, input_shape=(8, 8, 2))
+    from_dir = convert(directory, options=options)
+    from_bundle = convert(bundle, options=OFFLINE)
+    assert program_bytes_without_provenance(from_dir) == program_bytes_without_provenance(
+        from_bundle
+    )
+
+
+def test_pt_files_are_never_unpickled(tmp_path: Path) -> None:
+    path = tmp_path / "whole_model.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module, not tensors
+    with pytest.raises(ConversionError, match="refused to unpickle"):
+        convert(path, arch=REF_ARCH, options=OFFLINE)
+
+
+def test_weights_without_architecture_ask_for_one(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    torch.save(RefLikeNet().state_dict(), path)
+    with pytest.raises(ConversionError, match="--arch"):
+        convert(path, options=OFFLINE)
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        (
+            "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,5,s2) GAP Leaky FC(10) Leaky",
+            "'Conv\\(64,5,s2\\)'.*expected",
+        ),
+        (
+            "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky Dense(10) Leaky",
+            "'Dense\\(10\\)'",
+        ),
+        ("Input(34,34,2) Conv(32,3,x2) Leaky", "unknown Conv option 'x2'"),
+        ("Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky", "input shape is unknown"),
+        ("Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky", "does not use: fc1"),
+    ],
+)
+def test_bad_architecture_strings_name_the_token(tmp_path: Path, arch: str, message: str) -> None:
+    path = tmp_path / "state.pt"
+    torch.save(RefLikeNet().state_dict(), path)
+    with pytest.raises(ConversionError, match=message):
+        convert(path, arch=arch, options=OFFLINE)
+
+
+def test_architecture_string_builds_the_expected_graph() -> None:
+    from spikefleet.convert.arch import graph_from_arch
+
+    state = OrderedDict((k, v.numpy()) for k, v in RefLikeNet().state_dict().items())
+    graph = graph_from_arch(REF_ARCH, state)
+    assert [type(n) for n in graph.nodes if not isinstance(n, Flatten)][-2:] == [Linear, Leaky]
+    assert graph.input_shape == (2, 34, 34)
+
+
+def test_importing_spikefleet_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, spikefleet, spikefleet.convert, spikefleet.convert.api;"
+        "spikefleet.convert.convert; sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
