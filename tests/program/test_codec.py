@@ -144,6 +144,23 @@ def test_encode_refuses_a_layer_fed_by_potentials() -> None:
         encode(program)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: setattr(p.layers[1], "stride", 2.0), "stride must be an int"),
+        (lambda p: setattr(p.layers[0], "shape", (34, 0, 2)), "input W must be between 1"),
+        (lambda p: setattr(p, "name", None), "name must be a str"),
+        (lambda p: setattr(p.hardware, "np_count", -1), "np_count must be between 0"),
+        (lambda p: setattr(p.provenance, "fidelity", {"x": object()}), "not JSON data"),
+    ],
+)
+def test_encode_names_wrongly_typed_fields(change, message: str) -> None:
+    program = reference_program()
+    change(program)
+    with pytest.raises(ProgramFormatError, match=message):
+        encode(program)
+
+
 def test_encode_refuses_label_count_mismatch() -> None:
     program = reference_program()
     program.labels = ["a", "b"]

@@ -17,6 +17,7 @@ from spikefleet.program.model import (
     Activation,
     Convolutional,
     FullyConnected,
+    HardwareParts,
     InputData,
     Padding,
     Pooling,
@@ -32,6 +33,22 @@ MIN_ACT_STEP = 0.0625
 
 def _fail(where: str, problem: str) -> ProgramFormatError:
     return ProgramFormatError(f"{where}: {problem}")
+
+
+_U32_MAX = 2**32 - 1
+
+
+def _check_uint(where: str, name: str, value: object, low: int = 0) -> None:
+    """Integers the format stores as uint32."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise _fail(where, f"{name} must be an int, got {value!r}")
+    if not low <= int(value) <= _U32_MAX:
+        raise _fail(where, f"{name} must be between {low} and {_U32_MAX}, got {value}")
+
+
+def _check_str(where: str, name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _fail(where, f"{name} must be a str, got {type(value).__name__}")
 
 
 def _check_array(where: str, name: str, array: object, dtype: type, shape: tuple[int, ...]) -> None:
@@ -93,6 +110,9 @@ def _check_conv(where: str, layer: Convolutional, previous: Shape) -> None:
     _check_array(where, "weights", layer.weights, np.int8, (kh, kw, cin, filters))
     if not isinstance(layer.padding, Padding) or not isinstance(layer.pooling, Pooling):
         raise _fail(where, "padding and pooling must be Padding and Pooling members")
+    _check_uint(where, "stride", layer.stride)
+    _check_uint(where, "pool_size", layer.pool_size)
+    _check_uint(where, "pool_stride", layer.pool_stride)
     if not 1 <= layer.stride <= min(kh, kw):
         raise _fail(
             where,
@@ -123,6 +143,7 @@ def validate(program: Program) -> list[Shape]:
     """Raise ProgramFormatError naming the first inconsistency; return the layer shapes."""
     if not isinstance(program, Program):
         raise ProgramFormatError(f"expected a Program, got {type(program).__name__}")
+    _check_str("program", "name", program.name)
     if not program.layers or not isinstance(program.layers[0], InputData):
         raise ProgramFormatError("a program's first layer must be InputData")
     names: set[str] = set()
@@ -132,16 +153,17 @@ def validate(program: Program) -> list[Shape]:
         where = f"layer {index} ({getattr(layer, 'name', '?')!r})"
         if not isinstance(layer, InputData | Convolutional | FullyConnected):
             raise _fail(where, f"unsupported layer type {type(layer).__name__}")
+        _check_str(where, "name", layer.name)
         if not layer.name or layer.name in names:
             raise _fail(where, "layer names must be non-empty and unique")
         names.add(layer.name)
         if isinstance(layer, InputData):
             if previous is not None:
                 raise _fail(where, "InputData may only be the first layer")
-            if len(layer.shape) != 3 or min(int(n) for n in layer.shape) < 1:
-                raise _fail(
-                    where, f"input shape must be 3 positive ints (H, W, C), got {layer.shape}"
-                )
+            if not isinstance(layer.shape, tuple | list) or len(layer.shape) != 3:
+                raise _fail(where, f"input shape must be 3 ints (H, W, C), got {layer.shape!r}")
+            for axis, size in zip("HWC", layer.shape, strict=True):
+                _check_uint(where, f"input {axis}", size, low=1)
             if layer.bits not in INPUT_BITS:
                 raise _fail(where, f"input bits must be one of {INPUT_BITS}, got {layer.bits}")
         else:
@@ -191,8 +213,17 @@ def _check_provenance(program: Program) -> None:
             json.dumps(fidelity, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ProgramFormatError(f"provenance.fidelity is not JSON data: {exc}") from None
+    for field in ("source_sha256", "converter_version", "created"):
+        _check_str("provenance", field, getattr(program.provenance, field))
     hardware = program.hardware
-    if hardware is not None and not (
-        isinstance(hardware.program_info, bytes) and isinstance(hardware.program_data, bytes)
-    ):
-        raise ProgramFormatError("hardware program_info and program_data must be bytes")
+    if hardware is not None:
+        if not isinstance(hardware, HardwareParts):
+            raise ProgramFormatError("hardware must be HardwareParts or None")
+        _check_str("hardware", "device", hardware.device)
+        _check_uint("hardware", "np_count", hardware.np_count)
+        if not (
+            isinstance(hardware.program_info, bytes) and isinstance(hardware.program_data, bytes)
+        ):
+            raise ProgramFormatError("hardware program_info and program_data must be bytes")
+    if program.fbz is not None and not isinstance(program.fbz, bytes):
+        raise ProgramFormatError("fbz must be bytes or None")
