@@ -74,6 +74,13 @@ class AkidaUnavailableError(SpikefleetError):
         )
 
 
+class HardwareMappingError(SpikefleetError):
+    """A program does not fit, or is not compatible with, an Akida device.
+
+    The message carries akida's own reason (e.g. "Only padding same is supported").
+    """
+
+
 class DeviceError(SpikefleetError):
     """A device backend cannot be opened or used."""
 
