@@ -9,7 +9,7 @@ from program_factory import architectures, assert_programs_equal, reference_prog
 
 from spikefleet.errors import ProgramFormatError
 from spikefleet.program import Activation, Convolutional, FullyConnected, Program, Provenance
-from spikefleet.program.codec import FILE_IDENTIFIER, decode, encode
+from spikefleet.program.codec import FILE_IDENTIFIER, _Slots, _Writer, decode, encode
 
 
 def test_reference_program_round_trips_exactly() -> None:
@@ -176,15 +176,15 @@ def test_decode_refuses_other_formats() -> None:
 
 
 def test_decode_refuses_an_unsupported_version() -> None:
-    data = bytearray(encode(reference_program()))
-    # Patch format_version through the reader's own view of the root table.
-    from spikefleet.program.flatreader import Buffer
-
-    root = Buffer(bytes(data)).root(FILE_IDENTIFIER)
-    at = root.pos + int.from_bytes(data[root.vtable + 4 : root.vtable + 6], "little")
-    data[at : at + 2] = (7).to_bytes(2, "little")
+    writer = _Writer()
+    layers = writer.offsets([writer.layer(layer) for layer in reference_program().layers])
+    s = _Slots.Program
+    root = writer.table(
+        "Program", [(s.format_version, "u16", 7, 0), (s.layers, "offset", layers, 0)]
+    )
+    writer.b.Finish(root, file_identifier=FILE_IDENTIFIER)
     with pytest.raises(ProgramFormatError, match="unsupported program format version 7"):
-        decode(bytes(data))
+        decode(bytes(writer.b.Output()))
 
 
 def test_decode_reports_out_of_range_packed_weights() -> None:

@@ -388,8 +388,7 @@ def decode(data: bytes) -> Program:
     """Parse and validate program bytes; anything wrong raises ProgramFormatError."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProgramFormatError(f"program data must be bytes, got {type(data).__name__}")
-    root = Buffer(bytes(data)).root(FILE_IDENTIFIER)
-    root.what = "program"
+    root = Buffer(bytes(data)).root(FILE_IDENTIFIER, "program")
     s = _Slots.Program
     version = root.scalar(s.format_version, "H", 0, "format_version")
     if version != FORMAT_VERSION:

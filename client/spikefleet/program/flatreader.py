@@ -57,7 +57,7 @@ class Buffer:
         self.check(pos, codec.size, what)
         return int(codec.unpack_from(self.data, pos)[0])
 
-    def root(self, identifier: bytes) -> Table:
+    def root(self, identifier: bytes, what: str) -> Table:
         if self.size < 8:
             raise ProgramFormatError(
                 f"program is {self.size} bytes, too short to be a spikefleet program"
@@ -68,7 +68,7 @@ class Buffer:
                 f"not a spikefleet program: file identifier is {found!r}, expected "
                 f"{identifier!r} (is this a signed envelope or another format?)"
             )
-        return self.table(self.scalar("I", 0, "root offset"), "root table")
+        return self.table(self.scalar("I", 0, "root offset"), what)
 
     def table(self, pos: int, what: str) -> Table:
         vtable = pos - self.scalar("i", pos, what)
@@ -109,9 +109,6 @@ class Table:
                 f"{self.what}.{name}: field lies outside its table (corrupt program)"
             )
         return self.pos + offset
-
-    def has(self, slot: int) -> bool:
-        return self._field(slot, 1, f"slot {slot}") != 0
 
     def scalar(self, slot: int, fmt: str, default: int, name: str) -> int:
         pos = self._field(slot, _SCALARS[fmt].size, name)
