@@ -1,15 +1,125 @@
-"""Command line of spikefleet-server."""
+"""Command line of spikefleet-server: ``serve`` and ``token create``."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from spikefleet.errors import SpikefleetError
+from spikefleet_server import __version__
+from spikefleet_server.auth import Role
+from spikefleet_server.config import hash_token, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from spikefleet_server import logs
+    from spikefleet_server.app import DEFAULT_EXTENSIONS, ServerApp
+
+    overrides: dict[str, Any] = {
+        "listen": args.listen,
+        "data_dir": args.data_dir,
+        "metrics_listen": args.metrics_listen,
+        "signing_key": args.signing_key,
+        "max_upload_bytes": args.max_upload_bytes,
+        "workers": args.workers,
+        "log_level": args.log_level,
+    }
+    if args.insecure_loopback:
+        overrides["insecure_loopback"] = True
+    tls = {
+        k: v
+        for k, v in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.client_ca))
+        if v
+    }
+    if tls:
+        overrides["tls"] = tls
+    config = load_config(args.config, overrides=overrides)
+    logs.configure(config.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    app = ServerApp(config, extensions=DEFAULT_EXTENSIONS)
+    port = app.start()
+    print(f"spikefleet-server listening on port {port}", file=sys.stderr, flush=True)
+    stop.wait()
+    app.stop(grace=config.drain_seconds)
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    token = secrets.token_urlsafe(32)
+    role = Role.parse(args.role)
+    print(token)
+    print(
+        f'\n# add to the server config:\n[[tokens]]\nname = "{args.name}"\n'
+        f'role = "{role.value}"\nsha256 = "{hash_token(token)}"',
+        file=sys.stderr,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikefleet-server",
+        description="Central spikefleet service: conversion, signed program registry, fleet.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikefleet-server {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server until SIGTERM (then drain and exit)")
+    serve.add_argument("--config", type=Path, help="TOML config file")
+    serve.add_argument("--data-dir", type=Path, help="where the database, programs and keys live")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (port 0: any free)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
+    serve.add_argument(
+        "--signing-key",
+        type=Path,
+        help="Ed25519 key (default: DATA_DIR/keys/signing.key, created on first start)",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    serve.add_argument(
+        "--client-ca", type=Path, help="require client certificates signed by this CA (mTLS)"
+    )
+    serve.add_argument(
+        "--insecure-loopback",
+        action="store_true",
+        help="serve plaintext; only allowed on a loopback address (development, tests)",
+    )
+    serve.add_argument("--max-upload-bytes", type=int, help="largest model upload accepted")
+    serve.add_argument("--workers", type=int, help="conversion worker processes")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
+    token = sub.add_parser("token", help="manage bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_sub.add_parser(
+        "create", help="print a new token (stdout) and its config entry (stderr)"
+    )
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.set_defaults(func=_token_create)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="spikefleet-server",
-        description="Central spikefleet service (conversion, registry, fleet).",
-    )
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(func(args))
+    except SpikefleetError as exc:
+        print(f"spikefleet-server {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

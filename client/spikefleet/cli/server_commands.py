@@ -1,0 +1,127 @@
+"""``spikefleet programs list|describe|get|delete``: the server's program registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spikefleet.cli.output import print_json, print_table
+from spikefleet.client.connect import client_from_args
+from spikefleet.errors import SpikefleetError
+from spikefleet.program.atomic import atomic_write
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpikefleetError(f"label {pair!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def _when(unix_ms: int) -> str:
+    return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _list(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        programs = client.programs.list(
+            name=args.name, labels=_labels(args.label), latest_only=args.latest
+        )
+    if args.json:
+        print_json([p.to_dict() for p in programs])
+        return 0
+    rows = [
+        (
+            p.name,
+            p.version,
+            p.sha256[:12],
+            ",".join(f"{k}={v}" for k, v in sorted(p.labels.items())),
+            p.size,
+            _when(p.created_unix_ms),
+        )
+        for p in programs
+    ]
+    print_table("programs", ["name", "version", "sha256", "labels", "bytes", "created"], rows)
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        info = client.programs.describe(args.program, args.version)
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+    rows: list[tuple[str, Any]] = [
+        ("name", info.name),
+        ("version", info.version),
+        ("sha256", info.sha256),
+        ("signed by", info.key_id),
+        ("bytes", info.size),
+        ("created", _when(info.created_unix_ms)),
+        ("source sha256", info.source_sha256),
+        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items())) or "-"),
+        ("fidelity", json.dumps(info.fidelity, sort_keys=True) if info.fidelity else "-"),
+    ]
+    print_table(f"{info.name} v{info.version}", ["field", "value"], rows)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        data = client.programs.get(args.program, args.version)
+    atomic_write(args.output, data)
+    print(f"wrote {args.output} ({len(data)} bytes, signed program)")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        info = client.programs.delete(args.program, args.version)
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        print(f"deleted {info.name} v{info.version} ({info.sha256})")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    programs = subparsers.add_parser(
+        "programs",
+        help="list, describe, fetch or delete programs on the server (needs --server)",
+        description="The server's program registry (global --server ADDR and --token T).",
+    )
+    sub = programs.add_subparsers(dest="programs_command", metavar="ACTION", required=True)
+
+    listing = sub.add_parser("list", help="stored programs, by name and version")
+    listing.add_argument("--name", help="only this name")
+    listing.add_argument("--label", action="append", metavar="KEY=VALUE", help="must match")
+    listing.add_argument("--latest", action="store_true", help="only each name's latest version")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_list)
+
+    def ref(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("program", help="sha256 (or a unique 8+ digit prefix) or name")
+        parser.add_argument(
+            "--version", type=int, help="with a name: this version (default latest)"
+        )
+
+    describe = sub.add_parser("describe", help="one program's record and fidelity report")
+    ref(describe)
+    describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.set_defaults(func=_describe)
+
+    get = sub.add_parser("get", help="download a signed program")
+    ref(get)
+    get.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    get.set_defaults(func=_get)
+
+    delete = sub.add_parser("delete", help="delete a program no agent runs (admin)")
+    ref(delete)
+    delete.add_argument("--json", action="store_true", help="print JSON")
+    delete.set_defaults(func=_delete)

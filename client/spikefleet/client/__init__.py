@@ -1,0 +1,10 @@
+"""Typed Python client of spikefleet-server.
+
+with Client("server:7443", token=token, tls=ClientTLS(ca=Path("ca.pem"))) as client:
+    info = client.convert("model.safetensors", name="digits", on_progress=print)
+    signed = client.programs.get("digits")
+"""
+
+from spikefleet.client.client import Client, ClientTLS, ConvertProgress, ProgramInfo, Programs
+
+__all__ = ["Client", "ClientTLS", "ConvertProgress", "ProgramInfo", "Programs"]

@@ -1,0 +1,276 @@
+"""Client: one gRPC channel, bearer token on every call, errors as named exceptions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from spikefleet.client.errors import from_rpc_error
+from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
+from spikefleet.v1 import converter_pb2, converter_pb2_grpc, registry_pb2, registry_pb2_grpc
+
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """Verify the server with ``ca`` (system roots when None); ``cert``/``key`` for mTLS;
+    ``server_name`` overrides the name checked against the certificate."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    sha256: str
+    name: str
+    version: int
+    labels: dict[str, str] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    created_unix_ms: int = 0
+    size: int = 0
+    key_id: str = ""
+    source_sha256: str = ""
+
+    @classmethod
+    def from_message(cls, message: converter_pb2.ProgramInfo) -> ProgramInfo:
+        return cls(
+            sha256=message.sha256,
+            name=message.name,
+            version=message.version,
+            labels=dict(message.labels),
+            fidelity=json.loads(message.fidelity_json) if message.fidelity_json else {},
+            created_unix_ms=message.created_unix_ms,
+            size=message.size,
+            key_id=message.key_id,
+            source_sha256=message.source_sha256,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "name": self.name,
+            "version": self.version,
+            "labels": self.labels,
+            "fidelity": self.fidelity,
+            "created_unix_ms": self.created_unix_ms,
+            "size": self.size,
+            "key_id": self.key_id,
+            "source_sha256": self.source_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class ConvertProgress:
+    stage: str
+    fraction: float
+    message: str
+
+
+def _ref(ref: str, version: int | None) -> registry_pb2.ProgramRef:
+    """A 64-hex ref is a sha256; anything else is a name (or a sha256 prefix the
+    server resolves)."""
+    is_sha = len(ref) == 64 and all(c in "0123456789abcdef" for c in ref.lower())
+    if is_sha and version is None:
+        return registry_pb2.ProgramRef(sha256=ref.lower())
+    return registry_pb2.ProgramRef(name=ref, version=version or 0)
+
+
+class Programs:
+    """The registry: ``client.programs``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = registry_pb2_grpc.RegistryServiceStub(client.channel)
+
+    def list(
+        self,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        latest_only: bool = False,
+    ) -> list[ProgramInfo]:
+        request = registry_pb2.ListProgramsRequest(
+            name=name or "", labels=dict(labels or {}), latest_only=latest_only
+        )
+        reply = self._client._call(self._stub.List, request)
+        return [ProgramInfo.from_message(p) for p in reply.programs]
+
+    def describe(self, ref: str, version: int | None = None) -> ProgramInfo:
+        """By sha256 (or a unique prefix of 8+ hex digits) or by name (latest, or ``version``)."""
+        return ProgramInfo.from_message(self._client._call(self._stub.Describe, _ref(ref, version)))
+
+    def get(self, ref: str, version: int | None = None) -> bytes:
+        """The signed program (a SignedProgram envelope), checked against its sha256."""
+        from spikefleet.program.signing import SignedProgram
+
+        parts: list[bytes] = []
+        info: ProgramInfo | None = None
+        for message in self._client._stream(self._stub.Get, _ref(ref, version)):
+            if message.HasField("info"):
+                info = ProgramInfo.from_message(message.info)
+            parts.append(message.chunk)
+        data = b"".join(parts)
+        if info is None or len(data) != info.size:
+            raise ServerError(f"program {ref} arrived incomplete ({len(data)} bytes); retry")
+        if SignedProgram.from_bytes(data).sha256 != info.sha256:
+            raise ServerError(f"program {ref} arrived with a different sha256 than announced")
+        return data
+
+    def delete(self, ref: str, version: int | None = None) -> ProgramInfo:
+        reply = self._client._call(self._stub.Delete, _ref(ref, version))
+        return ProgramInfo.from_message(reply.deleted)
+
+    def trusted_keys(self) -> dict[str, bytes]:
+        """key id -> PEM of the public keys the server signs with."""
+        reply = self._client._call(self._stub.TrustedKeys, registry_pb2.TrustedKeysRequest())
+        return {k.key_id: bytes(k.pem) for k in reply.keys}
+
+
+class Client:
+    """A connection to spikefleet-server. Plaintext unless ``tls`` is given (the server
+    allows plaintext on loopback only); ``token`` is sent as a bearer token."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: ClientTLS | bool = False,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        if tls is False:
+            self.channel = grpc.insecure_channel(address)
+        else:
+            settings = tls if isinstance(tls, ClientTLS) else ClientTLS()
+            self.channel = grpc.secure_channel(
+                address, _credentials(settings), _channel_options(settings)
+            )
+        self.programs = Programs(self)
+        self._converter = converter_pb2_grpc.ConverterServiceStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.address) from None
+
+    def _stream(self, method: Any, request: Any) -> Iterator[Any]:
+        try:
+            yield from method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.address) from None
+
+    def convert(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        arch: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        class_labels: Sequence[str] = (),
+        weights_bits: int | None = None,
+        allow_beta: bool = False,
+        on_progress: Callable[[ConvertProgress], None] | None = None,
+        timeout: float | None = 3600.0,
+    ) -> ProgramInfo:
+        """Upload a model file, let the server convert, sign and store it; the stored
+        program's record (fetch its bytes with ``programs.get(info.sha256)``).
+        ``name`` defaults to the file's stem."""
+        source = Path(path)
+        if not source.is_file():
+            raise SpikefleetError(
+                f"{source}: no such model file (a directory must be converted locally)"
+            )
+        size = source.stat().st_size
+        digest = hashlib.sha256()
+        with source.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        options = converter_pb2.ConvertOptions(
+            filename=source.name,
+            arch=arch or "",
+            name=name or source.stem,
+            labels=dict(labels or {}),
+            weights_bits=weights_bits or 0,
+            allow_beta=allow_beta,
+            total_size=size,
+            upload_sha256=digest.hexdigest(),
+            class_labels=list(class_labels),
+        )
+
+        def requests() -> Iterator[converter_pb2.ConvertRequest]:
+            yield converter_pb2.ConvertRequest(options=options)
+            with source.open("rb") as handle:
+                for block in iter(lambda: handle.read(CHUNK), b""):
+                    yield converter_pb2.ConvertRequest(chunk=block)
+
+        result: ProgramInfo | None = None
+        try:
+            for reply in self._converter.Convert(
+                requests(), metadata=self._metadata, timeout=timeout
+            ):
+                if reply.HasField("progress") and on_progress is not None:
+                    p = reply.progress
+                    on_progress(ConvertProgress(p.stage, p.fraction, p.message))
+                elif reply.HasField("result"):
+                    result = ProgramInfo.from_message(reply.result.program)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.address) from None
+        if result is None:
+            raise InvalidRequestError("the server ended the conversion without a result")
+        return result
+
+
+def _credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
+    def read(path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise SpikefleetError(f"cannot read TLS file {path}: {exc.strerror}") from None
+
+    if (tls.cert is None) != (tls.key is None):
+        raise SpikefleetError("mTLS needs both a client certificate and its key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(tls.ca),
+        private_key=read(tls.key),
+        certificate_chain=read(tls.cert),
+    )
+
+
+def _channel_options(tls: ClientTLS) -> list[tuple[str, str]]:
+    if tls.server_name:
+        return [("grpc.ssl_target_name_override", tls.server_name)]
+    return []

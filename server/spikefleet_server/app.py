@@ -1,0 +1,228 @@
+"""The spikefleet-server process, composable: core services plus area extensions.
+
+``ServerApp(config)`` opens the data dir (one SQLite file ``spikefleet.db`` in
+WAL mode, the program store, the signing key), builds the converter and
+registry services, health, reflection and metrics, and serves them behind the
+auth interceptor. Another area (fleet control, rollouts) joins with a module
+that has ``install(app: ServerApp) -> None``, listed in
+:data:`DEFAULT_EXTENSIONS`; ``install`` may:
+
+- create its tables: ``app.db.ensure_schema("CREATE TABLE IF NOT EXISTS ...")``
+  and use ``app.db.connection()`` / ``app.db.transaction()``;
+- serve programs and describe them: ``app.registry.get_bytes(sha256)``,
+  ``app.registry.describe(ref)``;
+- guard deletes: ``app.registry.usage = fn`` where ``fn(sha256)`` returns the
+  agents that run or are assigned that program;
+- add a servicer with who may call each method::
+
+      app.add_service(
+          "spikefleet.v1.Fleet",
+          lambda server: fleet_pb2_grpc.add_FleetServicer_to_server(servicer, server),
+          {"Connect": Role.AGENT, "FetchProgram": frozenset({Role.AGENT, Role.VIEWER})},
+      )
+
+- run code at stop: ``app.on_stop.append(fn)``.
+
+Everything must be installed before :meth:`ServerApp.start`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from spikefleet.errors import ServerConfigError
+from spikefleet.v1 import converter_pb2_grpc, registry_pb2_grpc
+from spikefleet_server.auth import Access, AuthInterceptor, Role, TokenTable
+from spikefleet_server.config import ServerConfig
+from spikefleet_server.conversion import ConversionPool
+from spikefleet_server.db import Database
+from spikefleet_server.keys import load_or_create, published_keys
+from spikefleet_server.metrics import Metrics
+from spikefleet_server.registry import Registry
+from spikefleet_server.services.converter import ConverterServicer
+from spikefleet_server.services.registry import RegistryServicer
+
+log = structlog.get_logger("spikefleet_server.app")
+
+DEFAULT_EXTENSIONS = ("spikefleet_server.fleet", "spikefleet_server.rollouts")
+
+CONVERTER = "spikefleet.v1.ConverterService"
+REGISTRY = "spikefleet.v1.RegistryService"
+
+CORE_ACCESS: dict[str, Mapping[str, Access]] = {
+    CONVERTER: {"Convert": Role.DEPLOYER},
+    REGISTRY: {
+        "List": Role.VIEWER,
+        "Describe": Role.VIEWER,
+        "Get": frozenset({Role.VIEWER, Role.AGENT}),
+        "Delete": Role.ADMIN,
+        "TrustedKeys": frozenset({Role.VIEWER, Role.AGENT}),
+    },
+    health.SERVICE_NAME: {"Check": None, "Watch": None},
+    reflection.SERVICE_NAME: {"ServerReflectionInfo": None},
+    "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": None},
+}
+
+
+class ServerApp:
+    def __init__(self, config: ServerConfig, *, extensions: Sequence[str] = ()) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.data_dir / "spikefleet.db")
+        self.signing_key = load_or_create(config.signing_key_path)
+        self.registry = Registry(config.data_dir / "programs", self.db, self.signing_key)
+        self.metrics.watch_registry(self.registry.stats)
+        self.access: dict[str, Access] = {}
+        self.on_stop: list[Callable[[], None]] = []
+        self._services: list[tuple[str, Callable[[grpc.Server], None]]] = []
+        self.server: grpc.Server | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_server: Any = None
+        self.pool = ConversionPool(config.workers)
+        uploads = config.data_dir / "uploads"
+        shutil.rmtree(uploads, ignore_errors=True)  # what a crash mid-upload left
+        self.converter = ConverterServicer(
+            self.registry, self.pool, uploads, config.max_upload_bytes, self.metrics
+        )
+        self.health = health.HealthServicer()
+        self.add_service(
+            CONVERTER,
+            lambda s: converter_pb2_grpc.add_ConverterServiceServicer_to_server(self.converter, s),
+            CORE_ACCESS[CONVERTER],
+        )
+        registry_servicer = RegistryServicer(
+            self.registry, published_keys(self.signing_key, config.trusted_keys_dir)
+        )
+        self.add_service(
+            REGISTRY,
+            lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, s),
+            CORE_ACCESS[REGISTRY],
+        )
+        self._grant(health.SERVICE_NAME, CORE_ACCESS[health.SERVICE_NAME])
+        for name in (reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"):
+            self._grant(name, CORE_ACCESS[name])
+        for module_name in extensions:
+            self._install(module_name)
+
+    def _install(self, module_name: str) -> None:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            log.info("app.extension_absent", extension=module_name)
+            return
+        install = getattr(module, "install", None)
+        if install is None:
+            log.info("app.extension_without_install", extension=module_name)
+            return
+        install(self)
+        log.info("app.extension_installed", extension=module_name)
+
+    def _grant(self, service: str, access: Mapping[str, Access]) -> None:
+        for method, who in access.items():
+            full = method if method.startswith("/") else f"/{service}/{method}"
+            self.access[full] = who
+
+    def add_service(
+        self,
+        service_name: str,
+        add_to_server: Callable[[grpc.Server], None],
+        access: Mapping[str, Access],
+    ) -> None:
+        """Serve a servicer; ``access`` maps each method name to who may call it
+        (methods left out are refused for everyone)."""
+        if self.server is not None:
+            raise RuntimeError("add_service after start(): install extensions first")
+        self._grant(service_name, access)
+        self._services.append((service_name, add_to_server))
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        tls = self.config.tls
+        if tls.cert is None or tls.key is None:
+            return None
+        client_ca = tls.client_ca.read_bytes() if tls.client_ca is not None else None
+        return grpc.ssl_server_credentials(
+            [(tls.key.read_bytes(), tls.cert.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
+    def start(self) -> int:
+        """Bind and serve; returns the gRPC port (useful with port 0)."""
+        config = self.config
+        tokens = TokenTable((t.name, t.role, t.sha256) for t in config.tokens)
+        server = grpc.server(
+            ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="rpc"),
+            interceptors=[AuthInterceptor(tokens, self.access, self.metrics.observe_rpc)],
+        )
+        for _name, add in self._services:
+            add(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [name for name, _ in self._services]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        credentials = self._credentials()
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(config.listen)
+            else:
+                port = server.add_secure_port(config.listen, credentials)
+        except RuntimeError as exc:
+            raise ServerConfigError(f"cannot listen on {config.listen}: {exc}") from None
+        if port == 0:
+            raise ServerConfigError(f"cannot listen on {config.listen} (in use or not local)")
+        server.start()
+        self.server, self.port = server, port
+        for name in ["", *names]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.metrics_listen:
+            self._metrics_server, self.metrics_port = self.metrics.serve(config.metrics_listen)
+        log.info(
+            "app.serving",
+            listen=config.listen,
+            port=port,
+            tls=credentials is not None,
+            mtls=config.tls.client_ca is not None,
+            metrics_port=self.metrics_port or None,
+            key_id=self.signing_key.key_id,
+        )
+        return port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds, close."""
+        self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            log.info("app.draining", grace=grace)
+            self.server.stop(grace).wait()
+            self.server = None
+        for hook in self.on_stop:
+            hook()
+        self.pool.shutdown()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
+        self.db.close()
+        log.info("app.stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.server.wait_for_termination(timeout) if self.server is not None else True
+
+    def __enter__(self) -> ServerApp:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=self.config.drain_seconds)

@@ -1,0 +1,212 @@
+"""spikefleet-server configuration: defaults < TOML file < environment < flags.
+
+Every setting has an environment override ``SPIKEFLEET_SERVER_<KEY>`` (nested
+keys joined by ``_``, e.g. ``SPIKEFLEET_SERVER_TLS_CERT``). Tokens are stored
+as sha256 digests so the config file never holds a usable secret::
+
+    [[tokens]]
+    name = "ci"
+    role = "deployer"
+    sha256 = "<hex sha256 of the token>"   # spikefleet-server token create
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from spikefleet.errors import ServerConfigError
+from spikefleet_server.auth import Role
+
+ENV_PREFIX = "SPIKEFLEET_SERVER_"
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    name: str
+    role: Role
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None  # set: clients must present a certificate it signed (mTLS)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:7443"
+    data_dir: Path = Path("/var/lib/spikefleet-server")
+    insecure_loopback: bool = False
+    signing_key: Path | None = None  # default: <data_dir>/keys/signing.key
+    trusted_keys_dir: Path | None = None  # extra .pub files agents should trust (key rotation)
+    max_upload_bytes: int = 64 * 1024 * 1024
+    workers: int = 1
+    grpc_threads: int = 16
+    metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
+    drain_seconds: float = 30.0
+    log_level: str = "info"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    tokens: tuple[TokenEntry, ...] = ()
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key or self.data_dir / "keys" / "signing.key"
+
+    def check(self) -> ServerConfig:
+        """Refuse unsafe or impossible combinations, naming the fix."""
+        host, _ = split_address(self.listen)
+        if self.tls.cert is None or self.tls.key is None:
+            if not self.insecure_loopback:
+                raise ServerConfigError(
+                    "no TLS certificate: set tls.cert and tls.key, or, on a loopback address "
+                    "only, pass --insecure-loopback"
+                )
+            if not is_loopback(host):
+                raise ServerConfigError(
+                    f"--insecure-loopback needs a loopback listen address, not {self.listen!r}: "
+                    "configure tls.cert and tls.key to listen there"
+                )
+        elif self.insecure_loopback:
+            raise ServerConfigError("both TLS and --insecure-loopback given: choose one")
+        if self.tls.client_ca is not None and self.tls.cert is None:
+            raise ServerConfigError("tls.client_ca (mTLS) needs tls.cert and tls.key too")
+        for path in (self.tls.cert, self.tls.key, self.tls.client_ca):
+            if path is not None and not path.is_file():
+                raise ServerConfigError(f"TLS file {path} does not exist")
+        if self.max_upload_bytes <= 0:
+            raise ServerConfigError("max_upload_bytes must be positive")
+        if self.workers < 1 or self.grpc_threads < 2:
+            raise ServerConfigError("workers must be >= 1 and grpc_threads >= 2")
+        if self.metrics_listen:
+            split_address(self.metrics_listen)
+        return self
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ServerConfigError(f"address {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if "bool" in kind_name:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if "int" in kind_name:
+            return int(value)
+        if "float" in kind_name:
+            return float(value)
+        if "Path" in kind_name:
+            return Path(value) if str(value) else None
+        return str(value)
+    except (TypeError, ValueError):
+        raise ServerConfigError(f"setting {key}: {value!r} is not a valid {kind_name}") from None
+
+
+def _tokens(raw: Any) -> tuple[TokenEntry, ...]:
+    if not isinstance(raw, list):
+        raise ServerConfigError("tokens must be a list of tables ([[tokens]])")
+    entries = []
+    for i, item in enumerate(raw):
+        try:
+            name, role, digest = str(item["name"]), Role.parse(item["role"]), str(item["sha256"])
+        except (KeyError, TypeError):
+            raise ServerConfigError(f"tokens[{i}] needs name, role and sha256") from None
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ServerConfigError(f"tokens[{i}] ({name}): sha256 must be 64 lowercase hex")
+        entries.append(TokenEntry(name, role, digest))
+    return tuple(entries)
+
+
+def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> ServerConfig:
+    top = {f.name: f for f in fields(ServerConfig)}
+    tls_fields = {f.name: f for f in fields(TLSConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "tokens":
+            changes["tokens"] = _tokens(value)
+        elif key == "tls":
+            if not isinstance(value, Mapping):
+                raise ServerConfigError(f"{source}: tls must be a table")
+            tls = {}
+            for sub, subvalue in value.items():
+                if sub not in tls_fields:
+                    raise ServerConfigError(f"{source}: unknown setting tls.{sub}")
+                tls[sub] = _coerce(f"tls.{sub}", subvalue, tls_fields[sub].type)
+            changes["tls"] = replace(changes.get("tls", config.tls), **tls)
+        elif key in top:
+            coerced = _coerce(key, value, top[key].type)
+            if key == "data_dir" and coerced is None:
+                raise ServerConfigError(f"{source}: data_dir must not be empty")
+            changes[key] = coerced
+        else:
+            raise ServerConfigError(f"{source}: unknown setting {key!r}")
+    return replace(config, **changes)
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    tls_names = {f.name for f in fields(TLSConfig)}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key.startswith("tls_") and key[4:] in tls_names:
+            values.setdefault("tls", {})[key[4:]] = value
+        elif key == "tokens":
+            raise ServerConfigError(f"{name}: tokens can only be set in the config file")
+        else:
+            values[key] = value
+    return values
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    config = ServerConfig()
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ServerConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ServerConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        config = _apply(config, data, str(path))
+    config = _apply(config, from_env(os.environ if environ is None else environ), "environment")
+    if overrides:
+        config = _apply(config, {k: v for k, v in overrides.items() if v is not None}, "flags")
+    return config.check()

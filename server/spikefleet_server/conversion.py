@@ -1,0 +1,178 @@
+"""Conversions in a pool of worker processes, so the RPC threads never run torch.
+
+Workers are started with the ``spawn`` context (no forked gRPC or SQLite state).
+Each job reports progress through one queue shared by all workers (handed over
+at worker start, the only way a multiprocessing queue reaches a pool worker);
+a dispatcher thread routes each event to its job's caller. A worker returns a
+plain tuple rather than raising, so every failure crosses the process boundary
+with its kind and message intact.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("spikefleet_server.conversion")
+
+_worker_queue: Any = None
+
+
+@dataclass(frozen=True)
+class ConversionJob:
+    path: str
+    name: str
+    arch: str = ""
+    weight_bits: int = 0
+    allow_beta: bool = False
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConversionOutcome:
+    """``program`` (encoded, unsigned) and ``fidelity`` on success, else ``error_kind``
+    (the exception class name) and ``message``."""
+
+    program: bytes = b""
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    error_kind: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_kind
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = progress_queue
+
+
+def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
+    """Runs in a worker process."""
+    from spikefleet.errors import SpikefleetError
+
+    def progress(description: str, done: int, total: int) -> None:
+        if _worker_queue is not None:
+            _worker_queue.put((job_id, description, done / total if total else 0.0))
+
+    try:
+        from spikefleet.convert import ConvertOptions, convert
+
+        options = ConvertOptions(
+            name=job.name,
+            allow_beta=job.allow_beta,
+            class_names=list(job.class_names),
+        )
+        if job.weight_bits:
+            options = replace(options, weight_bits=job.weight_bits)
+        result = convert(job.path, arch=job.arch or None, options=options, progress=progress)
+    except SpikefleetError as exc:
+        return ConversionOutcome(error_kind=type(exc).__name__, message=str(exc))
+    except Exception as exc:  # the model is untrusted input: report, never crash the pool
+        return ConversionOutcome(error_kind="internal", message=f"{type(exc).__name__}: {exc}")
+    fidelity: dict[str, Any] = (
+        result.report.to_dict() if result.report is not None else {"notes": result.notes}
+    )
+    return ConversionOutcome(program=result.data, fidelity=fidelity)
+
+
+class ConversionPool:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._context = multiprocessing.get_context("spawn")
+        self._events: Any = self._context.Queue()
+        self._listeners: dict[str, queue.Queue[tuple[str, float]]] = {}
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="conversion-progress", daemon=True
+        )
+        self._dispatcher.start()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=self._context,
+                    initializer=_init_worker,
+                    initargs=(self._events,),
+                )
+            return self._pool
+
+    def _dispatch(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            job_id, description, fraction = item
+            listener = self._listeners.get(job_id)
+            if listener is not None:
+                listener.put((description, fraction))
+
+    def run(
+        self, job: ConversionJob, poll_seconds: float = 0.2
+    ) -> Iterator[tuple[str, float] | ConversionOutcome]:
+        """Progress events ``(description, fraction)`` of the job, then its outcome."""
+        job_id = uuid.uuid4().hex
+        events: queue.Queue[tuple[str, float]] = queue.Queue()
+        self._listeners[job_id] = events
+        try:
+            future = self._submit(job_id, job)
+            while True:
+                try:
+                    yield events.get(timeout=poll_seconds)
+                    continue
+                except queue.Empty:
+                    pass
+                if future.done():
+                    break
+            while not events.empty():
+                yield events.get_nowait()
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                self._reset()
+                yield ConversionOutcome(
+                    error_kind="internal",
+                    message="the conversion worker died (out of memory?); see the server log",
+                )
+        finally:
+            del self._listeners[job_id]
+
+    def _submit(self, job_id: str, job: ConversionJob) -> Future[ConversionOutcome]:
+        try:
+            return self._executor().submit(run_job, job_id, job)
+        except BrokenProcessPool:
+            self._reset()
+            return self._executor().submit(run_job, job_id, job)
+
+    def _reset(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+        log.warning("conversion.pool_restarted")
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+        self._events.put(None)
+        self._dispatcher.join(timeout=5)
+        self._events.close()
