@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from program_factory import reference_program
 
 from spikefleet.errors import ProgramFormatError
-from spikefleet.program import FullyConnected, InputData, Program
+from spikefleet.program import Activation, Convolutional, FullyConnected, InputData, Program
 from spikefleet.program.codec import (
     FILE_IDENTIFIER,
     FORMAT_VERSION,
@@ -100,6 +100,32 @@ def test_shared_tables_cannot_amplify_memory() -> None:
     assert len(data) < 200_000  # 5,000 layers of 512 KiB weights each, if they were expanded
     with pytest.raises(ProgramFormatError, match="expand to more data than it holds"):
         decode(data)
+
+
+def test_layers_sharing_one_table_are_refused_early() -> None:
+    """Every entry of a huge layers vector points at the same small layer: the reader
+    stops after a bounded number of tables instead of decoding them all."""
+    conv = Convolutional(
+        "c",
+        np.zeros((1, 1, 2, 1), np.int8),
+        np.zeros(1, np.int32),
+        activation=Activation(1, np.ones(1, np.float32)),
+    )
+    writer = _Writer()
+    shared = writer.layer(conv)
+    layers = writer.offsets([writer.layer(InputData("in", (4, 4, 2), 4))] + [shared] * 50_000)
+    s = _Slots.Program
+    root = writer.table(
+        "Program", [(s.format_version, "u16", FORMAT_VERSION, 0), (s.layers, "offset", layers, 0)]
+    )
+    writer.b.Finish(root, file_identifier=FILE_IDENTIFIER)
+    data = bytes(writer.b.Output())
+    with pytest.raises(
+        ProgramFormatError, match=r"layers\[\d+\]: the buffer's offsets expand"
+    ) as caught:
+        decode(data)
+    refused_at = int(str(caught.value).split("[")[1].split("]")[0])
+    assert refused_at < 10_000
 
 
 def test_a_valid_program_survives_the_harness() -> None:

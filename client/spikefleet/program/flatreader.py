@@ -24,9 +24,12 @@ _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _SCALARS = {"B": _U8, "H": _U16, "I": _U32, "i": _I32}
 
-# An honest buffer expands at most 8x (1-bit weights unpack to int8).
+# An honest buffer expands at most 8x (1-bit weights unpack to int8). Each table
+# read is charged as if it were large, which bounds the work a buffer whose
+# offsets all point at one table can cause; honest programs have few tables.
 _EXPANSION = 8
 _SLACK = 1 << 20
+_TABLE_COST = 512
 
 
 class Buffer:
@@ -71,6 +74,7 @@ class Buffer:
         return self.table(self.scalar("I", 0, "root offset"), what)
 
     def table(self, pos: int, what: str) -> Table:
+        self.spend(_TABLE_COST, what)
         vtable = pos - self.scalar("i", pos, what)
         vt_len = self.scalar("H", vtable, f"{what} vtable")
         table_len = self.scalar("H", vtable + 2, f"{what} vtable")
@@ -172,7 +176,6 @@ class Table:
         for i in range(length):
             at = start + 4 * i
             target = at + self.buf.scalar("I", at, f"{self.what}.{name}[{i}]")
-            self.buf.spend(64, f"{self.what}.{name}[{i}]")
             out.append(self.buf.table(target, f"{self.what}.{name}[{i}]"))
         return out
 
