@@ -8,19 +8,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml requirements-dev.txt
 
-.PHONY: setup test lint demo clean
+.PHONY: setup flatc test lint demo clean
 
 setup: $(STAMP)
 
 $(STAMP): $(DEPS)
-	command -v flatc >/dev/null || { S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && $$S apt-get install -y -qq flatbuffers-compiler; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e "client[akida,convert,aedat]" -e server -e "agent[akida]" -r requirements-dev.txt
 	touch $(STAMP)
 
-test: setup
+# flatc checks that the committed program-format code matches protos/program.fbs.
+flatc:
+	command -v flatc >/dev/null || { S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && $$S apt-get install -y -qq flatbuffers-compiler; }
+
+test: setup flatc
 	$(PY) -m pytest
 
 lint: setup
