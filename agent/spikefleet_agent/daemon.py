@@ -117,7 +117,7 @@ class Agent:
             max_streams=cfg.inference.max_streams,
             max_message_bytes=cfg.inference.max_message_bytes,
         )
-        if cfg.telemetry.metrics_port >= 0 and cfg.telemetry.metrics_port != 0:
+        if cfg.telemetry.metrics_port > 0:
             server, _ = start_http_server(
                 cfg.telemetry.metrics_port,
                 addr=cfg.telemetry.metrics_address,

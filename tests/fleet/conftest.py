@@ -25,6 +25,7 @@ from spikefleet_agent.config import (
     TelemetryConfig,
 )
 from spikefleet_agent.daemon import Agent
+from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetService, FleetStore
 
 
@@ -44,13 +45,12 @@ class FleetServer:
     port: int = 0
     service: FleetService | None = None
     _server: grpc.Server | None = None
-    _store: FleetStore | None = None
+    _db: Database | None = None
 
     def start(self) -> FleetServer:
-        self._store = FleetStore(self.db)
-        self.service = FleetService(
-            self._store, self.programs.__getitem__, heartbeat_interval_ms=200
-        )
+        self._db = Database(self.db)
+        store = FleetStore(self._db)
+        self.service = FleetService(store, self.programs.__getitem__, heartbeat_interval_ms=200)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         fleet_pb2_grpc.add_FleetServicer_to_server(self.service, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
@@ -62,9 +62,11 @@ class FleetServer:
         if self._server is not None:
             self._server.stop(grace=None).wait()
             self._server = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self.service is not None:
+            self.service.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     @property
     def address(self) -> str:

@@ -41,6 +41,7 @@ class Installer:
         self._report = report
         self._on_change = on_change
         self._pending: fleet_pb2.Assignment | None = None
+        self._last_key: tuple[int, str, str] | None = None
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="installer", daemon=True)
@@ -55,7 +56,13 @@ class Installer:
         self._thread.join(timeout=10)
 
     def submit(self, assignment: fleet_pb2.Assignment) -> None:
+        """Queue ``assignment`` unless it repeats the last one (the server may send the same
+        generation twice around a reconnect)."""
+        key = (assignment.generation, assignment.sha256, assignment.shadow_sha256)
         with self._cond:
+            if assignment.generation and key == self._last_key:
+                return
+            self._last_key = key
             self._pending = assignment
             self._cond.notify()
 

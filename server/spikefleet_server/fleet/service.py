@@ -19,6 +19,7 @@ import grpc
 import structlog
 from prometheus_client import Counter, Gauge
 
+from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore
 
@@ -48,6 +49,7 @@ class FleetEvent:
 class _Session:
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
+        self.registered = False  # set once its Register is in the store
         self.outbox: queue.Queue[fleet_pb2.ServerMessage | None] = queue.Queue()
 
     def send(self, message: fleet_pb2.ServerMessage) -> None:
@@ -58,7 +60,7 @@ class _Session:
 
 
 class FleetService(fleet_pb2_grpc.FleetServicer):
-    """``programs(sha256) -> signed bytes`` is the registry lookup (KeyError if absent)."""
+    """``programs(sha256) -> signed bytes`` is the registry's ``get_bytes``."""
 
     def __init__(
         self,
@@ -73,7 +75,25 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[FleetEvent], None]] = []
+        self._readers: set[threading.Thread] = set()
+        self._handlers = 0
+        self._idle = threading.Condition(self._lock)
+        self._closed = False
         store.mark_all_disconnected()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End every session and wait for their readers (call after the gRPC server stopped,
+        before the database closes)."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+            readers = list(self._readers)
+        for session in sessions:
+            session.close()
+        for reader in readers:
+            reader.join(timeout)
+        with self._idle:
+            self._idle.wait_for(lambda: self._handlers == 0, timeout)
 
     # -- the API the rest of the server uses -----------------------------------
 
@@ -84,8 +104,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         record = self.store.assign(agent_id, sha256, shadow_sha256, rollback)
         with self._lock:
             session = self._sessions.get(agent_id)
-        if session is not None:
-            session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
+            if session is not None and session.registered:
+                session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
         log.info("fleet.assigned", agent_id=agent_id, sha256=sha256, generation=record.generation)
         return record
 
@@ -94,7 +114,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
 
     def connected(self) -> list[str]:
         with self._lock:
-            return sorted(self._sessions)
+            return sorted(a for a, session in self._sessions.items() if session.registered)
 
     def subscribe(self, callback: Callable[[FleetEvent], None]) -> Callable[[], None]:
         """Call ``callback`` for every fleet event (from gRPC threads: keep it quick)."""
@@ -136,34 +156,40 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
 
         session = _Session(agent_id)
         with self._lock:
+            if self._closed:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            self._handlers += 1
             old = self._sessions.get(agent_id)
             self._sessions[agent_id] = session
-        if old is not None:
-            old.close()  # the same agent reconnected: its old stream ends
-        self.store.register(register)
-        CONNECTED.set(len(self._sessions))
-        context.add_callback(session.close)
-        session.send(
-            fleet_pb2.ServerMessage(
-                registered=fleet_pb2.Registered(
-                    agent_id=agent_id,
-                    last_telemetry_seq=self.store.last_telemetry_seq(agent_id),
-                    heartbeat_interval_ms=self._heartbeat_ms,
-                )
-            )
-        )
-        desired = self.store.assignment(agent_id)
-        if desired is not None:
-            session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
-        log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
-        self._emit(FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256}))
-
-        reader = threading.Thread(
-            target=self._read, args=(session, request_iterator), name=f"fleet-{agent_id}"
-        )
-        reader.daemon = True
-        reader.start()
         try:
+            if old is not None:
+                old.close()  # the same agent reconnected: its old stream ends
+            self.store.register(register)
+            context.add_callback(session.close)
+            registered = fleet_pb2.Registered(
+                agent_id=agent_id,
+                last_telemetry_seq=self.store.last_telemetry_seq(agent_id),
+                heartbeat_interval_ms=self._heartbeat_ms,
+            )
+            with self._lock:  # Registered goes out before any pushed Assignment
+                session.send(fleet_pb2.ServerMessage(registered=registered))
+                session.registered = True
+                CONNECTED.set(len(self._sessions))
+            desired = self.store.assignment(agent_id)
+            if desired is not None:
+                session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
+            log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
+            self._emit(
+                FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256})
+            )
+
+            reader = threading.Thread(
+                target=self._read, args=(session, request_iterator), name=f"fleet-{agent_id}"
+            )
+            reader.daemon = True
+            with self._lock:
+                self._readers.add(reader)
+            reader.start()
             while True:
                 message = session.outbox.get()
                 if message is None:
@@ -175,15 +201,23 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
                 if current:
                     del self._sessions[agent_id]
                 CONNECTED.set(len(self._sessions))
-            if current:
-                self.store.set_connected(agent_id, False)
-                log.info("fleet.disconnected", agent_id=agent_id)
-                self._emit(FleetEvent("disconnected", agent_id))
+                closed = self._closed
+            try:
+                if current and not closed:
+                    self.store.set_connected(agent_id, False)
+                    log.info("fleet.disconnected", agent_id=agent_id)
+                    self._emit(FleetEvent("disconnected", agent_id))
+            finally:
+                with self._idle:
+                    self._handlers -= 1
+                    self._idle.notify_all()
 
     def _read(self, session: _Session, requests: Iterator[fleet_pb2.AgentMessage]) -> None:
         agent_id = session.agent_id
         try:
             for message in requests:
+                if self._closed:
+                    break
                 kind = message.WhichOneof("kind")
                 if kind == "heartbeat":
                     self.store.heartbeat(agent_id, message.heartbeat)
@@ -197,6 +231,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             log.exception("fleet.read_failed", agent_id=agent_id)
         finally:
             session.close()
+            with self._lock:
+                self._readers.discard(threading.current_thread())
 
     def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
         if self.store.ingest(session.agent_id, batch):
@@ -228,7 +264,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     ) -> Iterator[fleet_pb2.ProgramChunk]:
         try:
             data = self._programs(request.sha256)
-        except KeyError:
+        except (KeyError, ProgramNotFoundError):
             _abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,

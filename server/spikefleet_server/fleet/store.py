@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from spikefleet.v1 import fleet_pb2
+from spikefleet_server.db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_agents (
@@ -140,24 +139,14 @@ def _device_dict(device: fleet_pb2.Device) -> dict[str, Any]:
 
 
 class FleetStore:
-    """Thread-safe access to the fleet tables (one connection, WAL, a lock)."""
+    """The fleet tables in the server's shared Database (per-thread connections)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.ensure_schema(_SCHEMA)
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+        return self.db.connection().execute(sql, args)
 
     # -- agents ----------------------------------------------------------------
 
@@ -240,21 +229,15 @@ class FleetStore:
         self, agent_id: str, sha256: str, shadow_sha256: str = "", rollback: bool = False
     ) -> AssignmentRecord:
         now = _now_ms()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT generation FROM fleet_assignments WHERE agent_id=?", (agent_id,)
-                ).fetchone()
-                generation = (row[0] if row else 0) + 1
-                self._db.execute(
-                    "INSERT OR REPLACE INTO fleet_assignments VALUES (?,?,?,?,?,?)",
-                    (agent_id, sha256, shadow_sha256, int(rollback), generation, now),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT generation FROM fleet_assignments WHERE agent_id=?", (agent_id,)
+            ).fetchone()
+            generation = (row[0] if row else 0) + 1
+            conn.execute(
+                "INSERT OR REPLACE INTO fleet_assignments VALUES (?,?,?,?,?,?)",
+                (agent_id, sha256, shadow_sha256, int(rollback), generation, now),
+            )
         return AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
 
     def assignment(self, agent_id: str) -> AssignmentRecord | None:
@@ -262,6 +245,17 @@ class FleetStore:
         if row is None:
             return None
         return AssignmentRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+
+    def usage(self, sha256: str) -> list[str]:
+        """Agents that run, keep for rollback, or are assigned ``sha256`` (registry deletes)."""
+        rows = self._exec(
+            """SELECT agent_id FROM fleet_agents WHERE program_sha256=?1 OR previous_sha256=?1
+                   OR shadow_sha256=?1
+               UNION SELECT agent_id FROM fleet_assignments WHERE sha256=?1 OR shadow_sha256=?1
+               ORDER BY agent_id""",
+            (sha256,),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def settle_rollback(self, agent_id: str, generation: int, sha256: str) -> None:
         """A rollback is done: the desired program is now the one rolled back to."""
@@ -301,7 +295,7 @@ class FleetStore:
                 "SELECT * FROM fleet_installs WHERE agent_id=? AND id > ? ORDER BY id",
                 (agent_id, after_id),
             ).fetchall()
-        return [InstallRecord(*row) for row in rows]
+        return [InstallRecord(*tuple(row)) for row in rows]
 
     # -- telemetry -------------------------------------------------------------
 
