@@ -57,6 +57,29 @@ def _init_worker(progress_queue: Any) -> None:
     _worker_queue = progress_queue
 
 
+def check_finite(path: str, arch: str) -> None:
+    """Refuse NaN or Inf parameters before converting (quantization would turn them
+    into arbitrary integers)."""
+    import dataclasses
+
+    import numpy as np
+
+    from spikefleet.convert.loaders import load_graph
+    from spikefleet.errors import ConversionError
+
+    graph = load_graph(path, arch or None)
+    for node in graph.nodes:
+        for item in dataclasses.fields(node):
+            value = getattr(node, item.name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                bad = int(np.count_nonzero(~np.isfinite(value)))
+                if bad:
+                    raise ConversionError(
+                        f"layer {node.name!r}: {item.name} has {bad} NaN or Inf value(s); "
+                        "fix the training run (diverged?) and export the weights again"
+                    )
+
+
 def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
     """Runs in a worker process."""
     from spikefleet.errors import SpikefleetError
@@ -68,6 +91,7 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
     try:
         from spikefleet.convert import ConvertOptions, convert
 
+        check_finite(job.path, job.arch)
         options = ConvertOptions(
             name=job.name,
             allow_beta=job.allow_beta,

@@ -1,0 +1,85 @@
+"""Configuration: TOML, then environment, then flags; unsafe set-ups are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spikefleet.errors import ServerConfigError
+from spikefleet_server.auth import Role
+from spikefleet_server.config import hash_token, load_config
+
+TOML = """
+listen = "127.0.0.1:7000"
+data_dir = "{data}"
+insecure_loopback = true
+max_upload_bytes = 1000
+workers = 2
+
+[[tokens]]
+name = "ci"
+role = "deployer"
+sha256 = "{digest}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_then_environment_then_flags(tmp_path: Path):
+    path = write(tmp_path, TOML.format(data=tmp_path, digest=hash_token("t")))
+    config = load_config(path, environ={})
+    assert config.listen == "127.0.0.1:7000" and config.max_upload_bytes == 1000
+    assert config.data_dir == tmp_path and config.workers == 2
+    assert [(t.name, t.role) for t in config.tokens] == [("ci", Role.DEPLOYER)]
+    assert config.signing_key_path == tmp_path / "keys" / "signing.key"
+
+    env = {"SPIKEFLEET_SERVER_MAX_UPLOAD_BYTES": "5000", "SPIKEFLEET_SERVER_WORKERS": "3"}
+    config = load_config(path, environ=env, overrides={"workers": 4, "listen": None})
+    assert (config.max_upload_bytes, config.workers, config.listen) == (5000, 4, "127.0.0.1:7000")
+
+
+def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path: Path):
+    with pytest.raises(ServerConfigError, match="no TLS certificate.*--insecure-loopback"):
+        load_config(None, environ={}, overrides={"data_dir": tmp_path})
+    with pytest.raises(ServerConfigError, match="loopback listen address"):
+        load_config(
+            None,
+            environ={"SPIKEFLEET_SERVER_LISTEN": "0.0.0.0:7443"},
+            overrides={"data_dir": tmp_path, "insecure_loopback": True},
+        )
+    config = load_config(
+        None, environ={}, overrides={"listen": "[::1]:7443", "insecure_loopback": True}
+    )
+    assert config.insecure_loopback
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen = 'nope'\ninsecure_loopback = true", "not host:port"),
+        ("colour = 'blue'", "unknown setting 'colour'"),
+        ("workers = 'many'", "workers.*not a valid int"),
+        ("[[tokens]]\nname = 'x'\nrole = 'root'\nsha256 = '" + "0" * 64 + "'", "unknown role"),
+        ("[[tokens]]\nname = 'x'\nrole = 'viewer'\nsha256 = 'secret'", "64 lowercase hex"),
+        ("[tls]\ncert = '/nonexistent.pem'\nkey = '/nonexistent.key'", "does not exist"),
+        ("listen = ", "not valid TOML"),
+    ],
+)
+def test_bad_settings_name_the_setting(tmp_path: Path, text: str, message: str):
+    with pytest.raises(ServerConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_tokens_cannot_come_from_the_environment(tmp_path: Path):
+    with pytest.raises(ServerConfigError, match="only be set in the config file"):
+        load_config(None, environ={"SPIKEFLEET_SERVER_TOKENS": "x"})
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path):
+    with pytest.raises(ServerConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml", environ={})
