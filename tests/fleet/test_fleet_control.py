@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import FleetServer, wait_for
+from fleet_helpers import FleetServer, wait_for
 
 from spikefleet_agent.daemon import Agent
 

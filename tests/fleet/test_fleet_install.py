@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 from agent_helpers import make_program, random_frames, signed_program, tamper
-from conftest import FleetServer, wait_for
+from fleet_helpers import FleetServer, wait_for
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine
