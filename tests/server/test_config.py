@@ -44,7 +44,7 @@ def test_file_then_environment_then_flags(tmp_path: Path):
 
 
 def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path: Path):
-    with pytest.raises(ServerConfigError, match="no TLS certificate.*--insecure-loopback"):
+    with pytest.raises(ServerConfigError, match=r"no TLS certificate.*--insecure-loopback"):
         load_config(None, environ={}, overrides={"data_dir": tmp_path})
     with pytest.raises(ServerConfigError, match="loopback listen address"):
         load_config(

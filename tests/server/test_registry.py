@@ -100,7 +100,7 @@ def test_delete_is_refused_while_agents_use_the_program(tmp_path: Path, key: Sig
     record = registry.put(b"deployed", name="digits")
     with db.transaction() as conn:
         conn.execute("INSERT INTO assignments VALUES ('edge-7', ?)", (record.sha256,))
-    with pytest.raises(ProgramInUseError, match="in use by 1 agent.*edge-7"):
+    with pytest.raises(ProgramInUseError, match=r"in use by 1 agent.*edge-7"):
         registry.delete(record.sha256)
     assert registry.get_bytes(record.sha256)
     with db.transaction() as conn:
