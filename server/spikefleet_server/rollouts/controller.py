@@ -1,0 +1,524 @@
+"""The rollout state machine.
+
+Each call to :meth:`RolloutController.step` looks at one rollout and at what
+the fleet reports, issues the assignments that follow (idempotent: they set
+the agents' desired state), and commits the new rollout state in one
+transaction. Nothing lives only in memory, so a server restarted at any point
+reconciles desired against reported state and carries on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+
+from spikefleet.errors import RolloutStateError
+from spikefleet_server.rollouts import gates as gate_rules
+from spikefleet_server.rollouts.model import (
+    ABORTED,
+    ACTIVE_STATES,
+    AGENT_ROLLED_BACK,
+    AGENT_ROLLING_BACK,
+    BAKE,
+    FAILED,
+    FINAL_STATES,
+    INSTALL,
+    INSTALLED,
+    INSTALLING,
+    OFFLINE,
+    PAUSED,
+    PENDING,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    RUNNING,
+    SHADOW,
+    SHADOWING,
+    SUCCEEDED,
+    AgentView,
+    GateResult,
+    Rollout,
+    RolloutAgent,
+    RolloutSpec,
+)
+from spikefleet_server.rollouts.plan import plan_phases
+from spikefleet_server.rollouts.ports import Assigner, FleetView
+from spikefleet_server.rollouts.store import RolloutStore
+
+log = structlog.get_logger(__name__)
+
+FAILED_INSTALL_STATUSES = frozenset({"FAILED", "REFUSED"})
+TOUCHED = frozenset({SHADOWING, INSTALLING, INSTALLED, FAILED, OFFLINE, AGENT_ROLLING_BACK})
+
+
+class RolloutController:
+    def __init__(
+        self,
+        store: RolloutStore,
+        fleet: FleetView,
+        assigner: Assigner,
+        *,
+        resolve_program: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 0.2,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.assigner = assigner
+        self._resolve_program = resolve_program
+        self._clock = clock
+        self._tick_s = tick_s
+        self._lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reconcile every active rollout, then step them in a background thread."""
+        self.reconcile()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._changed:
+            self._changed.notify_all()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._tick_s):
+            try:
+                self.step_all()
+            except Exception:
+                log.exception("rollouts.step_failed")
+
+    def reconcile(self) -> None:
+        """Re-issue the desired state of every agent in an active rollout (after a restart)."""
+        with self._lock:
+            for rollout in self.store.list_rollouts(active_only=True):
+                candidate = rollout.spec.program_sha256
+                views = self._views(rollout)
+                for agent in rollout.agents:
+                    if agent.status == SHADOWING and rollout.state != ROLLING_BACK:
+                        self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
+                    elif agent.status in (INSTALLING, INSTALLED, OFFLINE):
+                        if rollout.state != ROLLING_BACK:
+                            self.assigner.assign(agent.agent_id, candidate)
+                    elif agent.status == AGENT_ROLLING_BACK:
+                        self._assign_rollback(rollout, agent, views.get(agent.agent_id))
+                log.info(
+                    "rollouts.reconciled",
+                    rollout=rollout.rollout_id,
+                    state=rollout.state,
+                    phase=rollout.phase,
+                    stage=rollout.stage,
+                )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def create(self, spec: RolloutSpec) -> Rollout:
+        if self._resolve_program is not None:
+            spec = replace(spec, program_sha256=self._resolve_program(spec.program_sha256))
+        spec.validate()
+        with self._lock:
+            targets = self.fleet.agents(spec.selector)
+            phases, canary = plan_phases(spec, targets)
+            busy = self._agents_in_active_rollouts()
+            clash = sorted({a.agent_id for a in targets} & busy.keys())
+            if clash:
+                raise RolloutStateError(
+                    f"agents {', '.join(clash[:5])} are already in rollout "
+                    f"{busy[clash[0]]}: wait for it, or abort it first"
+                )
+            by_id = {a.agent_id: a for a in targets}
+            now = self._now_ms()
+            rollout = Rollout(
+                rollout_id=uuid.uuid4().hex[:12],
+                spec=spec,
+                state=RUNNING,
+                phase=0,
+                phases=len(phases),
+                stage=SHADOW if canary and spec.shadow else INSTALL,
+                stage_started_unix_ms=now,
+                created_unix_ms=now,
+                updated_unix_ms=now,
+                canary=canary,
+                agents=[
+                    RolloutAgent(agent_id, index, by_id[agent_id].program_sha256, PENDING, "", now)
+                    for index, ids in enumerate(phases)
+                    for agent_id in ids
+                ],
+            )
+            sizes = "+".join(str(len(ids)) for ids in phases)
+            created = self.store.create(
+                rollout,
+                [
+                    f"created: program {spec.program_sha256[:12]} to {len(targets)} agents "
+                    f"({'canary ' if canary else ''}{sizes})"
+                ],
+            )
+            log.info("rollouts.created", rollout=created.rollout_id, targets=len(targets))
+        self._notify()
+        return self.step(created.rollout_id)
+
+    def get(self, rollout_id: str) -> Rollout:
+        return self.store.get(rollout_id)
+
+    def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
+        return self.store.list_rollouts(active_only=active_only)
+
+    def pause(self, rollout_id: str, reason: str = "") -> Rollout:
+        with self._lock:
+            rollout = self.store.get(rollout_id)
+            if rollout.state == PAUSED:
+                return rollout
+            if rollout.state != RUNNING:
+                raise RolloutStateError(
+                    f"rollout {rollout_id} is {rollout.state}: only a running rollout can pause"
+                )
+            rollout.state = PAUSED
+            return self._commit(rollout, [f"paused{': ' + reason if reason else ''}"])
+
+    def resume(self, rollout_id: str) -> Rollout:
+        with self._lock:
+            rollout = self.store.get(rollout_id)
+            if rollout.state == RUNNING:
+                return rollout
+            if rollout.state != PAUSED:
+                raise RolloutStateError(
+                    f"rollout {rollout_id} is {rollout.state}: only a paused rollout can resume"
+                )
+            rollout.state = RUNNING
+            rollout.stage_started_unix_ms = self._now_ms()
+            self._commit(rollout, [f"resumed: {rollout.stage} of phase {rollout.phase} restarts"])
+        return self.step(rollout_id)
+
+    def abort(self, rollout_id: str, reason: str = "") -> Rollout:
+        with self._lock:
+            rollout = self.store.get(rollout_id)
+            if rollout.state not in (RUNNING, PAUSED):
+                raise RolloutStateError(
+                    f"rollout {rollout_id} is {rollout.state}: only a running or paused "
+                    "rollout can be aborted"
+                )
+            for agent in rollout.agents:
+                if agent.status == SHADOWING:
+                    self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                    self._set(agent, PENDING, "shadow cleared by abort")
+            rollout.state = ABORTED
+            rollout.reason = reason or "aborted by request"
+            return self._commit(rollout, [f"aborted: {rollout.reason}; agents keep what they run"])
+
+    def rollback(self, rollout_id: str, reason: str = "") -> Rollout:
+        with self._lock:
+            rollout = self.store.get(rollout_id)
+            if rollout.state in (ROLLING_BACK, ROLLED_BACK):
+                raise RolloutStateError(f"rollout {rollout_id} is already {rollout.state}")
+            self._begin_rollback(rollout, reason or "rollback requested")
+            self._commit(rollout, [f"rolling back: {rollout.reason}"])
+        return self.step(rollout_id)
+
+    # -- the state machine -----------------------------------------------------------------
+
+    def step_all(self) -> None:
+        for rollout in self.store.list_rollouts(active_only=True):
+            if rollout.state != PAUSED:
+                self.step(rollout.rollout_id)
+
+    def step(self, rollout_id: str) -> Rollout:
+        """Advance one rollout as far as the fleet's reported state allows; commit if it moved."""
+        with self._lock:
+            rollout = self.store.get(rollout_id)
+            before = _fingerprint(rollout)
+            agents_before = [(a.status, a.detail) for a in rollout.agents]
+            events: list[str] = []
+            if rollout.state == RUNNING:
+                self._step_running(rollout, events)
+            elif rollout.state == ROLLING_BACK:
+                self._step_rolling_back(rollout, events)
+            if _fingerprint(rollout) == before and not events:
+                return rollout
+            changed = [
+                agent
+                for agent, old in zip(rollout.agents, agents_before, strict=True)
+                if (agent.status, agent.detail) != old
+            ]
+            return self._commit(rollout, events, changed)
+
+    def _step_running(self, rollout: Rollout, events: list[str]) -> None:
+        spec = rollout.spec
+        candidate = spec.program_sha256
+        now = self._now_ms()
+        views = self._views(rollout)
+        # Late news from earlier phases: an offline agent that came back and installed.
+        for agent in rollout.agents_through(rollout.phase):
+            if agent.status in (INSTALLING, OFFLINE):
+                self._track_install(rollout, agent, views.get(agent.agent_id), now, events)
+        failed = [a for a in rollout.agents if a.status == FAILED]
+        install = gate_rules.install_gate(len(failed), spec.max_failed_installs)
+        if not install.passed:
+            rollout.gates = [install]
+            names = ", ".join(f"{a.agent_id} ({a.detail})" for a in failed[:5])
+            self._begin_rollback(rollout, f"installs failed on {names}")
+            events.append(f"rolling back: {rollout.reason}")
+            return
+
+        phase_agents = rollout.agents_in(rollout.phase)
+        elapsed_s = (now - rollout.stage_started_unix_ms) / 1000.0
+        if rollout.stage == SHADOW:
+            for agent in phase_agents:
+                if agent.status == PENDING:
+                    self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
+                    self._set(agent, SHADOWING, "", now)
+            if elapsed_s < spec.bake_s:
+                return
+            telemetry = self.fleet.telemetry(
+                [a.agent_id for a in phase_agents],
+                rollout.stage_started_unix_ms,
+                shadow_sha256=candidate,
+            )
+            results = gate_rules.shadow_gates(spec.gates, telemetry)
+            rollout.gates = results
+            failing = [g for g in results if not g.passed]
+            if failing:
+                self._begin_rollback(rollout, _describe(failing, "canary shadow"))
+                events.append(f"rolling back: {rollout.reason}")
+                return
+            events.append(f"canary shadow passed: {_summary(results)}")
+            self._enter(rollout, INSTALL, now)
+
+        if rollout.stage == INSTALL:
+            for agent in phase_agents:
+                if agent.status in (PENDING, SHADOWING):
+                    self.assigner.assign(agent.agent_id, candidate)
+                    self._set(agent, INSTALLING, "", now)
+                    self._track_install(rollout, agent, views.get(agent.agent_id), now, events)
+            if any(a.status == INSTALLING for a in phase_agents):
+                return
+            failed = [a for a in rollout.agents if a.status == FAILED]
+            install = gate_rules.install_gate(len(failed), spec.max_failed_installs)
+            if not install.passed:
+                rollout.gates = [install]
+                self._begin_rollback(rollout, f"installs failed on {len(failed)} agents")
+                events.append(f"rolling back: {rollout.reason}")
+                return
+            installed = sum(a.status == INSTALLED for a in phase_agents)
+            events.append(
+                f"{_phase_name(rollout)}: installed on {installed}/{len(phase_agents)} agents"
+                + _offline_note(phase_agents)
+                + f", baking {spec.bake_s:g}s"
+            )
+            self._enter(rollout, BAKE, now)
+            elapsed_s = 0.0
+
+        if rollout.stage == BAKE:
+            if elapsed_s < spec.bake_s:
+                return
+            running = [
+                a.agent_id for a in rollout.agents_through(rollout.phase) if a.status == INSTALLED
+            ]
+            telemetry = self.fleet.telemetry(
+                running, rollout.stage_started_unix_ms, program_sha256=candidate
+            )
+            results = [install, *gate_rules.bake_gates(spec.gates, telemetry)]
+            rollout.gates = results
+            failing = [g for g in results if not g.passed]
+            if failing:
+                self._begin_rollback(rollout, _describe(failing, _phase_name(rollout)))
+                events.append(f"rolling back: {rollout.reason}")
+                return
+            events.append(f"{_phase_name(rollout)} passed its gates: {_summary(results)}")
+            if rollout.phase + 1 >= rollout.phases:
+                rollout.state = SUCCEEDED
+                done = sum(a.status == INSTALLED for a in rollout.agents)
+                rollout.reason = f"installed on {done}/{len(rollout.agents)} agents"
+                events.append(f"succeeded: {rollout.reason}" + _offline_note(rollout.agents))
+                return
+            rollout.phase += 1
+            self._enter(rollout, INSTALL, now)
+            self._step_running(rollout, events)
+
+    def _track_install(
+        self,
+        rollout: Rollout,
+        agent: RolloutAgent,
+        view: AgentView | None,
+        now: int,
+        events: list[str],
+    ) -> None:
+        candidate = rollout.spec.program_sha256
+        if view is None:
+            if agent.status != OFFLINE:
+                self._set(agent, OFFLINE, "agent no longer known to the fleet", now)
+            return
+        if view.program_sha256 == candidate:
+            if agent.status == OFFLINE:
+                events.append(f"{agent.agent_id} came back and installed the program")
+            self._set(agent, INSTALLED, "", now)
+            return
+        if (
+            view.install_sha256 == candidate
+            and view.install_status in FAILED_INSTALL_STATUSES
+            and view.install_unix_ms >= agent.status_unix_ms
+        ):
+            detail = f"{view.install_status.lower()}: {view.install_reason or 'no reason given'}"
+            self._set(agent, FAILED, detail, now)
+            events.append(f"{agent.agent_id} install {detail}")
+            return
+        if agent.status == INSTALLING:
+            waited_s = (now - agent.status_unix_ms) / 1000.0
+            if waited_s >= rollout.spec.install_timeout_s:
+                if view.connected:
+                    self._set(agent, FAILED, f"timeout: not installed after {waited_s:.0f}s", now)
+                    events.append(f"{agent.agent_id} install timed out")
+                else:
+                    self._set(agent, OFFLINE, "disconnected: installs when it reconnects", now)
+                    events.append(f"{agent.agent_id} is offline: it installs when it reconnects")
+
+    def _begin_rollback(self, rollout: Rollout, reason: str) -> None:
+        rollout.state = ROLLING_BACK
+        rollout.reason = reason
+        rollout.stage = ""
+        rollout.stage_started_unix_ms = self._now_ms()
+        log.warning("rollouts.rolling_back", rollout=rollout.rollout_id, reason=reason)
+
+    def _step_rolling_back(self, rollout: Rollout, events: list[str]) -> None:
+        candidate = rollout.spec.program_sha256
+        now = self._now_ms()
+        views = self._views(rollout)
+        for agent in rollout.agents:
+            if agent.status == PENDING:
+                continue
+            view = views.get(agent.agent_id)
+            if agent.status == SHADOWING:
+                self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                self._set(agent, AGENT_ROLLED_BACK, "shadow cleared", now)
+            elif agent.status in TOUCHED - {AGENT_ROLLING_BACK}:
+                self._assign_rollback(rollout, agent, view)
+                self._set(agent, AGENT_ROLLING_BACK, "", now)
+            if agent.status == AGENT_ROLLING_BACK:
+                if view is not None and view.program_sha256 != candidate:
+                    self._set(agent, AGENT_ROLLED_BACK, f"runs {view.program_sha256[:12]}", now)
+                elif (now - agent.status_unix_ms) / 1000.0 >= rollout.spec.install_timeout_s:
+                    offline = view is None or not view.connected
+                    self._set(
+                        agent,
+                        AGENT_ROLLED_BACK,
+                        "offline: rolls back when it reconnects"
+                        if offline
+                        else "did not confirm the rollback in time",
+                        now,
+                    )
+        if all(a.status in (PENDING, AGENT_ROLLED_BACK) for a in rollout.agents):
+            rollout.state = ROLLED_BACK
+            back = sum(a.status == AGENT_ROLLED_BACK for a in rollout.agents)
+            events.append(f"rolled back {back} agents: {rollout.reason}")
+
+    def _assign_rollback(
+        self, rollout: Rollout, agent: RolloutAgent, view: AgentView | None
+    ) -> None:
+        """Desired state back to what the agent ran before the rollout.
+
+        An agent running the candidate (or not heard from) goes back to its previous
+        slot; one that never got the candidate only has its desired state reset, so it
+        does not install the candidate when it reconnects.
+        """
+        if view is None or view.program_sha256 == rollout.spec.program_sha256:
+            self.assigner.assign(agent.agent_id, agent.from_sha256, rollback=True)
+        else:
+            self.assigner.assign(agent.agent_id, agent.from_sha256)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def wait_for_change(self, rollout_id: str, version: int, timeout_s: float) -> Rollout:
+        """The rollout once its version passes ``version`` (or as it is after the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                rollout = self.store.get(rollout_id)
+                remaining = deadline - time.monotonic()
+                if rollout.version != version or remaining <= 0 or self._stop.is_set():
+                    return rollout
+                self._changed.wait(remaining)
+
+    def _commit(
+        self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None = None
+    ) -> Rollout:
+        rollout.updated_unix_ms = self._now_ms()
+        saved = self.store.save(rollout, events, changed)
+        for message in events:
+            log.info("rollouts.event", rollout=rollout.rollout_id, message=message)
+        self._notify()
+        return saved
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _enter(self, rollout: Rollout, stage: str, now: int) -> None:
+        rollout.stage = stage
+        rollout.stage_started_unix_ms = now
+
+    def _set(self, agent: RolloutAgent, status: str, detail: str, now: int | None = None) -> None:
+        if agent.status != status or agent.detail != detail:
+            agent.status = status
+            agent.detail = detail
+            agent.status_unix_ms = self._now_ms() if now is None else now
+
+    def _views(self, rollout: Rollout) -> dict[str, AgentView]:
+        return {view.agent_id: view for view in self.fleet.agents(rollout.spec.selector)}
+
+    def _agents_in_active_rollouts(self) -> dict[str, str]:
+        return {
+            agent.agent_id: rollout.rollout_id
+            for rollout in self.store.list_rollouts(active_only=True)
+            for agent in rollout.agents
+        }
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _fingerprint(rollout: Rollout) -> tuple[object, ...]:
+    return (
+        rollout.state,
+        rollout.phase,
+        rollout.stage,
+        rollout.stage_started_unix_ms,
+        rollout.reason,
+        tuple(rollout.gates),
+        tuple((a.status, a.detail) for a in rollout.agents),
+    )
+
+
+def _phase_name(rollout: Rollout) -> str:
+    if rollout.canary and rollout.phase == 0:
+        return "canary"
+    return f"wave {rollout.phase if rollout.canary else rollout.phase + 1}"
+
+
+def _describe(failing: list[GateResult], where: str) -> str:
+    return f"{where} failed " + "; ".join(
+        f"{g.name} {g.value:.4g} (limit {g.threshold:g}): {g.detail}" for g in failing
+    )
+
+
+def _summary(results: list[GateResult]) -> str:
+    return ", ".join(f"{g.name} {g.value:.4g}" for g in results) or "no gates"
+
+
+def _offline_note(agents: list[RolloutAgent]) -> str:
+    offline = sum(a.status == OFFLINE for a in agents)
+    return f" ({offline} offline, they install on reconnect)" if offline else ""
+
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "RolloutController"]
