@@ -13,6 +13,11 @@ the weight and input bounds; float64 is used otherwise). Akida conventions
 - "Global average" pooling outputs the SUM of the potentials over the map,
   then fires: akida does not divide.
 - FullyConnected reads its (H, W, C) input in Fortran order.
+- Potentials saturate to 20-bit signed values [-2**19, 2**19 - 1] in
+  FullyConnected layers and after max pooling (clip of the full sum), and
+  global average pooling accumulates positions in row-major order with a
+  saturating 20-bit accumulator. A Convolutional without pooling does not
+  saturate.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from spikefleet.program.model import Convolutional, FullyConnected, Padding, Poo
 from spikefleet.program.shapes import Shape
 
 EXACT_FLOAT32 = 2**24
+POTENTIAL_MIN = -(2**19)
+POTENTIAL_MAX = 2**19 - 1
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -91,8 +98,10 @@ class ConvLayer(CompiledLayer):
         weights = layer.weights.astype(np.int64)
         bound = float(np.abs(weights).sum(axis=(0, 1, 2)).max()) * input_max
         self.pooling = layer.pooling
+        self.gap_saturates = False
         if layer.pooling is Pooling.GLOBAL_AVERAGE:
             bound *= self.out_h * self.out_w
+            self.gap_saturates = bound > POTENTIAL_MAX
         self.dtype = _compute_dtype(bound, self.boundaries)
         flipped = weights[::-1, ::-1]
         self.matrix = np.ascontiguousarray(
@@ -133,13 +142,25 @@ class ConvLayer(CompiledLayer):
 
     def forward(self, x: FloatArray) -> npt.NDArray[np.generic]:
         p = self.potentials(x)
-        if self.pooling is Pooling.GLOBAL_AVERAGE:
+        if self.gap_saturates:
+            p = _saturating_sum(p)
+        elif self.pooling is Pooling.GLOBAL_AVERAGE:
             p = p.sum(axis=(1, 2), keepdims=True, dtype=np.float64).astype(self.dtype)
         elif self.pool is not None:
-            p = _max_pool(p, self.pool)
+            p = np.clip(_max_pool(p, self.pool), POTENTIAL_MIN, POTENTIAL_MAX)
         if self.boundaries is None:
             return p.astype(np.int32)
         return quantize(p, self.boundaries)
+
+
+def _saturating_sum(p: FloatArray) -> FloatArray:
+    """Akida's global pooling sum: row-major over positions, saturating at 20 bits."""
+    acc = np.zeros((p.shape[0], 1, 1, p.shape[3]), dtype=np.float64)
+    for row in range(p.shape[1]):
+        for col in range(p.shape[2]):
+            acc[:, 0, 0] += p[:, row, col]
+            np.clip(acc, POTENTIAL_MIN, POTENTIAL_MAX, out=acc)
+    return acc.astype(p.dtype)
 
 
 def _max_pool(p: FloatArray, pool: _Pool) -> FloatArray:
@@ -186,7 +207,7 @@ class DenseLayer(CompiledLayer):
     def forward(self, x: FloatArray) -> npt.NDArray[np.generic]:
         n = x.shape[0]
         p = x.reshape(n, -1).astype(self.dtype, copy=False) @ self.matrix
-        p = p.reshape(n, 1, 1, -1)
+        p = np.clip(p.reshape(n, 1, 1, -1), POTENTIAL_MIN, POTENTIAL_MAX)
         if self.boundaries is None:
             return p.astype(np.int32)
         return quantize(p, self.boundaries)
