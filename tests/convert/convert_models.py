@@ -9,12 +9,17 @@ from torch import nn
 
 
 class RefLikeNet(nn.Module):
-    """The reference topology: conv s2 -> Leaky -> conv s2 -> GAP -> Leaky -> FC -> Leaky."""
+    """The reference topology: conv s2 -> Leaky -> conv s2 -> GAP -> Leaky -> FC -> Leaky.
 
-    def __init__(self, seed: int = 0, beta: float = 0.0) -> None:
+    conv1 pads like Akida's 'same' does on a 34-pixel input (0 before, 1 after);
+    ``torch_padding=True`` uses torch's padding=1 instead, which Akida cannot match.
+    """
+
+    def __init__(self, seed: int = 0, beta: float = 0.0, torch_padding: bool = False) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.conv1 = nn.Conv2d(2, 32, 3, stride=2, padding=1)
+        self.pad = nn.Identity() if torch_padding else nn.ZeroPad2d((0, 1, 0, 1))
+        self.conv1 = nn.Conv2d(2, 32, 3, stride=2, padding=1 if torch_padding else 0)
         self.lif1 = snn.Leaky(beta=beta)
         self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -27,7 +32,7 @@ class RefLikeNet(nn.Module):
             self.conv2.bias.add_(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        current = self.conv1(x)
+        current = self.conv1(self.pad(x))
         spk1, _ = self.lif1(current, torch.zeros_like(current))
         current = self.pool(self.conv2(spk1)).flatten(1)
         spk2, _ = self.lif2(current, torch.zeros_like(current))
@@ -36,7 +41,7 @@ class RefLikeNet(nn.Module):
         return mem3
 
 
-REF_ARCH = "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+REF_ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
 
 
 class SeedFCNet(nn.Module):
@@ -68,3 +73,39 @@ def random_frames(n: int, shape: tuple[int, int, int] = (34, 34, 2), seed: int =
 
 def to_input(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float()
+
+
+class Chain(nn.Module):
+    """Layers called one after another; neurons pass their spikes on, and the
+    model returns the last neuron's membrane (or the last layer's output)."""
+
+    def __init__(self, *layers: nn.Module, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = x
+        for layer in self.layers:
+            out = layer(x)
+            if isinstance(out, tuple):
+                x, result = out[0], out[-1]
+            else:
+                x = result = out
+        return result
+
+
+class Residual(nn.Module):
+    """conv -> Leaky -> conv + skip -> Leaky: a residual path Akida 1.0 cannot run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.0)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.lif2 = snn.Leaky(beta=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spk, _ = self.lif1(self.conv1(x))
+        _, mem = self.lif2(self.conv2(spk) + spk)
+        return mem

@@ -32,11 +32,21 @@ def test_extract_records_the_chain_and_reads_the_output_as_potential(tmp_path: P
     model = RefLikeNet()
     graph = spikefleet.extract(model, to_input(random_frames(2)), tmp_path / "m.safetensors")
     kinds = [type(node).__name__ for node in graph.nodes]
-    assert kinds == ["Conv2d", "Leaky", "Conv2d", "AvgPool", "Flatten", "Leaky", "Linear", "Leaky"]
+    assert kinds == [
+        "Pad",
+        "Conv2d",
+        "Leaky",
+        "Conv2d",
+        "AvgPool",
+        "Flatten",
+        "Leaky",
+        "Linear",
+        "Leaky",
+    ]
     assert graph.output == "potential"
     assert graph.input_shape == (2, 34, 34)
-    conv1 = graph.nodes[0]
-    assert isinstance(conv1, Conv2d) and conv1.stride == (2, 2) and conv1.padding == (1, 1)
+    conv1 = graph.nodes[1]
+    assert isinstance(conv1, Conv2d) and conv1.stride == (2, 2) and conv1.padding == (0, 0)
     np.testing.assert_array_equal(conv1.weight, model.conv1.weight.detach().numpy())
 
 

@@ -51,7 +51,8 @@ class ConvertOptions:
 
     ``input_shape`` is (height, width, channels) for weights that carry none;
     ``input_scale`` overrides the graph's (what the model was trained on per
-    input count); ``allow_beta`` converts beta != 0 neurons as beta = 0;
+    input count); ``allow_beta`` converts beta != 0 neurons as beta = 0; ``allow_shift``
+    accepts convolution padding Akida can only approximate with shifted windows;
     ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
     inputs when given, or "max"); ``sign_key`` is a
     :class:`spikefleet.program.signing.SigningKey`; ``hardware`` maps onto a
@@ -63,6 +64,7 @@ class ConvertOptions:
     input_shape: tuple[int, int, int] | None = None
     input_scale: float | None = None
     allow_beta: bool = False
+    allow_shift: bool = False
     clip: Literal["mse", "max"] = "mse"
     name: str | None = None
     class_names: list[str] = field(default_factory=list)
@@ -120,7 +122,7 @@ def convert(
     calibration = _check_calibration(graph, calibration, labels, options.input_bits)
 
     step(1, "checking compatibility")
-    lowered = lower(graph, allow_beta=options.allow_beta)
+    lowered = lower(graph, allow_beta=options.allow_beta, allow_shift=options.allow_shift)
     notes = list(lowered.notes)
 
     step(2, "running the float model")

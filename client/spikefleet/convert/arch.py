@@ -16,6 +16,7 @@ Tokens (case-insensitive, separated by spaces, commas or ``->``):
 - ``BN``: BatchNorm2d/BatchNorm1d (folded by the converter).
 - ``GAP``: global average pooling; ``MaxPool(k[,sN])``: max pooling (stride k).
 - ``Flatten``: explicit flatten (implied before FC anyway).
+- ``Pad(left,right,top,bottom)``: zero padding before a Conv (``nn.ZeroPad2d``).
 
 Weights are bound in order: each Conv/FC takes the next tensor group with a
 ``weight`` of matching rank, each BN the next group with ``running_mean``, each
@@ -40,11 +41,12 @@ from spikefleet.convert.graph import (
     Linear,
     MaxPool,
     Node,
+    Pad,
 )
 from spikefleet.errors import ConversionError
 
 _TOKEN = re.compile(r"\s*(?:->|,)?\s*([A-Za-z]+)(\([^)]*\))?")
-_KNOWN = ("input", "conv", "fc", "leaky", "bn", "gap", "maxpool", "flatten")
+_KNOWN = ("input", "conv", "fc", "leaky", "bn", "gap", "maxpool", "flatten", "pad")
 
 
 @dataclass
@@ -77,7 +79,7 @@ def parse_arch(text: str) -> list[Token]:
         if kind not in _KNOWN:
             raise ConversionError(
                 f"architecture token {len(tokens) + 1} {token_text!r}: unknown layer "
-                f"{name!r}; use one of Input, Conv, FC, Leaky, BN, GAP, MaxPool, Flatten"
+                f"{name!r}; use one of Input, Conv, FC, Leaky, BN, GAP, MaxPool, Flatten, Pad"
             )
         args = [a.strip() for a in arg_text[1:-1].split(",")] if arg_text else []
         tokens.append(Token(kind, [a for a in args if a], token_text, len(tokens) + 1))
@@ -293,6 +295,12 @@ def graph_from_arch(
             nodes.append(MaxPool(f"maxpool{len(nodes)}", (k, k), (s, s)))
             if len(shape) == 3:
                 shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+        elif token.kind == "pad":
+            if len(token.args) != 4 or len(shape) != 3:
+                raise ConversionError(f"{token.where()}: Pad takes (left,right,top,bottom)")
+            left, right, top, bottom = (_int(token, a, "padding") for a in token.args)
+            nodes.append(Pad(f"pad{len(nodes)}", (left, right, top, bottom)))
+            shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
         elif token.kind == "flatten":
             nodes.append(Flatten(f"flatten{len(nodes)}"))
             shape = (int(np.prod(shape)),)

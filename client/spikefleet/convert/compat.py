@@ -26,6 +26,7 @@ from spikefleet.convert.graph import (
     Linear,
     MaxPool,
     Node,
+    Pad,
     Unsupported,
 )
 from spikefleet.errors import IncompatibleModelError
@@ -73,6 +74,7 @@ class Stage:
     pool_size: int = 0
     pool_stride: int = 0
     spike: Leaky | None = None
+    float_pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # torch's (top, bottom, left, right)
     threshold: F64 = field(default_factory=lambda: np.zeros(0))  # per output neuron
     output_gain: F64 | None = None  # graded-spike factor of the output layer, if spiking
 
@@ -103,7 +105,7 @@ def _per_channel(node: Leaky, values: np.ndarray, channels: int, what: str) -> F
     )
 
 
-def lower(graph: Graph, *, allow_beta: bool = False) -> Lowered:
+def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) -> Lowered:
     """Check ``graph`` against Akida 1.0 and lower it to stages (see module docstring)."""
     notes: list[str] = []
     nodes = list(graph.nodes)
@@ -126,6 +128,17 @@ def lower(graph: Graph, *, allow_beta: bool = False) -> Lowered:
         if isinstance(node, Flatten):
             index += 1
             continue
+        pad_before = (0, 0, 0, 0)
+        if isinstance(node, Pad):
+            following = nodes[index + 1] if index + 1 < len(nodes) else None
+            if not isinstance(following, Conv2d):
+                raise _refuse(
+                    node, "zero padding not followed by a Conv2d", "pad only before a conv"
+                )
+            left, right, top, bottom = node.pads
+            pad_before = (top, bottom, left, right)
+            index += 1
+            node = following
         if not isinstance(node, Conv2d | Linear):
             raise _refuse(
                 node,
@@ -133,7 +146,9 @@ def lower(graph: Graph, *, allow_beta: bool = False) -> Lowered:
                 "each Akida layer starts with a weighted layer: Conv/Linear, [BatchNorm], "
                 "[pool], Leaky",
             )
-        stage = _weighted(node, shape, scale if not stages else 1.0, gain)
+        stage = _weighted(
+            node, shape, scale if not stages else 1.0, gain, pad_before, allow_shift, notes
+        )
         index += 1
         # Optional BatchNorm, pooling before firing, flatten.
         while index < len(nodes) and isinstance(
@@ -231,7 +246,13 @@ def lower(graph: Graph, *, allow_beta: bool = False) -> Lowered:
 
 
 def _weighted(
-    node: Conv2d | Linear, shape: tuple[int, int, int], scale: float, gain: F64 | None
+    node: Conv2d | Linear,
+    shape: tuple[int, int, int],
+    scale: float,
+    gain: F64 | None,
+    pad_before: tuple[int, int, int, int],
+    allow_shift: bool,
+    notes: list[str],
 ) -> Stage:
     weight = np.asarray(node.weight, dtype=np.float64) * scale
     out = weight.shape[0]
@@ -264,26 +285,77 @@ def _weighted(
         raise _refuse(
             node, f"stride {node.stride} differs by axis", "use the same stride on both axes"
         )
-    ph, pw = node.padding
-    if (ph, pw) == (0, 0):
-        padding: Literal["same", "valid"] = "valid"
-    elif kh % 2 == 1 and kw % 2 == 1 and (ph, pw) == ((kh - 1) // 2, (kw - 1) // 2):
-        padding = "same"
-    else:
+    top, bottom, left, right = pad_before
+    top, bottom = top + node.padding[0], bottom + node.padding[0]
+    left, right = left + node.padding[1], right + node.padding[1]
+    float_pad = (top, bottom, left, right)
+    out_h = (shape[1] + top + bottom - kh) // sh + 1
+    out_w = (shape[2] + left + right - kw) // sw + 1
+    padding = _akida_padding(node, shape, (kh, kw), sh, float_pad, (out_h, out_w), allow_shift)
+    if padding is None:
         raise _refuse(
             node,
-            f"padding {node.padding} for a {kh}x{kw} kernel",
-            "Akida pads 0 (valid) or (k-1)/2 (same, odd kernels): use padding=0 or k//2",
+            f"padding (top, bottom, left, right) {float_pad} for a {kh}x{kw} kernel, "
+            f"stride {sh}, on a {shape[1]}x{shape[2]} input: Akida cannot pad like that",
+            "Akida pads 0 (valid) or TensorFlow-style 'same': total (out-1)*stride+k-size, "
+            f"the smaller half first (here {_same_pads(shape, (kh, kw), sh)}); "
+            "use nn.ZeroPad2d((left, right, top, bottom)) before a padding=0 Conv2d to match, "
+            "or pass allow_shift (--allow-shift) to accept the shifted windows and read the "
+            "measured fidelity",
         )
+    if padding == "shifted":
+        notes.append(
+            f"{node.name}: padding {float_pad} differs from Akida's 'same' "
+            f"{_same_pads(shape, (kh, kw), sh)}; converted with shifted windows (allow_shift)"
+        )
+        padding = "same"
     if gain is not None:
         weight = weight * gain[None, :, None, None]
-    pad = (kh - 1) // 2 if padding == "same" else 0
-    padw = (kw - 1) // 2 if padding == "same" else 0
-    out_h = (shape[1] + 2 * pad - kh) // sh + 1
-    out_w = (shape[2] + 2 * padw - kw) // sw + 1
     return Stage(
-        node.name, "conv", weight, bias, shape, (out, out_h, out_w), stride=sh, padding=padding
+        node.name,
+        "conv",
+        weight,
+        bias,
+        shape,
+        (out, out_h, out_w),
+        stride=sh,
+        padding=padding,
+        float_pad=float_pad,
     )
+
+
+def _same_pads(
+    shape: tuple[int, int, int], kernel: tuple[int, int], stride: int
+) -> tuple[int, int, int, int]:
+    """Akida's 'same' padding (measured with akida 2.19.3): TensorFlow's rule."""
+    pads: list[int] = []
+    for size, k in ((shape[1], kernel[0]), (shape[2], kernel[1])):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    return (pads[0], pads[1], pads[2], pads[3])
+
+
+def _akida_padding(
+    node: Conv2d,
+    shape: tuple[int, int, int],
+    kernel: tuple[int, int],
+    stride: int,
+    float_pad: tuple[int, int, int, int],
+    out: tuple[int, int],
+    allow_shift: bool,
+) -> Literal["same", "valid", "shifted"] | None:
+    """Which Akida padding computes exactly the windows torch does (None: neither)."""
+    if float_pad == (0, 0, 0, 0):
+        return "valid"
+    same = _same_pads(shape, kernel, stride)
+    same_out = (-(-shape[1] // stride), -(-shape[2] // stride))
+    if out != same_out or kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+        return None
+    # Only the leading pads place the windows; trailing ones only have to keep the size.
+    if (float_pad[0], float_pad[2]) == (same[0], same[2]):
+        return "same"
+    return "shifted" if allow_shift else None
 
 
 def _fold_batchnorm(stage: Stage, norm: BatchNorm) -> None:
@@ -331,8 +403,20 @@ def _pool(stage: Stage, pool: AvgPool | MaxPool) -> None:
             f"max pooling kernel {pool.kernel} stride {pool.stride} padding {pool.padding}",
             "use square max pooling without padding",
         )
+    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if stage.padding == "same":
+        # Akida pads max pooling like its 'same' convolution (see the engine).
+        pads = _same_pads(stage.out_shape, (kh, kw), sh)
+        akida_out = (-(-h // sh), -(-w // sw))
+        if (pads[0], pads[2]) != (0, 0) or akida_out != (out_h, out_w):
+            raise _refuse(
+                pool,
+                f"max pooling {kh}x{kh} stride {sh} on a {h}x{w} map: Akida pads it "
+                f"{pads} and gives {akida_out[0]}x{akida_out[1]}, torch gives {out_h}x{out_w}",
+                "choose a pool that divides the map evenly (e.g. 2x2 on an even size)",
+            )
     stage.pool, stage.pool_size, stage.pool_stride = "max", kh, sh
-    stage.out_shape = (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+    stage.out_shape = (c, out_h, out_w)
 
 
 def _check_spike(spike: Leaky, stage: Stage, allow_beta: bool, notes: list[str]) -> None:

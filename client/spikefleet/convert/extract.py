@@ -27,6 +27,7 @@ from spikefleet.convert.graph import (
     MaxPool,
     Node,
     OutputKind,
+    Pad,
     Unsupported,
     save_bundle,
 )
@@ -115,6 +116,11 @@ def _node(name: str, module: Any, output: Any) -> Node | None:
         return MaxPool(name, kernel, _pair(module.stride or kernel), _pair(module.padding))
     if isinstance(module, nn.Flatten):
         return Flatten(name)
+    if isinstance(module, nn.ZeroPad2d | nn.ConstantPad2d):
+        if float(getattr(module, "value", 0.0)) != 0.0:
+            return Unsupported(name, kind, f"pads with {module.value}, not zeros")
+        left, right, top, bottom = (int(v) for v in module.padding)
+        return Pad(name, (left, right, top, bottom))
     if kind == "Leaky" and isinstance(module, snntorch.SpikingNeuron):
         return Leaky(
             name,

@@ -27,10 +27,13 @@ class FloatRun:
     stage_inputs: list[F64]  # rows entering each stage (first step only), for calibration
 
 
-def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int]) -> F64:
-    """im2col of (N, C, H, W) -> (N, OH, OW, C*kh*kw) in torch's (c, i, j) weight order."""
-    if pad != (0, 0):
-        x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int, int, int]) -> F64:
+    """im2col of (N, C, H, W) -> (N, OH, OW, C*kh*kw) in torch's (c, i, j) weight order.
+
+    ``pad`` is (top, bottom, left, right) zero padding.
+    """
+    if any(pad):
+        x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[1]), (pad[2], pad[3])))
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::stride, ::stride]
     n, c, oh, ow = windows.shape[:4]
@@ -45,8 +48,7 @@ def stage_potentials(stage: Stage, x: F64) -> tuple[F64, F64]:
         rows = x.reshape(n, -1)
         return (rows @ stage.weight.T + stage.bias).reshape(n, out, 1, 1), rows
     kh, kw = stage.weight.shape[2], stage.weight.shape[3]
-    pad = ((kh - 1) // 2, (kw - 1) // 2) if stage.padding == "same" else (0, 0)
-    cols = patches(x, kh, kw, stage.stride, pad)
+    cols = patches(x, kh, kw, stage.stride, stage.float_pad)
     potential = (cols @ stage.weight.reshape(out, -1).T + stage.bias).transpose(0, 3, 1, 2)
     if stage.pool == "gap":
         potential = potential.mean(axis=(2, 3), keepdims=True)

@@ -88,6 +88,14 @@ class MaxPool:
 
 
 @dataclass(eq=False)
+class Pad:
+    """Zero padding before a convolution, in ``nn.ZeroPad2d`` order (left, right, top, bottom)."""
+
+    name: str
+    pads: tuple[int, int, int, int]
+
+
+@dataclass(eq=False)
 class Flatten:
     name: str
 
@@ -105,7 +113,9 @@ class Unsupported:
     detail: str = ""
 
 
-Node: TypeAlias = Conv2d | Linear | BatchNorm | Leaky | AvgPool | MaxPool | Flatten | Unsupported
+Node: TypeAlias = (
+    Conv2d | Linear | BatchNorm | Leaky | AvgPool | MaxPool | Pad | Flatten | Unsupported
+)
 
 OutputKind: TypeAlias = Literal["potential", "spikes"]
 
@@ -133,7 +143,7 @@ _TENSOR_FIELDS: dict[type, tuple[str, ...]] = {
 }
 _KINDS: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Conv2d, Linear, BatchNorm, Leaky, AvgPool, MaxPool, Flatten, Unsupported)
+    for cls in (Conv2d, Linear, BatchNorm, Leaky, AvgPool, MaxPool, Pad, Flatten, Unsupported)
 }
 
 
@@ -148,7 +158,7 @@ def graph_to_bundle(graph: Graph) -> tuple[dict[str, np.ndarray], dict[str, Any]
     tensors: dict[str, np.ndarray] = {}
     nodes: list[dict[str, Any]] = []
     for node in graph.nodes:
-        entry: dict[str, Any] = {"kind": type(node).__name__}
+        entry: dict[str, Any] = {"node": type(node).__name__}
         tensor_fields = _TENSOR_FIELDS.get(type(node), ())
         for key, value in vars(node).items():
             if key in tensor_fields:
@@ -172,7 +182,7 @@ def graph_from_bundle(tensors: dict[str, np.ndarray], description: dict[str, Any
         nodes: list[Node] = []
         for entry in description["nodes"]:
             fields = dict(entry)
-            kind = fields.pop("kind")
+            kind = fields.pop("node")
             cls = _KINDS.get(kind)
             if cls is None:
                 raise ConversionError(f"bundle: unknown node kind {kind!r}")

@@ -181,13 +181,12 @@ def quantize_stages(
 
 
 def pre_pool_shape(stage: Stage) -> tuple[int, int, int]:
-    """The convolution's output shape before global pooling."""
+    """The convolution's output shape before pooling."""
     _, h, w = stage.in_shape
     kh, kw = stage.weight.shape[2], stage.weight.shape[3]
-    pad_h = (kh - 1) // 2 if stage.padding == "same" else 0
-    pad_w = (kw - 1) // 2 if stage.padding == "same" else 0
+    top, bottom, left, right = stage.float_pad
     return (
         stage.weight.shape[0],
-        (h + 2 * pad_h - kh) // stage.stride + 1,
-        (w + 2 * pad_w - kw) // stage.stride + 1,
+        (h + top + bottom - kh) // stage.stride + 1,
+        (w + left + right - kw) // stage.stride + 1,
     )

@@ -1,0 +1,188 @@
+"""Quantization: integer thresholds keep the float decision, layouts match akida.
+
+A network whose weights are already 4-bit integers times a power-of-two scale
+quantizes without loss, so its converted program must agree with the float
+SNNTorch model on every spike and every output, exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import akida
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from convert_models import Chain, RefLikeNet, random_frames, to_input
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import spikefleet
+from spikefleet.convert import ConvertOptions, convert
+from spikefleet.convert.quantize import choose_scales, integer_threshold, weight_range
+from spikefleet.engine import Engine
+
+STEP = 0.125
+
+
+def make_lossless(model: nn.Module, seed: int = 0) -> None:
+    """Weights k*STEP with |k| <= 7 and a 7 in every output channel; biases off the grid."""
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                k = rng.integers(-7, 8, size=module.weight.shape)
+                k.reshape(k.shape[0], -1)[:, 0] = 7
+                module.weight.copy_(torch.from_numpy(k * STEP))
+                if module.bias is not None:
+                    bias = rng.integers(-8, 8, size=module.bias.shape) * STEP + STEP / 2
+                    module.bias.copy_(torch.from_numpy(bias))
+
+
+def float_spikes(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    spikes: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, name=name: spikes.__setitem__(name, o[0]))
+        for name, m in model.named_modules()
+        if isinstance(m, snn.Leaky)
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return spikes
+
+
+def test_lossless_reference_topology_matches_snntorch_exactly(tmp_path: Path) -> None:
+    model = RefLikeNet()
+    make_lossless(model)
+    with torch.no_grad():
+        model.fc1.bias.zero_()  # the output layer has no bias on Akida
+        model.conv2.weight.mul_(0.25)  # keep 9x9 average potentials near threshold
+    frames = random_frames(64)
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(frames[:1]), bundle)
+    result = convert(bundle, options=ConvertOptions(hardware=False, clip="max"))
+    program = result.program
+
+    run = Engine(program).run(frames, spike_counts=True)
+    spikes = float_spikes(model, to_input(frames))
+    assert run.spike_counts is not None
+    np.testing.assert_array_equal(run.spike_counts["conv1"], spikes["lif1"].sum((1, 2, 3)).numpy())
+    np.testing.assert_array_equal(run.spike_counts["conv2"], spikes["lif2"].sum(1).numpy())
+    assert 0 < spikes["lif2"].mean() < 1  # the test exercises both sides of the threshold
+    with torch.no_grad():
+        expected = model(to_input(frames)).numpy()
+    scaled = run.outputs.reshape(len(frames), -1) * program.output_scales
+    np.testing.assert_allclose(scaled, expected, rtol=0, atol=1e-5)
+
+
+def test_conv_to_fully_connected_uses_akidas_fortran_order(tmp_path: Path) -> None:
+    model = Chain(
+        nn.Conv2d(2, 4, 3, padding=1),
+        snn.Leaky(beta=0.0),
+        nn.Flatten(),
+        nn.Linear(256, 5, bias=False),
+    )
+    make_lossless(model)
+    frames = random_frames(32, (8, 8, 2))
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(frames[:1]), bundle)
+    program = convert(bundle, options=ConvertOptions(hardware=False, clip="max")).program
+    outputs = Engine(program).run(frames).outputs.reshape(32, -1) * program.output_scales
+    with torch.no_grad():
+        expected = model(to_input(frames)).numpy()
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-50, 50),
+    st.floats(-50, 50),
+    st.floats(1e-3, 10),
+    st.integers(-2000, 2000),
+)
+def test_integer_threshold_keeps_the_float_decision(
+    threshold: float, bias: float, scale: float, potential: int
+) -> None:
+    integer = int(integer_threshold(np.array([(threshold - bias) / scale]))[0])
+    float_fires = scale * potential + bias > threshold
+    integer_fires = potential > integer
+    if abs(scale * potential + bias - threshold) > 1e-9 * max(1.0, abs(threshold)):
+        assert integer_fires == float_fires
+
+
+def test_rounding_to_nearest_would_be_wrong_here() -> None:
+    # (T - b)/s = 2.6: potentials 3 fire, and so must they with the integer threshold.
+    assert int(integer_threshold(np.array([2.6]))[0]) == 2
+    assert int(integer_threshold(np.array([-2.6]))[0]) == -3
+    assert int(integer_threshold(np.array([3.0]))[0]) == 3
+
+
+@pytest.mark.parametrize("bits", [4, 2, 1])
+def test_weights_stay_in_the_range_akida_accepts(bits: int) -> None:
+    low, high = weight_range(bits)
+    model = akida.Model()
+    model.add(akida.InputData(input_shape=(2, 2, 1), input_bits=4))
+    model.add(akida.FullyConnected(units=1, weights_bits=bits, activation=False))
+    layer = model.layers[1]
+    layer.variables["weights"] = np.full((1, 1, 4, 1), low, np.int8)
+    layer.variables["weights"] = np.full((1, 1, 4, 1), high, np.int8)
+    with pytest.raises(ValueError):
+        layer.variables["weights"] = np.full((1, 1, 4, 1), low - 1, np.int8)
+
+
+def test_mse_clipping_is_never_worse_than_max_on_the_weights() -> None:
+    rng = np.random.default_rng(3)
+    weight = rng.standard_t(3, size=(16, 72))  # heavy tails, where clipping pays
+    low, high = weight_range(4)
+
+    def error(scales: np.ndarray) -> np.ndarray:
+        q = np.clip(np.rint(weight / scales[:, None]), low, high)
+        return ((q * scales[:, None] - weight) ** 2).mean(axis=1)
+
+    mse, peak = choose_scales(weight, 4, "mse"), choose_scales(weight, 4, "max")
+    assert np.all(error(mse) <= error(peak) + 1e-12)
+    assert error(mse).mean() < error(peak).mean()
+
+
+def test_global_average_pooling_threshold_is_on_the_sum_as_akida_computes() -> None:
+    """akida fires a GAP layer when the SUM of the potentials exceeds the threshold."""
+    rng = np.random.default_rng(1)
+    model = akida.Model()
+    model.add(akida.InputData(input_shape=(6, 6, 2), input_bits=4))
+    model.add(
+        akida.Convolutional(
+            filters=8,
+            kernel_size=(3, 3),
+            kernel_stride=(1, 1),
+            padding=akida.Padding.Same,
+            weights_bits=4,
+            act_bits=1,
+            pool_type=akida.PoolType.Average,
+            pool_size=(-1, -1),
+        )
+    )
+    plain = akida.Model()
+    plain.add(akida.InputData(input_shape=(6, 6, 2), input_bits=4))
+    plain.add(
+        akida.Convolutional(
+            filters=8,
+            kernel_size=(3, 3),
+            kernel_stride=(1, 1),
+            padding=akida.Padding.Same,
+            weights_bits=4,
+            activation=False,
+        )
+    )
+    weights = rng.integers(-7, 8, size=(3, 3, 2, 8)).astype(np.int8)
+    model.layers[1].variables["weights"] = weights
+    plain.layers[1].variables["weights"] = weights
+    threshold = rng.integers(-50, 200, size=8).astype(np.int32)
+    model.layers[1].variables["threshold"] = threshold
+    x = rng.integers(0, 16, size=(100, 6, 6, 2)).astype(np.uint8)
+    sums = plain.forward(x).astype(np.int64).sum(axis=(1, 2))
+    fired = model.forward(x).reshape(100, 8).astype(bool)
+    np.testing.assert_array_equal(fired, sums > threshold)
