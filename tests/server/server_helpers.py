@@ -12,6 +12,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from spikefleet.client import Client
+from spikefleet_server import logs
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
 
@@ -38,6 +39,7 @@ def config_values(data_dir: Path, **extra: Any) -> dict[str, Any]:
 
 @contextmanager
 def running_server(data_dir: Path, **extra: Any) -> Iterator[ServerApp]:
+    logs.configure("info")  # JSON on stderr, as in production: stdout is the CLI's
     app = ServerApp(load_config(None, environ={}, overrides=config_values(data_dir, **extra)))
     app.start()
     try:

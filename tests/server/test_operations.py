@@ -65,7 +65,6 @@ def test_logs_are_json_lines_with_the_request_context(capsys: pytest.CaptureFixt
         structlog.get_logger("t").info("rpc.done", code="OK")
     finally:
         structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == "rpc.done" and line["request_id"] == "r-1"
     assert line["method"] == "/x/Y" and line["level"] == "info" and "timestamp" in line
