@@ -50,6 +50,7 @@ _REMEDIES = {
     "tensor operations between layers (only flatten and global average pooling are allowed)",
     "CubaLIF": "synaptic current is a second state variable; use LIF/IF with beta=0",
     "branch": "Akida 1.0 runs a plain chain; remove residual/skip paths",
+    "recurrent": _RECURRENT,
 }
 
 
