@@ -54,7 +54,7 @@ def test_a_tampered_program_is_refused_reported_and_the_old_one_keeps_serving(
     fleet_server.programs[bad_sha] = tamper(bad)
     agent = start_agent("edge-1")
     fleet_server.fleet.assign("edge-1", good_sha)
-    wait_for(lambda: active_sha(agent) == good_sha, "the good program")
+    wait_for(lambda: len(statuses(fleet_server, "edge-1")) == 1, "the good program")
 
     fleet_server.fleet.assign("edge-1", bad_sha)
     wait_for(lambda: len(statuses(fleet_server, "edge-1")) == 2, "the refusal")
@@ -81,12 +81,14 @@ def test_rollback_returns_to_the_previous_slot(
     fleet_server.programs.update({sha1: data1, sha2: data2})
     agent = start_agent("edge-1")
     fleet_server.fleet.assign("edge-1", sha1)
-    wait_for(lambda: active_sha(agent) == sha1, "program 1")
+    wait_for(lambda: len(statuses(fleet_server, "edge-1")) == 1, "program 1")
     fleet_server.fleet.assign("edge-1", sha2)
-    wait_for(lambda: active_sha(agent) == sha2, "program 2")
+    wait_for(lambda: len(statuses(fleet_server, "edge-1")) == 2, "program 2")
+    assert active_sha(agent) == sha2
 
     fleet_server.fleet.assign("edge-1", "", rollback=True)
-    wait_for(lambda: active_sha(agent) == sha1, "the rollback")
+    wait_for(lambda: len(statuses(fleet_server, "edge-1")) == 3, "the rollback report")
+    assert active_sha(agent) == sha1
     assert statuses(fleet_server, "edge-1")[-1] == ("ROLLED_BACK", sha1, "")
     desired = fleet_server.fleet.store.assignment("edge-1")
     assert desired is not None and (desired.sha256, desired.rollback) == (sha1, False)

@@ -241,8 +241,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         session.send(fleet_pb2.ServerMessage(telemetry_ack=fleet_pb2.TelemetryAck(seq=batch.seq)))
 
     def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> None:
-        record = self.store.record_install(agent_id, report)
-        INSTALLS.labels(status=record.status).inc()
+        # the agent's state first: whoever sees the install record sees its effect too
         if report.status in (
             fleet_pb2.InstallReport.INSTALLED,
             fleet_pb2.InstallReport.ROLLED_BACK,
@@ -250,6 +249,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             self.store.set_program(agent_id, report.sha256)
         if report.status == fleet_pb2.InstallReport.ROLLED_BACK:
             self.store.settle_rollback(agent_id, report.generation, report.sha256)
+        record = self.store.record_install(agent_id, report)
+        INSTALLS.labels(status=record.status).inc()
         log.info(
             "fleet.install_report",
             agent_id=agent_id,
