@@ -1,0 +1,170 @@
+"""``spikefleet convert``: an SNNTorch model in, a (signed) Akida program out, with its fidelity."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import structlog
+
+from spikefleet.cli.output import print_json, print_table, progress
+from spikefleet.errors import ConversionError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an SNNTorch model to an Akida int4 program",
+        description=(
+            "Convert MODEL (a spikefleet.extract bundle, a state_dict .pt/.safetensors with "
+            "--arch, a directory of fc1_weight.npy/lif1_threshold.txt files, or a .nir graph) "
+            "into an Akida 1.0 program. With --calib, the program's fidelity to the float "
+            "model is measured and stored in it."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file or directory")
+    parser.add_argument("-o", "--output", required=True, metavar="PROGRAM", help="program file")
+    parser.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="layer chain for weights-only inputs, e.g. "
+        "'Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky'",
+    )
+    parser.add_argument(
+        "--input-shape", metavar="H,W,C", help="input frame shape when the model has none"
+    )
+    parser.add_argument(
+        "--input-scale",
+        type=float,
+        metavar="X",
+        help="the model was trained on X per event count (folded into the first layer)",
+    )
+    parser.add_argument(
+        "--calib",
+        metavar="DATA",
+        help="calibration/test data: N-DIGITS root, class folders of N-MNIST .bin files, "
+        ".npz with frames (and labels) or .npy frames",
+    )
+    parser.add_argument("--labels", metavar="FILE", help="labels for --calib (.npy or text)")
+    parser.add_argument("--split", default="test", help="N-DIGITS split for --calib (test)")
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="use the first N calibration samples"
+    )
+    parser.add_argument("--bits", type=int, choices=(4, 2, 1), default=4, help="weight bits (4)")
+    parser.add_argument(
+        "--clip", choices=("mse", "max"), default="mse", help="weight clipping per channel (mse)"
+    )
+    parser.add_argument(
+        "--allow-beta", action="store_true", help="convert beta != 0 neurons as beta = 0"
+    )
+    parser.add_argument(
+        "--allow-shift",
+        action="store_true",
+        help="accept conv padding Akida can only match with shifted windows",
+    )
+    parser.add_argument(
+        "--no-hardware", action="store_true", help="skip AKD1000 mapping and the .fbz"
+    )
+    parser.add_argument("--name", help="program name (default: the model file's name)")
+    parser.add_argument("--sign-key", metavar="KEY", help="sign with this private key")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=convert_command)
+
+
+def _shape(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w, c = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ConversionError(f"--input-shape {text!r}: expected H,W,C such as 34,34,2") from None
+    return (h, w, c)
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
+def _logs_to_stderr() -> None:
+    """stdout carries the table or JSON; unconfigured structlog would print there too."""
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=_stderr_logger)
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    # The server branch (remote conversion with --server) goes here.
+    return convert_locally(args)
+
+
+def convert_locally(args: argparse.Namespace) -> int:
+    """Convert on this machine and write the program file."""
+    _logs_to_stderr()
+    from spikefleet.convert import ConvertOptions, convert
+    from spikefleet.convert.calibration import load_calibration, load_labels
+    from spikefleet.program.files import save_program
+    from spikefleet.program.signing import SigningKey
+
+    key = SigningKey.load(args.sign_key) if args.sign_key else None
+    frames = labels = None
+    if args.calib:
+        frames, labels = load_calibration(args.calib, split=args.split, limit=args.limit)
+    if args.labels:
+        labels = load_labels(args.labels)
+        if args.limit is not None:
+            labels = labels[: args.limit]
+    options = ConvertOptions(
+        weight_bits=args.bits,
+        input_shape=_shape(args.input_shape),
+        input_scale=args.input_scale,
+        allow_beta=args.allow_beta,
+        allow_shift=args.allow_shift,
+        clip=args.clip,
+        name=args.name,
+        sign_key=key,
+        hardware=not args.no_hardware,
+    )
+    with progress("converting", total=6) as advance:
+        done = [0]
+
+        def report(step: str, steps_done: int, _total: int) -> None:
+            advance(steps_done - done[0], description=step)
+            done[0] = steps_done
+
+        result = convert(
+            args.model,
+            arch=args.arch,
+            calibration=frames,
+            labels=labels,
+            options=options,
+            progress=report,
+        )
+    path = save_program(args.output, result.data)
+    summary: dict[str, Any] = {
+        "output": str(path),
+        "program": result.program.name,
+        "bytes": len(result.data),
+        "signed": result.signed,
+        "seconds": round(result.seconds, 3),
+        "notes": result.notes,
+        "fidelity": result.report.to_dict() if result.report is not None else None,
+    }
+    if result.program.hardware is not None:
+        summary["akd1000_nps"] = result.program.hardware.np_count
+    if args.json:
+        print_json(summary)
+        return 0
+    rows = [
+        ("output", summary["output"]),
+        ("signed", "yes" if result.signed else "no"),
+        ("size", f"{len(result.data)} bytes"),
+        ("time", f"{result.seconds:.2f} s"),
+    ]
+    if "akd1000_nps" in summary:
+        rows.append(("AKD1000 NPs", str(summary["akd1000_nps"])))
+    if result.report is not None:
+        rows.extend(result.report.rows())
+    print_table(f"converted {result.program.name}", ("measure", "value"), rows)
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
