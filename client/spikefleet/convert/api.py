@@ -9,6 +9,7 @@ and sign.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -126,9 +127,8 @@ def convert(
     notes = list(lowered.notes)
 
     step(2, "running the float model")
-    stage_inputs = None
-    if calibration is not None:
-        stage_inputs = list(run_float(lowered.stages, calibration).stage_inputs)
+    float_run = run_float(lowered.stages, calibration) if calibration is not None else None
+    stage_inputs = float_run.stage_inputs if float_run is not None else None
 
     step(3, "quantizing")
     layers, output_scales, _ = quantize_stages(
@@ -152,7 +152,9 @@ def convert(
     step(5, "measuring fidelity")
     report = None
     if calibration is not None:
-        report = measure(program, lowered.stages, calibration, labels, notes, options.weight_bits)
+        report = measure(
+            program, lowered.stages, calibration, labels, notes, options.weight_bits, float_run
+        )
     program.provenance = Provenance(
         source_sha256=digest,
         converter_version=CONVERTER_VERSION,
@@ -205,9 +207,10 @@ def _attach_hardware(program: Program) -> list[str]:
     except IncompatibleModelError:
         raise
     except SpikefleetError as exc:
+        named = re.search(r"layer '([^']+)'", str(exc))
         raise IncompatibleModelError(
             f"the network does not fit an AKD1000: {exc}",
-            layer="network",
+            layer=named.group(1) if named else "network",
             remedy="use fewer or smaller layers (fewer filters, smaller inputs)",
         ) from exc
     program.hardware = hardware

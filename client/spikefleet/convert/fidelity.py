@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from spikefleet.convert.compat import Stage
-from spikefleet.convert.floatsim import run_float
+from spikefleet.convert.floatsim import FloatRun, run_float
 from spikefleet.program.model import Program
 
 
@@ -80,11 +80,12 @@ def measure(
     labels: np.ndarray | None = None,
     notes: list[str] | None = None,
     bits: int = 4,
+    float_run: FloatRun | None = None,
 ) -> FidelityReport:
     """Compare the float stages with ``program`` on frames (N,H,W,C) or sequences (N,T,H,W,C)."""
     from spikefleet.engine import Engine
 
-    float_run = run_float(stages, frames)
+    float_run = float_run or run_float(stages, frames)
     engine = Engine(program)
     sequence = frames.ndim == 5
     n = frames.shape[0]
