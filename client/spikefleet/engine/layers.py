@@ -1,4 +1,4 @@
-"""Layers compiled once at Engine construction into matrices and index plans.
+"""Layers compiled once at Engine construction into matrices and gather tables.
 
 Every layer computes integer potentials with float matrix products: the sums
 are exact as long as they stay below 2**24 in float32 (checked per layer from
@@ -18,6 +18,14 @@ the weight and input bounds; float64 is used otherwise). Akida conventions
   global average pooling accumulates positions in row-major order with a
   saturating 20-bit accumulator. A Convolutional without pooling does not
   saturate.
+
+Speed: a convolution gathers its im2col rows with one precomputed index table
+(out-of-map taps read an appended zero), then runs one matrix product. A
+convolution with global pooling that cannot saturate is folded into a single
+(H*W*C, filters) matrix over its input map, because the sum over output
+positions of a convolution is linear in the input; that layer and
+FullyConnected then skip zeros (gathering the matrix rows of non-zero inputs)
+when the input is sparse enough to pay.
 """
 
 from __future__ import annotations
@@ -28,14 +36,16 @@ import numpy as np
 import numpy.typing as npt
 
 from spikefleet.engine.activation import level_boundaries, quantize
-from spikefleet.program.model import Convolutional, FullyConnected, Padding, Pooling
+from spikefleet.program.model import Activation, Convolutional, FullyConnected, Padding, Pooling
 from spikefleet.program.shapes import Shape
 
 EXACT_FLOAT32 = 2**24
 POTENTIAL_MIN = -(2**19)
 POTENTIAL_MAX = 2**19 - 1
+SPARSE_DENSITY = 0.08  # below this share of non-zero inputs, gathering rows beats BLAS
 
 FloatArray = npt.NDArray[np.floating]
+IntArray = npt.NDArray[np.intp]
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -53,23 +63,67 @@ class _Pool:
     out: tuple[int, int]
 
 
-class CompiledLayer:
-    """One layer: ``forward(x)`` maps (N, H, W, C) levels to outputs (N, h, w, c)."""
-
-    name: str
-    output_shape: Shape
-    has_activation: bool
-    dtype: type[np.floating]
-
-    def forward(self, x: FloatArray) -> npt.NDArray[np.generic]:
-        raise NotImplementedError
-
-
 def _compute_dtype(bound: float, boundaries: FloatArray | None) -> type[np.floating]:
     big = bound >= EXACT_FLOAT32
     if boundaries is not None and boundaries.size:
         big = big or float(np.abs(boundaries).max()) >= EXACT_FLOAT32
     return np.float64 if big else np.float32
+
+
+def _boundaries(
+    activation: Activation | None, threshold: np.ndarray, name: str
+) -> FloatArray | None:
+    if activation is None:
+        return None
+    return level_boundaries(activation, threshold, f"layer {name!r}")
+
+
+class CompiledLayer:
+    """One layer: ``forward(x)`` maps (N, H, W, C) levels to outputs (N, h, w, c):
+    uint8 levels when the layer has an activation, int32 potentials otherwise."""
+
+    name: str
+    output_shape: Shape
+    has_activation: bool
+    dtype: type[np.floating]
+    boundaries: FloatArray | None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _finish(self, p: FloatArray) -> np.ndarray:
+        if self.boundaries is None:
+            return p.astype(np.int32)
+        return quantize(p, self.boundaries)
+
+
+class FlatProduct:
+    """x (N, K) @ matrix (K, F), dense through BLAS or by summing the rows of
+    the non-zero inputs when few are non-zero."""
+
+    def __init__(self, matrix: FloatArray) -> None:
+        self.matrix = np.ascontiguousarray(matrix)
+        self.dtype = matrix.dtype
+
+    def __call__(self, x: np.ndarray) -> FloatArray:
+        n, k = x.shape
+        nonzero = np.flatnonzero(x)
+        if nonzero.size >= SPARSE_DENSITY * n * k:
+            return x.astype(self.dtype, copy=False) @ self.matrix
+        rows = self.matrix[nonzero % k]
+        values = x.reshape(-1)[nonzero]
+        if values.size and values.max() > 1:
+            rows *= values[:, None]
+        out = np.zeros((n, self.matrix.shape[1]), dtype=self.dtype)
+        if n == 1:
+            if rows.shape[0]:
+                out[0] = rows.sum(axis=0)
+            return out
+        frames = nonzero // k
+        starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]]) if frames.size else frames
+        if starts.size:
+            out[frames[starts]] = np.add.reduceat(rows, starts, axis=0)
+        return out
 
 
 class ConvLayer(CompiledLayer):
@@ -78,37 +132,46 @@ class ConvLayer(CompiledLayer):
         self.output_shape = output
         height, width, channels = input_shape
         kh, kw = layer.kernel_size
-        self.kernel = (kh, kw)
-        self.stride = layer.stride
+        stride = layer.stride
         if layer.padding is Padding.SAME:
-            self.out_h, top, bottom = same_padding(height, kh, layer.stride)
-            self.out_w, left, right = same_padding(width, kw, layer.stride)
+            self.out_h, top, _ = same_padding(height, kh, stride)
+            self.out_w, left, _ = same_padding(width, kw, stride)
         else:
-            self.out_h = (height - kh) // layer.stride + 1
-            self.out_w = (width - kw) // layer.stride + 1
-            top = bottom = left = right = 0
-        self.pad = (top, bottom, left, right)
-        self.padded = (height + top + bottom, width + left + right, channels)
+            self.out_h = (height - kh) // stride + 1
+            self.out_w = (width - kw) // stride + 1
+            top = left = 0
         self.has_activation = layer.activation is not None
-        self.boundaries = (
-            level_boundaries(layer.activation, layer.threshold, f"layer {layer.name!r}")
-            if layer.activation is not None
-            else None
-        )
+        boundaries = _boundaries(layer.activation, layer.threshold, layer.name)
         weights = layer.weights.astype(np.int64)
         bound = float(np.abs(weights).sum(axis=(0, 1, 2)).max()) * input_max
         self.pooling = layer.pooling
+        positions = self.out_h * self.out_w
         self.gap_saturates = False
         if layer.pooling is Pooling.GLOBAL_AVERAGE:
-            bound *= self.out_h * self.out_w
+            bound *= positions
             self.gap_saturates = bound > POTENTIAL_MAX
-        self.dtype = _compute_dtype(bound, self.boundaries)
-        flipped = weights[::-1, ::-1]
-        self.matrix = np.ascontiguousarray(
-            flipped.reshape(kh * kw * channels, layer.filters).astype(self.dtype)
-        )
-        if self.boundaries is not None:
-            self.boundaries = self.boundaries.astype(self.dtype)
+        self.dtype = _compute_dtype(bound, boundaries)
+        self.boundaries = None if boundaries is None else boundaries.astype(self.dtype)
+
+        # gather[p, (i*kw + j)*C + c]: flat input index under tap (i, j) of output p
+        oy, ox = np.divmod(np.arange(positions), self.out_w)
+        ti, tj = np.divmod(np.arange(kh * kw), kw)
+        rows = oy[:, None] * stride + ti[None, :] - top
+        cols = ox[:, None] * stride + tj[None, :] - left
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        base = np.where(inside, (rows * width + cols) * channels, -1)
+        c = np.arange(channels)
+        gather = np.where(base[..., None] >= 0, base[..., None] + c, height * width * channels)
+        self.gather = gather.reshape(positions, kh * kw * channels).astype(np.intp)
+        self.input_size = height * width * channels
+        matrix = weights[::-1, ::-1].reshape(kh * kw * channels, layer.filters)
+
+        self.folded: FlatProduct | None = None
+        if layer.pooling is Pooling.GLOBAL_AVERAGE and not self.gap_saturates:
+            folded = np.zeros((self.input_size + 1, layer.filters), dtype=np.int64)
+            np.add.at(folded, self.gather.reshape(-1), np.tile(matrix, (positions, 1)))
+            self.folded = FlatProduct(folded[:-1].astype(self.dtype))
+        self.matrix = np.ascontiguousarray(matrix.astype(self.dtype))
         self.pool: _Pool | None = None
         if layer.pooling is Pooling.MAX:
             self.pool = self._max_pool_plan(layer)
@@ -124,33 +187,26 @@ class ConvLayer(CompiledLayer):
             top = bottom = left = right = 0
         return _Pool(size, stride, (top, bottom, left, right), (out_h, out_w))
 
-    def potentials(self, x: FloatArray) -> FloatArray:
+    def potentials(self, x: np.ndarray) -> FloatArray:
+        """Potentials at every output position, before pooling: (N, out_h, out_w, F)."""
         n = x.shape[0]
-        top, bottom, left, right = self.pad
-        if top or bottom or left or right:
-            padded = np.zeros((n, *self.padded), dtype=self.dtype)
-            padded[:, top : top + x.shape[1], left : left + x.shape[2]] = x
-        else:
-            padded = x.astype(self.dtype, copy=False)
-        kh, kw = self.kernel
-        s = self.stride
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))
-        windows = windows[:, : (self.out_h - 1) * s + 1 : s, : (self.out_w - 1) * s + 1 : s]
-        # windows: (n, out_h, out_w, C, kh, kw) -> rows ordered (kh, kw, C) like the matrix
-        cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * self.out_h * self.out_w, -1)
-        return (cols @ self.matrix).reshape(n, self.out_h, self.out_w, -1)
+        buffer = np.empty((n, self.input_size + 1), dtype=self.dtype)
+        buffer[:, :-1] = x.reshape(n, -1)
+        buffer[:, -1] = 0
+        cols = buffer[:, self.gather]
+        p = cols.reshape(-1, cols.shape[2]) @ self.matrix
+        return p.reshape(n, self.out_h, self.out_w, -1)
 
-    def forward(self, x: FloatArray) -> npt.NDArray[np.generic]:
-        p = self.potentials(x)
-        if self.gap_saturates:
-            p = _saturating_sum(p)
-        elif self.pooling is Pooling.GLOBAL_AVERAGE:
-            p = p.sum(axis=(1, 2), keepdims=True, dtype=np.float64).astype(self.dtype)
-        elif self.pool is not None:
-            p = np.clip(_max_pool(p, self.pool), POTENTIAL_MIN, POTENTIAL_MAX)
-        if self.boundaries is None:
-            return p.astype(np.int32)
-        return quantize(p, self.boundaries)
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.folded is not None:
+            p = self.folded(x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, 1, -1)
+        elif self.gap_saturates:
+            p = _saturating_sum(self.potentials(x))
+        else:
+            p = self.potentials(x)
+            if self.pool is not None:
+                p = np.clip(_max_pool(p, self.pool), POTENTIAL_MIN, POTENTIAL_MAX)
+        return self._finish(p)
 
 
 def _saturating_sum(p: FloatArray) -> FloatArray:
@@ -187,27 +243,19 @@ class DenseLayer(CompiledLayer):
         self.output_shape = output
         height, width, channels = input_shape
         self.has_activation = layer.activation is not None
-        self.boundaries = (
-            level_boundaries(layer.activation, layer.threshold, f"layer {layer.name!r}")
-            if layer.activation is not None
-            else None
-        )
+        boundaries = _boundaries(layer.activation, layer.threshold, layer.name)
         weights = layer.weights.astype(np.int64)
         bound = float(np.abs(weights).sum(axis=0).max()) * input_max
-        self.dtype = _compute_dtype(bound, self.boundaries)
+        self.dtype = _compute_dtype(bound, boundaries)
+        self.boundaries = None if boundaries is None else boundaries.astype(self.dtype)
         # Akida row (c*W + w)*H + h holds input (h, w, c); reorder rows to C order.
         h, w, c = np.meshgrid(
             np.arange(height), np.arange(width), np.arange(channels), indexing="ij"
         )
         fortran_rows = ((c * width + w) * height + h).reshape(-1)
-        self.matrix = np.ascontiguousarray(weights[fortran_rows].astype(self.dtype))
-        if self.boundaries is not None:
-            self.boundaries = self.boundaries.astype(self.dtype)
+        self.product = FlatProduct(weights[fortran_rows].astype(self.dtype))
 
-    def forward(self, x: FloatArray) -> npt.NDArray[np.generic]:
+    def forward(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        p = x.reshape(n, -1).astype(self.dtype, copy=False) @ self.matrix
-        p = np.clip(p.reshape(n, 1, 1, -1), POTENTIAL_MIN, POTENTIAL_MAX)
-        if self.boundaries is None:
-            return p.astype(np.int32)
-        return quantize(p, self.boundaries)
+        p = self.product(x.reshape(n, -1)).reshape(n, 1, 1, -1)
+        return self._finish(np.clip(p, POTENTIAL_MIN, POTENTIAL_MAX))
