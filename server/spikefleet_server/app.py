@@ -5,7 +5,8 @@ WAL mode, the program store, the signing key), builds the converter and
 registry services, health, reflection and metrics, and serves them behind the
 auth interceptor. Another area (fleet control, rollouts) joins with a module
 that has ``install(app: ServerApp) -> None``, listed in
-:data:`DEFAULT_EXTENSIONS`; ``install`` may:
+:data:`spikefleet_server.config.DEFAULT_EXTENSIONS` (the ``extensions`` setting overrides the list;
+``spikefleet-server serve`` installs them in order); ``install`` may:
 
 - create its tables: ``app.db.ensure_schema("CREATE TABLE IF NOT EXISTS ...")``
   and use ``app.db.connection()`` / ``app.db.transaction()``;
@@ -53,7 +54,6 @@ from spikefleet_server.services.registry import RegistryServicer
 
 log = structlog.get_logger("spikefleet_server.app")
 
-DEFAULT_EXTENSIONS = ("spikefleet_server.fleet", "spikefleet_server.rollouts")
 
 CONVERTER = "spikefleet.v1.ConverterService"
 REGISTRY = "spikefleet.v1.RegistryService"

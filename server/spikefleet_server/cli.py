@@ -18,7 +18,7 @@ from spikefleet_server.config import hash_token, load_config
 
 def _serve(args: argparse.Namespace) -> int:
     from spikefleet_server import logs
-    from spikefleet_server.app import DEFAULT_EXTENSIONS, ServerApp
+    from spikefleet_server.app import ServerApp
 
     overrides: dict[str, Any] = {
         "listen": args.listen,
@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    app = ServerApp(config, extensions=DEFAULT_EXTENSIONS)
+    app = ServerApp(config, extensions=config.extensions)
     port = app.start()
     print(f"spikefleet-server listening on port {port}", file=sys.stderr, flush=True)
     stop.wait()

@@ -26,6 +26,9 @@ from spikefleet_server.auth import Role
 
 ENV_PREFIX = "SPIKEFLEET_SERVER_"
 
+DEFAULT_EXTENSIONS = ("spikefleet_server.fleet", "spikefleet_server.rollouts")
+"""Modules with ``install(app)`` that add the other areas' services (see ``app``)."""
+
 
 @dataclass(frozen=True)
 class TokenEntry:
@@ -56,6 +59,7 @@ class ServerConfig:
     log_level: str = "info"
     tls: TLSConfig = field(default_factory=TLSConfig)
     tokens: tuple[TokenEntry, ...] = ()
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
 
     @property
     def signing_key_path(self) -> Path:
@@ -155,6 +159,11 @@ def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> Serv
     for key, value in values.items():
         if key == "tokens":
             changes["tokens"] = _tokens(value)
+        elif key == "extensions":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ServerConfigError(f"{source}: extensions must be a list of module names")
+            changes["extensions"] = tuple(i.strip() for i in items if i.strip())
         elif key == "tls":
             if not isinstance(value, Mapping):
                 raise ServerConfigError(f"{source}: tls must be a table")

@@ -178,6 +178,12 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         options = self._options(next(request_iterator, None))
         workdir.mkdir()
         path = workdir / Path(options.filename).name
+        log.info(
+            "convert.upload_started",
+            name=options.name,
+            filename=path.name,
+            total_size=options.total_size,
+        )
         yield from self._receive(request_iterator, options, path)
         log.info("convert.received", filename=path.name, size=options.total_size)
         yield _progress("queued", UPLOAD_SHARE, "waiting for a conversion worker")

@@ -1,0 +1,116 @@
+"""The real ``spikefleet-server`` process: durable across kill -9, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from server_helpers import FC_ARCH, TOKENS, fc_model
+from server_process import ServerProcess
+
+from spikefleet.client import Client
+from spikefleet.program.signing import PublicKey, TrustedKeys, verify
+from spikefleet.v1 import converter_pb2, converter_pb2_grpc
+from spikefleet_server.config import hash_token
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "server.toml"
+    tokens = "".join(
+        f'[[tokens]]\nname = "{role}"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'
+        for role, token in TOKENS.items()
+    )
+    # the core alone: other areas' extensions have their own process tests
+    path.write_text(f"drain_seconds = 60\nworkers = 1\nextensions = []\n{tokens}")
+    return path
+
+
+class HeldUpload:
+    """A Convert call that sends its options and half the file, then waits for release."""
+
+    def __init__(self, port: int, model: Path, name: str) -> None:
+        self.data = model.read_bytes()
+        self.release = threading.Event()
+        self.replies: list[converter_pb2.ConvertReply] = []
+        self.error: grpc.RpcError | None = None
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.options = converter_pb2.ConvertOptions(
+            filename=model.name,
+            arch=FC_ARCH,
+            name=name,
+            total_size=len(self.data),
+            upload_sha256=hashlib.sha256(self.data).hexdigest(),
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _requests(self) -> Iterator[converter_pb2.ConvertRequest]:
+        half = len(self.data) // 2
+        yield converter_pb2.ConvertRequest(options=self.options)
+        yield converter_pb2.ConvertRequest(chunk=self.data[:half])
+        self.release.wait()
+        yield converter_pb2.ConvertRequest(chunk=self.data[half:])
+
+    def _run(self) -> None:
+        stub = converter_pb2_grpc.ConverterServiceStub(self.channel)
+        metadata = (("authorization", f"Bearer {TOKENS['deployer']}"),)
+        try:
+            for reply in stub.Convert(self._requests(), metadata=metadata, timeout=300):
+                self.replies.append(reply)
+        except grpc.RpcError as error:
+            self.error = error
+
+    def finish(self) -> None:
+        self.release.set()
+        self.thread.join(timeout=300)
+        self.channel.close()
+
+
+def test_kill_9_mid_upload_loses_no_stored_program(tmp_path: Path, config: Path):
+    data_dir = tmp_path / "data"
+    with ServerProcess(config, data_dir) as server:
+        with Client(f"127.0.0.1:{server.port}", token=TOKENS["deployer"]) as client:
+            stored = client.convert(fc_model(tmp_path / "kept.safetensors"), arch=FC_ARCH)
+            before = client.programs.get(stored.sha256)
+            keys = client.programs.trusted_keys()
+        upload = HeldUpload(server.port, fc_model(tmp_path / "cut.safetensors", seed=5), "cut")
+        server.wait_for(r'"convert.upload_started".*"name": "cut"')
+        assert any((data_dir / "uploads").iterdir())
+        server.kill()
+        upload.finish()
+    assert upload.error is not None
+
+    with ServerProcess(config, data_dir) as server:
+        with Client(f"127.0.0.1:{server.port}", token=TOKENS["viewer"]) as client:
+            assert client.programs.list() == [stored]
+            after = client.programs.get(stored.sha256)
+            assert client.programs.trusted_keys() == keys
+        assert not (data_dir / "uploads").exists() or not any((data_dir / "uploads").iterdir())
+        assert server.terminate() == 0
+    assert after == before
+    trusted = TrustedKeys(PublicKey.from_pem(pem) for pem in keys.values())
+    assert verify(after, trusted)
+
+
+def test_sigterm_lets_an_inflight_conversion_finish_then_exits(tmp_path: Path, config: Path):
+    with ServerProcess(config, tmp_path / "data") as server:
+        upload = HeldUpload(server.port, fc_model(tmp_path / "late.safetensors"), "late")
+        server.wait_for(r'"convert.upload_started".*"name": "late"')
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"app\.draining")
+        upload.finish()
+        assert upload.error is None, upload.error
+        assert upload.replies[-1].result.program.name == "late"
+        assert server.process.wait(timeout=120) == 0
+    with ServerProcess(config, tmp_path / "data") as server:
+        with Client(f"127.0.0.1:{server.port}", token=TOKENS["viewer"]) as client:
+            assert [p.name for p in client.programs.list()] == ["late"]
+        server.terminate()
