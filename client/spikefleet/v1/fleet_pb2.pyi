@@ -7,6 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AssignRequest(_message.Message):
+    __slots__ = ("agent_id", "sha256", "shadow_sha256", "rollback")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    sha256: str
+    shadow_sha256: str
+    rollback: bool
+    def __init__(self, agent_id: _Optional[str] = ..., sha256: _Optional[str] = ..., shadow_sha256: _Optional[str] = ..., rollback: _Optional[bool] = ...) -> None: ...
+
+class AssignResponse(_message.Message):
+    __slots__ = ("generation", "connected")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    connected: bool
+    def __init__(self, generation: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
+
 class Device(_message.Message):
     __slots__ = ("kind", "bus", "vendor_id", "product_id", "description", "address")
     KIND_FIELD_NUMBER: _ClassVar[int]

@@ -140,3 +140,81 @@ class Fleet:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FleetAdminStub:
+    """Direct assignment by an operator (admin role), bypassing rollout gates:
+    for bring-up, tests and emergencies. Rollouts use the same assign() inside.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Assign = channel.unary_unary(
+                '/spikefleet.v1.FleetAdmin/Assign',
+                request_serializer=spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.SerializeToString,
+                response_deserializer=spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.FromString,
+                _registered_method=True)
+
+
+class FleetAdminServicer:
+    """Direct assignment by an operator (admin role), bypassing rollout gates:
+    for bring-up, tests and emergencies. Rollouts use the same assign() inside.
+    """
+
+    def Assign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FleetAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Assign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assign,
+                    request_deserializer=spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.FromString,
+                    response_serializer=spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'spikefleet.v1.FleetAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('spikefleet.v1.FleetAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class FleetAdmin:
+    """Direct assignment by an operator (admin role), bypassing rollout gates:
+    for bring-up, tests and emergencies. Rollouts use the same assign() inside.
+    """
+
+    @staticmethod
+    def Assign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spikefleet.v1.FleetAdmin/Assign',
+            spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.SerializeToString,
+            spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,7 +5,13 @@
 ``subscribe(callback)`` for live events (the rollout engine builds on these).
 """
 
-from spikefleet_server.fleet.service import FleetEvent, FleetService
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spikefleet.v1 import fleet_pb2_grpc
+from spikefleet_server.auth import Role
+from spikefleet_server.fleet.service import FleetAdminService, FleetEvent, FleetService
 from spikefleet_server.fleet.store import (
     AgentRecord,
     AssignmentRecord,
@@ -14,12 +20,42 @@ from spikefleet_server.fleet.store import (
     TelemetryRecord,
 )
 
+if TYPE_CHECKING:
+    from spikefleet_server.app import ServerApp
+
+SERVICE_NAME = "spikefleet.v1.Fleet"
+ADMIN_SERVICE_NAME = "spikefleet.v1.FleetAdmin"
+
+
+def install(app: ServerApp) -> None:
+    """Join the server: tables in its database, programs from its registry, the Fleet
+    service for agent tokens, registry deletes guarded, ``app.fleet`` for other areas."""
+    store = FleetStore(app.db)
+    service = FleetService(store, app.registry.get_bytes)
+    app.registry.usage = store.usage
+    app.add_service(
+        SERVICE_NAME,
+        lambda server: fleet_pb2_grpc.add_FleetServicer_to_server(service, server),
+        {"Connect": Role.AGENT, "FetchProgram": frozenset({Role.AGENT, Role.VIEWER})},
+    )
+    admin = FleetAdminService(service, app.registry.get_bytes)
+    app.add_service(
+        ADMIN_SERVICE_NAME,
+        lambda server: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, server),
+        {"Assign": Role.ADMIN},
+    )
+    app.on_stop.append(service.close)
+    app.fleet = service  # type: ignore[attr-defined]
+
+
 __all__ = [
     "AgentRecord",
     "AssignmentRecord",
+    "FleetAdminService",
     "FleetEvent",
     "FleetService",
     "FleetStore",
     "InstallRecord",
     "TelemetryRecord",
+    "install",
 ]

@@ -276,3 +276,45 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             if offset == 0:
                 chunk.total_size = len(data)
             yield chunk
+
+
+class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
+    """Operator assignments (admin role): checks the program exists, then ``fleet.assign``."""
+
+    def __init__(self, fleet: FleetService, programs: Callable[[str], bytes]) -> None:
+        self._fleet = fleet
+        self._programs = programs
+
+    def Assign(
+        self, request: fleet_pb2.AssignRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.AssignResponse:
+        if not request.agent_id:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty")
+        if not request.rollback and not request.sha256:
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "give the sha256 of a registry program, or rollback=true",
+            )
+        for sha in (request.sha256, request.shadow_sha256):
+            if not sha:
+                continue
+            try:
+                self._programs(sha)
+            except (KeyError, ProgramNotFoundError):
+                _abort(
+                    context,
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no program with sha256 {sha!r} in the registry "
+                    "(see 'spikefleet programs list')",
+                )
+        record = self._fleet.assign(
+            request.agent_id,
+            request.sha256,
+            shadow_sha256=request.shadow_sha256,
+            rollback=request.rollback,
+        )
+        return fleet_pb2.AssignResponse(
+            generation=record.generation,
+            connected=request.agent_id in self._fleet.connected(),
+        )

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS fleet_telemetry (
     body BLOB NOT NULL,
     PRIMARY KEY (agent_id, seq)
 );
+CREATE INDEX IF NOT EXISTS fleet_telemetry_received ON fleet_telemetry (received_ms);
 """
 
 

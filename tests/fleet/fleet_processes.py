@@ -1,0 +1,165 @@
+"""spikefleet-server and spikefleet-agent as real child processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from spikefleet.program.codec import encode
+from spikefleet.program.model import Program
+from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet_server.config import hash_token
+from spikefleet_server.db import Database
+from spikefleet_server.keys import load_or_create
+from spikefleet_server.registry import Registry
+
+BIN = Path(sys.executable).parent
+AGENT_TOKEN = "agent-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests"
+
+
+class Child:
+    """A child process whose stderr lines are collected for ``wait_for``."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"never logged {pattern!r}; log:\n{''.join(self.log[-40:])}"
+                ) from None
+            self.log.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+    def kill9(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+@dataclass
+class ServerSetup:
+    """A server data dir with programs in its registry and tokens in its config."""
+
+    root: Path
+    programs: dict[str, str] = field(default_factory=dict)  # name -> sha256
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "server"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "trusted"
+
+    def prepare(self, programs: dict[str, Program]) -> ServerSetup:
+        key = load_or_create(self.data_dir / "keys" / "signing.key")
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        key.public_key.save(self.keys_dir / "server.pub")
+        db = Database(self.data_dir / "spikefleet.db")
+        registry = Registry(self.data_dir / "programs", db, key)
+        for name, program in programs.items():
+            self.programs[name] = registry.put(encode(program), name=name).sha256
+        db.close()
+        tokens = "".join(
+            f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'
+            for name, role, token in (
+                ("edge", "agent", AGENT_TOKEN),
+                ("ops", "admin", ADMIN_TOKEN),
+            )
+        )
+        (self.root / "server.toml").write_text(tokens)
+        return self
+
+    def program_file(self, sha256: str) -> Path:
+        return self.data_dir / "programs" / sha256[:2] / f"{sha256}.sfp"
+
+    def start(self) -> ServerChild:
+        return ServerChild(
+            [
+                str(BIN / "spikefleet-server"),
+                "serve",
+                "--config",
+                str(self.root / "server.toml"),
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-loopback",
+            ]
+        )
+
+
+class ServerChild(Child):
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.port = int(self.wait_for(r"listening on port (\d+)").group(1))
+
+    def assign(self, agent_id: str, sha256: str = "", **kwargs: object) -> int:
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            reply = fleet_pb2_grpc.FleetAdminStub(channel).Assign(
+                fleet_pb2.AssignRequest(agent_id=agent_id, sha256=sha256, **kwargs),
+                metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
+                timeout=30,
+            )
+        return int(reply.generation)
+
+
+def write_agent_config(root: Path, agent_id: str, server_port: int, keys: Path) -> Path:
+    (root / "agent.token").write_text(AGENT_TOKEN)
+    config = {
+        "agent_id": agent_id,
+        "state_dir": str(root / agent_id),
+        "lock_dir": str(root / "locks"),
+        "trusted_keys": [str(keys)],
+    }
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+    text += (
+        f'[server]\naddress = "127.0.0.1:{server_port}"\ntoken_file = "agent.token"\n'
+        "heartbeat_interval_s = 0.5\nreconnect_min_s = 0.1\nreconnect_max_s = 1.0\n"
+        '[inference]\naddress = "127.0.0.1:0"\n'
+        "[telemetry]\ninterval_s = 0.5\n"
+    )
+    path = root / f"{agent_id}.toml"
+    path.write_text(text)
+    return path
+
+
+class AgentChild(Child):
+    def __init__(self, config: Path) -> None:
+        super().__init__([str(BIN / "spikefleet-agent"), "run", "--config", str(config)])
+        port = self.wait_for(r'"inference_port": (\d+)').group(1)
+        self.address = f"127.0.0.1:{port}"

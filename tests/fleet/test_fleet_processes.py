@@ -1,0 +1,107 @@
+"""Done-when of the agent issue, with real spikefleet-server and spikefleet-agent processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agent_helpers import make_program, random_frames, tamper
+from fleet_processes import AgentChild, ServerChild, ServerSetup, write_agent_config
+
+from spikefleet.client.agent import AgentClient
+from spikefleet.engine import Engine
+
+pytestmark = pytest.mark.slow
+
+PROGRAMS = {"alpha": make_program(1, "alpha"), "beta": make_program(2, "beta")}
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> ServerSetup:
+    return ServerSetup(tmp_path).prepare(PROGRAMS)
+
+
+@pytest.fixture
+def server(setup: ServerSetup) -> Iterator[ServerChild]:
+    child = setup.start()
+    yield child
+    child.stop()
+
+
+def start_agent(setup: ServerSetup, server: ServerChild, agent_id: str = "edge-1") -> AgentChild:
+    return AgentChild(write_agent_config(setup.root, agent_id, server.port, setup.keys_dir))
+
+
+def serving(agent: AgentChild, sha256: str, timeout: float = 60) -> AgentClient:
+    """A client of ``agent`` once it serves ``sha256`` (installs are asynchronous)."""
+    client = AgentClient(agent.address)
+    deadline = time.monotonic() + timeout
+    while client.status().program_sha256 != sha256:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"agent never served {sha256}; log:\n{''.join(agent.log[-30:])}")
+        time.sleep(0.05)
+    return client
+
+
+def test_assigned_program_is_verified_installed_and_predicts_like_the_engine(
+    setup: ServerSetup, server: ServerChild
+) -> None:
+    agent = start_agent(setup, server)
+    try:
+        sha = setup.programs["alpha"]
+        server.assign("edge-1", sha)
+        frames = random_frames(32, seed=11)
+        with serving(agent, sha) as client:
+            prediction = client.infer(frames)
+            assert client.status().connected
+        np.testing.assert_array_equal(prediction.classes, Engine(PROGRAMS["alpha"]).predict(frames))
+        agent.wait_for(r"install\.done")
+    finally:
+        agent.stop()
+
+
+def test_tampered_program_is_refused_and_reported_while_the_old_one_serves(
+    setup: ServerSetup, server: ServerChild
+) -> None:
+    good, bad = setup.programs["alpha"], setup.programs["beta"]
+    path = setup.program_file(bad)
+    path.write_bytes(tamper(path.read_bytes()))  # the stored file changed behind the server
+    agent = start_agent(setup, server)
+    try:
+        server.assign("edge-1", good)
+        serving(agent, good).close()
+        server.assign("edge-1", bad)
+        agent.wait_for(r"(?=.*install\.rejected)(?=.*tampered)")
+        server.wait_for(r"(?=.*fleet\.install_report)(?=.*REFUSED)(?=.*tampered)")
+        with AgentClient(agent.address) as client:
+            assert client.infer(random_frames(2)).program_sha256 == good
+    finally:
+        agent.stop()
+
+
+def test_kill_9_during_install_leaves_a_verified_working_program(
+    setup: ServerSetup, server: ServerChild
+) -> None:
+    alpha, beta = setup.programs["alpha"], setup.programs["beta"]
+    frames = random_frames(8, seed=3)
+    expected = {sha: Engine(PROGRAMS[name]).predict(frames) for name, sha in setup.programs.items()}
+    agent = start_agent(setup, server)
+    server.assign("edge-1", alpha)
+    serving(agent, alpha).close()
+    target = alpha
+    for delay_ms in (0, 2, 5, 10, 20, 40):
+        target = beta if target == alpha else alpha
+        server.assign("edge-1", target)
+        time.sleep(delay_ms / 1000)
+        agent.kill9()
+        agent = start_agent(setup, server)
+        with AgentClient(agent.address) as client:
+            status = client.status()
+            assert status.program_sha256 in expected  # one of the two, never none
+            prediction = client.infer(frames)
+        np.testing.assert_array_equal(prediction.classes, expected[prediction.program_sha256])
+        serving(agent, target).close()  # and it finishes the assignment afterwards
+    agent.stop()
