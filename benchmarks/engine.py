@@ -70,21 +70,26 @@ def reference_program(seed: int = 0) -> Program:
     return Program("reference", [source, conv1, conv2, fc])
 
 
-def frames_per_second(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> float:
-    """Best of 5 passes over ``batches`` (other work shares the machine)."""
+def frames_per_second(
+    runs: dict[str, Callable[[np.ndarray], object]], batches: list[np.ndarray], passes: int
+) -> dict[str, float]:
+    """Best pass of each runner over ``batches``; passes alternate between the
+    runners so that load from other work on the machine hits both alike."""
     frames = sum(len(batch) for batch in batches)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for batch in batches:
-            run(batch)
-        best = min(best, time.perf_counter() - start)
-    return frames / best
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(passes):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for batch in batches:
+                run(batch)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: frames / seconds for name, seconds in best.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=1024, help="frames per pass")
+    parser.add_argument("--passes", type=int, default=7, help="passes per runner (best counts)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args()
     rng = np.random.default_rng(1)
@@ -106,8 +111,10 @@ def main() -> int:
         batches = [frames[i : i + batch] for i in range(0, len(frames), batch)]
         if batch == 1:
             batches = batches[: max(1, len(batches) // 4)]
-        ours = frames_per_second(engine.run, batches)
-        theirs = frames_per_second(model.forward, batches)
+        speeds = frames_per_second(
+            {"engine": engine.run, "akida": model.forward}, batches, args.passes
+        )
+        ours, theirs = speeds["engine"], speeds["akida"]
         rows.append(
             {"batch": batch, "engine_fps": ours, "akida_fps": theirs, "ratio": ours / theirs}
         )

@@ -11,6 +11,7 @@ from generated import random_frames, random_program
 from spikefleet.brainchip import to_akida
 from spikefleet.engine import Engine
 from spikefleet.engine.engine import CHUNK
+from spikefleet.engine.layers import SPARSE_DENSITY, ConvLayer
 from spikefleet.errors import FrameError, SpikefleetError
 from spikefleet.program.model import (
     Activation,
@@ -213,4 +214,68 @@ def test_sums_beyond_float32_precision_stay_exact() -> None:
     frames[1, 0, 0, 0] = 14  # 42,000,000 - 7: odd, which float32 cannot hold
     expected = to_akida(program).forward(frames)
     assert int(np.abs(expected).max()) > 2**24
+    assert np.array_equal(Engine(program).run(frames).outputs, expected)
+
+
+def _gap_program(kernel: int, stride: int, filters: int, padding: Padding) -> Program:
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + filters)
+    return Program(
+        name="gap",
+        layers=[
+            InputData("input", (12, 11, 3), 4),
+            Convolutional(
+                "conv",
+                rng.integers(-7, 8, (kernel, kernel, 3, filters)).astype(np.int8),
+                rng.integers(-200, 200, filters).astype(np.int32),
+                stride=stride,
+                padding=padding,
+                pooling=Pooling.GLOBAL_AVERAGE,
+                activation=Activation(4, rng.uniform(0.5, 30, filters).astype(np.float32)),
+            ),
+        ],
+    )
+
+
+def test_global_pooling_folds_by_position_classes_or_one_matrix_exactly() -> None:
+    """Both folded forms of a global-pooled conv (sum per class of positions, or
+    one (H*W*C, F) matrix) must equal akida on sparse and dense frames."""
+    by_class = _gap_program(3, 2, 16, Padding.SAME)
+    one_matrix = _gap_program(5, 1, 1, Padding.VALID)
+    paths = []
+    for program in (by_class, one_matrix):
+        engine = Engine(program)
+        layer = engine.layers[0]
+        assert isinstance(layer, ConvLayer)
+        paths.append("classes" if layer.classes is not None else "matrix")
+        frames = random_frames(3, program, 6)
+        frames[4:] = np.random.default_rng(4).integers(0, 16, frames[4:].shape)
+        expected = to_akida(program).forward(frames)
+        assert np.array_equal(engine.run(frames).outputs, expected)
+    assert paths == ["classes", "matrix"]
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_sparse_inputs_take_the_row_gathering_path_exactly(batch: int) -> None:
+    """A big FullyConnected on mostly-zero input sums the rows of the non-zero
+    inputs instead of multiplying; frames without any input must give zeros."""
+    rng = np.random.default_rng(batch)
+    program = Program(
+        name="sparse",
+        layers=[
+            InputData("input", (32, 32, 4), 4),
+            FullyConnected(
+                "fc",
+                rng.integers(-7, 8, (4096, 24)).astype(np.int8),
+                np.zeros(24, np.int32),
+            ),
+        ],
+    )
+    shape = (batch, 32, 32, 4)
+    frames = np.where(rng.random(shape) < 0.01, rng.integers(1, 16, shape), 0).astype(np.uint8)
+    if batch > 1:
+        frames[2] = 0
+        frames[-1] = 0
+    density = np.count_nonzero(frames) / frames.size
+    assert density < SPARSE_DENSITY
+    expected = to_akida(program).forward(frames)
     assert np.array_equal(Engine(program).run(frames).outputs, expected)

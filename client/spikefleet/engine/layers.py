@@ -43,6 +43,7 @@ EXACT_FLOAT32 = 2**24
 POTENTIAL_MIN = -(2**19)
 POTENTIAL_MAX = 2**19 - 1
 SPARSE_DENSITY = 0.08  # below this share of non-zero inputs, gathering rows beats BLAS
+SPARSE_MIN_SIZE = 65536  # smaller matrices are cheaper to multiply than to inspect
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.intp]
@@ -104,9 +105,12 @@ class FlatProduct:
     def __init__(self, matrix: FloatArray) -> None:
         self.matrix = np.ascontiguousarray(matrix)
         self.dtype = matrix.dtype
+        self.may_skip = matrix.size >= SPARSE_MIN_SIZE
 
     def __call__(self, x: np.ndarray) -> FloatArray:
         n, k = x.shape
+        if not self.may_skip:
+            return x.astype(self.dtype, copy=False) @ self.matrix
         nonzero = np.flatnonzero(x)
         if nonzero.size >= SPARSE_DENSITY * n * k:
             return x.astype(self.dtype, copy=False) @ self.matrix
@@ -167,14 +171,36 @@ class ConvLayer(CompiledLayer):
         matrix = weights[::-1, ::-1].reshape(kh * kw * channels, layer.filters)
 
         self.folded: FlatProduct | None = None
+        self.classes: FloatArray | None = None
         if layer.pooling is Pooling.GLOBAL_AVERAGE and not self.gap_saturates:
             folded = np.zeros((self.input_size + 1, layer.filters), dtype=np.int64)
             np.add.at(folded, self.gather.reshape(-1), np.tile(matrix, (positions, 1)))
-            self.folded = FlatProduct(folded[:-1].astype(self.dtype))
+            self._fold(folded[:-1], (height * width, channels, layer.filters))
         self.matrix = np.ascontiguousarray(matrix.astype(self.dtype))
         self.pool: _Pool | None = None
         if layer.pooling is Pooling.MAX:
             self.pool = self._max_pool_plan(layer)
+
+    def _fold(self, folded: np.ndarray, dims: tuple[int, int, int]) -> None:
+        """Use the folded (H*W*C, F) matrix directly, or, when input positions share
+        the same block of it (with stride s, interior positions repeat with period
+        s), sum the input over each class of positions first and multiply the
+        (classes, C) sums by one block per class: far fewer operations."""
+        area, channels, filters = dims
+        blocks, inverse = np.unique(
+            folded.reshape(area, channels * filters), axis=0, return_inverse=True
+        )
+        count = blocks.shape[0]
+        if count * area * channels + count * channels * filters < area * channels * filters:
+            membership = np.zeros((count, area), dtype=self.dtype)
+            membership[inverse.reshape(-1), np.arange(area)] = 1
+            self.classes = membership
+            self.class_matrix = np.ascontiguousarray(
+                blocks.reshape(count * channels, filters).astype(self.dtype)
+            )
+            self.class_shape = (area, channels)
+        else:
+            self.folded = FlatProduct(folded.astype(self.dtype))
 
     def _max_pool_plan(self, layer: Convolutional) -> _Pool:
         size, stride = layer.pool_size, layer.pool_stride
@@ -198,7 +224,11 @@ class ConvLayer(CompiledLayer):
         return p.reshape(n, self.out_h, self.out_w, -1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if self.folded is not None:
+        if self.classes is not None:
+            n = x.shape[0]
+            sums = np.matmul(self.classes, x.reshape(n, *self.class_shape).astype(self.dtype))
+            p = (sums.reshape(n, -1) @ self.class_matrix).reshape(n, 1, 1, -1)
+        elif self.folded is not None:
             p = self.folded(x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, 1, -1)
         elif self.gap_saturates:
             p = _saturating_sum(self.potentials(x))
