@@ -35,6 +35,12 @@ class ConversionJob:
     weight_bits: int = 0
     allow_beta: bool = False
     class_names: list[str] = field(default_factory=list)
+    calibration: str = ""  # path of an .npz with "frames" (and "labels")
+    input_shape: tuple[int, int, int] | None = None
+    input_scale: float | None = None
+    allow_shift: bool = False
+    clip: str = "mse"
+    hardware: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def _init_worker(progress_queue: Any) -> None:
     _worker_queue = progress_queue
 
 
-def check_finite(path: str, arch: str) -> None:
+def check_finite(path: str, arch: str, input_shape: tuple[int, int, int] | None = None) -> None:
     """Refuse NaN or Inf parameters before converting (quantization would turn them
     into arbitrary integers)."""
     import dataclasses
@@ -67,7 +73,7 @@ def check_finite(path: str, arch: str) -> None:
     from spikefleet.convert.loaders import load_graph
     from spikefleet.errors import ConversionError
 
-    graph = load_graph(path, arch or None)
+    graph = load_graph(path, arch or None, input_shape)
     for node in graph.nodes:
         for item in dataclasses.fields(node):
             value = getattr(node, item.name)
@@ -78,6 +84,27 @@ def check_finite(path: str, arch: str) -> None:
                         f"layer {node.name!r}: {item.name} has {bad} NaN or Inf value(s); "
                         "fix the training run (diverged?) and export the weights again"
                     )
+
+
+def load_calibration(path: str) -> tuple[Any, Any]:
+    """(frames, labels or None) from an uploaded .npz; never unpickles."""
+    import zipfile
+
+    import numpy as np
+
+    from spikefleet.errors import ConversionError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "frames" not in data.files:
+                raise ConversionError(
+                    f"calibration data has no 'frames' array (it has {sorted(data.files)})"
+                )
+            frames = data["frames"]
+            labels = data["labels"] if "labels" in data.files else None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ConversionError(f"calibration data is not a readable .npz ({exc})") from None
+    return frames, labels
 
 
 def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
@@ -91,15 +118,32 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
     try:
         from spikefleet.convert import ConvertOptions, convert
 
-        check_finite(job.path, job.arch)
+        frames, labels = load_calibration(job.calibration) if job.calibration else (None, None)
+        shape = job.input_shape
+        if shape is None and frames is not None and frames.ndim >= 3:
+            h, w, c = (int(n) for n in frames.shape[-3:])  # as convert() derives it
+            shape = (h, w, c)
+        check_finite(job.path, job.arch, shape)
         options = ConvertOptions(
             name=job.name,
             allow_beta=job.allow_beta,
+            allow_shift=job.allow_shift,
             class_names=list(job.class_names),
+            input_shape=job.input_shape,
+            input_scale=job.input_scale,
+            clip="max" if job.clip == "max" else "mse",
+            hardware=job.hardware,
         )
         if job.weight_bits:
             options = replace(options, weight_bits=job.weight_bits)
-        result = convert(job.path, arch=job.arch or None, options=options, progress=progress)
+        result = convert(
+            job.path,
+            arch=job.arch or None,
+            calibration=frames,
+            labels=labels,
+            options=options,
+            progress=progress,
+        )
     except SpikefleetError as exc:
         return ConversionOutcome(error_kind=type(exc).__name__, message=str(exc))
     except Exception as exc:  # the model is untrusted input: report, never crash the pool

@@ -144,7 +144,7 @@ def test_an_upload_that_outgrows_the_limit_midway_is_stopped(server: ServerApp):
         (lambda d: [options(d, "x", filename="model.exe"), chunk(d)], "unsupported model file"),
         (lambda d: [options(d, "../x"), chunk(d)], "invalid program name"),
         (lambda d: [options(d, "x"), options(d, "x")], "options sent twice"),
-        (lambda d: [options(d, "x", weights_bits=3), chunk(d)], "weights_bits 3"),
+        (lambda d: [options(d, "x", weights_bits=9), chunk(d)], "weights_bits 9"),
     ],
 )
 def test_malformed_uploads_are_invalid_argument(server: ServerApp, tmp_path: Path, build, message):

@@ -93,7 +93,10 @@ def _logs_to_stderr() -> None:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    # The server branch (remote conversion with --server) goes here.
+    if getattr(args, "server", None):
+        from spikefleet.cli.server_commands import convert_remotely
+
+        return convert_remotely(args)
     return convert_locally(args)
 
 

@@ -125,3 +125,68 @@ def register(subparsers: Any) -> None:
     ref(delete)
     delete.add_argument("--json", action="store_true", help="print JSON")
     delete.set_defaults(func=_delete)
+
+
+def convert_remotely(args: argparse.Namespace) -> int:
+    """``spikefleet --server ADDR convert ...``: upload, let the server convert, sign and
+    store, then write the signed program it returns."""
+    from spikefleet.cli.output import progress
+    from spikefleet.client import ConvertProgress
+
+    if args.sign_key:
+        raise SpikefleetError("with --server the server signs the program: drop --sign-key")
+    frames = labels = None
+    if args.calib:
+        from spikefleet.convert.calibration import load_calibration, load_labels
+
+        frames, labels = load_calibration(args.calib, split=args.split, limit=args.limit)
+        if args.labels:
+            labels = load_labels(args.labels)
+            if args.limit is not None:
+                labels = labels[: args.limit]
+    shape = None
+    if args.input_shape:
+        try:
+            h, w, c = (int(part) for part in args.input_shape.split(","))
+        except ValueError:
+            raise SpikefleetError(
+                f"--input-shape {args.input_shape!r}: expected H,W,C such as 34,34,2"
+            ) from None
+        shape = (h, w, c)
+    with client_from_args(args) as client, progress("uploading", total=1.0) as advance:
+        shown = [0.0]
+
+        def report(event: ConvertProgress) -> None:
+            advance(event.fraction - shown[0], description=f"{event.stage}: {event.message}")
+            shown[0] = event.fraction
+
+        info = client.convert(
+            args.model,
+            name=args.name,
+            arch=args.arch,
+            weights_bits=args.bits,
+            allow_beta=args.allow_beta,
+            allow_shift=args.allow_shift,
+            calibration=frames,
+            calibration_labels=labels,
+            input_shape=shape,
+            input_scale=args.input_scale,
+            clip=args.clip,
+            hardware=not args.no_hardware,
+            on_progress=report,
+        )
+        data = client.programs.get(info.sha256)
+    atomic_write(args.output, data)
+    if args.json:
+        print_json({"output": str(args.output), "bytes": len(data), **info.to_dict()})
+        return 0
+    rows: list[tuple[str, Any]] = [
+        ("output", args.output),
+        ("program", f"{info.name} v{info.version}"),
+        ("sha256", info.sha256),
+        ("signed by", info.key_id),
+        ("size", f"{len(data)} bytes"),
+    ]
+    rows.extend((key, json.dumps(value)) for key, value in sorted(info.fidelity.items()))
+    print_table(f"converted {info.name} on {client.address}", ["measure", "value"], rows)
+    return 0

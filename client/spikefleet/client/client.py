@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,8 +13,10 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+import numpy as np
 
 from spikefleet.client.errors import from_rpc_error
+from spikefleet.client.rollouts import RolloutsClient
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
 from spikefleet.v1 import converter_pb2, converter_pb2_grpc, registry_pb2, registry_pb2_grpc
 
@@ -163,6 +166,7 @@ class Client:
                 address, _credentials(settings), _channel_options(settings)
             )
         self.programs = Programs(self)
+        self.rollouts = RolloutsClient(self.channel, self._metadata, timeout, address)
         self._converter = converter_pb2_grpc.ConverterServiceStub(self.channel)
 
     def __enter__(self) -> Client:
@@ -201,12 +205,20 @@ class Client:
         class_labels: Sequence[str] = (),
         weights_bits: int | None = None,
         allow_beta: bool = False,
+        allow_shift: bool = False,
+        calibration: np.ndarray | None = None,
+        calibration_labels: np.ndarray | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        input_scale: float | None = None,
+        clip: str = "mse",
+        hardware: bool = True,
         on_progress: Callable[[ConvertProgress], None] | None = None,
         timeout: float | None = 3600.0,
     ) -> ProgramInfo:
         """Upload a model file, let the server convert, sign and store it; the stored
         program's record (fetch its bytes with ``programs.get(info.sha256)``).
-        ``name`` defaults to the file's stem."""
+        ``name`` defaults to the file's stem; ``calibration`` (uint8 frames) and
+        ``calibration_labels`` travel with the model so the server measures fidelity."""
         source = Path(path)
         if not source.is_file():
             raise SpikefleetError(
@@ -217,6 +229,7 @@ class Client:
         with source.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+        calib = _calibration_npz(calibration, calibration_labels)
         options = converter_pb2.ConvertOptions(
             filename=source.name,
             arch=arch or "",
@@ -227,6 +240,13 @@ class Client:
             total_size=size,
             upload_sha256=digest.hexdigest(),
             class_labels=list(class_labels),
+            calibration_size=len(calib),
+            calibration_sha256=hashlib.sha256(calib).hexdigest() if calib else "",
+            input_shape=list(input_shape or ()),
+            input_scale=input_scale or 0.0,
+            allow_shift=allow_shift,
+            clip=clip,
+            no_hardware=not hardware,
         )
 
         def requests() -> Iterator[converter_pb2.ConvertRequest]:
@@ -234,6 +254,8 @@ class Client:
             with source.open("rb") as handle:
                 for block in iter(lambda: handle.read(CHUNK), b""):
                     yield converter_pb2.ConvertRequest(chunk=block)
+            for start in range(0, len(calib), CHUNK):
+                yield converter_pb2.ConvertRequest(calibration_chunk=calib[start : start + CHUNK])
 
         result: ProgramInfo | None = None
         try:
@@ -250,6 +272,19 @@ class Client:
         if result is None:
             raise InvalidRequestError("the server ended the conversion without a result")
         return result
+
+
+def _calibration_npz(frames: np.ndarray | None, labels: np.ndarray | None) -> bytes:
+    if frames is None:
+        if labels is not None:
+            raise SpikefleetError("calibration labels were given without calibration frames")
+        return b""
+    buffer = io.BytesIO()
+    arrays = {"frames": np.asarray(frames)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
 
 
 def _credentials(tls: ClientTLS) -> grpc.ChannelCredentials:

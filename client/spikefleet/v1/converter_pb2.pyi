@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ConvertOptions(_message.Message):
-    __slots__ = ("filename", "arch", "name", "labels", "weights_bits", "allow_beta", "total_size", "upload_sha256", "class_labels")
+    __slots__ = ("filename", "arch", "name", "labels", "weights_bits", "allow_beta", "total_size", "upload_sha256", "class_labels", "calibration_size", "calibration_sha256", "input_shape", "input_scale", "allow_shift", "clip", "no_hardware")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,13 @@ class ConvertOptions(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
     CLASS_LABELS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SHA256_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    NO_HARDWARE_FIELD_NUMBER: _ClassVar[int]
     filename: str
     arch: str
     name: str
@@ -33,15 +40,24 @@ class ConvertOptions(_message.Message):
     total_size: int
     upload_sha256: str
     class_labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, filename: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weights_bits: _Optional[int] = ..., allow_beta: _Optional[bool] = ..., total_size: _Optional[int] = ..., upload_sha256: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    calibration_size: int
+    calibration_sha256: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_scale: float
+    allow_shift: bool
+    clip: str
+    no_hardware: bool
+    def __init__(self, filename: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weights_bits: _Optional[int] = ..., allow_beta: _Optional[bool] = ..., total_size: _Optional[int] = ..., upload_sha256: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., calibration_size: _Optional[int] = ..., calibration_sha256: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_scale: _Optional[float] = ..., allow_shift: _Optional[bool] = ..., clip: _Optional[str] = ..., no_hardware: _Optional[bool] = ...) -> None: ...
 
 class ConvertRequest(_message.Message):
-    __slots__ = ("options", "chunk")
+    __slots__ = ("options", "chunk", "calibration_chunk")
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_CHUNK_FIELD_NUMBER: _ClassVar[int]
     options: ConvertOptions
     chunk: bytes
-    def __init__(self, options: _Optional[_Union[ConvertOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    calibration_chunk: bytes
+    def __init__(self, options: _Optional[_Union[ConvertOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ..., calibration_chunk: _Optional[bytes] = ...) -> None: ...
 
 class ConvertProgress(_message.Message):
     __slots__ = ("stage", "fraction", "message")

@@ -34,6 +34,49 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_SHARE = 0.3  # of the overall progress fraction
 
 
+class _Part:
+    """One file of an upload (the model, the calibration data), checked as it arrives."""
+
+    def __init__(self, what: str, path: Path, size: int, sha256: str) -> None:
+        self.what, self.path, self.size, self.sha256 = what, path, size, sha256
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.handle: Any = None
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.size:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "corrupt-upload",
+                f"{self.what} upload is longer than announced: more than {self.size} bytes",
+            )
+        if self.handle is None:
+            self.handle = self.path.open("wb")
+        self.handle.write(data)
+        self.digest.update(data)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def check(self) -> None:
+        if self.received < self.size:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "truncated",
+                f"truncated upload: received {self.received} of {self.size} bytes of the "
+                f"{self.what}; send the whole file again",
+            )
+        if self.size and self.digest.hexdigest() != self.sha256:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "corrupt-upload",
+                f"{self.what} upload is corrupt: its sha256 does not match the announced one; "
+                "send it again",
+            )
+
+
 class _Refused(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
         super().__init__(message)
@@ -102,11 +145,12 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                 f"{', '.join(MODEL_SUFFIXES)} (a bundle from spikefleet.extract, a state_dict "
                 "with --arch, or a NIR graph)",
             )
-        if options.total_size > self.max_upload_bytes:
+        announced = options.total_size + options.calibration_size
+        if announced > self.max_upload_bytes:
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too-large",
-                f"upload of {options.total_size} bytes exceeds the server's limit of "
+                f"upload of {announced} bytes exceeds the server's limit of "
                 f"{self.max_upload_bytes} bytes (max_upload_bytes)",
             )
         if options.total_size == 0:
@@ -115,9 +159,23 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             raise _Refused(
                 invalid, "bad-options", "upload_sha256 must be the 64-hex sha256 of the file"
             )
-        if options.weights_bits not in (0, 2, 4, 8):
+        if options.calibration_size and not _SHA.match(options.calibration_sha256):
             raise _Refused(
-                invalid, "bad-options", f"weights_bits {options.weights_bits}: use 2, 4 or 8"
+                invalid,
+                "bad-options",
+                "calibration_sha256 must be the 64-hex sha256 of the calibration data",
+            )
+        if len(options.input_shape) not in (0, 3) or 0 in options.input_shape:
+            raise _Refused(
+                invalid, "bad-options", "input_shape must be three positive numbers H, W, C"
+            )
+        if options.clip not in ("", "mse", "max"):
+            raise _Refused(invalid, "bad-options", f"clip {options.clip!r}: use 'mse' or 'max'")
+        if not (0 <= options.input_scale < float("inf")):
+            raise _Refused(invalid, "bad-options", "input_scale must be a positive number")
+        if options.weights_bits > 8:
+            raise _Refused(
+                invalid, "bad-options", f"weights_bits {options.weights_bits}: at most 8"
             )
         return options
 
@@ -125,17 +183,29 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         self,
         request_iterator: Iterator[converter_pb2.ConvertRequest],
         options: converter_pb2.ConvertOptions,
-        path: Path,
+        model_path: Path,
+        calibration_path: Path,
     ) -> Iterator[converter_pb2.ConvertReply]:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
-        digest = hashlib.sha256()
+        parts = {
+            "chunk": _Part("model", model_path, options.total_size, options.upload_sha256),
+            "calibration_chunk": _Part(
+                "calibration data",
+                calibration_path,
+                options.calibration_size,
+                options.calibration_sha256,
+            ),
+        }
+        total = options.total_size + options.calibration_size
         received = 0
         next_report = 0.1
-        with path.open("wb") as handle:
+        try:
             for request in request_iterator:
-                if request.WhichOneof("part") != "chunk":
+                kind = request.WhichOneof("part")
+                if kind not in parts:
                     raise _Refused(invalid, "bad-options", "options sent twice in one upload")
-                received += len(request.chunk)
+                data = request.chunk if kind == "chunk" else request.calibration_chunk
+                received += len(data)
                 if received > self.max_upload_bytes:
                     raise _Refused(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -143,34 +213,19 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                         f"upload exceeds the server's limit of {self.max_upload_bytes} bytes "
                         "(max_upload_bytes)",
                     )
-                if received > options.total_size:
-                    raise _Refused(
-                        invalid,
-                        "corrupt-upload",
-                        f"upload is longer than announced: more than {options.total_size} bytes",
-                    )
-                handle.write(request.chunk)
-                digest.update(request.chunk)
-                if received / options.total_size >= next_report:
+                parts[kind].write(data)
+                if received / total >= next_report:
                     next_report += 0.1
                     yield _progress(
                         "upload",
-                        UPLOAD_SHARE * received / options.total_size,
-                        f"received {received} of {options.total_size} bytes",
+                        UPLOAD_SHARE * received / total,
+                        f"received {received} of {total} bytes",
                     )
-        if received < options.total_size:
-            raise _Refused(
-                invalid,
-                "truncated",
-                f"truncated upload: received {received} of {options.total_size} bytes; "
-                "send the whole file again",
-            )
-        if digest.hexdigest() != options.upload_sha256:
-            raise _Refused(
-                invalid,
-                "corrupt-upload",
-                "upload is corrupt: its sha256 does not match upload_sha256; send it again",
-            )
+        finally:
+            for part in parts.values():
+                part.close()
+        for part in parts.values():
+            part.check()
 
     def _convert(
         self, request_iterator: Iterator[converter_pb2.ConvertRequest], workdir: Path
@@ -178,13 +233,14 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         options = self._options(next(request_iterator, None))
         workdir.mkdir()
         path = workdir / Path(options.filename).name
+        calibration = workdir / "calibration.npz"
         log.info(
             "convert.upload_started",
             name=options.name,
             filename=path.name,
             total_size=options.total_size,
         )
-        yield from self._receive(request_iterator, options, path)
+        yield from self._receive(request_iterator, options, path, calibration)
         log.info("convert.received", filename=path.name, size=options.total_size)
         yield _progress("queued", UPLOAD_SHARE, "waiting for a conversion worker")
         started = time.perf_counter()
@@ -195,6 +251,12 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             weight_bits=options.weights_bits,
             allow_beta=options.allow_beta,
             class_names=list(options.class_labels),
+            calibration=str(calibration) if options.calibration_size else "",
+            input_shape=tuple(options.input_shape) if options.input_shape else None,
+            input_scale=options.input_scale or None,
+            allow_shift=options.allow_shift,
+            clip=options.clip or "mse",
+            hardware=not options.no_hardware,
         )
         outcome: ConversionOutcome | None = None
         for event in self.pool.run(job):

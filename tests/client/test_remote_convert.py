@@ -1,0 +1,88 @@
+"""``spikefleet --server ADDR convert`` makes the program the local converter makes,
+signed by the server, and it is listed, described and fetched back byte-identical."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from server_helpers import TOKENS
+
+from spikefleet.cli.main import main
+from spikefleet.program.codec import decode, encode
+from spikefleet.program.model import Program
+from spikefleet.program.signing import SignedProgram, TrustedKeys, verify
+from spikefleet_server.app import ServerApp
+
+# The reference topology (Akida-style 'same' padding on conv1), with seeded weights.
+REF_ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("model")
+    rng = np.random.default_rng(7)
+    weights = {
+        "conv1.weight": rng.normal(0, 0.5, (32, 2, 3, 3)),
+        "conv1.bias": np.zeros(32),
+        "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
+        "conv2.bias": np.full(64, 0.2),
+        "fc1.weight": rng.normal(0, 0.3, (10, 64)),
+        "fc1.bias": np.zeros(10),
+    }
+    save_file({k: v.astype(np.float32) for k, v in weights.items()}, str(root / "ref.safetensors"))
+    counts = rng.integers(0, 16, (32, 34, 34, 2))
+    frames = (counts * (rng.random(counts.shape) < 0.2)).astype(np.uint8)
+    np.savez(root / "calib.npz", frames=frames, labels=rng.integers(0, 10, 32))
+    return root / "ref.safetensors", root / "calib.npz"
+
+
+def without_timestamp(program: Program) -> bytes:
+    assert program.provenance is not None
+    provenance = dataclasses.replace(program.provenance, created="")
+    return encode(dataclasses.replace(program, provenance=provenance))
+
+
+@pytest.mark.slow
+def test_remote_conversion_equals_local_and_round_trips(
+    server: ServerApp, model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    weights, calib = model
+    common = [str(weights), "--arch", REF_ARCH, "--calib", str(calib), "--json"]
+    local, remote = tmp_path / "local.sfp", tmp_path / "remote.sfp"
+    assert main(["convert", *common, "-o", str(local)]) == 0
+    capsys.readouterr()
+    address = f"127.0.0.1:{server.port}"
+    remote_cli = ["--server", address, "--token", TOKENS["deployer"]]
+    assert main([*remote_cli, "convert", *common, "-o", str(remote)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+
+    signed = remote.read_bytes()
+    envelope = SignedProgram.from_bytes(signed)
+    assert envelope.key_id == server.signing_key.key_id == summary["key_id"]
+    program_bytes = verify(signed, TrustedKeys([server.signing_key.public_key]))
+    assert envelope.sha256 == summary["sha256"]
+    assert without_timestamp(decode(program_bytes)) == without_timestamp(decode(local.read_bytes()))
+    assert summary["fidelity"]["samples"] == 32
+
+    viewer = ["--server", address, "--token", TOKENS["viewer"]]
+    assert main([*viewer, "programs", "list", "--name", "ref", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(p["sha256"], p["version"]) for p in listed] == [(summary["sha256"], 1)]
+    assert main([*viewer, "programs", "describe", summary["sha256"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fidelity"] == summary["fidelity"]
+    fetched = tmp_path / "fetched.sfp"
+    assert main([*viewer, "programs", "get", "ref", "-o", str(fetched)]) == 0
+    assert fetched.read_bytes() == signed
+
+
+def test_remote_conversion_refuses_a_local_signing_key(server: ServerApp, model, tmp_path, capsys):
+    weights, _ = model
+    remote_cli = ["--server", f"127.0.0.1:{server.port}", "--token", TOKENS["deployer"]]
+    args = ["convert", str(weights), "--arch", REF_ARCH, "-o", str(tmp_path / "x.sfp")]
+    assert main([*remote_cli, *args, "--sign-key", str(tmp_path / "k.pem")]) == 1
+    assert "the server signs the program: drop --sign-key" in capsys.readouterr().err
