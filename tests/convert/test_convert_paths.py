@@ -149,3 +149,44 @@ def test_importing_spikefleet_does_not_import_torch() -> None:
         "spikefleet.convert.convert; sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_extract_is_the_function_from_both_packages() -> None:
+    import spikefleet.convert
+
+    assert callable(spikefleet.extract)
+    assert spikefleet.convert.extract is spikefleet.extract
+
+
+class FunctionalPad(torch.nn.Module):
+    """Pads with torch.nn.functional.pad in forward instead of a module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = RefLikeNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.nn.functional.pad(x, (0, 1, 0, 1)))
+
+
+def test_functional_padding_is_recorded_as_a_pad(tmp_path: Path) -> None:
+    model = FunctionalPad()
+    model.inner.pad = torch.nn.Identity()
+    dense = torch.rand(2, 2, 34, 34) * 15
+    graph = spikefleet.extract(model, dense, tmp_path / "m.safetensors")
+    pad = graph.nodes[0]
+    assert type(pad).__name__ == "Pad" and pad.pads == (0, 1, 0, 1)  # type: ignore[union-attr]
+    exact = RefLikeNet()
+    spikefleet.extract(exact, dense, tmp_path / "exact.safetensors")
+    ours = convert(tmp_path / "m.safetensors", options=OFFLINE).program.layers
+    theirs = convert(tmp_path / "exact.safetensors", options=OFFLINE).program.layers
+    for mine, reference in zip(ours[1:], theirs[1:], strict=True):
+        np.testing.assert_array_equal(mine.weights, reference.weights)  # type: ignore[union-attr]
+        np.testing.assert_array_equal(mine.threshold, reference.threshold)  # type: ignore[union-attr]
+
+
+def test_functional_padding_of_an_empty_sample_is_ambiguous(tmp_path: Path) -> None:
+    model = FunctionalPad()
+    model.inner.pad = torch.nn.Identity()
+    with pytest.raises(ConversionError, match="ambiguous"):
+        spikefleet.extract(model, torch.zeros(1, 2, 34, 34), tmp_path / "m.safetensors")

@@ -19,12 +19,12 @@ from spikefleet.convert.fidelity import FidelityReport, LayerFidelity
 from spikefleet.convert.graph import Graph, load_bundle, save_bundle
 
 if TYPE_CHECKING:
-    from spikefleet.convert.extract import extract
+    from spikefleet.convert.extraction import extract
 
 
 def __getattr__(name: str) -> Any:
     if name == "extract":
-        from spikefleet.convert.extract import extract
+        from spikefleet.convert.extraction import extract
 
         return extract
     raise AttributeError(f"module 'spikefleet.convert' has no attribute {name!r}")

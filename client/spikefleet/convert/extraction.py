@@ -146,7 +146,7 @@ def _atomic(module: Any) -> bool:
 def _join(previous: Any, received: Any) -> Node | bool | None:
     """How ``received`` (a layer's input) came from ``previous`` (the last output).
 
-    True: unchanged; a Flatten/AvgPool node: that operation; None: unexplained.
+    True: unchanged; a Flatten/AvgPool/Pad node: that operation; None: unexplained.
     """
     import torch
 
@@ -163,6 +163,14 @@ def _join(previous: Any, received: Any) -> Node | bool | None:
         return Flatten("flatten")
     if (
         previous.dim() == 4
+        and received.dim() == 4
+        and received.shape[:2] == previous.shape[:2]
+        and received.shape[2] >= previous.shape[2]
+        and received.shape[3] >= previous.shape[3]
+    ):
+        return _zero_padding(previous, received)
+    if (
+        previous.dim() == 4
         and received.shape[0] == batch
         and received.numel() == batch * previous.shape[1]
     ):
@@ -170,6 +178,29 @@ def _join(previous: Any, received: Any) -> Node | bool | None:
         if torch.allclose(received.reshape(batch, -1), pooled, rtol=1e-5, atol=1e-6):
             return AvgPool("global_average")
     return None
+
+
+def _zero_padding(previous: Any, received: Any) -> Pad | None:
+    """The (left, right, top, bottom) zero padding that turns previous into received."""
+    import torch
+
+    height, width = previous.shape[2], previous.shape[3]
+    extra_h, extra_w = received.shape[2] - height, received.shape[3] - width
+    found: list[Pad] = []
+    for top in range(extra_h + 1):
+        for left in range(extra_w + 1):
+            inner = received[:, :, top : top + height, left : left + width]
+            border = received.clone()
+            border[:, :, top : top + height, left : left + width] = 0
+            if torch.equal(inner, previous) and not torch.any(border):
+                found.append(Pad("pad", (left, extra_w - left, top, extra_h - top)))
+    if len(found) > 1:
+        raise ConversionError(
+            "extract: with this sample input the zero padding before a convolution is "
+            "ambiguous (the sample is empty or uniform); pass a real or random sample "
+            "(e.g. torch.rand) or pad with an nn.ZeroPad2d module"
+        )
+    return found[0] if found else None
 
 
 def extract(model: Any, sample_input: Any, path: str | os.PathLike[str] | None = None) -> Graph:

@@ -1,0 +1,199 @@
+"""Conversion benchmark: the reference network on N-DIGITS, float SNNTorch vs int4 program.
+
+    python benchmarks/convert.py [--weights W.safetensors] [--data NDIGITS_ROOT] [--json]
+
+Measures, on the N-DIGITS test split: float accuracy (SNNTorch, torch CPU), int4
+accuracy (the converted program on spikefleet.engine.Engine), top-1 agreement,
+and conversion time (excluding the torch import). Also converts the same model
+by all four input paths (extract bundle, state_dict + --arch, the seed's numpy
+directory, a NIR graph) and checks the programs are byte-identical apart from
+provenance. Clipping is calibrated on train-split frames, never on the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARCH = "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+
+
+def load_model(weights: Path | None) -> Any:
+    if weights is None:
+        from spikefleet.reference import load_reference_model
+
+        return load_reference_model()
+    from safetensors.torch import load_file
+
+    from spikefleet.reference.model import ReferenceNet
+
+    model = ReferenceNet()
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def seed_numpy_dir(model: Any, directory: Path) -> None:
+    """The seed document's extraction script, extended to Conv2d as its N-MNIST example needs."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            np.save(directory / f"{name}_weight.npy", module.weight.detach().numpy())
+            np.save(directory / f"{name}_bias.npy", module.bias.detach().numpy())
+        elif type(module).__name__ == "Leaky":
+            (directory / f"{name}_threshold.txt").write_text(str(float(module.threshold)))
+
+
+def nir_graph(model: Any) -> Any:
+    import nir
+
+    def arr(tensor: Any) -> np.ndarray:
+        return tensor.detach().numpy().astype(np.float64)
+
+    def lif(shape: tuple[int, ...]) -> Any:
+        dt = 1e-4  # SNNTorch's export: tau = dt/(1-beta), r = tau/dt
+        return nir.LIF(
+            tau=np.full(shape, dt),
+            r=np.ones(shape),
+            v_leak=np.zeros(shape),
+            v_threshold=np.ones(shape),
+        )
+
+    def conv(layer: Any, size: int) -> Any:
+        return nir.Conv2d(
+            input_shape=(size, size),
+            weight=arr(layer.weight),
+            stride=layer.stride[0],
+            padding=layer.padding[0],
+            dilation=1,
+            groups=1,
+            bias=arr(layer.bias),
+        )
+
+    return nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2, 34, 34])}),
+            "conv1": conv(model.conv1, 34),
+            "lif1": lif((32, 17, 17)),
+            "conv2": conv(model.conv2, 17),
+            "pool": nir.AvgPool2d(
+                kernel_size=np.array([9, 9]), stride=np.array([9, 9]), padding=np.array([0, 0])
+            ),
+            "flat": nir.Flatten(input_type={"input": np.array([64, 1, 1])}, start_dim=0),
+            "lif2": lif((64,)),
+            "fc1": nir.Affine(weight=arr(model.fc1.weight), bias=arr(model.fc1.bias)),
+            "lif3": lif((10,)),
+            "output": nir.Output(output_type={"output": np.array([10])}),
+        },
+        edges=[
+            ("input", "conv1"),
+            ("conv1", "lif1"),
+            ("lif1", "conv2"),
+            ("conv2", "pool"),
+            ("pool", "flat"),
+            ("flat", "lif2"),
+            ("lif2", "fc1"),
+            ("fc1", "lif3"),
+            ("lif3", "output"),
+        ],
+        type_check=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, help="ReferenceNet state_dict (.safetensors)")
+    parser.add_argument("--data", type=Path, help="N-DIGITS root (default: the dataset's)")
+    parser.add_argument("--calib", type=int, default=512, help="train frames for clipping")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    import torch
+
+    torch_import = time.perf_counter() - started
+    torch.set_num_threads(2)
+    import nir
+
+    from spikefleet.convert import ConvertOptions, convert, extract
+    from spikefleet.datasets import ndigits
+    from spikefleet.engine import Engine
+    from spikefleet.program.codec import encode
+    from spikefleet.program.model import Provenance
+    from spikefleet.reference.model import frames_to_input
+
+    model = load_model(args.weights)
+    test_frames, test_labels = ndigits.load_frames(args.data, "test")
+    train_frames, _ = ndigits.load_frames(args.data, "train")
+    rng = np.random.default_rng(0)
+    calib = train_frames[rng.choice(len(train_frames), min(args.calib, len(train_frames)), False)]
+
+    with torch.no_grad():
+        float_pred = model(frames_to_input(test_frames)).argmax(1).numpy()
+    float_acc = float((float_pred == test_labels).mean())
+
+    results: dict[str, Any] = {"torch_import_s": round(torch_import, 3)}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        t = time.perf_counter()
+        extract(model, frames_to_input(test_frames[:1]), root / "ref.safetensors")
+        results["extract_s"] = round(time.perf_counter() - t, 3)
+        torch.save(model.state_dict(), root / "ref.pt")
+        seed_numpy_dir(model, root / "numpy")
+        nir.write(root / "ref.nir", nir_graph(model))
+
+        # torch's padding=1 on the 34-pixel input starts windows one pixel before
+        # Akida's 'same': converting needs allow_shift (measured below).
+        options = ConvertOptions(allow_shift=True)
+        t = time.perf_counter()
+        plain = convert(root / "ref.safetensors", options=options)
+        results["convert_no_calibration_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        result = convert(root / "ref.safetensors", calibration=calib, options=options)
+        results["convert_with_calibration_s"] = round(time.perf_counter() - t, 3)
+        results["calibration_frames"] = len(calib)
+        results["notes"] = result.notes
+
+        def bare(program: Any) -> bytes:
+            program.provenance = Provenance()
+            program.name = "reference"
+            return encode(program)
+
+        quick = ConvertOptions(allow_shift=True, hardware=False)
+        programs = {
+            "bundle": bare(convert(root / "ref.safetensors", options=quick).program),
+            "state_dict": bare(convert(root / "ref.pt", arch=ARCH, options=quick).program),
+            "numpy_dir": bare(convert(root / "numpy", arch=ARCH, options=quick).program),
+            "nir": bare(convert(root / "ref.nir", options=quick).program),
+        }
+        first = programs["bundle"]
+        results["four_paths_identical"] = all(data == first for data in programs.values())
+        del plain
+
+    engine = Engine(result.program)
+    int_pred = engine.predict(test_frames)
+    results.update(
+        test_samples=len(test_labels),
+        float_accuracy=round(float_acc, 4),
+        int4_accuracy=round(float((int_pred == test_labels).mean()), 4),
+        top1_agreement=round(float((int_pred == float_pred).mean()), 4),
+        akd1000_nps=result.program.hardware.np_count if result.program.hardware else None,
+        calibration_report=result.report.to_dict() if result.report else None,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for key, value in results.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
