@@ -17,6 +17,7 @@ from spikefleet.errors import SpikefleetError
 # Subcommand modules, in the order they appear in --help.
 COMMAND_MODULES = [
     "spikefleet.cli.program_commands",
+    "spikefleet.cli.engine_commands",
     "spikefleet.cli.convert_commands",
     "spikefleet.cli.server_commands",
 ]
