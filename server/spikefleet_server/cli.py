@@ -51,6 +51,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from spikefleet.program.signing import SigningKey
+
+    config = load_config(args.config)
+    key = config.signing_key_path
+    key_id = SigningKey.load(key).key_id if key.exists() else "(created on first start)"
+    tls = "mTLS" if config.tls.client_ca else "TLS" if config.tls.cert else "plaintext (loopback)"
+    print(
+        f"config ok: listen {config.listen} ({tls}), data dir {config.data_dir}, "
+        f"{len(config.tokens)} token(s), signing key {key_id}"
+    )
+    return 0
+
+
 def _token_create(args: argparse.Namespace) -> int:
     token = secrets.token_urlsafe(32)
     role = Role.parse(args.role)
@@ -95,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="conversion worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate the configuration, then exit")
+    check.add_argument("--config", type=Path, help="TOML config file")
+    check.set_defaults(func=_check_config)
 
     token = sub.add_parser("token", help="manage bearer tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
