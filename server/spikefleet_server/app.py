@@ -89,7 +89,7 @@ class ServerApp:
         self.port = 0
         self.metrics_port = 0
         self._metrics_server: Any = None
-        self.pool = ConversionPool(config.workers)
+        self.pool = ConversionPool(config.workers, config.log_level)
         uploads = config.data_dir / "uploads"
         shutil.rmtree(uploads, ignore_errors=True)  # what a crash mid-upload left
         self.converter = ConverterServicer(

@@ -58,9 +58,12 @@ class ConversionOutcome:
         return not self.error_kind
 
 
-def _init_worker(progress_queue: Any) -> None:
+def _init_worker(progress_queue: Any, log_level: str) -> None:
+    from spikefleet_server import logs
+
     global _worker_queue
     _worker_queue = progress_queue
+    logs.configure(log_level)
 
 
 def check_finite(path: str, arch: str, input_shape: tuple[int, int, int] | None = None) -> None:
@@ -155,11 +158,12 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
 
 
 class ConversionPool:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, log_level: str = "info") -> None:
         self.workers = workers
+        self.log_level = log_level
         self._context = multiprocessing.get_context("spawn")
         self._events: Any = self._context.Queue()
-        self._listeners: dict[str, queue.Queue[tuple[str, float]]] = {}
+        self._listeners: dict[str, queue.Queue[tuple[str, float] | None]] = {}
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
@@ -175,7 +179,7 @@ class ConversionPool:
                     self.workers,
                     mp_context=self._context,
                     initializer=_init_worker,
-                    initargs=(self._events,),
+                    initargs=(self._events, self.log_level),
                 )
             return self._pool
 
@@ -189,25 +193,20 @@ class ConversionPool:
             if listener is not None:
                 listener.put((description, fraction))
 
-    def run(
-        self, job: ConversionJob, poll_seconds: float = 0.2
-    ) -> Iterator[tuple[str, float] | ConversionOutcome]:
+    def run(self, job: ConversionJob) -> Iterator[tuple[str, float] | ConversionOutcome]:
         """Progress events ``(description, fraction)`` of the job, then its outcome."""
         job_id = uuid.uuid4().hex
-        events: queue.Queue[tuple[str, float]] = queue.Queue()
+        events: queue.Queue[tuple[str, float] | None] = queue.Queue()
         self._listeners[job_id] = events
         try:
             future = self._submit(job_id, job)
-            while True:
-                try:
-                    yield events.get(timeout=poll_seconds)
-                    continue
-                except queue.Empty:
-                    pass
-                if future.done():
-                    break
-            while not events.empty():
-                yield events.get_nowait()
+            future.add_done_callback(lambda _: events.put(None))
+            while (event := events.get()) is not None:
+                yield event
+            while not events.empty():  # progress the dispatcher routed after the end
+                late = events.get_nowait()
+                if late is not None:
+                    yield late
             try:
                 yield future.result()
             except BrokenProcessPool:

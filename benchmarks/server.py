@@ -1,0 +1,149 @@
+"""spikefleet-server on loopback: conversion round trip, program fetch, upload, store.
+
+Run: .venv/bin/python benchmarks/server.py
+
+One in-process server (plaintext loopback, one conversion worker) on a 2-core
+machine; the model is the reference topology with seeded weights and 32
+calibration frames. The local anchor is ``spikefleet.convert.convert`` on the
+same inputs in this process, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import structlog
+from safetensors.numpy import save_file
+
+from spikefleet.client import Client
+from spikefleet.convert import ConvertOptions, convert
+from spikefleet.errors import InvalidRequestError
+from spikefleet_server.app import ServerApp
+from spikefleet_server.config import hash_token, load_config
+
+ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+TOKEN = "bench-token"
+
+
+def model(root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    weights = {
+        "conv1.weight": rng.normal(0, 0.5, (32, 2, 3, 3)),
+        "conv1.bias": np.zeros(32),
+        "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
+        "conv2.bias": np.full(64, 0.2),
+        "fc1.weight": rng.normal(0, 0.3, (10, 64)),
+        "fc1.bias": np.zeros(10),
+    }
+    path = root / "ref.safetensors"
+    save_file({k: v.astype(np.float32) for k, v in weights.items()}, str(path))
+    counts = rng.integers(0, 16, (32, 34, 34, 2))
+    frames = (counts * (rng.random(counts.shape) < 0.2)).astype(np.uint8)
+    return path, frames, rng.integers(0, 10, 32)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    root = Path(tempfile.mkdtemp())
+    path, frames, labels = model(root)
+    config = load_config(
+        None,
+        environ={},
+        overrides={
+            "listen": "127.0.0.1:0",
+            "data_dir": root / "data",
+            "insecure_loopback": True,
+            "max_upload_bytes": 64 << 20,
+            "extensions": [],
+            "log_level": "warning",
+            "tokens": [{"name": "bench", "role": "admin", "sha256": hash_token(TOKEN)}],
+        },
+    )
+    rows: list[tuple[str, str]] = []
+    local: list[float] = []
+    for _ in range(5):
+        started = time.perf_counter()
+        convert(path, arch=ARCH, calibration=frames, labels=labels, options=ConvertOptions())
+        local.append(time.perf_counter() - started)
+    rows.append(
+        (
+            "local convert() (reference topology, 32 calibration frames)",
+            f"{median_ms(local):.0f} ms",
+        )
+    )
+
+    with ServerApp(config) as app, Client(f"127.0.0.1:{app.port}", token=TOKEN) as client:
+        started = time.perf_counter()
+        client.convert(
+            path, arch=ARCH, name="warm-up", calibration=frames, calibration_labels=labels
+        )
+        rows.append(
+            (
+                "first remote convert (spawns the worker)",
+                f"{(time.perf_counter() - started) * 1000:.0f} ms",
+            )
+        )
+        remote: list[float] = []
+        for i in range(5):
+            started = time.perf_counter()
+            info = client.convert(
+                path,
+                arch=ARCH,
+                name=f"bench-{i}",
+                calibration=frames,
+                calibration_labels=labels,
+                labels={"run": str(i)},
+            )
+            remote.append(time.perf_counter() - started)
+        rows.append(("remote convert: upload, convert, sign, store", f"{median_ms(remote):.0f} ms"))
+
+        gets: list[float] = []
+        for _ in range(200):
+            started = time.perf_counter()
+            data = client.programs.get(info.sha256)
+            gets.append(time.perf_counter() - started)
+        rows.append(
+            (f"programs.get of a {len(data):,}-byte signed program", f"{median_ms(gets):.2f} ms")
+        )
+
+        blob = root / "blob.safetensors"
+        blob.write_bytes(np.random.default_rng(1).bytes(32 << 20))
+        uploads: list[float] = []
+        for _ in range(3):
+            started = time.perf_counter()
+            with contextlib.suppress(InvalidRequestError):  # refused once fully received
+                client.convert(blob, arch=ARCH, name="blob")
+            uploads.append(time.perf_counter() - started)
+        rate = 32 / statistics.median(uploads)
+        rows.append(("upload of 32 MiB, then refused as not a model", f"{rate:.0f} MiB/s"))
+
+        puts: list[float] = []
+        program = data
+        for i in range(50):
+            payload = program + i.to_bytes(4, "little")
+            started = time.perf_counter()
+            app.registry.put(payload, name="puts")
+            puts.append(time.perf_counter() - started)
+        rows.append(
+            ("registry.put (sign, write+fsync+rename, SQLite commit)", f"{median_ms(puts):.2f} ms")
+        )
+        sha = hashlib.sha256(payload).hexdigest()
+        assert app.registry.describe(sha).version == 50
+
+    width = max(len(what) for what, _ in rows)
+    for what, value in rows:
+        print(f"| {what.ljust(width)} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
