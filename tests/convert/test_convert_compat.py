@@ -14,7 +14,7 @@ from torch import nn
 
 import spikefleet
 from spikefleet.convert import ConvertOptions, convert
-from spikefleet.errors import IncompatibleModelError
+from spikefleet.errors import ConversionError, IncompatibleModelError
 
 OFFLINE = ConvertOptions(hardware=False)
 SMALL = (8, 8, 2)
@@ -212,3 +212,11 @@ def test_torch_padding_that_akida_shifts_is_refused_unless_allowed(tmp_path: Pat
     )
     assert any("shifted windows" in note for note in result.notes)
     assert result.report is not None and result.report.top1_agreement is not None
+
+
+def test_nan_weights_are_refused_naming_the_layer(tmp_path: Path) -> None:
+    model = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0), nn.Linear(6, 3))
+    with torch.no_grad():
+        model.layers[3].weight[0, 0] = float("nan")
+    with pytest.raises(ConversionError, match=r"'layers\.3': weight has 1 NaN"):
+        converted(model, tmp_path)

@@ -186,3 +186,25 @@ def test_global_average_pooling_threshold_is_on_the_sum_as_akida_computes() -> N
     sums = plain.forward(x).astype(np.int64).sum(axis=(1, 2))
     fired = model.forward(x).reshape(100, 8).astype(bool)
     np.testing.assert_array_equal(fired, sums > threshold)
+
+
+def test_output_bias_rides_on_always_on_neurons_exactly(tmp_path: Path) -> None:
+    model = RefLikeNet()
+    make_lossless(model)
+    with torch.no_grad():
+        model.conv2.weight.mul_(0.25)
+        model.fc1.bias.copy_(torch.arange(-10, 10, 2) * STEP * 2)  # up to 20 weight units
+    frames = random_frames(64)
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(frames[:1]), bundle)
+    result = convert(bundle, calibration=frames, options=ConvertOptions(hardware=False, clip="max"))
+    program = result.program
+    conv2 = program.layers[2]
+    assert conv2.weights.shape[-1] == 64 + 3  # type: ignore[union-attr]  # ceil(20 / 7)
+    outputs = Engine(program).run(frames).outputs.reshape(len(frames), -1)
+    with torch.no_grad():
+        expected = model(to_input(frames)).numpy()
+    np.testing.assert_allclose(outputs * program.output_scales, expected, rtol=0, atol=1e-5)
+    assert result.report is not None and result.report.top1_agreement == 1.0
+    conv2_fidelity = result.report.layers[1]
+    assert conv2_fidelity.float_rate == conv2_fidelity.int_rate  # carriers not counted

@@ -131,18 +131,19 @@ def convert(
     stage_inputs = float_run.stage_inputs if float_run is not None else None
 
     step(3, "quantizing")
-    layers, output_scales, _ = quantize_stages(
+    quantized = quantize_stages(
         lowered.stages,
         bits=options.weight_bits,
         input_bits=options.input_bits,
         clip=options.clip,
         layer_inputs=stage_inputs,  # type: ignore[arg-type]
     )
+    notes.extend(quantized.notes)
     program = Program(
         name=options.name or default_name,
-        layers=layers,
+        layers=quantized.layers,
         labels=list(options.class_names),
-        output_scales=output_scales,
+        output_scales=quantized.output_scales,
     )
 
     step(4, "mapping onto AKD1000")
@@ -153,7 +154,14 @@ def convert(
     report = None
     if calibration is not None:
         report = measure(
-            program, lowered.stages, calibration, labels, notes, options.weight_bits, float_run
+            program,
+            lowered.stages,
+            calibration,
+            labels,
+            notes,
+            options.weight_bits,
+            float_run,
+            quantized.always_on,
         )
     program.provenance = Provenance(
         source_sha256=digest,

@@ -29,7 +29,7 @@ from spikefleet.convert.graph import (
     Pad,
     Unsupported,
 )
-from spikefleet.errors import IncompatibleModelError
+from spikefleet.errors import ConversionError, IncompatibleModelError
 
 F64 = npt.NDArray[np.float64]
 
@@ -111,6 +111,14 @@ def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) 
     notes: list[str] = []
     nodes = list(graph.nodes)
     for node in nodes:
+        for key, value in vars(node).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                bad = int(np.count_nonzero(~np.isfinite(value)))
+                if bad:
+                    raise ConversionError(
+                        f"layer {node.name!r}: {key} has {bad} NaN or Inf value(s); "
+                        "fix the training run (diverged?) and export the weights again"
+                    )
         if isinstance(node, Unsupported):
             remedy = _REMEDIES.get(node.kind, "Akida 1.0 runs Conv/Linear + Leaky(beta=0) chains")
             detail = f" ({node.detail})" if node.detail else ""
@@ -234,12 +242,6 @@ def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) 
         shape = stage.out_shape
     if not stages:
         raise _refuse("graph", "no Conv2d or Linear layer", "convert a network with weights")
-    if stages[-1].bias is not None and stages[-1].spike is None and np.any(stages[-1].bias != 0):
-        notes.append(
-            f"{stages[-1].name}: Akida has no bias on a layer without activation; "
-            "its bias is dropped (the fidelity report measures the effect); "
-            "train the output layer with bias=False to avoid this"
-        )
     output: Literal["potential", "spikes"] = (
         "spikes" if stages[-1].spike is not None else "potential"
     )

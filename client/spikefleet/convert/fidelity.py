@@ -81,6 +81,7 @@ def measure(
     notes: list[str] | None = None,
     bits: int = 4,
     float_run: FloatRun | None = None,
+    always_on: dict[str, int] | None = None,
 ) -> FidelityReport:
     """Compare the float stages with ``program`` on frames (N,H,W,C) or sequences (N,T,H,W,C)."""
     from spikefleet.engine import Engine
@@ -113,7 +114,8 @@ def measure(
         if stage.spike is None or stage.name not in counts:
             continue
         size = int(np.prod(stage.out_shape)) * steps
-        int_counts = np.asarray(counts[stage.name]).reshape(n, steps).sum(axis=1)
+        fixed = (always_on or {}).get(stage.name, 0)  # bias carriers, not the model's spikes
+        int_counts = (np.asarray(counts[stage.name]) - fixed).reshape(n, steps).sum(axis=1)
         float_rate = float_run.spike_counts[stage.name] / size
         int_rate = int_counts / size
         report.layers.append(

@@ -24,7 +24,7 @@ F64 = npt.NDArray[np.float64]
 class FloatRun:
     outputs: F64  # (N, classes): last layer potentials (or spike counts), summed over steps
     spike_counts: dict[str, npt.NDArray[np.int64]]  # per stage: spikes per sample
-    stage_inputs: list[F64]  # rows entering each stage (first step only), for calibration
+    stage_inputs: list[F64]  # rows each stage's neurons see (first step only), for calibration
 
 
 def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int, int, int]) -> F64:
@@ -51,7 +51,9 @@ def stage_potentials(stage: Stage, x: F64) -> tuple[F64, F64]:
     cols = patches(x, kh, kw, stage.stride, stage.float_pad)
     potential = (cols @ stage.weight.reshape(out, -1).T + stage.bias).transpose(0, 3, 1, 2)
     if stage.pool == "gap":
-        potential = potential.mean(axis=(2, 3), keepdims=True)
+        # The pooled potential is the weights applied to the mean patch: those
+        # rows give calibration the exact quantity the neuron thresholds.
+        return potential.mean(axis=(2, 3), keepdims=True), cols.mean(axis=(1, 2))
     elif stage.pool == "max":
         k, s = stage.pool_size, stage.pool_stride
         windows = np.lib.stride_tricks.sliding_window_view(potential, (k, k), axis=(2, 3))

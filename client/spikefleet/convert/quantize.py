@@ -17,6 +17,7 @@ Weight range: 4 bits [-7, 7] (akida rejects -8), 2 bits [-1, 1], 1 bit {0, 1}
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -56,14 +57,21 @@ def _quantize_rows(rows: F64, scales: F64, low: int, high: int) -> F64:
 
 
 def choose_scales(
-    weight: F64, bits: int, method: ClipMethod = "mse", inputs: F64 | None = None
+    weight: F64,
+    bits: int,
+    method: ClipMethod = "mse",
+    inputs: F64 | None = None,
+    boundary: F64 | None = None,
 ) -> F64:
     """Per-output-channel scales for ``weight`` (out, fan_in).
 
     ``max`` maps each channel's largest |w| to the top integer; ``mse`` picks a
-    clipping point per channel on a grid that minimises the error of the
-    potentials over ``inputs`` (rows of layer inputs, fan_in wide) when given,
-    else the error of the weights themselves.
+    clipping point per channel on a grid. With ``inputs`` (rows of real layer
+    inputs, fan_in wide) it minimises the error of the potentials; with
+    ``boundary`` too (neuron j fires when inputs . w_j > boundary_j) it first
+    minimises the number of spike decisions that flip, after the mean potential
+    error is corrected in the threshold as :func:`quantize_stages` does.
+    Without inputs it minimises the error of the weights themselves.
     """
     low, high = weight_range(bits)
     rows = weight.reshape(weight.shape[0], -1)
@@ -74,14 +82,21 @@ def choose_scales(
     best = np.full(rows.shape[0], np.inf)
     chosen = peak / high
     fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
+    reference = None
+    if inputs is not None and boundary is not None:
+        reference = inputs @ rows.T > boundary
     for fraction in fractions:
         scales = peak * fraction / high
         error = _quantize_rows(rows, scales, low, high) * scales[:, None] - rows
-        cost = (
-            ((inputs @ error.T) ** 2).mean(axis=0)
-            if inputs is not None
-            else (error**2).mean(axis=1)
-        )
+        if inputs is None:
+            cost = (error**2).mean(axis=1)
+        else:
+            potential_error = inputs @ error.T
+            cost = potential_error.var(axis=0) + potential_error.mean(axis=0) ** 2
+            if reference is not None:
+                shifted = potential_error - potential_error.mean(axis=0)
+                flips = ((inputs @ rows.T + shifted > boundary) != reference).sum(axis=0)
+                cost = flips + cost / (1.0 + cost)  # flips first, error breaks ties
         better = cost < best
         best = np.where(better, cost, best)
         chosen = np.where(better, scales, chosen)
@@ -109,6 +124,43 @@ def akida_dense_weights(weight: F64, in_shape: tuple[int, int, int]) -> F64:
     return weight.reshape(out, c, h, w).transpose(0, 1, 3, 2).reshape(out, c * w * h).T
 
 
+@dataclass
+class Quantized:
+    """Akida layers plus what the host and the fidelity report need to know.
+
+    ``always_on`` counts, per layer, the outputs per frame that fire on every
+    frame because they carry the next layer's bias (see :func:`quantize_stages`).
+    """
+
+    layers: list[Layer]
+    output_scales: npt.NDArray[np.float32] | None
+    scales: list[F64]
+    always_on: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _bias_units(bias: F64, scales: F64, high: int, low: int) -> npt.NDArray[np.int64] | None:
+    """The output layer's bias in weight units, split over always-on inputs (k, units).
+
+    None when the bias cannot be carried (unsigned 1-bit weights, or more than
+    eight always-on inputs would be needed).
+    """
+    total = np.rint(bias / scales).astype(np.int64)
+    if not np.any(total):
+        return np.zeros((0, len(bias)), np.int64)
+    if low == 0 and np.any(total < 0):
+        return None
+    count = int(np.ceil(np.abs(total).max() / high))
+    if count > 8:
+        return None
+    parts = np.zeros((count, len(bias)), np.int64)
+    remaining = total.copy()
+    for k in range(count):
+        parts[k] = np.clip(remaining, -high, high)
+        remaining -= parts[k]
+    return parts
+
+
 def quantize_stages(
     stages: list[Stage],
     *,
@@ -116,38 +168,70 @@ def quantize_stages(
     input_bits: int = 4,
     clip: ClipMethod = "mse",
     layer_inputs: list[F64 | None] | None = None,
-) -> tuple[list[Layer], npt.NDArray[np.float32] | None, list[F64]]:
-    """Akida layers for ``stages``, the output scales, and each stage's scales.
+) -> Quantized:
+    """Akida layers for ``stages``.
 
     ``layer_inputs[i]`` are calibration rows entering stage i (im2col patches
-    for convolutions), used by ``clip="mse"`` to weigh the error by real inputs.
+    for convolutions): ``clip="mse"`` weighs the weight error by them, and the
+    mean potential error they show is corrected in the integer threshold.
+
+    Akida has no bias on a layer without activation, so the bias of an output
+    layer read as potentials rides on always-on inputs: the previous layer gets
+    zero-weight neurons with threshold -1 (0 > -1 fires on every frame), and
+    the output layer weights them with round(bias/scale), split into [-7, 7].
     """
     c, h, w = stages[0].in_shape
-    layers: list[Layer] = [InputData("input", (h, w, c), input_bits)]
-    all_scales: list[F64] = []
-    output_scales: npt.NDArray[np.float32] | None = None
     low, high = weight_range(bits)
+    weights: list[F64] = []
+    thresholds: list[npt.NDArray[np.int32]] = []
+    all_scales: list[F64] = []
     for index, stage in enumerate(stages):
         rows = stage.weight.reshape(stage.weight.shape[0], -1)
         inputs = layer_inputs[index] if layer_inputs else None
-        scales = choose_scales(rows, bits, clip, inputs)
-        q = _quantize_rows(rows, scales, low, high).reshape(stage.weight.shape)
-        all_scales.append(scales)
-        activation = None
+        boundary = stage.threshold - stage.bias if stage.spike is not None else None
+        scales = choose_scales(rows, bits, clip, inputs, boundary)
+        q = _quantize_rows(rows, scales, low, high)
         if stage.spike is not None:
             area = 1
             if stage.pool == "gap":
                 _, pre_h, pre_w = pre_pool_shape(stage)
                 area = pre_h * pre_w
-            threshold = integer_threshold(area * (stage.threshold - stage.bias) / scales)
-            activation = Activation(bits=1, step=np.ones(stage.weight.shape[0], np.float32))
+            correction = np.zeros(len(scales))
+            if inputs is not None and len(inputs):
+                correction = (inputs @ (q * scales[:, None] - rows).T).mean(axis=0)
+            real = area * (stage.threshold - stage.bias + correction) / scales
+            thresholds.append(integer_threshold(real))
         else:
-            threshold = np.zeros(stage.weight.shape[0], np.int32)
-            output_scales = scales.astype(np.float32)
-        if stage.spike is not None and stage.output_gain is not None and index == len(stages) - 1:
-            output_scales = stage.output_gain.astype(np.float32)
+            thresholds.append(np.zeros(len(scales), np.int32))
+        weights.append(q.reshape(stage.weight.shape))
+        all_scales.append(scales)
+
+    result = Quantized([InputData("input", (h, w, c), input_bits)], None, all_scales)
+    last = stages[-1]
+    in_shapes = [stage.in_shape for stage in stages]
+    if last.spike is None:
+        result.output_scales = all_scales[-1].astype(np.float32)
+        if np.any(last.bias != 0):
+            parts = _bias_units(last.bias, all_scales[-1], high, low)
+            if len(stages) < 2 or last.kind != "dense" or parts is None:
+                result.notes.append(
+                    f"{last.name}: Akida has no bias on a layer without activation and it "
+                    "could not ride on always-on inputs; the bias is dropped (see the fidelity)"
+                )
+            elif len(parts):
+                _add_always_on(stages, weights, thresholds, in_shapes, parts, result)
+    elif last.output_gain is not None:
+        result.output_scales = last.output_gain.astype(np.float32)
+
+    for index, stage in enumerate(stages):
+        q, threshold = weights[index], thresholds[index]
+        activation = (
+            Activation(bits=1, step=np.ones(q.shape[0], np.float32))
+            if stage.spike is not None
+            else None
+        )
         if stage.kind == "conv":
-            layers.append(
+            result.layers.append(
                 Convolutional(
                     name=stage.name,
                     weights=np.ascontiguousarray(akida_conv_weights(q)).astype(np.int8),
@@ -166,18 +250,45 @@ def quantize_stages(
                 )
             )
         else:
-            layers.append(
+            dense = akida_dense_weights(q, in_shapes[index])
+            result.layers.append(
                 FullyConnected(
                     name=stage.name,
-                    weights=np.ascontiguousarray(akida_dense_weights(q, stage.in_shape)).astype(
-                        np.int8
-                    ),
+                    weights=np.ascontiguousarray(dense).astype(np.int8),
                     threshold=threshold,
                     weights_bits=bits,
                     activation=activation,
                 )
             )
-    return layers, output_scales, all_scales
+    return result
+
+
+def _add_always_on(
+    stages: list[Stage],
+    weights: list[F64],
+    thresholds: list[npt.NDArray[np.int32]],
+    in_shapes: list[tuple[int, int, int]],
+    parts: npt.NDArray[np.int64],
+    result: Quantized,
+) -> None:
+    """Give the previous layer ``len(parts)`` always-firing outputs carrying the bias."""
+    count = len(parts)
+    previous, last = stages[-2], stages[-1]
+    q_prev = weights[-2]
+    zeros = np.zeros((count, *q_prev.shape[1:]))
+    weights[-2] = np.concatenate([q_prev, zeros])
+    thresholds[-2] = np.concatenate([thresholds[-2], np.full(count, -1, np.int32)])
+    channels, height, width = in_shapes[-1]
+    q_last = weights[-1].reshape(len(last.bias), channels, height, width)
+    extra = np.zeros((len(last.bias), count, height, width))
+    extra[:, :, 0, 0] = parts.T  # one position per always-on channel carries the bias
+    weights[-1] = np.concatenate([q_last, extra], axis=1).reshape(len(last.bias), -1)
+    in_shapes[-1] = (channels + count, height, width)
+    result.always_on[previous.name] = count * height * width
+    result.notes.append(
+        f"{last.name}: its bias rides on {count} always-on output(s) added to {previous.name} "
+        "(Akida has no bias on a layer without activation)"
+    )
 
 
 def pre_pool_shape(stage: Stage) -> tuple[int, int, int]:
