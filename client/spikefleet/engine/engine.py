@@ -98,6 +98,8 @@ class Engine:
         """Outputs of the last layer for every frame, and optionally per-layer counts."""
         frames = self.check_frames(frames)
         n = frames.shape[0]
+        if 0 < n <= CHUNK:
+            return self._run_chunk(frames, spike_counts)
         last = self.layers[-1]
         dtype = np.uint8 if last.has_activation else np.int32
         outputs = np.empty((n, *self.output_shape), dtype=dtype)
@@ -116,6 +118,17 @@ class Engine:
                     )
             outputs[start : start + x.shape[0]] = x
         return EngineResult(outputs=outputs, spike_counts=counts)
+
+    def _run_chunk(self, frames: np.ndarray, spike_counts: bool) -> EngineResult:
+        """One pass over a batch small enough to run at once (the common case)."""
+        n = frames.shape[0]
+        counts: dict[str, npt.NDArray[np.int64]] | None = {} if spike_counts else None
+        x: np.ndarray = frames
+        for layer in self.layers:
+            x = layer.forward(x)
+            if counts is not None:
+                counts[layer.name] = np.count_nonzero(x.reshape(n, -1), axis=1).astype(np.int64)
+        return EngineResult(outputs=x, spike_counts=counts)
 
     def predict(self, frames: np.ndarray) -> npt.NDArray[np.int64]:
         """Top-1 class per frame over the flattened outputs, dequantized by output_scales."""

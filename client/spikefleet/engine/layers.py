@@ -154,6 +154,7 @@ class ConvLayer(CompiledLayer):
         if layer.pooling is Pooling.GLOBAL_AVERAGE:
             bound *= positions
             self.gap_saturates = bound > POTENTIAL_MAX
+        self.may_saturate = bound > POTENTIAL_MAX
         self.dtype = _compute_dtype(bound, boundaries)
         self.boundaries = None if boundaries is None else boundaries.astype(self.dtype)
 
@@ -235,7 +236,9 @@ class ConvLayer(CompiledLayer):
         else:
             p = self.potentials(x)
             if self.pool is not None:
-                p = np.clip(_max_pool(p, self.pool), POTENTIAL_MIN, POTENTIAL_MAX)
+                p = _max_pool(p, self.pool)
+                if self.may_saturate:
+                    p = np.clip(p, POTENTIAL_MIN, POTENTIAL_MAX)
         return self._finish(p)
 
 
@@ -276,6 +279,7 @@ class DenseLayer(CompiledLayer):
         boundaries = _boundaries(layer.activation, layer.threshold, layer.name)
         weights = layer.weights.astype(np.int64)
         bound = float(np.abs(weights).sum(axis=0).max()) * input_max
+        self.may_saturate = bound > POTENTIAL_MAX
         self.dtype = _compute_dtype(bound, boundaries)
         self.boundaries = None if boundaries is None else boundaries.astype(self.dtype)
         # Akida row (c*W + w)*H + h holds input (h, w, c); reorder rows to C order.
@@ -288,4 +292,6 @@ class DenseLayer(CompiledLayer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         p = self.product(x.reshape(n, -1)).reshape(n, 1, 1, -1)
-        return self._finish(np.clip(p, POTENTIAL_MIN, POTENTIAL_MAX))
+        if self.may_saturate:
+            p = np.clip(p, POTENTIAL_MIN, POTENTIAL_MAX)
+        return self._finish(p)
