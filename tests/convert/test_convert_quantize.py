@@ -208,3 +208,43 @@ def test_output_bias_rides_on_always_on_neurons_exactly(tmp_path: Path) -> None:
     assert result.report is not None and result.report.top1_agreement == 1.0
     conv2_fidelity = result.report.layers[1]
     assert conv2_fidelity.float_rate == conv2_fidelity.int_rate  # carriers not counted
+
+
+def test_input_scale_folds_into_the_first_layer(tmp_path: Path) -> None:
+    """A model trained on counts/15 converts to the program of one trained on counts."""
+    scaled = RefLikeNet()
+    counts = RefLikeNet()
+    with torch.no_grad():
+        counts.conv1.weight.div_(15)
+    frames = random_frames(1)
+    spikefleet.extract(scaled, to_input(frames), tmp_path / "scaled.safetensors")
+    spikefleet.extract(counts, to_input(frames), tmp_path / "counts.safetensors")
+    options = ConvertOptions(hardware=False, clip="max")
+    folded = convert(
+        tmp_path / "scaled.safetensors",
+        options=ConvertOptions(hardware=False, clip="max", input_scale=1 / 15),
+    ).program
+    plain = convert(tmp_path / "counts.safetensors", options=options).program
+    for mine, theirs in zip(folded.layers[1:], plain.layers[1:], strict=True):
+        np.testing.assert_array_equal(mine.weights, theirs.weights)  # type: ignore[union-attr]
+        np.testing.assert_array_equal(mine.threshold, theirs.threshold)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bits", [2, 1])
+def test_low_bit_programs_load_into_akida_and_match_the_engine(tmp_path: Path, bits: int) -> None:
+    from spikefleet.brainchip import to_akida
+
+    model = RefLikeNet()
+    frames = random_frames(50)
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(frames[:1]), bundle)
+    result = convert(bundle, calibration=frames, options=ConvertOptions(weight_bits=bits))
+    program = result.program
+    low, high = weight_range(bits)
+    for layer in program.layers[1:]:
+        assert layer.weights_bits == bits  # type: ignore[union-attr]
+        assert low <= int(layer.weights.min()) and int(layer.weights.max()) <= high  # type: ignore[union-attr]
+    np.testing.assert_array_equal(
+        Engine(program).run(frames).outputs, to_akida(program).forward(frames)
+    )
+    assert result.report is not None and result.report.weight_bits == bits

@@ -11,6 +11,19 @@ import structlog
 from spikefleet.cli.output import print_json, print_table, progress
 from spikefleet.errors import ConversionError
 
+_ARCH_HELP = """\
+architecture strings (--arch), tokens separated by spaces:
+  Input(H,W,C)                    input frame shape (or --input-shape / --calib)
+  Conv(filters,k[,sN][,pN|same|valid])  Conv2d, stride 1 and padding k//2 by default
+  Pad(left,right,top,bottom)      zero padding before a Conv (nn.ZeroPad2d)
+  FC(units)                       Linear (spatial inputs flattened in torch order)
+  Leaky[(threshold=1,beta=0)]     SNNTorch Leaky (values used if the weights carry none)
+  BN  GAP  MaxPool(k[,sN])  Flatten
+weights bind in order: each Conv/FC takes the next 'prefix.weight' group, each BN the
+next group with running_mean, each Leaky the next group with a threshold.
+example: Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky
+"""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "into an Akida 1.0 program. With --calib, the program's fidelity to the float "
             "model is measured and stored in it."
         ),
+        epilog=_ARCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="model file or directory")
     parser.add_argument("-o", "--output", required=True, metavar="PROGRAM", help="program file")
