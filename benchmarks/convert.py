@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +23,33 @@ from typing import Any
 import numpy as np
 
 ARCH = "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+# conv1 padded as Akida's 'same' pads a 34-pixel input at stride 2: 0 before, 1 after.
+ARCH_AKIDA_PADDED = (
+    "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+)
 
 
-def load_model(weights: Path | None) -> Any:
+class AkidaPaddedNet:
+    """ReferenceNet with conv1 padded (0, 1, 0, 1) instead of torch's 1: exactly Akida's."""
+
+    @staticmethod
+    def build() -> Any:
+        from torch import nn
+
+        from spikefleet.reference.model import ReferenceNet
+
+        class Padded(ReferenceNet):  # type: ignore[misc]
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv1 = nn.Conv2d(2, 32, 3, stride=2, padding=0)
+
+            def forward_spikes(self, x: Any) -> Any:
+                return super().forward_spikes(nn.functional.pad(x, (0, 1, 0, 1)))
+
+        return Padded()
+
+
+def load_model(weights: Path | None, akida_padded: bool) -> Any:
     if weights is None:
         from spikefleet.reference import load_reference_model
 
@@ -33,7 +58,7 @@ def load_model(weights: Path | None) -> Any:
 
     from spikefleet.reference.model import ReferenceNet
 
-    model = ReferenceNet()
+    model = AkidaPaddedNet.build() if akida_padded else ReferenceNet()
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 
@@ -71,7 +96,7 @@ def nir_graph(model: Any) -> Any:
             input_shape=(size, size),
             weight=arr(layer.weight),
             stride=layer.stride[0],
-            padding=layer.padding[0],
+            padding=max(layer.padding[0], 1),  # NIR has no asymmetric padding
             dilation=1,
             groups=1,
             bias=arr(layer.bias),
@@ -112,8 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="ReferenceNet state_dict (.safetensors)")
     parser.add_argument("--data", type=Path, help="N-DIGITS root (default: the dataset's)")
     parser.add_argument("--calib", type=int, default=512, help="train frames for clipping")
+    parser.add_argument(
+        "--akida-padded",
+        action="store_true",
+        help="the weights are of ReferenceNet with conv1 padded (0,1,0,1) as Akida pads",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    import structlog
+
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
 
     started = time.perf_counter()
     import torch
@@ -129,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     from spikefleet.program.model import Provenance
     from spikefleet.reference.model import frames_to_input
 
-    model = load_model(args.weights)
+    model = load_model(args.weights, args.akida_padded)
+    exact = tuple(model.conv1.padding) == (0, 0)
+    arch = ARCH_AKIDA_PADDED if exact else ARCH
     test_frames, test_labels = ndigits.load_frames(args.data, "test")
     train_frames, _ = ndigits.load_frames(args.data, "train")
     rng = np.random.default_rng(0)
@@ -150,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         nir.write(root / "ref.nir", nir_graph(model))
 
         # torch's padding=1 on the 34-pixel input starts windows one pixel before
-        # Akida's 'same': converting needs allow_shift (measured below).
-        options = ConvertOptions(allow_shift=True)
+        # Akida's 'same': converting that needs allow_shift (its cost is measured).
+        options = ConvertOptions(allow_shift=not exact)
+        results["conv1_padding"] = "akida (0,1,0,1)" if exact else "torch 1 (allow_shift)"
         t = time.perf_counter()
         plain = convert(root / "ref.safetensors", options=options)
         results["convert_no_calibration_s"] = round(time.perf_counter() - t, 3)
@@ -166,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             program.name = "reference"
             return encode(program)
 
-        quick = ConvertOptions(allow_shift=True, hardware=False)
+        quick = ConvertOptions(allow_shift=not exact, hardware=False)
+        # NIR pads symmetrically: its padding=1 graph needs allow_shift either way.
+        nir_options = ConvertOptions(allow_shift=True, hardware=False)
         programs = {
             "bundle": bare(convert(root / "ref.safetensors", options=quick).program),
-            "state_dict": bare(convert(root / "ref.pt", arch=ARCH, options=quick).program),
-            "numpy_dir": bare(convert(root / "numpy", arch=ARCH, options=quick).program),
-            "nir": bare(convert(root / "ref.nir", options=quick).program),
+            "state_dict": bare(convert(root / "ref.pt", arch=arch, options=quick).program),
+            "numpy_dir": bare(convert(root / "numpy", arch=arch, options=quick).program),
+            "nir": bare(convert(root / "ref.nir", options=nir_options).program),
         }
         first = programs["bundle"]
         results["four_paths_identical"] = all(data == first for data in programs.values())

@@ -82,9 +82,10 @@ def choose_scales(
     best = np.full(rows.shape[0], np.inf)
     chosen = peak / high
     fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
-    reference = None
+    reference = potentials = None
     if inputs is not None and boundary is not None:
-        reference = inputs @ rows.T > boundary
+        potentials = inputs @ rows.T
+        reference = potentials > boundary
     for fraction in fractions:
         scales = peak * fraction / high
         error = _quantize_rows(rows, scales, low, high) * scales[:, None] - rows
@@ -93,9 +94,9 @@ def choose_scales(
         else:
             potential_error = inputs @ error.T
             cost = potential_error.var(axis=0) + potential_error.mean(axis=0) ** 2
-            if reference is not None:
+            if reference is not None and potentials is not None:
                 shifted = potential_error - potential_error.mean(axis=0)
-                flips = ((inputs @ rows.T + shifted > boundary) != reference).sum(axis=0)
+                flips = ((potentials + shifted > boundary) != reference).sum(axis=0)
                 cost = flips + cost / (1.0 + cost)  # flips first, error breaks ties
         better = cost < best
         best = np.where(better, cost, best)
