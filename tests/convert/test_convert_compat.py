@@ -220,3 +220,30 @@ def test_nan_weights_are_refused_naming_the_layer(tmp_path: Path) -> None:
         model.layers[3].weight[0, 0] = float("nan")
     with pytest.raises(ConversionError, match=r"'layers\.3': weight has 1 NaN"):
         converted(model, tmp_path)
+
+
+def test_float_simulation_of_sequences_follows_snntorch(tmp_path: Path) -> None:
+    """The float side of a beta != 0 fidelity report is SNNTorch's own dynamics."""
+    from spikefleet.convert.compat import lower
+    from spikefleet.convert.floatsim import run_float
+
+    lif1 = snn.Leaky(beta=0.8, threshold=0.5)
+    lif2 = snn.Leaky(beta=0.6, reset_mechanism="zero")
+    hidden, out = fc(16), nn.Linear(16, 3)
+    sequences = np.stack([random_frames(5, SMALL, seed=s) for s in range(20)])
+    graph = spikefleet.extract(
+        Chain(nn.Flatten(), hidden, lif1, out, lif2), to_input(sequences[:, 0])
+    )
+    float_run = run_float(lower(graph, allow_beta=True).stages, sequences)
+    mem1, mem2 = torch.zeros(20, 16), torch.zeros(20, 3)  # each sequence starts at rest
+    hidden_spikes = np.zeros(20)
+    total = np.zeros((20, 3))
+    with torch.no_grad():
+        for step in range(5):
+            x = to_input(sequences[:, step]).flatten(1)
+            spk1, mem1 = lif1(hidden(x), mem1)
+            _, mem2 = lif2(out(spk1), mem2)
+            hidden_spikes += spk1.sum(1).numpy()
+            total += mem2.numpy()
+    np.testing.assert_array_equal(float_run.spike_counts["layers.1"], hidden_spikes)
+    np.testing.assert_allclose(float_run.outputs, total, rtol=1e-5, atol=1e-5)

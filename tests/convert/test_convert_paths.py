@@ -190,3 +190,75 @@ def test_functional_padding_of_an_empty_sample_is_ambiguous(tmp_path: Path) -> N
     model.inner.pad = torch.nn.Identity()
     with pytest.raises(ConversionError, match="ambiguous"):
         spikefleet.extract(model, torch.zeros(1, 2, 34, 34), tmp_path / "m.safetensors")
+
+
+def test_reference_topology_converts_identically_by_all_four_paths(tmp_path: Path) -> None:
+    import nir
+    from test_convert_nir import reference_nir
+
+    model = RefLikeNet(seed=4)
+    bundle = tmp_path / "ref.safetensors"
+    spikefleet.extract(model, to_input(random_frames(1)), bundle)
+    pt = tmp_path / "ref.pt"
+    torch.save(model.state_dict(), pt)
+    directory = tmp_path / "numpy"
+    directory.mkdir()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            np.save(directory / f"{name}_weight.npy", module.weight.detach().numpy())
+            np.save(directory / f"{name}_bias.npy", module.bias.detach().numpy())
+        elif type(module).__name__ == "Leaky":
+            (directory / f"{name}_threshold.txt").write_text(str(float(module.threshold)))
+    graph = tmp_path / "ref.nir"
+    nir.write(graph, reference_nir(model))
+
+    programs = [
+        convert(bundle, options=OFFLINE),
+        convert(pt, arch=REF_ARCH, options=OFFLINE),
+        convert(directory, arch=REF_ARCH, options=OFFLINE),
+        # NIR pads symmetrically (torch's padding=1): the same chip program, shifted float.
+        convert(graph, options=ConvertOptions(hardware=False, allow_shift=True)),
+    ]
+    encoded = [program_bytes_without_provenance(result) for result in programs]
+    assert all(data == encoded[0] for data in encoded)
+
+
+class SpikingOutput(torch.nn.Module):
+    """Returns the last layer's spikes rather than its membrane."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc1 = torch.nn.Linear(128, 16)
+        self.lif1 = spikefleet_leaky()
+        self.fc2 = torch.nn.Linear(16, 4)
+        self.lif2 = spikefleet_leaky()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        current = self.fc1(x.flatten(1))
+        spk, _ = self.lif1(current, torch.zeros_like(current))  # a fresh membrane per call
+        current = self.fc2(spk)
+        spk, _ = self.lif2(current, torch.zeros_like(current))
+        return spk
+
+
+def spikefleet_leaky() -> torch.nn.Module:
+    import snntorch as snn
+
+    return snn.Leaky(beta=0.0, threshold=0.2)
+
+
+def test_a_model_returning_spikes_keeps_the_last_activation(tmp_path: Path) -> None:
+    from spikefleet.engine import Engine
+
+    model = SpikingOutput()
+    frames = random_frames(64, (8, 8, 2))
+    graph = spikefleet.extract(model, to_input(frames), tmp_path / "m.safetensors")
+    assert graph.output == "spikes"
+    program = convert(tmp_path / "m.safetensors", options=OFFLINE).program
+    last = program.layers[-1]
+    assert last.activation is not None  # type: ignore[union-attr]
+    with torch.no_grad():
+        expected = model(to_input(frames)).numpy()
+    outputs = Engine(program).run(frames).outputs.reshape(64, -1)
+    assert (outputs == expected).mean() > 0.95  # 4-bit weights, 1-bit decisions

@@ -75,6 +75,7 @@ class Stage:
     pool_size: int = 0
     pool_stride: int = 0
     spike: Leaky | None = None
+    readout: Leaky | None = None  # the output neuron read as potential (float dynamics only)
     float_pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # torch's (top, bottom, left, right)
     threshold: F64 = field(default_factory=lambda: np.zeros(0))  # per output neuron
     output_gain: F64 | None = None  # graded-spike factor of the output layer, if spiking
@@ -221,6 +222,7 @@ def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) 
                 stage.spike = spike
                 stage.output_gain = graded
             elif last:
+                stage.readout = spike
                 notes.append(
                     f"{spike.name}: the output layer is read as membrane potential, "
                     "so it runs without activation and its threshold is unused"

@@ -81,7 +81,7 @@ def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) 
                 stage_inputs.append(rows)
             threshold = stage.threshold.reshape(1, -1, 1, 1) if stage.threshold.size else 0.0
             previous = membranes[index]
-            spike_model = stage.spike
+            spike_model = stage.spike or stage.readout
             if previous is None or spike_model is None:
                 mem = current
             else:
