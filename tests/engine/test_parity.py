@@ -36,10 +36,14 @@ def test_outputs_equal_akida_forward_element_for_element(seed: int) -> None:
     program = random_program(seed)
     frames = random_frames(seed, program, 4)
     expected = to_akida(program).forward(frames)
-    result = Engine(program).run(frames)
+    engine = Engine(program)
+    result = engine.run(frames)
     assert result.outputs.dtype == expected.dtype
     assert result.outputs.shape == expected.shape
     assert np.array_equal(result.outputs, expected)
+    single = engine.run(frames[1:2]).outputs  # batch 1 takes its own (transposed) path
+    assert single.dtype == expected.dtype
+    assert np.array_equal(single, expected[1:2])
 
 
 @settings(max_examples=40, derandomize=True, deadline=None)
