@@ -208,6 +208,7 @@ def test_output_bias_rides_on_always_on_neurons_exactly(tmp_path: Path) -> None:
     assert result.report is not None and result.report.top1_agreement == 1.0
     conv2_fidelity = result.report.layers[1]
     assert conv2_fidelity.float_rate == conv2_fidelity.int_rate  # carriers not counted
+    assert [layer.spike_agreement for layer in result.report.layers] == [1.0, 1.0]
 
 
 def test_input_scale_folds_into_the_first_layer(tmp_path: Path) -> None:

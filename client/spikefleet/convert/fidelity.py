@@ -20,12 +20,18 @@ from spikefleet.program.model import Program
 
 @dataclass
 class LayerFidelity:
-    """Spike rates (fraction of a layer's outputs firing, per frame) float vs int."""
+    """Spike rates (fraction of a layer's outputs firing, per frame) float vs int.
+
+    ``spike_agreement`` is the fraction of individual spike decisions (neuron
+    and position, per frame) that are the same; measured for frames, not
+    sequences (None there).
+    """
 
     name: str
     float_rate: float
     int_rate: float
     rate_agreement: float  # 1 - mean |float rate - int rate| per sample
+    spike_agreement: float | None = None
 
 
 @dataclass
@@ -67,9 +73,11 @@ class FidelityReport:
                 (
                     f"{layer.name} spike rate float/int",
                     f"{100 * layer.float_rate:.2f}% / {100 * layer.int_rate:.2f}% "
-                    f"(agreement {100 * layer.rate_agreement:.2f}%)",
+                    f"(rate agreement {100 * layer.rate_agreement:.2f}%)",
                 )
             )
+            if layer.spike_agreement is not None:
+                rows.append((f"{layer.name} spike decisions equal", pct(layer.spike_agreement)))
         return rows
 
 
@@ -124,6 +132,23 @@ def measure(
                 float(float_rate.mean()),
                 float(int_rate.mean()),
                 float(1.0 - np.abs(float_rate - int_rate).mean()),
+                _spike_agreement(program, stage.name, float_run, flat) if not sequence else None,
             )
         )
     return report
+
+
+def _spike_agreement(
+    program: Program, name: str, float_run: FloatRun, frames: np.ndarray
+) -> float | None:
+    """Run the program up to layer ``name`` on the engine and compare spike maps."""
+    from spikefleet.engine import Engine
+
+    expected = float_run.spikes.get(name)
+    index = next((i for i, layer in enumerate(program.layers) if layer.name == name), None)
+    if expected is None or index is None:
+        return None
+    prefix = Program(name=program.name, layers=program.layers[: index + 1])
+    activations = Engine(prefix).run(frames).outputs
+    decided = activations[..., : expected.shape[-1]] > 0  # always-on carriers sit after
+    return float((decided == expected).mean())

@@ -10,7 +10,7 @@ Outputs of a sequence are summed over its steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,9 @@ class FloatRun:
     outputs: F64  # (N, classes): last layer potentials (or spike counts), summed over steps
     spike_counts: dict[str, npt.NDArray[np.int64]]  # per stage: spikes per sample
     stage_inputs: list[F64]  # rows each stage's neurons see (first step only), for calibration
+    spikes: dict[str, npt.NDArray[np.bool_]] = field(
+        default_factory=dict
+    )  # (N, H, W, C), frames only
 
 
 def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int, int, int]) -> F64:
@@ -70,6 +73,7 @@ def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) 
     membranes: list[F64 | None] = [None] * len(stages)
     stage_inputs: list[F64] = []
     total: F64 | None = None
+    spike_maps: dict[str, npt.NDArray[np.bool_]] = {}
     rng = np.random.default_rng(0)
     for step in range(t):
         x = steps[:, step].astype(np.float64).transpose(0, 3, 1, 2)
@@ -99,10 +103,12 @@ def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) 
                 break
             spikes = (mem > threshold).astype(np.float64)
             counts[stage.name] += spikes.reshape(n, -1).sum(axis=1).astype(np.int64)
+            if not sequence:
+                spike_maps[stage.name] = spikes.transpose(0, 2, 3, 1).astype(bool)
             x = spikes
             if index == len(stages) - 1 and stage.output_gain is not None:
                 x = spikes * stage.output_gain.reshape(1, -1, 1, 1)
         flat = x.reshape(n, -1)
         total = flat if total is None else total + flat
     assert total is not None
-    return FloatRun(total, counts, stage_inputs)
+    return FloatRun(total, counts, stage_inputs, spike_maps)
