@@ -87,7 +87,8 @@ class Chain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = x
         for layer in self.layers:
-            out = layer(x)
+            # A Leaky called without a membrane keeps its last one: start fresh every call.
+            out = layer(x, torch.zeros_like(x)) if type(layer) is snn.Leaky else layer(x)
             if isinstance(out, tuple):
                 x, result = out[0], out[-1]
             else:

@@ -138,7 +138,8 @@ def test_non_positive_graded_spikes_are_refused(tmp_path: Path) -> None:
 
 def test_inhibition_is_refused(tmp_path: Path) -> None:
     model = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0, inhibition=True), nn.Linear(6, 3))
-    error = refused(model, tmp_path)
+    with pytest.warns(UserWarning, match="Inhibition"):  # snntorch's own caution
+        error = refused(model, tmp_path)
     assert "inhibition" in str(error)
 
 

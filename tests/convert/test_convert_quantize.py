@@ -249,3 +249,50 @@ def test_low_bit_programs_load_into_akida_and_match_the_engine(tmp_path: Path, b
         Engine(program).run(frames).outputs, to_akida(program).forward(frames)
     )
     assert result.report is not None and result.report.weight_bits == bits
+
+
+def test_graded_spike_factor_folds_into_the_next_layer_exactly(tmp_path: Path) -> None:
+    model = Chain(
+        nn.Flatten(),
+        nn.Linear(128, 16),
+        snn.Leaky(beta=0.0, graded_spikes_factor=2.0),
+        nn.Linear(16, 5, bias=False),
+        snn.Leaky(beta=0.0),
+    )
+    make_lossless(model)
+    frames = random_frames(40, (8, 8, 2))
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(frames[:1]), bundle)
+    result = convert(bundle, options=ConvertOptions(hardware=False, clip="max"))
+    assert any("graded spikes" in note for note in result.notes)
+    program = result.program
+    outputs = Engine(program).run(frames).outputs.reshape(40, -1) * program.output_scales
+    with torch.no_grad():
+        expected = np.stack([model(to_input(frames[i : i + 1]))[0].numpy() for i in range(40)])
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
+
+
+def test_batchnorm_folds_into_weights_and_thresholds(tmp_path: Path) -> None:
+    from spikefleet.convert.compat import lower
+    from spikefleet.convert.floatsim import run_float
+
+    norm = nn.BatchNorm2d(8)
+    model = Chain(
+        nn.Conv2d(2, 8, 3, padding=1), norm, snn.Leaky(beta=0.0), nn.Flatten(), nn.Linear(512, 4)
+    )
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    frames = random_frames(16, (8, 8, 2))
+    graph = spikefleet.extract(model, to_input(frames))
+    assert any(type(node).__name__ == "BatchNorm" for node in graph.nodes)
+    lowered = lower(graph)
+    assert any("BatchNorm folded" in note for note in lowered.notes)
+    with torch.no_grad():
+        model.eval()
+        expected = np.stack([model(to_input(frames[i : i + 1]))[0].numpy() for i in range(16)])
+    np.testing.assert_allclose(run_float(lowered.stages, frames).outputs, expected, atol=1e-4)
+    result = convert(graph, calibration=frames, options=ConvertOptions(hardware=False))
+    assert result.report is not None and result.report.layers[0].spike_agreement > 0.9
