@@ -9,6 +9,7 @@ samples per stream in count.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
     shape = tuple(batch.shape)
     if len(shape) != 4:
         raise FrameError(f"shape must be (N, H, W, C), got {list(shape)}")
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)
     if len(batch.frames) != expected:
         raise FrameError(
             f"frames holds {len(batch.frames)} bytes but shape {list(shape)} needs {expected} "
