@@ -137,9 +137,10 @@ def test_non_positive_graded_spikes_are_refused(tmp_path: Path) -> None:
 
 
 def test_inhibition_is_refused(tmp_path: Path) -> None:
-    model = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0, inhibition=True), nn.Linear(6, 3))
     with pytest.warns(UserWarning, match="Inhibition"):  # snntorch's own caution
-        error = refused(model, tmp_path)
+        neuron = snn.Leaky(beta=0.0, inhibition=True)
+    model = Chain(nn.Flatten(), fc(), neuron, nn.Linear(6, 3))
+    error = refused(model, tmp_path)
     assert "inhibition" in str(error)
 
 
