@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from agent_helpers import make_program, random_frames, tamper
-from fleet_processes import AgentChild, ServerChild, ServerSetup, write_agent_config
+from fleet_processes import (
+    ADMIN_TOKEN,
+    AgentChild,
+    ServerChild,
+    ServerSetup,
+    write_agent_config,
+)
 
+from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine
 
@@ -105,3 +113,24 @@ def test_kill_9_during_install_leaves_a_verified_working_program(
         np.testing.assert_array_equal(prediction.classes, expected[prediction.program_sha256])
         serving(agent, target).close()  # and it finishes the assignment afterwards
     agent.stop()
+
+
+def test_cli_assigns_a_program_and_shows_the_agent_status(
+    setup: ServerSetup, server: ServerChild, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = start_agent(setup, server)
+    try:
+        sha = setup.programs["beta"]
+        server_args = ["--server", f"127.0.0.1:{server.port}", "--token", ADMIN_TOKEN]
+        assert main([*server_args, "agent", "assign", "edge-1", sha, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["generation"] == 1
+        serving(agent, sha).close()
+        assert main(["agent", "status", agent.address, "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert (status["agent_id"], status["program_sha256"]) == ("edge-1", sha)
+        assert status["program_name"] == "beta" and status["connected"]
+
+        assert main([*server_args, "agent", "assign", "edge-1", "00" * 32]) == 1
+        assert "no program with sha256" in capsys.readouterr().err
+    finally:
+        agent.stop()

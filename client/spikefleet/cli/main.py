@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "spikefleet.cli.engine_commands",
     "spikefleet.cli.convert_commands",
     "spikefleet.cli.server_commands",
+    "spikefleet.cli.rollout_commands",
+    "spikefleet.cli.agent_commands",
 ]
 
 
