@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +167,46 @@ def test_only_deployers_and_admins_may_convert(server: ServerApp, tmp_path: Path
         client.convert(model, arch=FC_ARCH, name="unauthorised")
     assert caught.value.code == code
     assert_left_nothing(server, "unauthorised")
+
+
+def test_conversions_queue_for_the_worker_and_all_complete(server: ServerApp, tmp_path: Path):
+    models = [fc_model(tmp_path / f"queued{i}.safetensors", seed=10 + i) for i in range(3)]
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        with client_for(server) as client:
+            results[i] = client.convert(models[i], arch=FC_ARCH, name=f"queued-{i}").sha256
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(results) == [0, 1, 2] and len(set(results.values())) == 3
+    for i, sha in results.items():
+        assert server.registry.describe(sha).name == f"queued-{i}"
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_nothing(server: ServerApp, tmp_path: Path):
+    data = fc_model(tmp_path / "fc.safetensors").read_bytes()
+    release = threading.Event()
+
+    def requests() -> Iterator[converter_pb2.ConvertRequest]:
+        yield options(data, "abandoned")
+        yield chunk(data[: len(data) // 2])
+        release.wait()
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = converter_pb2_grpc.ConverterServiceStub(channel)
+    metadata = (("authorization", f"Bearer {TOKENS['deployer']}"),)
+    call = stub.Convert(requests(), metadata=metadata, timeout=60)
+    first = next(call)  # the server has the upload open
+    assert first.progress.stage == "upload"
+    call.cancel()
+    release.set()
+    channel.close()
+    uploads = server.config.data_dir / "uploads"
+    deadline = time.monotonic() + 30
+    while any(uploads.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert_left_nothing(server, "abandoned")

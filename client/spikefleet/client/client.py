@@ -158,6 +158,7 @@ class Client:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
+        self.secure = tls is not False
         if tls is False:
             self.channel = grpc.insecure_channel(address)
         else:
