@@ -296,3 +296,29 @@ def test_batchnorm_folds_into_weights_and_thresholds(tmp_path: Path) -> None:
     np.testing.assert_allclose(run_float(lowered.stages, frames).outputs, expected, atol=1e-4)
     result = convert(graph, calibration=frames, options=ConvertOptions(hardware=False))
     assert result.report is not None and result.report.layers[0].spike_agreement > 0.9
+
+
+def test_frames_of_a_sample_are_independent_for_a_beta_zero_network(tmp_path: Path) -> None:
+    """N-DIGITS samples are several frames whose outputs are summed; at beta=0 each
+    frame starts from rest (as on Akida), so a lossless program agrees exactly."""
+    model = RefLikeNet()
+    make_lossless(model)
+    with torch.no_grad():
+        model.conv2.weight.mul_(0.25)
+        model.fc1.bias.mul_(4)  # whole weight units: (k + 1/2) * STEP * 4 / STEP
+    samples = np.stack([random_frames(3, seed=s) for s in range(20)])  # (20, 3, 34, 34, 2)
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(samples[0]), bundle)
+    stateless = convert(
+        bundle, calibration=samples, options=ConvertOptions(hardware=False, clip="max")
+    )
+    assert stateless.report is not None and stateless.report.top1_agreement == 1.0
+    assert all(layer.float_rate == layer.int_rate for layer in stateless.report.layers)
+    carried = convert(
+        bundle,
+        calibration=samples,
+        options=ConvertOptions(hardware=False, clip="max", carry_membrane=True),
+    )
+    assert carried.report is not None
+    # Subtract-reset membranes carried across frames fire less than fresh ones.
+    assert carried.report.layers[0].float_rate < carried.report.layers[0].int_rate

@@ -54,6 +54,8 @@ class ConvertOptions:
     ``input_scale`` overrides the graph's (what the model was trained on per
     input count); ``allow_beta`` converts beta != 0 neurons as beta = 0; ``allow_shift``
     accepts convolution padding Akida can only approximate with shifted windows;
+    ``carry_membrane`` says whether the float model keeps its membranes across
+    the frames of a calibration sequence (None: only when some beta != 0);
     ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
     inputs when given, or "max"); ``sign_key`` is a
     :class:`spikefleet.program.signing.SigningKey`; ``hardware`` maps onto a
@@ -66,6 +68,7 @@ class ConvertOptions:
     input_scale: float | None = None
     allow_beta: bool = False
     allow_shift: bool = False
+    carry_membrane: bool | None = None
     clip: Literal["mse", "max"] = "mse"
     name: str | None = None
     class_names: list[str] = field(default_factory=list)
@@ -127,7 +130,19 @@ def convert(
     notes = list(lowered.notes)
 
     step(2, "running the float model")
-    float_run = run_float(lowered.stages, calibration) if calibration is not None else None
+    carry = options.carry_membrane
+    if carry is None:
+        carry = any(
+            np.any(np.asarray(neuron.beta) != 0)
+            for stage in lowered.stages
+            for neuron in (stage.spike, stage.readout)
+            if neuron is not None
+        )
+    float_run = (
+        run_float(lowered.stages, calibration, carry_membrane=carry)
+        if calibration is not None
+        else None
+    )
     stage_inputs = float_run.stage_inputs if float_run is not None else None
 
     step(3, "quantizing")

@@ -5,7 +5,9 @@ time step each with a fresh membrane (how the reference network and Akida
 run); sequences (N, T, H, W, C) carry each Leaky's membrane across the T steps
 with SNNTorch's own update (beta decay, reset by subtraction or to zero), so
 the report shows what converting a beta != 0 network as beta = 0 really costs.
-Outputs of a sequence are summed over its steps.
+Outputs of a sequence are summed over its steps (how N-DIGITS classifies a
+sample from its frames). ``carry_membrane=False`` treats a sequence as
+independent frames.
 """
 
 from __future__ import annotations
@@ -64,8 +66,14 @@ def stage_potentials(stage: Stage, x: F64) -> tuple[F64, F64]:
     return potential, cols.reshape(-1, cols.shape[-1])
 
 
-def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) -> FloatRun:
-    """Run frames (N, H, W, C) or sequences (N, T, H, W, C) through the float stages."""
+def run_float(
+    stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool = True, max_rows: int = 4096
+) -> FloatRun:
+    """Run frames (N, H, W, C) or sequences (N, T, H, W, C) through the float stages.
+
+    ``carry_membrane=False`` starts every frame of a sequence from rest, as a
+    stateless beta = 0 network (and Akida) does; outputs are still summed.
+    """
     sequence = frames.ndim == 5
     steps = frames if sequence else frames[:, None]
     n, t = steps.shape[:2]
@@ -84,7 +92,7 @@ def run_float(stages: list[Stage], frames: np.ndarray, *, max_rows: int = 4096) 
                     rows = rows[rng.choice(len(rows), max_rows, replace=False)]
                 stage_inputs.append(rows)
             threshold = stage.threshold.reshape(1, -1, 1, 1) if stage.threshold.size else 0.0
-            previous = membranes[index]
+            previous = membranes[index] if carry_membrane else None
             spike_model = stage.spike or stage.readout
             if previous is None or spike_model is None:
                 mem = current
