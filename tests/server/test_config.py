@@ -83,3 +83,20 @@ def test_tokens_cannot_come_from_the_environment(tmp_path: Path):
 def test_a_missing_config_file_is_named(tmp_path: Path):
     with pytest.raises(ServerConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_nested_and_list_settings_from_the_environment(tmp_path: Path):
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    env = {
+        "SPIKEFLEET_SERVER_TLS_CERT": str(cert),
+        "SPIKEFLEET_SERVER_TLS_KEY": str(key),
+        "SPIKEFLEET_SERVER_LISTEN": "0.0.0.0:7443",
+        "SPIKEFLEET_SERVER_EXTENSIONS": "spikefleet_server.fleet, ",
+        "SPIKEFLEET_SERVER_INSECURE_LOOPBACK": "false",
+    }
+    config = load_config(None, environ=env)
+    assert (config.tls.cert, config.tls.key, config.tls.client_ca) == (cert, key, None)
+    assert config.listen == "0.0.0.0:7443"
+    assert config.extensions == ("spikefleet_server.fleet",)
