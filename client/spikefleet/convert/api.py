@@ -101,7 +101,8 @@ def convert(
 ) -> ConversionResult:
     """Convert ``source`` (bundle, state_dict + ``arch``, numpy dir, .nir, or a Graph).
 
-    ``calibration`` are uint8 frames (N, H, W, C) (or sequences (N, T, H, W, C))
+    ``calibration`` are uint8 frames (N, H, W, C), or samples of T frames
+    (N, T, H, W, C) whose outputs are summed (N-DIGITS' one frame per saccade),
     used to choose clipping and measure fidelity; ``labels`` (N,) adds accuracy.
     """
     options = options or ConvertOptions()
