@@ -135,3 +135,19 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for option in ("--arch", "--calib", "--labels", "--sign-key", "--json", "--allow-beta"):
         assert option in text
+
+
+def test_fidelity_report_round_trips_through_json() -> None:
+    from spikefleet.convert import FidelityReport, LayerFidelity
+
+    report = FidelityReport(
+        samples=3,
+        top1_agreement=2 / 3,
+        float_accuracy=1.0,
+        int_accuracy=2 / 3,
+        layers=[LayerFidelity("conv1", 0.2, 0.25, 0.95, 0.9)],
+        notes=["a note"],
+    )
+    again = FidelityReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report
+    assert ("int accuracy", "66.67%") in again.rows()
