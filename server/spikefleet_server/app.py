@@ -93,7 +93,12 @@ class ServerApp:
         uploads = config.data_dir / "uploads"
         shutil.rmtree(uploads, ignore_errors=True)  # what a crash mid-upload left
         self.converter = ConverterServicer(
-            self.registry, self.pool, uploads, config.max_upload_bytes, self.metrics
+            self.registry,
+            self.pool,
+            uploads,
+            config.max_upload_bytes,
+            self.metrics,
+            config.convert_timeout_seconds or None,
         )
         self.health = health.HealthServicer()
         self.add_service(

@@ -53,6 +53,7 @@ class ServerConfig:
     trusted_keys_dir: Path | None = None  # extra .pub files agents should trust (key rotation)
     max_upload_bytes: int = 64 * 1024 * 1024
     workers: int = 1
+    convert_timeout_seconds: float = 900.0  # from a job's start in a worker; 0 = none
     grpc_threads: int = 16
     metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
     drain_seconds: float = 30.0

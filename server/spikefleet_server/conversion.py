@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -193,15 +194,38 @@ class ConversionPool:
             if listener is not None:
                 listener.put((description, fraction))
 
-    def run(self, job: ConversionJob) -> Iterator[tuple[str, float] | ConversionOutcome]:
-        """Progress events ``(description, fraction)`` of the job, then its outcome."""
+    def run(
+        self, job: ConversionJob, timeout: float | None = None
+    ) -> Iterator[tuple[str, float] | ConversionOutcome]:
+        """Progress events ``(description, fraction)`` of the job, then its outcome.
+
+        ``timeout`` counts from the job's start in a worker (not its wait in the
+        queue); past it the pool's workers are killed, since a running conversion
+        cannot be cancelled otherwise (other running jobs then fail as well).
+        """
         job_id = uuid.uuid4().hex
         events: queue.Queue[tuple[str, float] | None] = queue.Queue()
         self._listeners[job_id] = events
         try:
-            future = self._submit(job_id, job)
+            pool, future = self._submit(job_id, job)
             future.add_done_callback(lambda _: events.put(None))
-            while (event := events.get()) is not None:
+            deadline: float | None = None
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    event = events.get(timeout=wait)
+                except queue.Empty:
+                    self._kill(pool)
+                    yield ConversionOutcome(
+                        error_kind="timeout",
+                        message=f"conversion ran longer than {timeout:g} s "
+                        "(convert_timeout_seconds) and was stopped",
+                    )
+                    return
+                if event is None:
+                    break
+                if deadline is None and timeout:
+                    deadline = time.monotonic() + timeout
                 yield event
             while not events.empty():  # progress the dispatcher routed after the end
                 late = events.get_nowait()
@@ -210,27 +234,41 @@ class ConversionPool:
             try:
                 yield future.result()
             except BrokenProcessPool:
-                self._reset()
+                self._discard(pool)
                 yield ConversionOutcome(
                     error_kind="internal",
-                    message="the conversion worker died (out of memory?); see the server log",
+                    message="the conversion worker died (out of memory, or stopped); "
+                    "see the server log",
                 )
         finally:
             del self._listeners[job_id]
 
-    def _submit(self, job_id: str, job: ConversionJob) -> Future[ConversionOutcome]:
+    def _submit(
+        self, job_id: str, job: ConversionJob
+    ) -> tuple[ProcessPoolExecutor, Future[ConversionOutcome]]:
+        pool = self._executor()
         try:
-            return self._executor().submit(run_job, job_id, job)
+            return pool, pool.submit(run_job, job_id, job)
         except BrokenProcessPool:
-            self._reset()
-            return self._executor().submit(run_job, job_id, job)
+            self._discard(pool)
+            pool = self._executor()
+            return pool, pool.submit(run_job, job_id, job)
 
-    def _reset(self) -> None:
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool (once, however many of its jobs notice)."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            if self._pool is not pool:
+                return
+            self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
         log.warning("conversion.pool_restarted")
+
+    def _kill(self, pool: ProcessPoolExecutor) -> None:
+        processes = list(getattr(pool, "_processes", None) or {})
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        log.warning("conversion.workers_killed", pids=processes)
+        self._discard(pool)
 
     def shutdown(self) -> None:
         if self._closed:

@@ -15,7 +15,7 @@ import pytest
 from server_helpers import FC_ARCH, TOKENS, client_for, fc_model, malicious_pickle
 
 from spikefleet.client import ConvertProgress
-from spikefleet.errors import AuthError, InvalidRequestError, QuotaError
+from spikefleet.errors import AuthError, InvalidRequestError, QuotaError, ServerError
 from spikefleet.program.codec import decode
 from spikefleet.program.signing import TrustedKeys, verify
 from spikefleet.v1 import converter_pb2, converter_pb2_grpc
@@ -210,3 +210,21 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing(server: ServerApp, tm
     while any(uploads.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert_left_nothing(server, "abandoned")
+
+
+def test_a_conversion_past_its_time_limit_is_stopped_and_the_pool_recovers(
+    server: ServerApp, tmp_path: Path
+):
+    model = fc_model(tmp_path / "slow.safetensors", seed=42)
+    limit = server.converter.convert_timeout
+    server.converter.convert_timeout = 0.001
+    try:
+        with client_for(server) as client, pytest.raises(ServerError) as caught:
+            client.convert(model, arch=FC_ARCH, name="slow")
+    finally:
+        server.converter.convert_timeout = limit
+    assert caught.value.code == "DEADLINE_EXCEEDED"
+    assert "longer than 0.001 s (convert_timeout_seconds)" in str(caught.value)
+    assert_left_nothing(server, "slow")
+    with client_for(server) as client:
+        assert client.convert(model, arch=FC_ARCH, name="slow").version == 1

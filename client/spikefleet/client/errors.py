@@ -31,6 +31,6 @@ def from_rpc_error(error: grpc.RpcError, address: str) -> ServerError:
     cls = _BY_CODE.get(code, ServerError)
     if cls is ServerUnavailableError:
         details = f"cannot reach spikefleet-server at {address}: {details}"
-    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
         details = f"spikefleet-server at {address} did not answer in time"
     return cls(details, code.name)

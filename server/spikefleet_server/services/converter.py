@@ -100,12 +100,14 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         uploads: Path,
         max_upload_bytes: int,
         metrics: Metrics,
+        convert_timeout: float | None = None,
     ) -> None:
         self.registry = registry
         self.pool = pool
         self.uploads = uploads
         self.max_upload_bytes = max_upload_bytes
         self.metrics = metrics
+        self.convert_timeout = convert_timeout
         uploads.mkdir(parents=True, exist_ok=True)
 
     def Convert(
@@ -259,7 +261,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             hardware=not options.no_hardware,
         )
         outcome: ConversionOutcome | None = None
-        for event in self.pool.run(job):
+        for event in self.pool.run(job, self.convert_timeout):
             if isinstance(event, ConversionOutcome):
                 outcome = event
             else:
@@ -270,6 +272,8 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         assert outcome is not None
         if not outcome.ok:
             message = outcome.message.replace(f"{workdir}/", "").replace(str(workdir), "upload")
+            if outcome.error_kind == "timeout":
+                raise _Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", message)
             if outcome.error_kind == "internal":
                 log.error("convert.crashed", error=outcome.message)
                 raise _Refused(
