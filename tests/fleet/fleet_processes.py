@@ -101,13 +101,14 @@ class ServerSetup:
                 ("ops", "admin", ADMIN_TOKEN),
             )
         )
-        (self.root / "server.toml").write_text(tokens)
+        # agents' Connect streams never end by themselves: a long drain would only wait
+        (self.root / "server.toml").write_text("drain_seconds = 1.0\n" + tokens)
         return self
 
     def program_file(self, sha256: str) -> Path:
         return self.data_dir / "programs" / sha256[:2] / f"{sha256}.sfp"
 
-    def start(self) -> ServerChild:
+    def start(self, port: int = 0) -> ServerChild:
         return ServerChild(
             [
                 str(BIN / "spikefleet-server"),
@@ -117,7 +118,7 @@ class ServerSetup:
                 "--data-dir",
                 str(self.data_dir),
                 "--listen",
-                "127.0.0.1:0",
+                f"127.0.0.1:{port}",
                 "--insecure-loopback",
             ]
         )

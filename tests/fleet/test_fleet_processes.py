@@ -21,6 +21,8 @@ from fleet_processes import (
 from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine
+from spikefleet_server.db import Database
+from spikefleet_server.fleet import FleetStore
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +136,41 @@ def test_cli_assigns_a_program_and_shows_the_agent_status(
         assert "no program with sha256" in capsys.readouterr().err
     finally:
         agent.stop()
+
+
+def test_telemetry_sent_while_the_server_was_down_arrives_once_in_order(
+    setup: ServerSetup, server: ServerChild
+) -> None:
+    port = server.port
+    agent = start_agent(setup, server)
+    sha = setup.programs["alpha"]
+    server.assign("edge-1", sha)
+    frames = random_frames(10, seed=4)
+    inferred = 0
+    with serving(agent, sha) as client:
+        server.stop()  # SIGTERM: the server drains and exits
+        deadline = time.monotonic() + 3.0  # several telemetry periods (0.5 s) of outage
+        while time.monotonic() < deadline:
+            client.infer(frames)
+            inferred += len(frames)
+            time.sleep(0.01)
+        assert not client.status().connected
+        assert client.status().spooled_batches >= 3
+        restarted = setup.start(port)
+        try:
+            deadline = time.monotonic() + 60
+            while client.status().spooled_batches or not client.status().connected:
+                assert time.monotonic() < deadline, "the spool never drained"
+                time.sleep(0.1)
+        finally:
+            restarted.stop()
+    agent.stop()
+
+    db = Database(setup.data_dir / "spikefleet.db")
+    try:
+        records = FleetStore(db).telemetry("edge-1")
+    finally:
+        db.close()
+    seqs = [r.seq for r in records]
+    assert seqs == list(range(1, len(seqs) + 1))  # every batch, once, in order
+    assert sum(r.batch.frames for r in records) >= inferred  # nothing inferred went missing
