@@ -110,3 +110,14 @@ def test_remote_conversion_refuses_a_local_signing_key(server: ServerApp, model,
     args = ["convert", str(weights), "--arch", REF_ARCH, "-o", str(tmp_path / "x.sfp")]
     assert main([*remote_cli, *args, "--sign-key", str(tmp_path / "k.pem")]) == 1
     assert "the server signs the program: drop --sign-key" in capsys.readouterr().err
+
+
+def test_remote_conversion_prints_the_fidelity_table(server: ServerApp, model, tmp_path, capsys):
+    weights, calib = model
+    remote_cli = ["--server", f"127.0.0.1:{server.port}", "--token", TOKENS["deployer"]]
+    args = ["convert", str(weights), "--arch", REF_ARCH, "--calib", str(calib), "--name", "shown"]
+    assert main([*remote_cli, *args, "-o", str(tmp_path / "shown.sfp")]) == 0
+    out = capsys.readouterr().out
+    assert "converted shown on 127.0.0.1" in out and "signed by" in out
+    assert "top-1" in out.lower() or "top1" in out.lower()
+    assert "note: AKD1000: maps onto 65 NPs" in out

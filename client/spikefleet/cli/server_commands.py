@@ -187,6 +187,11 @@ def convert_remotely(args: argparse.Namespace) -> int:
         ("signed by", info.key_id),
         ("size", f"{len(data)} bytes"),
     ]
-    rows.extend((key, json.dumps(value)) for key, value in sorted(info.fidelity.items()))
+    if "samples" in info.fidelity:
+        from spikefleet.convert import FidelityReport
+
+        rows.extend(FidelityReport.from_dict(info.fidelity).rows())
     print_table(f"converted {info.name} on {client.address}", ["measure", "value"], rows)
+    for note in info.fidelity.get("notes", []):
+        print(f"note: {note}")
     return 0
