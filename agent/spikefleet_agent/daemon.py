@@ -231,6 +231,7 @@ class Agent:
             inventory=self.inventory,
             power=self.backend.power_samples(),
         )
+        batch.spool_dropped = self.spool.dropped()
         seq = self.spool.append(batch)
         self.collector.metrics.spooled.set(self.spool.depth())
         if self.control is not None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spikefleet/v1/fleet.proto\x12\rspikefleet.v1\"Z\n\rAssignRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"7\n\x0e\x41ssignResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x11\n\tconnected\x18\x02 \x01(\x08\"p\n\x06\x44\x65vice\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x11\n\tvendor_id\x18\x03 \x01(\r\x12\x12\n\nproduct_id\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xfd\x01\n\x08Register\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.spikefleet.v1.Register.LabelsEntry\x12(\n\tinventory\x18\x03 \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x05 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\tHeartbeat\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x02 \x01(\t\x12\x0e\n\x06health\x18\x03 \x01(\t\x12\x15\n\rshadow_sha256\x18\x04 \x01(\t\"\xa4\x05\n\x0eTelemetryBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rstart_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ms\x18\x03 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x07 \x01(\x04\x12\x13\n\x0bpredictions\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\n \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x0b \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x0c \x01(\x01\x12\x42\n\x0bspike_rates\x18\r \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.SpikeRatesEntry\x12\x17\n\x0f\x63lass_histogram\x18\x0e \x03(\x04\x12(\n\tinventory\x18\x0f \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x42\n\x0b\x65rror_kinds\x18\x10 \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.ErrorKindsEntry\x12\x15\n\rshadow_frames\x18\x11 \x01(\x04\x12\x19\n\x11shadow_agreements\x18\x12 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x13 \x01(\t\x12)\n\x05power\x18\x14 \x03(\x0b\x32\x1a.spikefleet.v1.DevicePower\x1a\x31\n\x0fSpikeRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x45rrorKindsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"X\n\x0b\x44\x65vicePower\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x12\n\nvoltage_mv\x18\x02 \x01(\x01\x12\x12\n\ncurrent_ma\x18\x03 \x01(\x01\x12\x10\n\x08power_mw\x18\x04 \x01(\x01\"\xe3\x01\n\rInstallReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.spikefleet.v1.InstallReport.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x04\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tINSTALLED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x12\x0f\n\x0bROLLED_BACK\x10\x04\"\xd7\x01\n\x0c\x41gentMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.spikefleet.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.spikefleet.v1.HeartbeatH\x00\x12\x32\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1d.spikefleet.v1.TelemetryBatchH\x00\x12/\n\x07install\x18\x04 \x01(\x0b\x32\x1c.spikefleet.v1.InstallReportH\x00\x42\x06\n\x04kind\"Y\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1a\n\x12last_telemetry_seq\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"Y\n\nAssignment\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"\x1b\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\xaf\x01\n\rServerMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.spikefleet.v1.RegisteredH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.spikefleet.v1.AssignmentH\x00\x12\x34\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x1b.spikefleet.v1.TelemetryAckH\x00\x42\x06\n\x04kind\"%\n\x13\x46\x65tchProgramRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"0\n\x0cProgramChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x32\xa4\x01\n\x05\x46leet\x12H\n\x07\x43onnect\x12\x1b.spikefleet.v1.AgentMessage\x1a\x1c.spikefleet.v1.ServerMessage(\x01\x30\x01\x12Q\n\x0c\x46\x65tchProgram\x12\".spikefleet.v1.FetchProgramRequest\x1a\x1b.spikefleet.v1.ProgramChunk0\x01\x32S\n\nFleetAdmin\x12\x45\n\x06\x41ssign\x12\x1c.spikefleet.v1.AssignRequest\x1a\x1d.spikefleet.v1.AssignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spikefleet/v1/fleet.proto\x12\rspikefleet.v1\"Z\n\rAssignRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"7\n\x0e\x41ssignResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x11\n\tconnected\x18\x02 \x01(\x08\"p\n\x06\x44\x65vice\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x11\n\tvendor_id\x18\x03 \x01(\r\x12\x12\n\nproduct_id\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xfd\x01\n\x08Register\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.spikefleet.v1.Register.LabelsEntry\x12(\n\tinventory\x18\x03 \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x05 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\tHeartbeat\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x02 \x01(\t\x12\x0e\n\x06health\x18\x03 \x01(\t\x12\x15\n\rshadow_sha256\x18\x04 \x01(\t\"\xbb\x05\n\x0eTelemetryBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rstart_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ms\x18\x03 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x07 \x01(\x04\x12\x13\n\x0bpredictions\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\n \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x0b \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x0c \x01(\x01\x12\x42\n\x0bspike_rates\x18\r \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.SpikeRatesEntry\x12\x17\n\x0f\x63lass_histogram\x18\x0e \x03(\x04\x12(\n\tinventory\x18\x0f \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x42\n\x0b\x65rror_kinds\x18\x10 \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.ErrorKindsEntry\x12\x15\n\rshadow_frames\x18\x11 \x01(\x04\x12\x19\n\x11shadow_agreements\x18\x12 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x13 \x01(\t\x12)\n\x05power\x18\x14 \x03(\x0b\x32\x1a.spikefleet.v1.DevicePower\x12\x15\n\rspool_dropped\x18\x15 \x01(\x04\x1a\x31\n\x0fSpikeRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x45rrorKindsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"X\n\x0b\x44\x65vicePower\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x12\n\nvoltage_mv\x18\x02 \x01(\x01\x12\x12\n\ncurrent_ma\x18\x03 \x01(\x01\x12\x10\n\x08power_mw\x18\x04 \x01(\x01\"\xe3\x01\n\rInstallReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.spikefleet.v1.InstallReport.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x04\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tINSTALLED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x12\x0f\n\x0bROLLED_BACK\x10\x04\"\xd7\x01\n\x0c\x41gentMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.spikefleet.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.spikefleet.v1.HeartbeatH\x00\x12\x32\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1d.spikefleet.v1.TelemetryBatchH\x00\x12/\n\x07install\x18\x04 \x01(\x0b\x32\x1c.spikefleet.v1.InstallReportH\x00\x42\x06\n\x04kind\"Y\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1a\n\x12last_telemetry_seq\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"Y\n\nAssignment\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"\x1b\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\xaf\x01\n\rServerMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.spikefleet.v1.RegisteredH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.spikefleet.v1.AssignmentH\x00\x12\x34\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x1b.spikefleet.v1.TelemetryAckH\x00\x42\x06\n\x04kind\"%\n\x13\x46\x65tchProgramRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"0\n\x0cProgramChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x32\xa4\x01\n\x05\x46leet\x12H\n\x07\x43onnect\x12\x1b.spikefleet.v1.AgentMessage\x1a\x1c.spikefleet.v1.ServerMessage(\x01\x30\x01\x12Q\n\x0c\x46\x65tchProgram\x12\".spikefleet.v1.FetchProgramRequest\x1a\x1b.spikefleet.v1.ProgramChunk0\x01\x32S\n\nFleetAdmin\x12\x45\n\x06\x41ssign\x12\x1c.spikefleet.v1.AssignRequest\x1a\x1d.spikefleet.v1.AssignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,33 +50,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=563
   _globals['_HEARTBEAT']._serialized_end=654
   _globals['_TELEMETRYBATCH']._serialized_start=657
-  _globals['_TELEMETRYBATCH']._serialized_end=1333
-  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_start=1233
-  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_end=1282
-  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_start=1284
-  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_end=1333
-  _globals['_DEVICEPOWER']._serialized_start=1335
-  _globals['_DEVICEPOWER']._serialized_end=1423
-  _globals['_INSTALLREPORT']._serialized_start=1426
-  _globals['_INSTALLREPORT']._serialized_end=1653
-  _globals['_INSTALLREPORT_STATUS']._serialized_start=1564
-  _globals['_INSTALLREPORT_STATUS']._serialized_end=1653
-  _globals['_AGENTMESSAGE']._serialized_start=1656
-  _globals['_AGENTMESSAGE']._serialized_end=1871
-  _globals['_REGISTERED']._serialized_start=1873
-  _globals['_REGISTERED']._serialized_end=1962
-  _globals['_ASSIGNMENT']._serialized_start=1964
-  _globals['_ASSIGNMENT']._serialized_end=2053
-  _globals['_TELEMETRYACK']._serialized_start=2055
-  _globals['_TELEMETRYACK']._serialized_end=2082
-  _globals['_SERVERMESSAGE']._serialized_start=2085
-  _globals['_SERVERMESSAGE']._serialized_end=2260
-  _globals['_FETCHPROGRAMREQUEST']._serialized_start=2262
-  _globals['_FETCHPROGRAMREQUEST']._serialized_end=2299
-  _globals['_PROGRAMCHUNK']._serialized_start=2301
-  _globals['_PROGRAMCHUNK']._serialized_end=2349
-  _globals['_FLEET']._serialized_start=2352
-  _globals['_FLEET']._serialized_end=2516
-  _globals['_FLEETADMIN']._serialized_start=2518
-  _globals['_FLEETADMIN']._serialized_end=2601
+  _globals['_TELEMETRYBATCH']._serialized_end=1356
+  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_start=1256
+  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_end=1305
+  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_start=1307
+  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_end=1356
+  _globals['_DEVICEPOWER']._serialized_start=1358
+  _globals['_DEVICEPOWER']._serialized_end=1446
+  _globals['_INSTALLREPORT']._serialized_start=1449
+  _globals['_INSTALLREPORT']._serialized_end=1676
+  _globals['_INSTALLREPORT_STATUS']._serialized_start=1587
+  _globals['_INSTALLREPORT_STATUS']._serialized_end=1676
+  _globals['_AGENTMESSAGE']._serialized_start=1679
+  _globals['_AGENTMESSAGE']._serialized_end=1894
+  _globals['_REGISTERED']._serialized_start=1896
+  _globals['_REGISTERED']._serialized_end=1985
+  _globals['_ASSIGNMENT']._serialized_start=1987
+  _globals['_ASSIGNMENT']._serialized_end=2076
+  _globals['_TELEMETRYACK']._serialized_start=2078
+  _globals['_TELEMETRYACK']._serialized_end=2105
+  _globals['_SERVERMESSAGE']._serialized_start=2108
+  _globals['_SERVERMESSAGE']._serialized_end=2283
+  _globals['_FETCHPROGRAMREQUEST']._serialized_start=2285
+  _globals['_FETCHPROGRAMREQUEST']._serialized_end=2322
+  _globals['_PROGRAMCHUNK']._serialized_start=2324
+  _globals['_PROGRAMCHUNK']._serialized_end=2372
+  _globals['_FLEET']._serialized_start=2375
+  _globals['_FLEET']._serialized_end=2539
+  _globals['_FLEETADMIN']._serialized_start=2541
+  _globals['_FLEETADMIN']._serialized_end=2624
 # @@protoc_insertion_point(module_scope)
