@@ -61,8 +61,21 @@ def test_without_a_server_the_command_says_how_to_give_one(capsys, monkeypatch):
 
 
 def test_every_programs_command_has_help(capsys):
-    for action in ("list", "describe", "get", "delete"):
+    for action in ("list", "describe", "get", "keys", "delete"):
         with pytest.raises(SystemExit) as done:
             main(["programs", action, "--help"])
         assert done.value.code == 0
         assert "usage: spikefleet programs" in capsys.readouterr().out
+
+
+def test_keys_writes_the_public_keys_agents_trust(server: ServerApp, tmp_path: Path, capsys):
+    from spikefleet.program.signing import TrustedKeys, verify
+
+    record = server.registry.put(b"keyed program", name="keyed")
+    trusted_dir = tmp_path / "trusted"
+    assert run(server, "viewer", "programs", "keys", "-o", str(trusted_dir)) == 0
+    assert server.signing_key.key_id in capsys.readouterr().out
+    trusted = TrustedKeys.load(trusted_dir)
+    assert verify(server.registry.get_bytes(record.sha256), trusted) == b"keyed program"
+    assert run(server, "agent", "programs", "keys", "--json") == 0
+    assert list(json.loads(capsys.readouterr().out)) == [server.signing_key.key_id]

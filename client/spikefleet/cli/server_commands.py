@@ -1,4 +1,5 @@
-"""``spikefleet programs list|describe|get|delete``: the server's program registry."""
+"""``spikefleet programs list|describe|get|keys|delete``: the server's program registry,
+and the remote branch of ``spikefleet convert``."""
 
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from spikefleet.program.signing import PUBLIC_SUFFIX, PublicKey
+
+    with client_from_args(args) as client:
+        keys = client.programs.trusted_keys()
+    for key_id, pem in keys.items():
+        if PublicKey.from_pem(pem).key_id != key_id:
+            raise SpikefleetError(f"the server sent key {key_id} with a different key's PEM")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        for key_id, pem in keys.items():
+            atomic_write(args.output_dir / f"{key_id}{PUBLIC_SUFFIX}", pem)
+    if args.json:
+        print_json({key_id: pem.decode() for key_id, pem in keys.items()})
+    else:
+        where = f" -> {args.output_dir}" if args.output_dir is not None else ""
+        for key_id in keys:
+            print(f"{key_id}{where}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     programs = subparsers.add_parser(
         "programs",
@@ -120,6 +142,13 @@ def register(subparsers: Any) -> None:
     ref(get)
     get.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     get.set_defaults(func=_get)
+
+    keys = sub.add_parser(
+        "keys", help="the server's signing public keys (for agents' trusted keys)"
+    )
+    keys.add_argument("-o", "--output-dir", type=Path, help="write each key as DIR/<key id>.pub")
+    keys.add_argument("--json", action="store_true", help="print JSON (key id -> PEM)")
+    keys.set_defaults(func=_keys)
 
     delete = sub.add_parser("delete", help="delete a program no agent runs (admin)")
     ref(delete)
