@@ -23,4 +23,4 @@ def test_akida_outputs_and_classes_match_the_engine() -> None:
 def test_frames_out_of_the_input_range_are_refused_before_akida() -> None:
     runner = AkidaSoftwareBackend().load(make_program(4))
     with pytest.raises(FrameError, match="uint8"):
-        runner.run(np.zeros((1, 34, 34, 2), np.float32))  # type: ignore[arg-type]
+        runner.run(np.zeros((1, 34, 34, 2), np.float32))
