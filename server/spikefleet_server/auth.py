@@ -122,6 +122,9 @@ def _metadata_value(metadata: Iterable[tuple[str, Any]], name: str) -> str | Non
     return None
 
 
+QUIET_PREFIXES = ("/grpc.health.v1.Health/",)
+"""Calls logged at debug level when they succeed (probes every few seconds)."""
+
 CallObserver = Callable[[str, str, float], None]
 """(method, status code name, seconds) after every call, for metrics."""
 
@@ -213,7 +216,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 seconds = time.perf_counter() - started
                 set_code = context.code() if hasattr(context, "code") else None
                 status = getattr(set_code, "name", None) or ("UNKNOWN" if failed else "OK")
-                log.info("rpc.done", code=status, seconds=round(seconds, 4))
+                quiet = method.startswith(QUIET_PREFIXES) and status == "OK"
+                (log.debug if quiet else log.info)(
+                    "rpc.done", code=status, seconds=round(seconds, 4)
+                )
                 if self.observer is not None:
                     self.observer(method, status, seconds)
                 structlog.contextvars.clear_contextvars()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 import urllib.request
 from pathlib import Path
 
@@ -11,11 +13,13 @@ import pytest
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from server_helpers import FC_ARCH, client_for, fc_model, running_server
+from server_helpers import FC_ARCH, client_for, config_values, fc_model, running_server
 
-from spikefleet.errors import InvalidRequestError
+from spikefleet.errors import ConflictError, InvalidRequestError
 from spikefleet_server import logs
 from spikefleet_server.app import ServerApp
+from spikefleet_server.auth import Role
+from spikefleet_server.config import load_config
 
 
 def test_health_is_public_and_serving(server: ServerApp):
@@ -71,12 +75,6 @@ def test_logs_are_json_lines_with_the_request_context(capsys: pytest.CaptureFixt
 
 
 def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: Path):
-    import sys
-    import types
-
-    from spikefleet.errors import ConflictError
-    from spikefleet_server.auth import Role
-
     module = types.ModuleType("fake_fleet_extension")
 
     def install(app: ServerApp) -> None:
@@ -90,9 +88,8 @@ def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: 
     module.install = install  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     try:
-        app = ServerApp(
-            running_config(tmp_path), extensions=["fake_fleet_extension", "no_such_extension_x"]
-        )
+        config = load_config(None, environ={}, overrides=config_values(tmp_path / "data"))
+        app = ServerApp(config, extensions=["fake_fleet_extension", "no_such_extension_x"])
     finally:
         del sys.modules[module.__name__]
     assert app.access["/fake.Service/Ping"] is Role.AGENT
@@ -106,11 +103,3 @@ def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: 
         assert "edge-1" in str(caught.value) and caught.value.code == "FAILED_PRECONDITION"
     finally:
         app.stop(grace=1)
-
-
-def running_config(tmp_path: Path):
-    from server_helpers import config_values
-
-    from spikefleet_server.config import load_config
-
-    return load_config(None, environ={}, overrides=config_values(tmp_path / "data"))
