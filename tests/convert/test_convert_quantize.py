@@ -314,6 +314,7 @@ def test_frames_of_a_sample_are_independent_for_a_beta_zero_network(tmp_path: Pa
     )
     assert stateless.report is not None and stateless.report.top1_agreement == 1.0
     assert all(layer.float_rate == layer.int_rate for layer in stateless.report.layers)
+    assert [layer.spike_agreement for layer in stateless.report.layers] == [1.0, 1.0]
     carried = convert(
         bundle,
         calibration=samples,
@@ -322,3 +323,4 @@ def test_frames_of_a_sample_are_independent_for_a_beta_zero_network(tmp_path: Pa
     assert carried.report is not None
     # Subtract-reset membranes carried across frames fire less than fresh ones.
     assert carried.report.layers[0].float_rate < carried.report.layers[0].int_rate
+    assert carried.report.layers[0].spike_agreement is None

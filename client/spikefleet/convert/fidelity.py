@@ -23,8 +23,8 @@ class LayerFidelity:
     """Spike rates (fraction of a layer's outputs firing, per frame) float vs int.
 
     ``spike_agreement`` is the fraction of individual spike decisions (neuron
-    and position, per frame) that are the same; measured for frames, not
-    sequences (None there).
+    and position, per frame) that are the same; None when the float model
+    carries membranes across frames (the chip cannot, so frames differ by design).
     """
 
     name: str
@@ -132,7 +132,7 @@ def measure(
                 float(float_rate.mean()),
                 float(int_rate.mean()),
                 float(1.0 - np.abs(float_rate - int_rate).mean()),
-                _spike_agreement(program, stage.name, float_run, flat) if not sequence else None,
+                _spike_agreement(program, stage.name, float_run, flat),
             )
         )
     return report

@@ -81,7 +81,7 @@ def run_float(
     membranes: list[F64 | None] = [None] * len(stages)
     stage_inputs: list[F64] = []
     total: F64 | None = None
-    spike_maps: dict[str, npt.NDArray[np.bool_]] = {}
+    spike_maps: dict[str, list[npt.NDArray[np.bool_]]] = {}
     rng = np.random.default_rng(0)
     for step in range(t):
         x = steps[:, step].astype(np.float64).transpose(0, 3, 1, 2)
@@ -111,12 +111,19 @@ def run_float(
                 break
             spikes = (mem > threshold).astype(np.float64)
             counts[stage.name] += spikes.reshape(n, -1).sum(axis=1).astype(np.int64)
-            if not sequence:
-                spike_maps[stage.name] = spikes.transpose(0, 2, 3, 1).astype(bool)
+            if not carry_membrane or not sequence:
+                spike_maps.setdefault(stage.name, []).append(
+                    spikes.transpose(0, 2, 3, 1).astype(bool)
+                )
             x = spikes
             if index == len(stages) - 1 and stage.output_gain is not None:
                 x = spikes * stage.output_gain.reshape(1, -1, 1, 1)
         flat = x.reshape(n, -1)
         total = flat if total is None else total + flat
     assert total is not None
-    return FloatRun(total, counts, stage_inputs, spike_maps)
+    # Frame order of frames.reshape(-1, H, W, C): sample-major, then step.
+    maps = {
+        name: np.stack(per_step, axis=1).reshape(n * t, *per_step[0].shape[1:])
+        for name, per_step in spike_maps.items()
+    }
+    return FloatRun(total, counts, stage_inputs, maps)
