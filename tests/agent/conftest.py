@@ -41,6 +41,8 @@ def standalone_agent(tmp_path: Path, signing_key: SigningKey) -> Iterator[Callab
         address: str = "127.0.0.1:0",
         token: str = "",
         metrics: bool = False,
+        backend: str = "sim",
+        hardware_device: object = None,
     ) -> Agent:
         state = tmp_path / name
         if program is not None:
@@ -51,13 +53,16 @@ def standalone_agent(tmp_path: Path, signing_key: SigningKey) -> Iterator[Callab
             token_file = str(tmp_path / f"{name}.token")
         config = AgentConfig(
             agent_id=name,
+            backend=backend,
             state_dir=state,
             lock_dir=tmp_path / "locks",
             trusted_keys=[tmp_path / "keys"],
             inference=InferenceConfig(address=address, token_file=token_file),
             telemetry=TelemetryConfig(interval_s=3600, metrics_port=_free_port() if metrics else 0),
         ).validate()
-        agent = Agent(config, pci_root=tmp_path / "no-sysfs").start()
+        agent = Agent(
+            config, hardware_device=hardware_device, pci_root=tmp_path / "no-sysfs"
+        ).start()
         agents.append(agent)
         return agent
 

@@ -7,6 +7,7 @@ The stand-in has the attributes of akida.HardwareDevice the backend uses:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 from agent_helpers import make_program, random_frames
 
+from spikefleet.client.agent import AgentClient
 from spikefleet.errors import FrameError
 from spikefleet.program.model import HardwareParts, Program
+from spikefleet_agent.daemon import Agent
 from spikefleet_agent.device.akida_hw import AkidaHardwareBackend
 
 
@@ -103,3 +106,22 @@ def test_switching_programs_reprograms_the_chip_and_close_unprograms() -> None:
     assert device.programmed[-1] == b"INFO" * 10 + b"DATA" * 100
     backend.close()
     assert device.unprogrammed == 1
+
+
+def test_an_agent_on_akida_hw_serves_from_the_chip_and_reports_its_power(
+    standalone_agent: Callable[..., Agent],
+) -> None:
+    device = StandInDevice()
+    program = make_program(1)  # no hardware parts: the agent maps it with akida for AKD1000
+    agent = standalone_agent(program, backend="akida-hw", hardware_device=device)
+    frames = random_frames(6, seed=2)
+    with AgentClient(f"127.0.0.1:{agent.inference_port}") as client:
+        prediction = client.infer(frames)
+    expected = np.stack([(frames == k + 1).sum(axis=(1, 2, 3)) for k in range(10)], axis=1)
+    np.testing.assert_array_equal(prediction.classes, expected.argmax(axis=1))
+    assert len(device.programmed) == 1 and len(device.programmed[0]) > 1000
+    assert (agent.config.lock_dir / "akida-0.lock").exists()  # the device is owned
+    seq = agent.flush_telemetry()
+    (batch,) = agent.spool.pending(seq - 1)
+    assert batch.backend == "akida-hw"
+    assert [(p.voltage_mv, p.power_mw) for p in batch.power] == [(900.0, 108.0)]
