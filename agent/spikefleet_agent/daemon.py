@@ -77,6 +77,14 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> Agent:
+        """Bring everything up; on any failure release what was taken and re-raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Agent:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._locks.append(DeviceLock(cfg.state_dir / "agent.lock").acquire())

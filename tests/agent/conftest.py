@@ -43,6 +43,7 @@ def standalone_agent(tmp_path: Path, signing_key: SigningKey) -> Iterator[Callab
         metrics: bool = False,
         backend: str = "sim",
         hardware_device: object = None,
+        **inference: int,
     ) -> Agent:
         state = tmp_path / name
         if program is not None:
@@ -57,7 +58,7 @@ def standalone_agent(tmp_path: Path, signing_key: SigningKey) -> Iterator[Callab
             state_dir=state,
             lock_dir=tmp_path / "locks",
             trusted_keys=[tmp_path / "keys"],
-            inference=InferenceConfig(address=address, token_file=token_file),
+            inference=InferenceConfig(address=address, token_file=token_file, **inference),
             telemetry=TelemetryConfig(interval_s=3600, metrics_port=_free_port() if metrics else 0),
         ).validate()
         agent = Agent(

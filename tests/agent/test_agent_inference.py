@@ -13,7 +13,7 @@ from agent_helpers import make_program, random_frames
 
 from spikefleet.client.agent import AgentClient, FrameBatch
 from spikefleet.engine import Engine
-from spikefleet.errors import AgentRequestError, EngineError, FrameError
+from spikefleet.errors import AgentRequestError, DeviceBusyError, EngineError, FrameError
 from spikefleet.events import make_events, to_frames
 from spikefleet.program.model import Program
 from spikefleet_agent.daemon import Agent
@@ -201,3 +201,34 @@ def test_telemetry_batch_counts_frames_classes_and_latency(
     assert 0 < batch.latency_p50_ms <= batch.latency_p95_ms <= batch.latency_p99_ms
     assert set(batch.spike_rates) >= {"conv1", "conv2"}
     assert batch.program_sha256 == agent.runtime.current().sha256
+
+
+def test_a_message_over_the_size_cap_is_refused(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program, max_message_bytes=100_000)  # about 43 frames
+    with client_of(agent) as client, pytest.raises(AgentRequestError) as info:
+        client.infer(random_frames(64))
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_a_stream_cannot_hold_unbounded_open_samples(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program, max_open_samples=4)
+    frames = random_frames(1)
+    batches = [FrameBatch(frames, sample_id=f"s{i}") for i in range(5)]  # never closed
+    with client_of(agent) as client, pytest.raises(AgentRequestError) as info:
+        list(client.stream(batches))
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    assert "4 samples are open" in str(info.value)
+
+
+def test_a_second_agent_on_the_same_state_is_refused_and_the_first_keeps_serving(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    first = standalone_agent(program)
+    with pytest.raises(DeviceBusyError, match="another spikefleet-agent"):
+        standalone_agent(name="edge-1")
+    with client_of(first) as client:
+        assert len(client.infer(random_frames(1)).classes) == 1
