@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet_server.fleet.ingest import TelemetryWriter
 from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self._handlers = 0
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        self._writer = TelemetryWriter(store)
         store.mark_all_disconnected()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -94,6 +96,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             reader.join(timeout)
         with self._idle:
             self._idle.wait_for(lambda: self._handlers == 0, timeout)
+        self._writer.close(timeout)
 
     # -- the API the rest of the server uses -----------------------------------
 
@@ -235,10 +238,14 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
                 self._readers.discard(threading.current_thread())
 
     def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
-        if self.store.ingest(session.agent_id, batch):
-            TELEMETRY.inc()
-            self._emit(FleetEvent("telemetry", session.agent_id, {"batch": batch}))
-        session.send(fleet_pb2.ServerMessage(telemetry_ack=fleet_pb2.TelemetryAck(seq=batch.seq)))
+        def stored(new: bool) -> None:
+            if new:
+                TELEMETRY.inc()
+                self._emit(FleetEvent("telemetry", session.agent_id, {"batch": batch}))
+            ack = fleet_pb2.TelemetryAck(seq=batch.seq)
+            session.send(fleet_pb2.ServerMessage(telemetry_ack=ack))
+
+        self._writer.submit(session.agent_id, batch, stored)
 
     def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> None:
         # the agent's state first: whoever sees the install record sees its effect too

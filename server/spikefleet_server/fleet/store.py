@@ -302,26 +302,35 @@ class FleetStore:
 
     def ingest(self, agent_id: str, batch: fleet_pb2.TelemetryBatch) -> bool:
         """Store one batch; False if this (agent, seq) was already stored."""
-        cursor = self._exec(
-            "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                agent_id,
-                batch.seq,
-                _now_ms(),
-                batch.start_unix_ms,
-                batch.end_unix_ms,
-                batch.program_sha256,
-                batch.frames,
-                batch.predictions,
-                batch.errors,
-                batch.latency_p99_ms,
-                batch.shadow_sha256,
-                batch.shadow_frames,
-                batch.shadow_agreements,
-                batch.SerializeToString(),
-            ),
-        )
-        return cursor.rowcount == 1
+        return self.ingest_many([(agent_id, batch)])[0]
+
+    def ingest_many(self, items: list[tuple[str, fleet_pb2.TelemetryBatch]]) -> list[bool]:
+        """Store batches in one transaction (one fsync); per item, whether it was new."""
+        now = _now_ms()
+        stored = []
+        with self.db.transaction() as conn:
+            for agent_id, batch in items:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        agent_id,
+                        batch.seq,
+                        now,
+                        batch.start_unix_ms,
+                        batch.end_unix_ms,
+                        batch.program_sha256,
+                        batch.frames,
+                        batch.predictions,
+                        batch.errors,
+                        batch.latency_p99_ms,
+                        batch.shadow_sha256,
+                        batch.shadow_frames,
+                        batch.shadow_agreements,
+                        batch.SerializeToString(),
+                    ),
+                )
+                stored.append(cursor.rowcount == 1)
+        return stored
 
     def last_telemetry_seq(self, agent_id: str) -> int:
         row = self._exec(

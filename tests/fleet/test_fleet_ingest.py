@@ -1,0 +1,49 @@
+"""Telemetry ingest: acks only after commit, exactly once, in order per agent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from spikefleet.v1 import fleet_pb2
+from spikefleet_server.db import Database
+from spikefleet_server.fleet import FleetStore
+from spikefleet_server.fleet.ingest import TelemetryWriter
+
+
+def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "server.db")
+    store = FleetStore(db)
+    writer = TelemetryWriter(store)
+    acked: list[tuple[str, int, bool, int]] = []
+    all_done = threading.Event()
+    lock = threading.Lock()
+    total = 300
+
+    def done_for(agent: str, seq: int) -> Callable[[bool], None]:
+        def done(new: bool) -> None:
+            stored = store.last_telemetry_seq(agent)  # already visible when the ack goes out
+            with lock:
+                acked.append((agent, seq, new, stored))
+                if len(acked) == total:
+                    all_done.set()
+
+        return done
+
+    for i in range(total):
+        agent, seq = f"edge-{i % 3}", i // 3 + 1
+        if i >= 270:  # the last 30 re-send batches the server already has
+            seq = (i - 270) // 3 + 1
+        writer.submit(agent, fleet_pb2.TelemetryBatch(seq=seq, frames=i), done_for(agent, seq))
+    assert all_done.wait(30)
+    writer.close()
+
+    assert all(stored >= seq for _, seq, _, stored in acked)
+    assert sum(not new for _, _, new, _ in acked) == 30
+    for agent in ("edge-0", "edge-1", "edge-2"):
+        seqs = [r.seq for r in store.telemetry(agent)]
+        assert seqs == list(range(1, 91))
+    db.close()
