@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -27,6 +28,7 @@ from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetSt
 log = structlog.get_logger(__name__)
 
 CHUNK = 256 * 1024
+LAST_SEEN_WRITE_S = 30.0
 
 CONNECTED = Gauge("spikefleet_fleet_connected_agents", "Agents with an open control stream")
 TELEMETRY = Counter("spikefleet_fleet_telemetry_batches", "Telemetry batches stored")
@@ -51,6 +53,8 @@ class _Session:
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
         self.registered = False  # set once its Register is in the store
+        self.last_beat: tuple[str, str, str] | None = None
+        self.last_beat_written = 0.0
         self.outbox: queue.Queue[fleet_pb2.ServerMessage | None] = queue.Queue()
 
     def send(self, message: fleet_pb2.ServerMessage) -> None:
@@ -223,7 +227,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
                     break
                 kind = message.WhichOneof("kind")
                 if kind == "heartbeat":
-                    self.store.heartbeat(agent_id, message.heartbeat)
+                    self._heartbeat(session, message.heartbeat)
                 elif kind == "telemetry":
                     self._telemetry(session, message.telemetry)
                 elif kind == "install":
@@ -236,6 +240,15 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             session.close()
             with self._lock:
                 self._readers.discard(threading.current_thread())
+
+    def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
+        """Write when the agent's state changed, else refresh last_seen at most every
+        LAST_SEEN_WRITE_S: each write is an fsync, and a fleet heartbeats constantly."""
+        state = (beat.program_sha256, beat.health, beat.shadow_sha256)
+        now = time.monotonic()
+        if state != session.last_beat or now - session.last_beat_written >= LAST_SEEN_WRITE_S:
+            self.store.heartbeat(session.agent_id, beat)
+            session.last_beat, session.last_beat_written = state, now
 
     def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
         def stored(new: bool) -> None:
