@@ -33,7 +33,6 @@ def _run(args: argparse.Namespace) -> int:
     from spikefleet_agent.config import load_config
     from spikefleet_agent.daemon import Agent
 
-    _configure_logging(args.log_level)
     agent = Agent(load_config(Path(args.config)))
     agent.start()
     log = structlog.get_logger("spikefleet_agent")
@@ -111,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    _configure_logging(getattr(args, "log_level", "warning"))  # logs on stderr, never stdout
     try:
         return int(args.func(args))
     except SpikefleetError as exc:
