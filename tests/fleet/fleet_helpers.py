@@ -30,6 +30,7 @@ class FleetServer:
     db: Path
     programs: dict[str, bytes] = field(default_factory=dict)
     port: int = 0
+    tls: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
     service: FleetService | None = None
     _server: grpc.Server | None = None
     _db: Database | None = None
@@ -40,7 +41,12 @@ class FleetServer:
         self.service = FleetService(store, self.programs.__getitem__, heartbeat_interval_ms=200)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         fleet_pb2_grpc.add_FleetServicer_to_server(self.service, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self.tls is None:
+            self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        else:
+            cert, key = self.tls
+            credentials = grpc.ssl_server_credentials([(key, cert)])
+            self.port = server.add_secure_port(f"127.0.0.1:{self.port}", credentials)
         server.start()
         self._server = server
         return self
@@ -63,3 +69,39 @@ class FleetServer:
     def fleet(self) -> FleetService:
         assert self.service is not None, "server is stopped"
         return self.service
+
+
+def self_signed_loopback_cert() -> tuple[bytes, bytes]:
+    """(certificate, key) PEM for 127.0.0.1; the certificate is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spikefleet fleet test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from fleet_helpers import FleetServer, wait_for
+from fleet_helpers import FleetServer, self_signed_loopback_cert, wait_for
 
+from spikefleet.program.signing import SigningKey
+from spikefleet_agent.config import AgentConfig, InferenceConfig, ServerConfig, TelemetryConfig
 from spikefleet_agent.daemon import Agent
 
 
@@ -55,3 +59,35 @@ def test_telemetry_survives_a_server_outage_exactly_once_and_in_order(
     records = fleet_server.fleet.store.telemetry("edge-1")
     assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [r.batch.events for r in records] == [10, 10, 10, 100, 101, 102, 103, 104]
+
+
+def test_the_agent_dials_a_tls_server_it_trusts_and_refuses_one_it_does_not(
+    tmp_path: Path, signing_key: SigningKey
+) -> None:
+    cert, key = self_signed_loopback_cert()
+    server = FleetServer(tmp_path / "tls.sqlite", tls=(cert, key)).start()
+    (tmp_path / "ca.pem").write_bytes(cert)
+    (tmp_path / "other-ca.pem").write_bytes(self_signed_loopback_cert()[0])
+    agents = []
+    try:
+        for name, ca in (("trusting", "ca.pem"), ("doubting", "other-ca.pem")):
+            config = AgentConfig(
+                agent_id=name,
+                state_dir=tmp_path / name,
+                lock_dir=tmp_path / "locks",
+                trusted_keys=[tmp_path / "keys"],
+                server=ServerConfig(
+                    address=server.address, tls_ca=str(tmp_path / ca), reconnect_min_s=0.05
+                ),
+                inference=InferenceConfig(address="127.0.0.1:0"),
+                telemetry=TelemetryConfig(interval_s=3600),
+            ).validate()
+            agents.append(Agent(config, pci_root=tmp_path / "none").start())
+        wait_for(lambda: server.fleet.connected() == ["trusting"], "the trusting agent")
+        time.sleep(0.5)  # the doubting one has had several attempts by now
+        assert server.fleet.connected() == ["trusting"]
+        assert server.fleet.store.agent("doubting") is None  # never got past the handshake
+    finally:
+        for agent in agents:
+            agent.stop()
+        server.stop()
