@@ -1,11 +1,10 @@
-"""Fixtures: a real fleet server on loopback and lightweight agents dialing it over gRPC."""
+"""Fixtures: a real spikefleet-server on loopback and lightweight agents dialing it over gRPC."""
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -13,51 +12,41 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet_server import FleetServer
+from rollout_helpers import AGENT_METADATA, client, put_programs, running_app
 
-from spikefleet.client.rollouts import RolloutsClient, RolloutStatus
+from spikefleet.client.rollouts import RolloutsClient
 from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 
 
-def program_bytes(name: str) -> tuple[str, bytes]:
-    data = f"program {name} ".encode() * 64
-    return hashlib.sha256(data).hexdigest(), data
+@dataclass
+class Server:
+    port: int
+    programs: dict[str, str]  # name -> sha256
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
-OLD, OLD_BYTES = program_bytes("old")
-NEW, NEW_BYTES = program_bytes("new")
-BAD, BAD_BYTES = program_bytes("bad")
+    @property
+    def old(self) -> str:
+        return self.programs["old"]
 
+    @property
+    def new(self) -> str:
+        return self.programs["new"]
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll until ``condition()`` holds; the timeout bounds a hang, it is not a speed goal."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
+    @property
+    def bad(self) -> str:
+        return self.programs["bad"]
 
-
-def final(client: RolloutsClient, rollout_id: str, timeout: float = 60.0) -> RolloutStatus:
-    """Follow WatchRollout until the rollout is final."""
-    last: RolloutStatus | None = None
-    deadline = time.monotonic() + timeout
-    for status in client.watch(rollout_id):
-        last = status
-        if status.final or time.monotonic() > deadline:
-            break
-    assert last is not None
-    if not last.final:
-        pytest.fail(f"rollout {rollout_id} still {last.state} after {timeout}s: {last.events}")
-    return last
+    def client(self, role: str = "deployer") -> RolloutsClient:
+        return client(self.port, role)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[FleetServer]:
-    programs = {OLD: OLD_BYTES, NEW: NEW_BYTES, BAD: BAD_BYTES}
-    fleet = FleetServer(tmp_path / "server.sqlite", programs).start()
-    yield fleet
-    fleet.stop()
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_app(tmp_path / "server") as app:
+        yield Server(app.port, put_programs(app, {"old": 1, "new": 2, "bad": 3}))
 
 
 class Agents:
@@ -68,28 +57,28 @@ class Agents:
 
     def start(
         self,
-        address: str,
+        server: Server,
         count: int,
         *,
         prefix: str = "edge",
         labels: dict[str, str] | None = None,
-        program: str = OLD,
+        program: str | None = None,
         behaviour: Behaviour | None = None,
     ) -> list[SimAgent]:
         agents = [
             SimAgent(
-                grpc.insecure_channel(address),
+                grpc.insecure_channel(server.address),
                 f"{prefix}-{i:02d}",
                 labels=labels or {"site": "lab"},
-                program_sha256=program,
+                program_sha256=server.old if program is None else program,
                 behaviour=behaviour or Behaviour(frames_per_batch=50),
                 heartbeat_s=0.1,
                 telemetry_s=0.1,
+                metadata=AGENT_METADATA,
             )
             for i in range(count)
         ]
         for agent in agents:
-            agent.previous = ""
             agent.start()
             self.started.append(agent)
         for agent in agents:

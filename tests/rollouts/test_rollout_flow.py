@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from conftest import BAD, NEW, OLD, Agents, final, wait_for
-from fleet_server import FleetServer
+from conftest import Agents, Server
+from rollout_helpers import final, wait_for
 
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet_server.rollouts.simagents import Behaviour
 
 
 def test_a_good_program_goes_canary_then_waves_to_every_selected_agent(
-    server: FleetServer, agents: Agents
+    server: Server, agents: Agents
 ) -> None:
-    lab = agents.start(server.address, 12, prefix="lab")
-    other = agents.start(server.address, 2, prefix="other", labels={"site": "other"})
+    lab = agents.start(server, 12, prefix="lab")
+    other = agents.start(server, 2, prefix="other", labels={"site": "other"})
     client = server.client()
 
     created = client.create(
         RolloutRequest(
-            program_sha256=NEW,
+            program_sha256=server.new,
             selector={"site": "lab"},
             canary_percent=10,
             waves=(50.0, 100.0),
@@ -37,30 +37,34 @@ def test_a_good_program_goes_canary_then_waves_to_every_selected_agent(
 
     assert done.state == "succeeded", done.events
     assert done.counts() == {"installed": 12}
-    assert all(a.active == NEW and a.shadow == "" for a in lab)
-    assert all(a.active == OLD and not a.installs for a in other)
+    assert all(a.active == server.new and a.shadow == "" for a in lab)
+    assert all(a.active == server.old and not a.installs for a in other)
     messages = [m for _, m in done.events]
     assert any(m.startswith("canary shadow passed: agreement 1") for m in messages)
     assert any(m.startswith("wave 2 passed its gates") for m in messages)
     # the canary ran the candidate in shadow before any agent installed it
     canary = {a.agent_id for a in done.agents if a.phase == 0}
-    assert {a.agent_id for a in lab if a.installs and a.installs[0].sha256 == NEW} == {
+    assert {a.agent_id for a in lab if a.installs and a.installs[0].sha256 == server.new} == {
         a.agent_id for a in lab
     }
     assert len(canary) == 2
 
 
 def test_low_shadow_agreement_stops_at_the_canary_and_nothing_else_is_touched(
-    server: FleetServer, agents: Agents
+    server: Server, agents: Agents
 ) -> None:
     fleet = agents.start(
-        server.address, 10, behaviour=Behaviour(frames_per_batch=50, agreement={BAD: 0.6})
+        server, 10, behaviour=Behaviour(frames_per_batch=50, agreement={server.bad: 0.6})
     )
     client = server.client()
 
     rollout = client.create(
         RolloutRequest(
-            program_sha256=BAD, canary_count=2, waves=(100.0,), bake_s=0.3, min_agreement=0.98
+            program_sha256=server.bad,
+            canary_count=2,
+            waves=(100.0,),
+            bake_s=0.3,
+            min_agreement=0.98,
         )
     )
     canary = {a.agent_id for a in rollout.agents if a.phase == 0}
@@ -70,7 +74,7 @@ def test_low_shadow_agreement_stops_at_the_canary_and_nothing_else_is_touched(
     assert "agreement 0.6" in done.reason and "limit 0.98" in done.reason
     assert [g.name for g in done.gates if not g.passed] == ["agreement"]
     for agent in fleet:
-        assert agent.active == OLD
+        assert agent.active == server.old
         assert agent.shadow == ""
         assert not agent.installs  # the candidate was never installed anywhere
     assert {a.agent_id for a in done.agents if a.status == "rolled-back"} == canary
@@ -78,16 +82,20 @@ def test_low_shadow_agreement_stops_at_the_canary_and_nothing_else_is_touched(
 
 
 def test_a_canary_that_fails_its_error_gate_is_rolled_back_to_the_previous_program(
-    server: FleetServer, agents: Agents
+    server: Server, agents: Agents
 ) -> None:
     fleet = agents.start(
-        server.address, 10, behaviour=Behaviour(frames_per_batch=50, error_rate={BAD: 0.2})
+        server, 10, behaviour=Behaviour(frames_per_batch=50, error_rate={server.bad: 0.2})
     )
     client = server.client()
 
     rollout = client.create(
         RolloutRequest(
-            program_sha256=BAD, canary_count=3, waves=(100.0,), bake_s=0.3, max_error_rate=0.05
+            program_sha256=server.bad,
+            canary_count=3,
+            waves=(100.0,),
+            bake_s=0.3,
+            max_error_rate=0.05,
         )
     )
     canary = {a.agent_id for a in rollout.agents if a.phase == 0}
@@ -99,42 +107,46 @@ def test_a_canary_that_fails_its_error_gate_is_rolled_back_to_the_previous_progr
     for agent_id in canary:
         statuses = [r.status for r in by_id[agent_id].installs]
         assert statuses == [1, 4]  # INSTALLED, then ROLLED_BACK
-        assert by_id[agent_id].active == OLD
+        assert by_id[agent_id].active == server.old
     for agent_id in by_id.keys() - canary:
-        assert by_id[agent_id].active == OLD and not by_id[agent_id].installs
+        assert by_id[agent_id].active == server.old and not by_id[agent_id].installs
     wait_for(
-        lambda: all(a.program_sha256 == OLD for a in client.agents()),
+        lambda: all(a.program_sha256 == server.old for a in client.agents()),
         "the fleet view to show every agent back on the old program",
     )
 
 
 def test_failed_installs_beyond_the_allowance_roll_back_everything_touched(
-    server: FleetServer, agents: Agents
+    server: Server, agents: Agents
 ) -> None:
-    fleet = agents.start(server.address, 6, behaviour=Behaviour(frames_per_batch=10))
-    fleet[5].behaviour = Behaviour(frames_per_batch=10, fail_installs={NEW})
+    fleet = agents.start(server, 6, behaviour=Behaviour(frames_per_batch=10))
+    fleet[5].behaviour = Behaviour(frames_per_batch=10, fail_installs={server.new})
     client = server.client()
 
     done = final(
         client,
         client.create(
-            RolloutRequest(program_sha256=NEW, canary_count=1, waves=(50.0, 100.0), bake_s=0.2)
+            RolloutRequest(
+                program_sha256=server.new, canary_count=1, waves=(50.0, 100.0), bake_s=0.2
+            )
         ).rollout_id,
     )
 
     assert done.state == "rolled-back"
     assert "installs failed on edge-05 (failed: load)" in done.reason
-    assert all(a.active == OLD for a in fleet)
+    assert all(a.active == server.old for a in fleet)
     assert {a.status for a in done.agents} == {"rolled-back"}
 
 
 def test_an_agent_that_disconnects_mid_rollout_is_marked_offline_and_installs_on_return(
-    server: FleetServer, agents: Agents
+    server: Server, agents: Agents
 ) -> None:
-    fleet = agents.start(server.address, 10)
+    fleet = agents.start(server, 10)
     client = server.client()
     rollout = client.create(
-        RolloutRequest(program_sha256=NEW, waves=(50.0, 100.0), bake_s=1.0, install_timeout_s=0.5)
+        RolloutRequest(
+            program_sha256=server.new, waves=(50.0, 100.0), bake_s=1.0, install_timeout_s=0.5
+        )
     )
     second_wave = [a.agent_id for a in rollout.agents if a.phase == 1]
     leaver = next(a for a in fleet if a.agent_id == second_wave[0])
@@ -146,7 +158,7 @@ def test_an_agent_that_disconnects_mid_rollout_is_marked_offline_and_installs_on
     assert done.reason == "installed on 9/10 agents"
     status = {a.agent_id: a for a in done.agents}[leaver.agent_id]
     assert status.status == "offline"
-    assert leaver.active == OLD
+    assert leaver.active == server.old
 
     leaver.start()
-    wait_for(lambda: leaver.active == NEW, "the returning agent to install its assignment")
+    wait_for(lambda: leaver.active == server.new, "the returning agent to install its assignment")

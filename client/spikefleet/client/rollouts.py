@@ -1,7 +1,8 @@
 """Typed client of the server's Rollouts service, and the parsers its CLI shares.
 
-Calls return plain dataclasses; a refused call raises the ServerError subclass
-matching its gRPC status (NotFoundError, InvalidRequestError, ConflictError, ...).
+``Client(...).rollouts`` is one of these. Calls return plain dataclasses; a refused
+call raises the ServerError subclass matching its gRPC status (NotFoundError,
+InvalidRequestError, ConflictError, ...).
 """
 
 from __future__ import annotations
@@ -14,40 +15,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from spikefleet.errors import (
-    AuthError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    RolloutSpecError,
-    ServerError,
-    ServerUnavailableError,
-)
+from spikefleet.client.errors import from_rpc_error
+from spikefleet.errors import RolloutSpecError
 from spikefleet.v1 import rollout_pb2, rollout_pb2_grpc
 
 T = TypeVar("T")
 
 FINAL_STATES = frozenset({"succeeded", "rolled-back", "aborted"})
-
-_ERRORS: dict[grpc.StatusCode, type[ServerError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
-    grpc.StatusCode.FAILED_PRECONDITION: ConflictError,
-    grpc.StatusCode.ALREADY_EXISTS: ConflictError,
-    grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
-    grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
-}
-
-
-def server_error(exc: grpc.RpcError) -> ServerError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    cls = _ERRORS.get(code, ServerError)
-    if cls is ServerUnavailableError:
-        details = f"server unreachable: {details} (check --server and that the server runs)"
-    return cls(details or code.name, code.name)
-
 
 # -- parsers for people's input -------------------------------------------------------------
 
@@ -214,10 +188,16 @@ class RolloutStatus:
     created_unix_ms: int
     updated_unix_ms: int
     version: int
+    canary: bool = False
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    def phase_name(self, phase: int) -> str:
+        if self.canary and phase == 0:
+            return "canary"
+        return f"wave {phase if self.canary else phase + 1}"
 
     def counts(self, phase: int | None = None) -> dict[str, int]:
         """Agents per status, in one phase or overall."""
@@ -252,6 +232,7 @@ class RolloutStatus:
             created_unix_ms=message.created_unix_ms,
             updated_unix_ms=message.updated_unix_ms,
             version=message.version,
+            canary=message.canary,
         )
 
 
@@ -260,17 +241,22 @@ class RolloutStatus:
 
 class RolloutsClient:
     def __init__(
-        self, channel: grpc.Channel, metadata: Sequence[tuple[str, str]] = (), timeout_s: float = 30
+        self,
+        channel: grpc.Channel,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout: float | None = 30.0,
+        address: str = "",
     ) -> None:
         self._stub = rollout_pb2_grpc.RolloutsStub(channel)
         self._metadata = tuple(metadata)
-        self._timeout = timeout_s
+        self._timeout = timeout
+        self._address = address
 
     def _call(self, fn: Callable[..., T], request: Any) -> T:
         try:
             return fn(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise server_error(exc) from None
+            raise from_rpc_error(exc, self._address) from None
 
     def agents(self, selector: dict[str, str] | None = None) -> list[AgentSummary]:
         reply = self._call(
@@ -319,7 +305,7 @@ class RolloutsClient:
             ):
                 yield RolloutStatus.from_proto(message)
         except grpc.RpcError as exc:
-            raise server_error(exc) from None
+            raise from_rpc_error(exc, self._address) from None
 
     def pause(self, rollout_id: str, reason: str = "") -> RolloutStatus:
         return self._action(self._stub.PauseRollout, rollout_id, reason)

@@ -142,7 +142,7 @@ class GateResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., passed: _Optional[bool] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("rollout_id", "spec", "state", "phase", "phases", "stage", "stage_started_unix_ms", "reason", "agents", "events", "gates", "created_unix_ms", "updated_unix_ms", "version")
+    __slots__ = ("rollout_id", "spec", "state", "phase", "phases", "stage", "stage_started_unix_ms", "reason", "agents", "events", "gates", "created_unix_ms", "updated_unix_ms", "version", "canary")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class Rollout(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     spec: RolloutSpec
     state: str
@@ -171,7 +172,8 @@ class Rollout(_message.Message):
     created_unix_ms: int
     updated_unix_ms: int
     version: int
-    def __init__(self, rollout_id: _Optional[str] = ..., spec: _Optional[_Union[RolloutSpec, _Mapping]] = ..., state: _Optional[str] = ..., phase: _Optional[int] = ..., phases: _Optional[int] = ..., stage: _Optional[str] = ..., stage_started_unix_ms: _Optional[int] = ..., reason: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[RolloutAgent, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RolloutEvent, _Mapping]]] = ..., gates: _Optional[_Iterable[_Union[GateResult, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    canary: bool
+    def __init__(self, rollout_id: _Optional[str] = ..., spec: _Optional[_Union[RolloutSpec, _Mapping]] = ..., state: _Optional[str] = ..., phase: _Optional[int] = ..., phases: _Optional[int] = ..., stage: _Optional[str] = ..., stage_started_unix_ms: _Optional[int] = ..., reason: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[RolloutAgent, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RolloutEvent, _Mapping]]] = ..., gates: _Optional[_Iterable[_Union[GateResult, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., version: _Optional[int] = ..., canary: _Optional[bool] = ...) -> None: ...
 
 class GetRolloutRequest(_message.Message):
     __slots__ = ("rollout_id",)

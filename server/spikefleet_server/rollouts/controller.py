@@ -286,6 +286,13 @@ class RolloutController:
                 rollout.stage_started_unix_ms,
                 shadow_sha256=candidate,
             )
+            # Too little live input yet: keep shadowing, up to the install timeout more.
+            needed = max(1, spec.gates.min_shadow_frames)
+            if (
+                telemetry.shadow_frames < needed
+                and elapsed_s < spec.bake_s + spec.install_timeout_s
+            ):
+                return
             results = gate_rules.shadow_gates(spec.gates, telemetry)
             rollout.gates = results
             failing = [g for g in results if not g.passed]

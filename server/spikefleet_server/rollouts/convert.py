@@ -83,6 +83,7 @@ def rollout_to_proto(rollout: Rollout) -> rollout_pb2.Rollout:
         created_unix_ms=rollout.created_unix_ms,
         updated_unix_ms=rollout.updated_unix_ms,
         version=rollout.version,
+        canary=rollout.canary,
     )
 
 

@@ -1,0 +1,120 @@
+"""A real spikefleet-server (with the fleet and rollouts extensions) for rollout tests,
+programs in its registry, tokens for every role, and waiting helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spikefleet.client import Client
+from spikefleet.client.rollouts import RolloutsClient, RolloutStatus
+from spikefleet.program.codec import encode
+from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
+from spikefleet_server.app import ServerApp
+from spikefleet_server.config import hash_token, load_config
+
+TOKENS = {
+    "viewer": "viewer-token",
+    "deployer": "deployer-token",
+    "admin": "admin-token",
+    "agent": "agent-token",
+}
+AGENT_METADATA = (("authorization", f"Bearer {TOKENS['agent']}"),)
+
+
+def config_values(data_dir: Path, listen: str = "127.0.0.1:0") -> dict[str, Any]:
+    return {
+        "listen": listen,
+        "data_dir": data_dir,
+        "insecure_loopback": True,
+        "tokens": [
+            {"name": f"{role}-user", "role": role, "sha256": hash_token(token)}
+            for role, token in TOKENS.items()
+        ],
+        "drain_seconds": 2,
+        "grpc_threads": 300,
+    }
+
+
+def config_toml(data_dir: Path, listen: str) -> str:
+    tokens = "".join(
+        f'[[tokens]]\nname = "{role}-user"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'
+        for role, token in TOKENS.items()
+    )
+    return (
+        f'listen = "{listen}"\ndata_dir = "{data_dir}"\ninsecure_loopback = true\n'
+        f"drain_seconds = 2\ngrpc_threads = 300\n{tokens}"
+    )
+
+
+def small_program(seed: int, name: str) -> Program:
+    """A tiny valid program; different seeds give different bytes (and sha256)."""
+    rng = np.random.default_rng(seed)
+    return Program(
+        name=name,
+        layers=[
+            InputData("input", (8, 8, 2), 4),
+            Convolutional(
+                "conv",
+                rng.integers(-7, 8, size=(3, 3, 2, 4)).astype(np.int8),
+                rng.integers(0, 8, 4).astype(np.int32),
+                activation=Activation(1, np.ones(4, np.float32)),
+            ),
+            FullyConnected(
+                "fc", rng.integers(-7, 8, size=(256, 10)).astype(np.int8), np.zeros(10, np.int32)
+            ),
+        ],
+        labels=[str(d) for d in range(10)],
+    )
+
+
+@contextmanager
+def running_app(data_dir: Path) -> Iterator[ServerApp]:
+    config = load_config(None, environ={}, overrides=config_values(data_dir))
+    app = ServerApp(config, extensions=config.extensions)
+    app.start()
+    try:
+        yield app
+    finally:
+        app.stop(grace=2)
+
+
+def put_programs(app: ServerApp, names: dict[str, int]) -> dict[str, str]:
+    """Sign and store one small program per name (value = seed); name -> sha256."""
+    return {
+        name: app.registry.put(encode(small_program(seed, name)), name=name).sha256
+        for name, seed in names.items()
+    }
+
+
+def client(port: int, role: str = "deployer") -> RolloutsClient:
+    return Client(f"127.0.0.1:{port}", token=TOKENS[role]).rollouts
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll until ``condition()`` holds; the timeout bounds a hang, it is not a speed goal."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def final(rollouts: RolloutsClient, rollout_id: str, timeout: float = 60.0) -> RolloutStatus:
+    """Follow WatchRollout until the rollout is final."""
+    last: RolloutStatus | None = None
+    deadline = time.monotonic() + timeout
+    for status in rollouts.watch(rollout_id):
+        last = status
+        if status.final or time.monotonic() > deadline:
+            break
+    assert last is not None
+    if not last.final:
+        pytest.fail(f"rollout {rollout_id} still {last.state} after {timeout}s: {last.events}")
+    return last
