@@ -44,6 +44,7 @@ Progress = Callable[[str, int, int], None]
 """progress(step description, steps done, steps total)."""
 
 _STEPS = 6
+_CALIBRATION_FRAMES = 512  # enough for per-channel clipping; bounds memory and time
 
 
 @dataclass
@@ -144,7 +145,15 @@ def convert(
         if calibration is not None
         else None
     )
-    stage_inputs = float_run.stage_inputs if float_run is not None else None
+    calibration_frames = None
+    if calibration is not None:
+        # Calibrate on independent frames (the first of each sample when membranes carry).
+        flat = calibration[:, 0] if calibration.ndim == 5 and carry else calibration
+        flat = flat.reshape(-1, *calibration.shape[-3:])
+        if len(flat) > _CALIBRATION_FRAMES:
+            pick = np.random.default_rng(0).choice(len(flat), _CALIBRATION_FRAMES, replace=False)
+            flat = flat[np.sort(pick)]
+        calibration_frames = flat
 
     step(3, "quantizing")
     quantized = quantize_stages(
@@ -152,7 +161,7 @@ def convert(
         bits=options.weight_bits,
         input_bits=options.input_bits,
         clip=options.clip,
-        layer_inputs=stage_inputs,  # type: ignore[arg-type]
+        calibration=calibration_frames,
     )
     notes.extend(quantized.notes)
     program = Program(

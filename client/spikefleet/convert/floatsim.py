@@ -26,49 +26,105 @@ F64 = npt.NDArray[np.float64]
 class FloatRun:
     outputs: F64  # (N, classes): last layer potentials (or spike counts), summed over steps
     spike_counts: dict[str, npt.NDArray[np.int64]]  # per stage: spikes per sample
-    stage_inputs: list[F64]  # rows each stage's neurons see (first step only), for calibration
-    spikes: dict[str, npt.NDArray[np.bool_]] = field(
-        default_factory=dict
-    )  # (N, H, W, C), frames only
+    # Spike maps (N*T, H, W, C) per stage, when frames are independent (stateless).
+    spikes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
 
-def patches(x: F64, kh: int, kw: int, stride: int, pad: tuple[int, int, int, int]) -> F64:
-    """im2col of (N, C, H, W) -> (N, OH, OW, C*kh*kw) in torch's (c, i, j) weight order.
-
-    ``pad`` is (top, bottom, left, right) zero padding.
-    """
-    if any(pad):
-        x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[1]), (pad[2], pad[3])))
-    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]
-    n, c, oh, ow = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n, oh, ow, c * kh * kw)
+def _padded(stage: Stage, x: np.ndarray) -> np.ndarray:
+    top, bottom, left, right = stage.float_pad
+    if top or bottom or left or right:
+        return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    return x
 
 
-def stage_potentials(stage: Stage, x: F64) -> tuple[F64, F64]:
-    """(float potentials after pooling as (N, C, H, W), the input rows) for input x (N, C, H, W)."""
-    n = x.shape[0]
-    out = stage.weight.shape[0]
-    if stage.kind == "dense":
-        rows = x.reshape(n, -1)
-        return (rows @ stage.weight.T + stage.bias).reshape(n, out, 1, 1), rows
+def _windows(stage: Stage, xp: np.ndarray, i: int, j: int) -> np.ndarray:
+    """The input pixels kernel tap (i, j) meets at every output position: (N, OH, OW, C)."""
+    _, oh, ow = _conv_shape(stage)
+    s = stage.stride
+    return xp[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :]
+
+
+def _conv_shape(stage: Stage) -> tuple[int, int, int]:
+    _, h, w = stage.in_shape
     kh, kw = stage.weight.shape[2], stage.weight.shape[3]
-    cols = patches(x, kh, kw, stage.stride, stage.float_pad)
-    potential = (cols @ stage.weight.reshape(out, -1).T + stage.bias).transpose(0, 3, 1, 2)
+    top, bottom, left, right = stage.float_pad
+    return (
+        stage.weight.shape[0],
+        (h + top + bottom - kh) // stage.stride + 1,
+        (w + left + right - kw) // stage.stride + 1,
+    )
+
+
+def stage_potentials(stage: Stage, x: np.ndarray) -> np.ndarray:
+    """Potentials after pooling, (N, H, W, C), for input x (N, H, W, C).
+
+    im2col and one matrix product, in float32 like torch (exact for the
+    integer sums of a quantized layer, which stay below 2**24).
+    """
+    n = x.shape[0]
+    weight = stage.weight.astype(np.float32)
+    if stage.kind == "dense":
+        rows = x.transpose(0, 3, 1, 2).reshape(n, -1).astype(np.float32)
+        return (rows @ weight.T + stage.bias).reshape(n, 1, 1, -1)
+    kh, kw = weight.shape[2], weight.shape[3]
+    xp = _padded(stage, x.astype(np.float32))
+    s = stage.stride
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::s, ::s]
+    _, oh, ow = _conv_shape(stage)
+    cols = windows[:, :oh, :ow].reshape(n, oh, ow, -1)  # (c, i, j) order, like torch weights
+    potential = cols @ weight.reshape(weight.shape[0], -1).T
+    potential = potential + stage.bias.astype(np.float32)
     if stage.pool == "gap":
-        # The pooled potential is the weights applied to the mean patch: those
-        # rows give calibration the exact quantity the neuron thresholds.
-        return potential.mean(axis=(2, 3), keepdims=True), cols.mean(axis=(1, 2))
-    elif stage.pool == "max":
+        return potential.mean(axis=(1, 2), keepdims=True)
+    if stage.pool == "max":
         k, s = stage.pool_size, stage.pool_stride
-        windows = np.lib.stride_tricks.sliding_window_view(potential, (k, k), axis=(2, 3))
-        potential = windows[:, :, ::s, ::s].max(axis=(4, 5))
-    return potential, cols.reshape(-1, cols.shape[-1])
+        windows = np.lib.stride_tricks.sliding_window_view(potential, (k, k), axis=(1, 2))
+        return windows[:, ::s, ::s].max(axis=(3, 4))
+    return potential
 
 
-def run_float(
-    stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool = True, max_rows: int = 4096
-) -> FloatRun:
+def stage_rows(stage: Stage, x: np.ndarray, pick: np.ndarray | None = None) -> F64:
+    """The input rows a stage's neurons weigh, in torch's weight order (fan_in wide).
+
+    Dense: one row per sample. Global average pooling: the mean patch per
+    sample (the pooled potential is the weights applied to it). Otherwise one
+    row per output position, or only the flat positions in ``pick``.
+    """
+    n = x.shape[0]
+    if stage.kind == "dense":
+        return x.transpose(0, 3, 1, 2).reshape(n, -1).astype(np.float64)
+    c = x.shape[3]
+    kh, kw = stage.weight.shape[2], stage.weight.shape[3]
+    xp = _padded(stage, x)
+    if stage.pool == "gap":
+        means = np.empty((n, c, kh, kw))
+        for i in range(kh):
+            for j in range(kw):
+                means[:, :, i, j] = _windows(stage, xp, i, j).mean(axis=(1, 2))
+        return means.reshape(n, -1)
+    _, oh, ow = _conv_shape(stage)
+    flat = np.arange(n * oh * ow) if pick is None else pick
+    sample, rest = np.divmod(flat, oh * ow)
+    row, col = np.divmod(rest, ow)
+    s = stage.stride
+    taps_i = np.arange(kh)[None, :, None]
+    taps_j = np.arange(kw)[None, None, :]
+    gathered = xp[
+        sample[:, None, None],
+        row[:, None, None] * s + taps_i,
+        col[:, None, None] * s + taps_j,
+    ]  # (K, kh, kw, C)
+    return gathered.transpose(0, 3, 1, 2).reshape(len(flat), -1).astype(np.float64)
+
+
+def row_count(stage: Stage, n: int) -> int:
+    if stage.kind == "dense" or stage.pool == "gap":
+        return n
+    _, oh, ow = _conv_shape(stage)
+    return n * oh * ow
+
+
+def run_float(stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool = True) -> FloatRun:
     """Run frames (N, H, W, C) or sequences (N, T, H, W, C) through the float stages.
 
     ``carry_membrane=False`` starts every frame of a sequence from rest, as a
@@ -79,19 +135,13 @@ def run_float(
     n, t = steps.shape[:2]
     counts = {stage.name: np.zeros(n, dtype=np.int64) for stage in stages}
     membranes: list[F64 | None] = [None] * len(stages)
-    stage_inputs: list[F64] = []
     total: F64 | None = None
     spike_maps: dict[str, list[npt.NDArray[np.bool_]]] = {}
-    rng = np.random.default_rng(0)
     for step in range(t):
-        x = steps[:, step].astype(np.float64).transpose(0, 3, 1, 2)
+        x: np.ndarray = steps[:, step].astype(np.float32)
         for index, stage in enumerate(stages):
-            current, rows = stage_potentials(stage, x)
-            if step == 0:
-                if len(rows) > max_rows:
-                    rows = rows[rng.choice(len(rows), max_rows, replace=False)]
-                stage_inputs.append(rows)
-            threshold = stage.threshold.reshape(1, -1, 1, 1) if stage.threshold.size else 0.0
+            current = stage_potentials(stage, x)
+            threshold = stage.threshold.reshape(1, 1, 1, -1) if stage.threshold.size else 0.0
             previous = membranes[index] if carry_membrane else None
             spike_model = stage.spike or stage.readout
             if previous is None or spike_model is None:
@@ -109,15 +159,13 @@ def run_float(
             if stage.spike is None:
                 x = mem
                 break
-            spikes = (mem > threshold).astype(np.float64)
+            spikes = (mem > threshold).astype(np.float32)
             counts[stage.name] += spikes.reshape(n, -1).sum(axis=1).astype(np.int64)
             if not carry_membrane or not sequence:
-                spike_maps.setdefault(stage.name, []).append(
-                    spikes.transpose(0, 2, 3, 1).astype(bool)
-                )
+                spike_maps.setdefault(stage.name, []).append(spikes.astype(bool))
             x = spikes
             if index == len(stages) - 1 and stage.output_gain is not None:
-                x = spikes * stage.output_gain.reshape(1, -1, 1, 1)
+                x = spikes * stage.output_gain.reshape(1, 1, 1, -1)
         flat = x.reshape(n, -1)
         total = flat if total is None else total + flat
     assert total is not None
@@ -126,4 +174,4 @@ def run_float(
         name: np.stack(per_step, axis=1).reshape(n * t, *per_step[0].shape[1:])
         for name, per_step in spike_maps.items()
     }
-    return FloatRun(total, counts, stage_inputs, maps)
+    return FloatRun(total.astype(np.float64), counts, maps)

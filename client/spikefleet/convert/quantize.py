@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spikefleet.convert.compat import Stage
+from spikefleet.convert.floatsim import row_count, stage_potentials, stage_rows
 from spikefleet.errors import ConversionError
 from spikefleet.program.model import (
     Activation,
@@ -62,16 +63,19 @@ def choose_scales(
     method: ClipMethod = "mse",
     inputs: F64 | None = None,
     boundary: F64 | None = None,
+    target: F64 | None = None,
 ) -> F64:
     """Per-output-channel scales for ``weight`` (out, fan_in).
 
     ``max`` maps each channel's largest |w| to the top integer; ``mse`` picks a
     clipping point per channel on a grid. With ``inputs`` (rows of real layer
-    inputs, fan_in wide) it minimises the error of the potentials; with
-    ``boundary`` too (neuron j fires when inputs . w_j > boundary_j) it first
-    minimises the number of spike decisions that flip, after the mean potential
-    error is corrected in the threshold as :func:`quantize_stages` does.
-    Without inputs it minimises the error of the weights themselves.
+    inputs, fan_in wide) it minimises the error of the potentials against
+    ``target`` (the float model's potentials for those rows; default
+    ``inputs @ weight.T``); with ``boundary`` too (neuron j fires when its
+    potential exceeds boundary_j) it first minimises the number of spike
+    decisions that flip, after the mean potential error is corrected in the
+    threshold as :func:`quantize_stages` does. Without inputs it minimises the
+    error of the weights themselves.
     """
     low, high = weight_range(bits)
     rows = weight.reshape(weight.shape[0], -1)
@@ -82,21 +86,20 @@ def choose_scales(
     best = np.full(rows.shape[0], np.inf)
     chosen = peak / high
     fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
-    reference = potentials = None
-    if inputs is not None and boundary is not None:
-        potentials = inputs @ rows.T
-        reference = potentials > boundary
+    if inputs is not None and target is None:
+        target = inputs @ rows.T
+    reference = target > boundary if target is not None and boundary is not None else None
     for fraction in fractions:
         scales = peak * fraction / high
-        error = _quantize_rows(rows, scales, low, high) * scales[:, None] - rows
-        if inputs is None:
-            cost = (error**2).mean(axis=1)
+        quantized = _quantize_rows(rows, scales, low, high) * scales[:, None]
+        if inputs is None or target is None:
+            cost = ((quantized - rows) ** 2).mean(axis=1)
         else:
-            potential_error = inputs @ error.T
+            potential_error = inputs @ quantized.T - target
             cost = potential_error.var(axis=0) + potential_error.mean(axis=0) ** 2
-            if reference is not None and potentials is not None:
+            if reference is not None:
                 shifted = potential_error - potential_error.mean(axis=0)
-                flips = ((potentials + shifted > boundary) != reference).sum(axis=0)
+                flips = ((target + shifted > boundary) != reference).sum(axis=0)
                 cost = flips + cost / (1.0 + cost)  # flips first, error breaks ties
         better = cost < best
         best = np.where(better, cost, best)
@@ -168,13 +171,17 @@ def quantize_stages(
     bits: int = 4,
     input_bits: int = 4,
     clip: ClipMethod = "mse",
-    layer_inputs: list[F64 | None] | None = None,
+    calibration: np.ndarray | None = None,
+    max_rows: int = 4096,
 ) -> Quantized:
     """Akida layers for ``stages``.
 
-    ``layer_inputs[i]`` are calibration rows entering stage i (im2col patches
-    for convolutions): ``clip="mse"`` weighs the weight error by them, and the
-    mean potential error they show is corrected in the integer threshold.
+    ``calibration`` frames (N, H, W, C) run through the float stages and,
+    layer by layer, through the quantized ones: each layer is calibrated on the
+    spikes the quantized layers before it really produce, against the float
+    model's potentials. ``clip="mse"`` chooses scales that flip the fewest
+    spike decisions, and the mean potential error left is corrected in the
+    integer threshold (in the bias of an output layer).
 
     Akida has no bias on a layer without activation, so the bias of an output
     layer read as potentials rides on always-on inputs: the previous layer gets
@@ -186,34 +193,53 @@ def quantize_stages(
     weights: list[F64] = []
     thresholds: list[npt.NDArray[np.int32]] = []
     all_scales: list[F64] = []
-    for index, stage in enumerate(stages):
+    rng = np.random.default_rng(0)
+    x_float = x_quant = None
+    if calibration is not None and len(calibration):
+        x_float = x_quant = calibration.astype(np.float32)
+    biases: list[F64] = []
+    for stage in stages:
         rows = stage.weight.reshape(stage.weight.shape[0], -1)
-        inputs = layer_inputs[index] if layer_inputs else None
+        inputs = target = None
+        if x_float is not None and x_quant is not None:
+            count = row_count(stage, len(x_float))
+            pick = rng.choice(count, max_rows, replace=False) if count > max_rows else None
+            inputs = stage_rows(stage, x_quant, pick)
+            target = stage_rows(stage, x_float, pick) @ rows.T
         boundary = stage.threshold - stage.bias if stage.spike is not None else None
-        scales = choose_scales(rows, bits, clip, inputs, boundary)
+        scales = choose_scales(rows, bits, clip, inputs, boundary, target)
         q = _quantize_rows(rows, scales, low, high)
+        correction = np.zeros(len(scales))
+        if inputs is not None and target is not None and len(inputs):
+            correction = (inputs @ (q * scales[:, None]).T - target).mean(axis=0)
+        area = 1
+        if stage.pool == "gap":
+            _, pre_h, pre_w = pre_pool_shape(stage)
+            area = pre_h * pre_w
         if stage.spike is not None:
-            area = 1
-            if stage.pool == "gap":
-                _, pre_h, pre_w = pre_pool_shape(stage)
-                area = pre_h * pre_w
-            correction = np.zeros(len(scales))
-            if inputs is not None and len(inputs):
-                correction = (inputs @ (q * scales[:, None] - rows).T).mean(axis=0)
             real = area * (stage.threshold - stage.bias + correction) / scales
             thresholds.append(integer_threshold(real))
         else:
             thresholds.append(np.zeros(len(scales), np.int32))
+        biases.append(stage.bias - correction)
         weights.append(q.reshape(stage.weight.shape))
         all_scales.append(scales)
+        if x_float is not None and x_quant is not None and stage.spike is not None:
+            fires = stage_potentials(stage, x_float) > stage.threshold.reshape(1, 1, 1, -1)
+            x_float = fires.astype(np.float32)
+            integer = Stage(**{**vars(stage), "weight": weights[-1], "bias": np.zeros(len(q))})
+            potential = np.rint(stage_potentials(integer, x_quant) * area)
+            x_quant = (potential > thresholds[-1].reshape(1, 1, 1, -1)).astype(np.float32)
+        else:
+            x_float = x_quant = None
 
     result = Quantized([InputData("input", (h, w, c), input_bits)], None, all_scales)
     last = stages[-1]
     in_shapes = [stage.in_shape for stage in stages]
     if last.spike is None:
         result.output_scales = all_scales[-1].astype(np.float32)
-        if np.any(last.bias != 0):
-            parts = _bias_units(last.bias, all_scales[-1], high, low)
+        if np.any(biases[-1] != 0):
+            parts = _bias_units(biases[-1], all_scales[-1], high, low)
             if len(stages) < 2 or last.kind != "dense" or parts is None:
                 result.notes.append(
                     f"{last.name}: Akida has no bias on a layer without activation and it "
