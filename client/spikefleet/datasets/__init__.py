@@ -1,0 +1,1 @@
+"""Datasets spikefleet can build locally, with no download (see :mod:`.ndigits`)."""
