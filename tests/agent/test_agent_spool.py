@@ -46,3 +46,20 @@ def test_over_the_bound_the_oldest_batches_are_dropped_and_counted(tmp_path: Pat
         spool.append(batch(n))
     assert [b.seq for b in spool.pending(0)] == [3, 4, 5]
     assert spool.dropped() == 2
+
+
+def test_a_wiped_spool_continues_after_what_the_server_already_has(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")  # fresh state dir, agent id reused
+    spool.append(batch(7))
+    spool.append(batch(8))
+    spool.rebase(server_seq=100)
+    assert [(b.seq, b.frames) for b in spool.pending(100)] == [(101, 7), (102, 8)]
+    assert spool.append(batch(9)) == 103
+
+
+def test_rebase_leaves_a_spool_that_is_ahead_of_the_server_alone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")
+    for n in range(3):
+        spool.append(batch(n))
+    spool.rebase(server_seq=1)
+    assert [b.seq for b in spool.pending(0)] == [1, 2, 3]

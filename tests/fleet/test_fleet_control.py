@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,23 @@ def test_the_agent_dials_a_tls_server_it_trusts_and_refuses_one_it_does_not(
         for agent in agents:
             agent.stop()
         server.stop()
+
+
+def test_an_agent_reinstalled_under_the_same_id_keeps_its_telemetry_apart(
+    tmp_path: Path, fleet_server: FleetServer, start_agent: Callable[..., Agent]
+) -> None:
+    agent = start_agent("edge-1")
+    wait_for(lambda: agent.control is not None and agent.control.connected.is_set(), "connect")
+    for _ in range(3):
+        agent.collector.record_events(1)
+        agent.flush_telemetry()
+    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 3, "3 batches")
+    agent.stop()
+    shutil.rmtree(tmp_path / "edge-1")  # the host was re-imaged
+
+    again = start_agent("edge-1")
+    again.collector.record_events(50)
+    again.flush_telemetry()  # spooled before it even registered
+    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 4, "the new batch")
+    records = fleet_server.fleet.store.telemetry("edge-1")
+    assert [(r.seq, r.batch.events) for r in records] == [(1, 1), (2, 1), (3, 1), (4, 50)]

@@ -186,6 +186,7 @@ class ControlChannel:
                 kind = message.WhichOneof("kind")
                 if kind == "registered":
                     last = message.registered.last_telemetry_seq
+                    self._spool.rebase(last)
                     self._spool.ack(last)
                     state["sent"] = state["acked"] = last
                     state["registered"] = True

@@ -64,6 +64,35 @@ class Spool:
             ).fetchall()
         return [fleet_pb2.TelemetryBatch.FromString(body) for (body,) in rows]
 
+    def rebase(self, server_seq: int) -> None:
+        """The server already holds seqs up to ``server_seq`` that this spool never issued
+        (its state directory was wiped, the agent id reused): renumber what waits here to
+        follow them, so new batches are not mistaken for ones already stored."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (next_seq,) = self._db.execute(
+                    "SELECT value FROM meta WHERE key='next_seq'"
+                ).fetchone()
+                if next_seq > server_seq:
+                    self._db.execute("COMMIT")
+                    return
+                rows = self._db.execute("SELECT seq, body FROM batches ORDER BY seq").fetchall()
+                self._db.execute("DELETE FROM batches")
+                seq = server_seq
+                for _, body in rows:
+                    seq += 1
+                    batch = fleet_pb2.TelemetryBatch.FromString(body)
+                    batch.seq = seq
+                    self._db.execute(
+                        "INSERT INTO batches VALUES (?, ?)", (seq, batch.SerializeToString())
+                    )
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def ack(self, seq: int) -> None:
         """The server stored everything up to ``seq``."""
         with self._lock:
