@@ -115,11 +115,54 @@ def engine_alone(frames: np.ndarray, per_call: int, seconds: float) -> float:
     return calls * per_call / (time.perf_counter() - start)
 
 
+def telemetry_ingest(root: Path, batches: int = 5000, agents: int = 100) -> dict:
+    """Server side of the channel: telemetry batches stored per second, committed one by
+    one vs grouped by the fleet's TelemetryWriter (the server's SQLite: WAL, synchronous=FULL)."""
+    from spikefleet.v1 import fleet_pb2
+    from spikefleet_server.db import Database
+    from spikefleet_server.fleet import FleetStore
+    from spikefleet_server.fleet.ingest import TelemetryWriter
+
+    def batch(i: int) -> fleet_pb2.TelemetryBatch:
+        return fleet_pb2.TelemetryBatch(
+            seq=i // agents + 1, frames=320, class_histogram=list(range(10)), latency_p99_ms=1.0
+        )
+
+    db = Database(root / "one-by-one.db")
+    store = FleetStore(db)
+    single = min(batches, 1000)
+    start = time.perf_counter()
+    for i in range(single):
+        store.ingest(f"edge-{i % agents}", batch(i))
+    one_by_one = single / (time.perf_counter() - start)
+    db.close()
+
+    db = Database(root / "grouped.db")
+    writer = TelemetryWriter(FleetStore(db))
+    acked = threading.Semaphore(0)
+    start = time.perf_counter()
+    for i in range(batches):
+        writer.submit(f"edge-{i % agents}", batch(i), lambda new: acked.release())
+    for _ in range(batches):
+        acked.acquire()
+    grouped = batches / (time.perf_counter() - start)
+    writer.close()
+    db.close()
+    return {"one_by_one_batches_per_s": one_by_one, "grouped_batches_per_s": grouped}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--latency-messages", type=int, default=5000)
+    parser.add_argument(
+        "--ingest", action="store_true", help="measure the server's telemetry ingest instead"
+    )
     args = parser.parse_args()
+    if args.ingest:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(telemetry_ingest(Path(tmp)), indent=2))
+        return
     frames = random_frames(256, seed=0, density=0.1)
     with tempfile.TemporaryDirectory() as tmp:
         agent, address = start_agent(Path(tmp))
