@@ -151,3 +151,42 @@ def test_fidelity_report_round_trips_through_json() -> None:
     again = FidelityReport.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again == report
     assert ("int accuracy", "66.67%") in again.rows()
+
+
+def test_calibration_from_an_ndigits_root_and_from_class_folders(
+    model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from spikefleet.convert.calibration import load_calibration
+    from spikefleet.datasets import ndigits
+
+    root = ndigits.build(tmp_path / "ndigits", limit=40)
+    frames, labels = load_calibration(root, split="test")
+    assert frames.ndim == 5 and frames.shape[2:] == (34, 34, 2) and len(labels) == len(frames)
+
+    folders = tmp_path / "folders"
+    index = ndigits.read_index(root)
+    for entry in index["samples"][:12]:
+        target = folders / str(entry["label"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / entry["file"], target / Path(entry["file"]).name)
+    frames, labels = load_calibration(folders)
+    assert len(frames) == len(labels) == 12 and frames.ndim == 5
+
+    out = tmp_path / "ref.program"
+    code = main(
+        [
+            "convert",
+            str(model_files["bundle"]),
+            "--calib",
+            str(folders),
+            "-o",
+            str(out),
+            "--no-hardware",
+            "--json",
+        ]
+    )
+    assert code == 0
+    fidelity = json.loads(capsys.readouterr().out)["fidelity"]
+    assert fidelity["samples"] == 12 and fidelity["float_accuracy"] is not None

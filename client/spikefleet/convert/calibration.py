@@ -67,7 +67,7 @@ def _class_folders(root: Path, limit: int | None) -> tuple[np.ndarray, np.ndarra
                 break
     if not frames:
         raise ConversionError(f"{root}: no N-MNIST .bin recordings in class folders")
-    return np.concatenate(frames), np.asarray(labels, dtype=np.int64)
+    return np.stack(frames), np.asarray(labels, dtype=np.int64)  # (S, frames, H, W, C)
 
 
 def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
