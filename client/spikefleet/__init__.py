@@ -22,13 +22,13 @@ from spikefleet.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from spikefleet.convert.extract import extract
+    from spikefleet.convert.extraction import extract
 
 
 def __getattr__(name: str) -> Any:
     """``spikefleet.extract`` is loaded on first use: it needs torch, the package must not."""
     if name == "extract":
-        from spikefleet.convert.extract import extract
+        from spikefleet.convert.extraction import extract
 
         return extract
     raise AttributeError(f"module 'spikefleet' has no attribute {name!r}")
