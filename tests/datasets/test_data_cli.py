@@ -38,3 +38,12 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys):
     assert "truncated" in capsys.readouterr().err
     assert main(["data", "ndigits", "--root", str(tmp_path), "--limit", "0"]) == 1
     assert "--limit" in capsys.readouterr().err
+
+
+def test_data_inspect_reads_aedat4(tmp_path, capsys):
+    from spikefleet.events import write_aedat4
+
+    path = tmp_path / "rec.aedat4"
+    write_aedat4(path, make_events([5, 6, 7], [1, 1, 1], [100, 200, 300], [True] * 3), 64, 48)
+    assert main(["data", "inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 3

@@ -10,7 +10,7 @@ from spikefleet.events.accumulator import (
     Emitted,
     FrameAccumulator,
 )
-from spikefleet.events.aedat4 import read_aedat4
+from spikefleet.events.aedat4 import read_aedat4, write_aedat4
 from spikefleet.events.frames import to_frames
 from spikefleet.events.nmnist import decode_nmnist, encode_nmnist, read_nmnist, write_nmnist
 from spikefleet.events.types import EVENT_DTYPE, as_events, make_events
@@ -29,5 +29,6 @@ __all__ = [
     "read_aedat4",
     "read_nmnist",
     "to_frames",
+    "write_aedat4",
     "write_nmnist",
 ]

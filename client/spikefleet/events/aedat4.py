@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from spikefleet.errors import EventFormatError
-from spikefleet.events.types import make_events
+from spikefleet.events.types import as_events, check_sensor_bounds, make_events
 
 
 def read_aedat4(path: str | os.PathLike[str], stream_id: int | None = None) -> np.ndarray:
@@ -50,3 +50,68 @@ def read_aedat4(path: str | os.PathLike[str], stream_id: int | None = None) -> n
         return make_events([], [], [], [])
     raw = np.concatenate(chunks)
     return make_events(raw["x"], raw["y"], raw["t"].astype(np.int64), raw["on"])
+
+
+_MAGIC = b"#!AER-DAT4.0\r\n"
+#: AEDAT4's Event struct (flatbuffers, little-endian): t int64, x int16, y int16, on bool, padding.
+_AEDAT4_EVENT = np.dtype(
+    {"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "u1"], "itemsize": 16}
+)
+
+
+def write_aedat4(path: str | os.PathLike[str], events: np.ndarray, width: int, height: int) -> None:
+    """Write events as an uncompressed AEDAT4 file with one event stream (id 0).
+
+    One packet per call; this is for exporting recordings and for testing
+    readers, not a replacement for iniVation's recorder.
+    """
+    import flatbuffers
+
+    events = as_events(events)
+    check_sensor_bounds(events, width, height)
+    description = (
+        '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+        '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+        '<attr key="compression" type="string">NONE</attr>'
+        '<attr key="originalOutputName" type="string">events</attr>'
+        '<attr key="typeIdentifier" type="string">EVTS</attr>'
+        '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+        f'<attr key="sizeX" type="int">{int(width)}</attr>'
+        f'<attr key="sizeY" type="int">{int(height)}</attr>'
+        '<attr key="source" type="string">spikefleet</attr>'
+        "</node></node></node></dv>"
+    )
+    header = flatbuffers.Builder(1024)
+    text = header.CreateString(description)
+    header.StartObject(3)
+    header.PrependInt32Slot(0, 0, 0)  # compression: None
+    header.PrependInt64Slot(1, -1, 0)  # file_data_position: -1, read to the end
+    header.PrependUOffsetTRelativeSlot(2, text, 0)
+    header.Finish(header.EndObject(), b"IOHE")
+    header_bytes = bytes(header.Output())
+
+    records = np.zeros(len(events), dtype=_AEDAT4_EVENT)
+    records["t"], records["x"], records["y"], records["on"] = (
+        events["t"],
+        events["x"],
+        events["y"],
+        events["p"],
+    )
+    data = records.tobytes()
+    packet = flatbuffers.Builder(len(data) + 64)
+    packet.StartVector(_AEDAT4_EVENT.itemsize, len(records), 8)
+    packet.head -= len(data)
+    packet.Bytes[packet.head : packet.head + len(data)] = data
+    elements = packet.EndVector()
+    packet.StartObject(1)
+    packet.PrependUOffsetTRelativeSlot(0, elements, 0)
+    packet.FinishSizePrefixed(packet.EndObject(), b"EVTS")
+    packet_bytes = bytes(packet.Output())
+
+    with open(path, "wb") as out:
+        out.write(_MAGIC)
+        out.write(len(header_bytes).to_bytes(4, "little"))
+        out.write(header_bytes)
+        out.write((0).to_bytes(4, "little"))  # stream id
+        out.write(len(packet_bytes).to_bytes(4, "little"))
+        out.write(packet_bytes)
