@@ -12,6 +12,7 @@ import pytest
 from agent_helpers import make_program, random_frames
 
 from spikefleet.client.agent import AgentClient, FrameBatch
+from spikefleet.datasets.ndigits import predict_sample, sample_frames
 from spikefleet.engine import Engine
 from spikefleet.errors import AgentRequestError, DeviceBusyError, EngineError, FrameError
 from spikefleet.events import make_events, to_frames
@@ -232,3 +233,34 @@ def test_a_second_agent_on_the_same_state_is_refused_and_the_first_keeps_serving
         standalone_agent(name="edge-1")
     with client_of(first) as client:
         assert len(client.infer(random_frames(1)).classes) == 1
+
+
+def test_ndigits_binning_answers_like_offline_evaluation(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    events = make_events(
+        rng.integers(0, 34, n),
+        rng.integers(0, 34, n),
+        np.sort(rng.integers(0, 320_000, n)),
+        rng.integers(0, 2, n).astype(bool),
+    )
+    with client_of(standalone_agent(program)) as client:
+        predictions = list(
+            client.stream_events(np.array_split(events, 9), sample_id="d", binning="ndigits-sample")
+        )
+    assert [len(p.classes) for p in predictions] == [0] * 8 + [3]  # frames come at the end
+    frames = sample_frames(events)
+    np.testing.assert_array_equal(predictions[-1].classes, Engine(program).predict(frames))
+    scores = Engine(program).run(frames).outputs.reshape(3, -1) * program.output_scales
+    assert predictions[-1].sample is not None
+    assert predictions[-1].sample.predicted_class == predict_sample(scores)
+
+
+def test_an_unknown_binning_is_invalid_argument(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    events = make_events([1], [1], [0], [True])
+    with client_of(standalone_agent(program)) as client, pytest.raises(FrameError, match="binning"):
+        list(client.stream_events([events], binning="hexagons"))

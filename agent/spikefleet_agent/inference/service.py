@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import grpc
 import numpy as np
@@ -67,6 +67,60 @@ class _StreamState:
             frames=sample.frames,
             scores=scores.tolist(),
         )
+
+
+BINNING_NDIGITS = "ndigits-sample"
+MAX_SAMPLE_EVENTS = 2_000_000  # one buffered sample: 26 MB of events at most
+
+
+class _Binner(Protocol):
+    def push(self, events: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+class _Windows:
+    """Live binning into fixed time windows (spikefleet.events.FrameAccumulator)."""
+
+    def __init__(self, accumulator: FrameAccumulator) -> None:
+        self._accumulator = accumulator
+
+    def push(self, events: np.ndarray) -> np.ndarray:
+        return self._accumulator.push(events).frames
+
+    def flush(self) -> np.ndarray:
+        return self._accumulator.flush().frames
+
+
+class _WholeSample:
+    """Keeps one sample's events; its frames come at the end, as the reference task makes them."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self._shape = shape
+        self._chunks: list[np.ndarray] = []
+        self._count = 0
+
+    def push(self, events: np.ndarray) -> np.ndarray:
+        self._count += len(events)
+        if self._count > MAX_SAMPLE_EVENTS:
+            raise EventFormatError(
+                f"a sample holds more than {MAX_SAMPLE_EVENTS} events: close it with "
+                "end_of_sample sooner, or bin live with time windows"
+            )
+        self._chunks.append(events.copy())
+        return np.zeros((0, *self._shape), np.uint8)
+
+    def flush(self) -> np.ndarray:
+        from spikefleet.datasets.ndigits import sample_frames
+
+        if not self._chunks:
+            return np.zeros((0, *self._shape), np.uint8)
+        frames = sample_frames(np.concatenate(self._chunks))
+        if frames.shape[1:] != self._shape:
+            raise EventFormatError(
+                f"ndigits-sample frames are {frames.shape[1:]}, the program takes {self._shape}"
+            )
+        return frames
 
 
 def _empty_result() -> RunResult:
@@ -179,7 +233,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         self, request_iterator: Iterator[inference_pb2.EventPacket], context: grpc.ServicerContext
     ) -> Iterator[inference_pb2.Predictions]:
         state = _StreamState(self._max_open)
-        accumulators: dict[str, FrameAccumulator] = {}
+        binners: dict[str, _Binner] = {}
         for packet in request_iterator:
             started = time.perf_counter()
             if len(packet.events) % EVENT_DTYPE.itemsize:
@@ -192,11 +246,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 )
             events = np.frombuffer(packet.events, dtype=EVENT_DTYPE)
             active = self._active(context)
-            found = accumulators.get(packet.sample_id)
+            found = binners.get(packet.sample_id)
             if found is not None:
-                accumulator = found
+                binner = found
             else:
-                if len(accumulators) >= self._max_open:
+                if len(binners) >= self._max_open:
                     self._fail(
                         context,
                         "resource-exhausted",
@@ -204,24 +258,17 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                         f"{self._max_open} samples are open on this stream: "
                         "close samples with end_of_sample",
                     )
-                height, width, channels = active.program.input.shape
-                try:
-                    accumulator = FrameAccumulator(
-                        (packet.sensor_width or width, packet.sensor_height or height, channels),
-                        time_window_us=packet.time_window_us or self._event_window_us,
-                        bits=active.program.input.bits,
-                    )
-                except EventFormatError as exc:
-                    self._fail(
-                        context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-                    )
-                accumulators[packet.sample_id] = accumulator
+                binner = self._binner(context, packet, active)
+                binners[packet.sample_id] = binner
             self._collector.record_events(len(events))
-            frames = accumulator.push(events).frames
-            if packet.end_of_sample:
-                flushed = accumulator.flush().frames
-                frames = np.concatenate([frames, flushed]) if len(frames) else flushed
-                del accumulators[packet.sample_id]
+            try:
+                frames = binner.push(events)
+                if packet.end_of_sample:
+                    flushed = binner.flush()
+                    frames = np.concatenate([frames, flushed]) if len(frames) else flushed
+                    del binners[packet.sample_id]
+            except EventFormatError as exc:
+                self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             result = self._run(context, frames, active) if len(frames) else _empty_result()
             reply = self._reply(packet.seq, active, result, False)
             sample = state.add(context, packet.sample_id, result, packet.end_of_sample)
@@ -230,6 +277,30 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             if len(frames):
                 self._collector.record(len(frames), result, time.perf_counter() - started)
             yield reply
+
+    def _binner(
+        self, context: grpc.ServicerContext, packet: inference_pb2.EventPacket, active: Loaded
+    ) -> _Binner:
+        height, width, channels = active.program.input.shape
+        if packet.binning == BINNING_NDIGITS:
+            return _WholeSample((height, width, channels))
+        if packet.binning:
+            self._fail(
+                context,
+                "invalid-argument",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown binning {packet.binning!r}: use '' (time windows) or {BINNING_NDIGITS!r}",
+            )
+        try:
+            return _Windows(
+                FrameAccumulator(
+                    (packet.sensor_width or width, packet.sensor_height or height, channels),
+                    time_window_us=packet.time_window_us or self._event_window_us,
+                    bits=active.program.input.bits,
+                )
+            )
+        except EventFormatError as exc:
+            self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     def Status(
         self, request: inference_pb2.StatusRequest, context: grpc.ServicerContext

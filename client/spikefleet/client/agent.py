@@ -185,8 +185,12 @@ class AgentClient:
         sample_id: str = "",
         time_window_us: int = 0,
         end_of_sample: bool = True,
+        binning: str = "",
     ) -> Iterator[Prediction]:
-        """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample."""
+        """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample.
+
+        ``binning=""`` makes frames live from time windows; ``"ndigits-sample"`` makes
+        them at the end with the reference task's ``sample_frames``."""
         from spikefleet.events import as_events
 
         def requests() -> Iterator[inference_pb2.EventPacket]:
@@ -194,11 +198,11 @@ class AgentClient:
             seq = 0
             for packet in packets:
                 if previous is not None:
-                    yield self._packet(previous, seq, sample_id, time_window_us, False)
+                    yield self._packet(previous, seq, sample_id, time_window_us, False, binning)
                     seq += 1
                 previous = as_events(packet)
             if previous is not None:
-                yield self._packet(previous, seq, sample_id, time_window_us, end_of_sample)
+                yield self._packet(previous, seq, sample_id, time_window_us, end_of_sample, binning)
 
         call: Any = self._stub.StreamEvents(requests(), metadata=self._metadata)
         try:
@@ -211,7 +215,7 @@ class AgentClient:
 
     @staticmethod
     def _packet(
-        events: np.ndarray, seq: int, sample_id: str, window: int, end: bool
+        events: np.ndarray, seq: int, sample_id: str, window: int, end: bool, binning: str
     ) -> inference_pb2.EventPacket:
         return inference_pb2.EventPacket(
             events=np.ascontiguousarray(events).tobytes(),
@@ -219,6 +223,7 @@ class AgentClient:
             sample_id=sample_id,
             end_of_sample=end,
             time_window_us=window,
+            binning=binning,
         )
 
     def status(self) -> AgentStatus:

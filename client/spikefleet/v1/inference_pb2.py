@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspikefleet/v1/inference.proto\x12\rspikefleet.v1\"z\n\nFrameBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\tsample_id\x18\x04 \x01(\t\x12\x15\n\rend_of_sample\x18\x05 \x01(\x08\x12\x16\n\x0ereturn_outputs\x18\x06 \x01(\x08\"\x99\x01\n\x0b\x45ventPacket\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tsample_id\x18\x03 \x01(\t\x12\x15\n\rend_of_sample\x18\x04 \x01(\x08\x12\x14\n\x0csensor_width\x18\x05 \x01(\r\x12\x15\n\rsensor_height\x18\x06 \x01(\r\x12\x16\n\x0etime_window_us\x18\x07 \x01(\x04\"Z\n\x0cSampleResult\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x03 \x01(\r\x12\x0e\n\x06scores\x18\x04 \x03(\x02\"\xbd\x01\n\x0bPredictions\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\x03\x12\x16\n\x0eprogram_sha256\x18\x03 \x01(\t\x12\x0f\n\x07outputs\x18\x04 \x01(\x0c\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12\x14\n\x0coutput_dtype\x18\x06 \x01(\t\x12+\n\x06sample\x18\x07 \x01(\x0b\x32\x1b.spikefleet.v1.SampleResult\x12\x0e\n\x06\x66rames\x18\x08 \x01(\r\"\x0f\n\rStatusRequest\"\x94\x02\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x03 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x04 \x01(\t\x12\x14\n\x0cprogram_name\x18\x05 \x01(\t\x12\x13\n\x0binput_shape\x18\x06 \x03(\r\x12\x12\n\ninput_bits\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x11\n\tconnected\x18\t \x01(\x08\x12\x0e\n\x06\x66rames\x18\n \x01(\x04\x12\x17\n\x0fspooled_batches\x18\x0b \x01(\x04\x12\x15\n\rshadow_sha256\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\t2\xa0\x02\n\tInference\x12\x43\n\x06Stream\x12\x19.spikefleet.v1.FrameBatch\x1a\x1a.spikefleet.v1.Predictions(\x01\x30\x01\x12J\n\x0cStreamEvents\x12\x1a.spikefleet.v1.EventPacket\x1a\x1a.spikefleet.v1.Predictions(\x01\x30\x01\x12>\n\x05Infer\x12\x19.spikefleet.v1.FrameBatch\x1a\x1a.spikefleet.v1.Predictions\x12\x42\n\x06Status\x12\x1c.spikefleet.v1.StatusRequest\x1a\x1a.spikefleet.v1.AgentStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspikefleet/v1/inference.proto\x12\rspikefleet.v1\"z\n\nFrameBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\tsample_id\x18\x04 \x01(\t\x12\x15\n\rend_of_sample\x18\x05 \x01(\x08\x12\x16\n\x0ereturn_outputs\x18\x06 \x01(\x08\"\xaa\x01\n\x0b\x45ventPacket\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tsample_id\x18\x03 \x01(\t\x12\x15\n\rend_of_sample\x18\x04 \x01(\x08\x12\x14\n\x0csensor_width\x18\x05 \x01(\r\x12\x15\n\rsensor_height\x18\x06 \x01(\r\x12\x16\n\x0etime_window_us\x18\x07 \x01(\x04\x12\x0f\n\x07\x62inning\x18\x08 \x01(\t\"Z\n\x0cSampleResult\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x03 \x01(\r\x12\x0e\n\x06scores\x18\x04 \x03(\x02\"\xbd\x01\n\x0bPredictions\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\x03\x12\x16\n\x0eprogram_sha256\x18\x03 \x01(\t\x12\x0f\n\x07outputs\x18\x04 \x01(\x0c\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12\x14\n\x0coutput_dtype\x18\x06 \x01(\t\x12+\n\x06sample\x18\x07 \x01(\x0b\x32\x1b.spikefleet.v1.SampleResult\x12\x0e\n\x06\x66rames\x18\x08 \x01(\r\"\x0f\n\rStatusRequest\"\x94\x02\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x03 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x04 \x01(\t\x12\x14\n\x0cprogram_name\x18\x05 \x01(\t\x12\x13\n\x0binput_shape\x18\x06 \x03(\r\x12\x12\n\ninput_bits\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x11\n\tconnected\x18\t \x01(\x08\x12\x0e\n\x06\x66rames\x18\n \x01(\x04\x12\x17\n\x0fspooled_batches\x18\x0b \x01(\x04\x12\x15\n\rshadow_sha256\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\t2\xa0\x02\n\tInference\x12\x43\n\x06Stream\x12\x19.spikefleet.v1.FrameBatch\x1a\x1a.spikefleet.v1.Predictions(\x01\x30\x01\x12J\n\x0cStreamEvents\x12\x1a.spikefleet.v1.EventPacket\x1a\x1a.spikefleet.v1.Predictions(\x01\x30\x01\x12>\n\x05Infer\x12\x19.spikefleet.v1.FrameBatch\x1a\x1a.spikefleet.v1.Predictions\x12\x42\n\x06Status\x12\x1c.spikefleet.v1.StatusRequest\x1a\x1a.spikefleet.v1.AgentStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAMEBATCH']._serialized_start=48
   _globals['_FRAMEBATCH']._serialized_end=170
   _globals['_EVENTPACKET']._serialized_start=173
-  _globals['_EVENTPACKET']._serialized_end=326
-  _globals['_SAMPLERESULT']._serialized_start=328
-  _globals['_SAMPLERESULT']._serialized_end=418
-  _globals['_PREDICTIONS']._serialized_start=421
-  _globals['_PREDICTIONS']._serialized_end=610
-  _globals['_STATUSREQUEST']._serialized_start=612
-  _globals['_STATUSREQUEST']._serialized_end=627
-  _globals['_AGENTSTATUS']._serialized_start=630
-  _globals['_AGENTSTATUS']._serialized_end=906
-  _globals['_INFERENCE']._serialized_start=909
-  _globals['_INFERENCE']._serialized_end=1197
+  _globals['_EVENTPACKET']._serialized_end=343
+  _globals['_SAMPLERESULT']._serialized_start=345
+  _globals['_SAMPLERESULT']._serialized_end=435
+  _globals['_PREDICTIONS']._serialized_start=438
+  _globals['_PREDICTIONS']._serialized_end=627
+  _globals['_STATUSREQUEST']._serialized_start=629
+  _globals['_STATUSREQUEST']._serialized_end=644
+  _globals['_AGENTSTATUS']._serialized_start=647
+  _globals['_AGENTSTATUS']._serialized_end=923
+  _globals['_INFERENCE']._serialized_start=926
+  _globals['_INFERENCE']._serialized_end=1214
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ class FrameBatch(_message.Message):
     def __init__(self, frames: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., return_outputs: _Optional[bool] = ...) -> None: ...
 
 class EventPacket(_message.Message):
-    __slots__ = ("events", "seq", "sample_id", "end_of_sample", "sensor_width", "sensor_height", "time_window_us")
+    __slots__ = ("events", "seq", "sample_id", "end_of_sample", "sensor_width", "sensor_height", "time_window_us", "binning")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class EventPacket(_message.Message):
     SENSOR_WIDTH_FIELD_NUMBER: _ClassVar[int]
     SENSOR_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TIME_WINDOW_US_FIELD_NUMBER: _ClassVar[int]
+    BINNING_FIELD_NUMBER: _ClassVar[int]
     events: bytes
     seq: int
     sample_id: str
@@ -38,7 +39,8 @@ class EventPacket(_message.Message):
     sensor_width: int
     sensor_height: int
     time_window_us: int
-    def __init__(self, events: _Optional[bytes] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., time_window_us: _Optional[int] = ...) -> None: ...
+    binning: str
+    def __init__(self, events: _Optional[bytes] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., time_window_us: _Optional[int] = ..., binning: _Optional[str] = ...) -> None: ...
 
 class SampleResult(_message.Message):
     __slots__ = ("sample_id", "predicted_class", "frames", "scores")
