@@ -145,15 +145,19 @@ def convert(
         if calibration is not None
         else None
     )
-    calibration_frames = None
-    if calibration is not None:
+    calibration_frames = float_spikes = None
+    if calibration is not None and float_run is not None:
         # Calibrate on independent frames (the first of each sample when membranes carry).
         flat = calibration[:, 0] if calibration.ndim == 5 and carry else calibration
         flat = flat.reshape(-1, *calibration.shape[-3:])
+        pick = np.arange(len(flat))
         if len(flat) > _CALIBRATION_FRAMES:
-            pick = np.random.default_rng(0).choice(len(flat), _CALIBRATION_FRAMES, replace=False)
-            flat = flat[np.sort(pick)]
-        calibration_frames = flat
+            chosen = np.random.default_rng(0).choice(len(flat), _CALIBRATION_FRAMES, replace=False)
+            pick = np.sort(chosen)
+        calibration_frames = flat[pick]
+        spiking = [stage.name for stage in lowered.stages if stage.spike is not None]
+        if all(name in float_run.spikes for name in spiking):  # frames were independent
+            float_spikes = [float_run.spikes[name][pick] for name in spiking]
 
     step(3, "quantizing")
     quantized = quantize_stages(
@@ -162,6 +166,7 @@ def convert(
         input_bits=options.input_bits,
         clip=options.clip,
         calibration=calibration_frames,
+        float_spikes=float_spikes,
     )
     notes.extend(quantized.notes)
     program = Program(

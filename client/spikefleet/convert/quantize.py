@@ -172,6 +172,7 @@ def quantize_stages(
     input_bits: int = 4,
     clip: ClipMethod = "mse",
     calibration: np.ndarray | None = None,
+    float_spikes: list[np.ndarray] | None = None,
     max_rows: int = 4096,
 ) -> Quantized:
     """Akida layers for ``stages``.
@@ -181,7 +182,9 @@ def quantize_stages(
     spikes the quantized layers before it really produce, against the float
     model's potentials. ``clip="mse"`` chooses scales that flip the fewest
     spike decisions, and the mean potential error left is corrected in the
-    integer threshold (in the bias of an output layer).
+    integer threshold (in the bias of an output layer). ``float_spikes[k]``,
+    when given, are the float model's spikes out of stage k for those frames
+    (already computed for the fidelity report), so only the quantized side runs.
 
     Akida has no bias on a layer without activation, so the bias of an output
     layer read as potentials rides on always-on inputs: the previous layer gets
@@ -198,7 +201,7 @@ def quantize_stages(
     if calibration is not None and len(calibration):
         x_float = x_quant = calibration.astype(np.float32)
     biases: list[F64] = []
-    for stage in stages:
+    for index, stage in enumerate(stages):
         rows = stage.weight.reshape(stage.weight.shape[0], -1)
         inputs = target = None
         if x_float is not None and x_quant is not None:
@@ -225,8 +228,11 @@ def quantize_stages(
         weights.append(q.reshape(stage.weight.shape))
         all_scales.append(scales)
         if x_float is not None and x_quant is not None and stage.spike is not None:
-            fires = stage_potentials(stage, x_float) > stage.threshold.reshape(1, 1, 1, -1)
-            x_float = fires.astype(np.float32)
+            if float_spikes is not None:
+                x_float = float_spikes[index].astype(np.float32)
+            else:
+                fires = stage_potentials(stage, x_float) > stage.threshold.reshape(1, 1, 1, -1)
+                x_float = fires.astype(np.float32)
             integer = Stage(**{**vars(stage), "weight": weights[-1], "bias": np.zeros(len(q))})
             potential = np.rint(stage_potentials(integer, x_quant) * area)
             x_quant = (potential > thresholds[-1].reshape(1, 1, 1, -1)).astype(np.float32)
