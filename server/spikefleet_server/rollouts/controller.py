@@ -102,26 +102,23 @@ class RolloutController:
                 log.exception("rollouts.step_failed")
 
     def reconcile(self) -> None:
-        """Re-issue the desired state of every agent in an active rollout (after a restart)."""
-        with self._lock:
-            for rollout in self.store.list_rollouts(active_only=True):
-                candidate = rollout.spec.program_sha256
-                views = self._views(rollout)
-                for agent in rollout.agents:
-                    if agent.status == SHADOWING and rollout.state != ROLLING_BACK:
-                        self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
-                    elif agent.status in (INSTALLING, INSTALLED, OFFLINE):
-                        if rollout.state != ROLLING_BACK:
-                            self.assigner.assign(agent.agent_id, candidate)
-                    elif agent.status == AGENT_ROLLING_BACK:
-                        self._assign_rollback(rollout, agent, views.get(agent.agent_id))
-                log.info(
-                    "rollouts.reconciled",
-                    rollout=rollout.rollout_id,
-                    state=rollout.state,
-                    phase=rollout.phase,
-                    stage=rollout.stage,
-                )
+        """Bring every active rollout up to date with what the agents report (after a restart).
+
+        Nothing is re-sent: the fleet stores each assignment before the step that made
+        it commits, so after a crash either the agent is still pending in the rollout
+        (and the step assigns it again) or its desired state is already stored and is
+        delivered when it reconnects. Re-sending a rollback would roll back twice.
+        """
+        for rollout in self.store.list_rollouts(active_only=True):
+            log.info(
+                "rollouts.resumed",
+                rollout=rollout.rollout_id,
+                state=rollout.state,
+                phase=rollout.phase,
+                stage=rollout.stage,
+            )
+            if rollout.state != PAUSED:
+                self.step(rollout.rollout_id)
 
     # -- requests --------------------------------------------------------------------------
 
