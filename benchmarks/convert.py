@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the weights are of ReferenceNet with conv1 padded (0,1,0,1) as Akida pads",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed conversions with calibration (warm process)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     import structlog
@@ -203,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         result = convert(root / "ref.safetensors", calibration=calib, options=options)
         results["convert_with_calibration_s"] = round(time.perf_counter() - t, 3)
         results["calibration_samples"] = len(calib)
+        warm = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            convert(root / "ref.safetensors", calibration=calib, options=options)
+            warm.append(round(time.perf_counter() - t, 3))
+        results["convert_with_calibration_warm_s"] = warm
         results["notes"] = result.notes
 
         def bare(program: Any) -> bytes:
