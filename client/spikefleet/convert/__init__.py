@@ -1,5 +1,11 @@
 """SNNTorch -> Akida 1.0 conversion: graph IR, loaders, compatibility, int4 quantization.
 
+Pipeline (one module each): ``extraction`` (live nn.Module -> bundle) and
+``loaders``/``arch``/``nir_import`` (files -> :class:`Graph`); ``compat``
+(refusals and folding -> float stages); ``floatsim`` (the float model in
+numpy); ``quantize`` (stages -> Akida layers with integer thresholds);
+``fidelity`` (float vs the program on the engine); ``api`` (:func:`convert`).
+
 Importing this package never imports torch; only :func:`extract` and reading
 ``.pt`` files do, when called.
 """
