@@ -107,13 +107,3 @@ def test_sample_frames_clips_and_keeps_late_events():
 def test_predict_sample_sums_the_frames_scores():
     scores = np.array([[5, 0, 0] + [0] * 7, [0, 3, 0] + [0] * 7, [0, 3, 0] + [0] * 7])
     assert ndigits.predict_sample(scores) == 1
-
-
-@pytest.mark.slow
-def test_full_build_matches_the_subset_and_splits_80_20(subset, tmp_path):
-    full = ndigits.build(tmp_path / "full")
-    full_hashes = hashes(full)
-    assert len(full_hashes) == ndigits.SIZE
-    assert all(full_hashes[name] == digest for name, digest in hashes(subset).items())
-    counts = {split: len(ndigits.load(full, split, verify=False)) for split in ndigits.SPLITS}
-    assert counts == {"train": 1438, "test": 359}
