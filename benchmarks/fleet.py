@@ -206,6 +206,7 @@ def bench_ingest(root: Path, count: int, duration_s: float) -> dict[str, object]
     try:
         time.sleep(5.0)  # let start-up settle
         cpu0, stored0, t0 = server.cpu_seconds(), server.stored_batches(), time.monotonic()
+        own0 = time.process_time()
         rss_peak = server.rss_mb()
         lags: list[int] = []
         while time.monotonic() - t0 < duration_s:
@@ -214,6 +215,7 @@ def bench_ingest(root: Path, count: int, duration_s: float) -> dict[str, object]
             lags.append(sum(a.sent_seq - a.acked_seq for a in agents))
         elapsed = time.monotonic() - t0
         cpu1, stored1 = server.cpu_seconds(), server.stored_batches()
+        own = time.process_time() - own0
         connected = sum(a.registered.is_set() for a in agents)
         return {
             "agents": count,
@@ -225,6 +227,8 @@ def bench_ingest(root: Path, count: int, duration_s: float) -> dict[str, object]
             "unacked_batches_end": lags[-1],
             "server_cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
+            "load_generator_cpu_percent_of_one_core": round(100 * own / elapsed, 1),
+            "machine_load_average_1m": os.getloadavg()[0],
         }
     finally:
         for agent in agents:
