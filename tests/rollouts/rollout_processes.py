@@ -69,3 +69,37 @@ class ServerProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill9()
+
+
+class AgentProcess:
+    """``spikefleet-agent run`` (sim backend) dialing a server on loopback."""
+
+    def __init__(self, root: Path, agent_id: str, server_port: int, keys: Path, token: str) -> None:
+        (root / "agent.token").write_text(token)
+        config = root / f"{agent_id}.toml"
+        config.write_text(
+            f'agent_id = "{agent_id}"\nstate_dir = "{root / agent_id}"\n'
+            f'lock_dir = "{root / "locks"}"\ntrusted_keys = ["{keys}"]\n'
+            f'[labels]\nsite = "lab"\n'
+            f'[server]\naddress = "127.0.0.1:{server_port}"\n'
+            f'token_file = "{root / "agent.token"}"\n'
+            "heartbeat_interval_s = 0.3\nreconnect_min_s = 0.1\nreconnect_max_s = 1.0\n"
+            '[inference]\naddress = "127.0.0.1:0"\n[telemetry]\ninterval_s = 0.3\n'
+        )
+        self.agent_id = agent_id
+        self.log: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.process = subprocess.Popen(
+            [str(BIN / "spikefleet-agent"), "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        port = self.wait_for(r'"inference_port": (\d+)').group(1)
+        self.address = f"127.0.0.1:{port}"
+
+    _read = ServerProcess._read
+    wait_for = ServerProcess.wait_for
+    stop = ServerProcess.stop
+    kill9 = ServerProcess.kill9
