@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import Agents, Server
 from rollout_helpers import final, wait_for
 
 from spikefleet.client.rollouts import RolloutRequest
+from spikefleet.errors import AuthError
 from spikefleet_server.rollouts.simagents import Behaviour
 
 
@@ -162,3 +164,14 @@ def test_an_agent_that_disconnects_mid_rollout_is_marked_offline_and_installs_on
 
     leaver.start()
     wait_for(lambda: leaver.active == server.new, "the returning agent to install its assignment")
+
+
+def test_viewers_may_look_but_only_deployers_may_roll_out(server: Server, agents: Agents) -> None:
+    agents.start(server, 2)
+    viewer = server.client("viewer")
+    assert [a.agent_id for a in viewer.agents()] == ["edge-00", "edge-01"]
+    with pytest.raises(AuthError, match="needs role deployer"):
+        viewer.create(RolloutRequest(program_sha256="new"))
+    with pytest.raises(AuthError):
+        server.client("agent").agents()
+    assert viewer.list() == []
