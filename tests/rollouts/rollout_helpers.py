@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from spikefleet.program.codec import encode
 from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
+from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 
 TOKENS = {
     "viewer": "viewer-token",
@@ -118,3 +121,69 @@ def final(rollouts: RolloutsClient, rollout_id: str, timeout: float = 60.0) -> R
     if not last.final:
         pytest.fail(f"rollout {rollout_id} still {last.state} after {timeout}s: {last.events}")
     return last
+
+
+@dataclass
+class Server:
+    port: int
+    programs: dict[str, str]  # name -> sha256
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def old(self) -> str:
+        return self.programs["old"]
+
+    @property
+    def new(self) -> str:
+        return self.programs["new"]
+
+    @property
+    def bad(self) -> str:
+        return self.programs["bad"]
+
+    def client(self, role: str = "deployer") -> RolloutsClient:
+        return client(self.port, role)
+
+
+class Agents:
+    """Starts SimAgents against an address and stops them all at the end."""
+
+    def __init__(self) -> None:
+        self.started: list[SimAgent] = []
+
+    def start(
+        self,
+        server: Server,
+        count: int,
+        *,
+        prefix: str = "edge",
+        labels: dict[str, str] | None = None,
+        program: str | None = None,
+        behaviour: Behaviour | None = None,
+    ) -> list[SimAgent]:
+        agents = [
+            SimAgent(
+                grpc.insecure_channel(server.address),
+                f"{prefix}-{i:02d}",
+                labels=labels or {"site": "lab"},
+                program_sha256=server.old if program is None else program,
+                behaviour=behaviour or Behaviour(frames_per_batch=50),
+                heartbeat_s=0.1,
+                telemetry_s=0.1,
+                metadata=AGENT_METADATA,
+            )
+            for i in range(count)
+        ]
+        for agent in agents:
+            agent.start()
+            self.started.append(agent)
+        for agent in agents:
+            assert agent.registered.wait(30), f"{agent.agent_id} did not register"
+        return agents
+
+    def stop(self) -> None:
+        for agent in self.started:
+            agent.stop()

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from conftest import Agents, Server
-from rollout_helpers import TOKENS, wait_for
+from rollout_helpers import TOKENS, Agents, Server, wait_for
 
 from spikefleet.cli.main import main
 from spikefleet_server.rollouts.simagents import Behaviour

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Agents, Server
-from rollout_helpers import final, wait_for
+from rollout_helpers import Agents, Server, final, wait_for
 
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet.errors import AuthError
