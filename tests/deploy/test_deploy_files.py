@@ -1,0 +1,210 @@
+"""Every file under deploy/ parses and names only flags and settings that exist.
+
+Command lines are parsed by the real argparse parsers of the two daemons, and
+example configs load through the real config loaders, so a renamed flag or
+setting breaks these tests instead of a deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spikefleet.errors import ServerConfigError
+from spikefleet_agent import cli as agent_cli
+from spikefleet_agent import config as agent_config
+from spikefleet_server import cli as server_cli
+from spikefleet_server import config as server_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PARSERS = {
+    "spikefleet-server": server_cli.build_parser,
+    "spikefleet-agent": agent_cli.build_parser,
+}
+
+YAML_FILES = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
+TOML_FILES = sorted(DEPLOY.rglob("*.toml"))
+UNIT_FILES = sorted(DEPLOY.rglob("*.service"))
+
+
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """Parse a daemon command line with its real parser; unknown flags fail the test."""
+    program = Path(argv[0]).name
+    assert program in PARSERS, f"{argv[0]} is not a spikefleet daemon"
+    parser = PARSERS[program]()
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exc:
+        raise AssertionError(f"{shlex.join(argv)} does not parse (exit {exc.code})") from None
+    assert getattr(args, "func", None) is not None, f"{shlex.join(argv)} names no subcommand"
+    return args
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in k8s_documents() if d["kind"] == kind}
+
+
+def pod_containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = deployment["spec"]["template"]["spec"]
+    return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+def load_server_toml(text: str, tmp_path: Path) -> server_config.ServerConfig:
+    """Load through the real loader; TLS files are swapped for existing ones (it checks them)."""
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    declared = tomllib.loads(text).get("tls", {})
+    tls = {}
+    for name in declared:
+        stand_in = tmp_path / f"{name}.pem"
+        stand_in.write_text("stand-in")
+        tls[name] = stand_in
+    return server_config.load_config(path, environ={}, overrides={"tls": tls} if tls else None)
+
+
+def test_deploy_has_files_of_each_kind() -> None:
+    assert YAML_FILES and TOML_FILES and UNIT_FILES
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_yaml_parses_into_kubernetes_objects(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs
+    for doc in docs:
+        assert {"apiVersion", "kind", "metadata"} <= doc.keys()
+        assert doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("path", TOML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_toml_loads_through_its_real_config_loader(path: Path, tmp_path: Path) -> None:
+    data = tomllib.loads(path.read_text())
+    if path.parent.name == "server":
+        config = load_server_toml(path.read_text(), tmp_path)
+        assert config.listen == data["listen"]
+    elif path.parent.name == "agent":
+        config_a = agent_config.load_config(path)
+        assert config_a.agent_id == data["agent_id"]
+    else:
+        pytest.fail(f"no loader known for {path}")
+
+
+def read_unit(path: Path) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(path.read_text())
+    return unit
+
+
+@pytest.mark.parametrize("path", UNIT_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_systemd_unit_commands_parse_with_the_real_parsers(path: Path) -> None:
+    unit = read_unit(path)
+    assert {"Unit", "Service", "Install"} <= set(unit.sections())
+    commands = [
+        unit["Service"][key] for key in ("ExecStartPre", "ExecStart") if key in unit["Service"]
+    ]
+    assert commands
+    for line in commands:
+        args = parse_command(shlex.split(line))
+        config = getattr(args, "config", None)
+        if config is not None:
+            assert Path(config).name in {p.name for p in TOML_FILES}
+
+
+def test_server_unit_runs_serve() -> None:
+    unit = read_unit(DEPLOY / "server" / "spikefleet-server.service")
+    assert parse_command(shlex.split(unit["Service"]["ExecStart"])).command == "serve"
+
+
+def test_k8s_has_the_server_objects() -> None:
+    kinds = {d["kind"] for d in k8s_documents()}
+    expected = {"Deployment", "Service", "PersistentVolumeClaim", "Secret", "ConfigMap"}
+    assert expected <= kinds
+
+
+def test_k8s_container_commands_parse_with_the_real_parser() -> None:
+    for deployment in by_kind("Deployment").values():
+        for container in pod_containers(deployment):
+            args = parse_command(container["command"] + container.get("args", []))
+            assert args.command in {"serve", "check-config"}
+
+
+def test_k8s_configmap_loads_and_its_paths_are_mounted(tmp_path: Path) -> None:
+    (deployment,) = by_kind("Deployment").values()
+    configmaps = by_kind("ConfigMap")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for container in pod_containers(deployment):
+        args = parse_command(container["command"] + container.get("args", []))
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        config_mount = mounts[str(args.config)]
+        volume = volumes[config_mount["name"]]
+        text = configmaps[volume["configMap"]["name"]]["data"][config_mount["subPath"]]
+        config = load_server_toml(text, tmp_path)
+        declared = tomllib.loads(text)
+        paths = [Path(declared["data_dir"]), Path(declared["signing_key"])]
+        paths += [Path(p) for p in declared.get("tls", {}).values()]
+        for path in paths:
+            assert any(path.is_relative_to(m) for m in mounts), f"{path} is not mounted"
+        assert config.metrics_listen, "the liveness probe scrapes /metrics"
+
+
+def test_k8s_names_resolve() -> None:
+    (deployment,) = by_kind("Deployment").values()
+    pod = deployment["spec"]["template"]
+    secrets, claims, configmaps = (
+        by_kind("Secret"),
+        by_kind("PersistentVolumeClaim"),
+        by_kind("ConfigMap"),
+    )
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for volume in volumes.values():
+        if "secret" in volume:
+            assert volume["secret"]["secretName"] in secrets
+        if "persistentVolumeClaim" in volume:
+            assert volume["persistentVolumeClaim"]["claimName"] in claims
+        if "configMap" in volume:
+            assert volume["configMap"]["name"] in configmaps
+    for container in pod_containers(deployment):
+        for mount in container["volumeMounts"]:
+            assert mount["name"] in volumes
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    labels = pod["metadata"]["labels"]
+    for service in by_kind("Service").values():
+        assert service["spec"]["selector"].items() <= labels.items()
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports
+
+
+def test_k8s_ports_match_the_config(tmp_path: Path) -> None:
+    (deployment,) = by_kind("Deployment").values()
+    (configmap,) = by_kind("ConfigMap").values()
+    config = load_server_toml(configmap["data"]["server.toml"], tmp_path)
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert server_config.split_address(config.listen)[1] == ports["grpc"]
+    assert server_config.split_address(config.metrics_listen)[1] == ports["metrics"]
+
+
+def test_a_made_up_flag_is_refused() -> None:
+    with pytest.raises(AssertionError, match="does not parse"):
+        parse_command(["spikefleet-server", "serve", "--no-such-flag"])
+
+
+def test_an_unknown_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ServerConfigError, match="unknown setting"):
+        load_server_toml('listen = "127.0.0.1:7443"\nno_such_setting = 1\n', tmp_path)
