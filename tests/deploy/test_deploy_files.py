@@ -48,7 +48,7 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
 
 
 def k8s_documents() -> list[dict[str, Any]]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
     return docs
