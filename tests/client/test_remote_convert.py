@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,4 +121,4 @@ def test_remote_conversion_prints_the_fidelity_table(server: ServerApp, model, t
     out = capsys.readouterr().out
     assert "converted shown on 127.0.0.1" in out and "signed by" in out
     assert "top-1" in out.lower() or "top1" in out.lower()
-    assert "note: AKD1000: maps onto 65 NPs" in out
+    assert re.search(r"note: AKD1000: maps onto \d+ NPs", out)
