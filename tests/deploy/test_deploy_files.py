@@ -135,30 +135,69 @@ def test_k8s_has_the_server_objects() -> None:
     assert expected <= kinds
 
 
+def daemon_containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in pod_containers(deployment) if c["command"][0] != "/bin/sh"]
+
+
+def volume_file(deployment: dict[str, Any], container: dict[str, Any], path: str) -> str:
+    """The text a container sees at ``path``, read from the ConfigMap or Secret behind it."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        directory = mount["mountPath"]
+        if path.startswith(directory + "/"):
+            volume = volumes[mount["name"]]
+            key = path[len(directory) + 1 :]
+            if "configMap" in volume:
+                return str(by_kind("ConfigMap")[volume["configMap"]["name"]]["data"][key])
+            if "secret" in volume:
+                return str(by_kind("Secret")[volume["secret"]["secretName"]]["stringData"][key])
+    raise AssertionError(f"{path} is not in a ConfigMap or Secret mounted in {container['name']}")
+
+
+def assembled_config(deployment: dict[str, Any]) -> tuple[str, str]:
+    """Run the assemble-config script's one job (cat A B > C) on the manifests' data."""
+    (assembler,) = [c for c in pod_containers(deployment) if c["command"][0] == "/bin/sh"]
+    assert assembler["command"] == ["/bin/sh", "-c"]
+    argv = shlex.split(assembler["args"][0])
+    assert argv[0] == "cat" and argv[-2] == ">", "the script only concatenates files"
+    text = "".join(volume_file(deployment, assembler, source) for source in argv[1:-2])
+    output = argv[-1]
+    mounts = {m["mountPath"]: m["name"] for m in assembler["volumeMounts"]}
+    assert str(Path(output).parent) in mounts, f"{output} is not on a shared volume"
+    return text, output
+
+
 def test_k8s_container_commands_parse_with_the_real_parser() -> None:
     for deployment in by_kind("Deployment").values():
-        for container in pod_containers(deployment):
-            args = parse_command(container["command"] + container.get("args", []))
-            assert args.command in {"serve", "check-config"}
+        commands = {
+            parse_command(c["command"] + c.get("args", [])).command
+            for c in daemon_containers(deployment)
+        }
+        assert commands == {"serve", "check-config"}
 
 
-def test_k8s_configmap_loads_and_its_paths_are_mounted(tmp_path: Path) -> None:
+def test_k8s_assembled_config_loads_and_its_paths_are_mounted(tmp_path: Path) -> None:
     (deployment,) = by_kind("Deployment").values()
-    configmaps = by_kind("ConfigMap")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    for container in pod_containers(deployment):
+    text, output = assembled_config(deployment)
+    config = load_server_toml(text, tmp_path)
+    declared = tomllib.loads(text)
+    for container in daemon_containers(deployment):
         args = parse_command(container["command"] + container.get("args", []))
-        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        config_mount = mounts[str(args.config)]
-        volume = volumes[config_mount["name"]]
-        text = configmaps[volume["configMap"]["name"]]["data"][config_mount["subPath"]]
-        config = load_server_toml(text, tmp_path)
-        declared = tomllib.loads(text)
-        paths = [Path(declared["data_dir"]), Path(declared["signing_key"])]
+        assert str(args.config) == output, "the daemons read the assembled config"
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        paths = [Path(declared["data_dir"]), Path(declared["signing_key"]), Path(output)]
         paths += [Path(p) for p in declared.get("tls", {}).values()]
         for path in paths:
             assert any(path.is_relative_to(m) for m in mounts), f"{path} is not mounted"
-        assert config.metrics_listen, "the liveness probe scrapes /metrics"
+    assert config.metrics_listen, "the liveness probe scrapes /metrics"
+
+
+def test_k8s_tokens_secret_entries_load_as_tokens(tmp_path: Path) -> None:
+    (deployment,) = by_kind("Deployment").values()
+    text, _ = assembled_config(deployment)
+    entry = '[[tokens]]\nname = "ci"\nrole = "deployer"\nsha256 = "' + "a" * 64 + '"\n'
+    config = load_server_toml(text + entry, tmp_path)
+    assert [t.name for t in config.tokens] == ["ci"]
 
 
 def test_k8s_names_resolve() -> None:
@@ -190,8 +229,7 @@ def test_k8s_names_resolve() -> None:
 
 def test_k8s_ports_match_the_config(tmp_path: Path) -> None:
     (deployment,) = by_kind("Deployment").values()
-    (configmap,) = by_kind("ConfigMap").values()
-    config = load_server_toml(configmap["data"]["server.toml"], tmp_path)
+    config = load_server_toml(assembled_config(deployment)[0], tmp_path)
     ports = {
         p["name"]: p["containerPort"]
         for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
