@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 demo: setup
-	$(VENV)/bin/spikefleet demo
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV)
