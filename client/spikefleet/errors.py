@@ -69,9 +69,7 @@ class AkidaUnavailableError(SpikefleetError):
     """BrainChip's ``akida`` package is needed but not installed."""
 
     def __init__(self, what: str = "this") -> None:
-        super().__init__(
-            f"{what} needs BrainChip's akida package: pip install 'spikefleet[akida]'"
-        )
+        super().__init__(f"{what} needs BrainChip's akida package: pip install 'spikefleet[akida]'")
 
 
 class HardwareMappingError(SpikefleetError):
