@@ -55,10 +55,9 @@ def level_boundaries(
     return np.floor(t[None, :] + k * units[None, :] / 16.0)
 
 
-def quantize(
-    potentials: npt.NDArray[np.floating], boundaries: npt.NDArray[np.floating]
-) -> npt.NDArray[np.uint8]:
-    """Activation levels of integer-valued ``potentials`` (..., channels)."""
+def quantize(potentials: np.ndarray, boundaries: np.ndarray) -> npt.NDArray[np.uint8]:
+    """Activation levels of integer-valued ``potentials`` (..., channels), for the
+    paths that leave the C kernels (max pooling, saturating global pooling)."""
     if boundaries.shape[0] == 1:
         return (potentials > boundaries[0]).view(np.uint8)
     out = (potentials > boundaries[0]).view(np.uint8).copy()

@@ -7,30 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from spikefleet.engine import _kernels
 from spikefleet.engine.layers import CompiledLayer, ConvLayer, DenseLayer
 from spikefleet.errors import FrameError
 from spikefleet.program.model import Convolutional, FullyConnected, Program
 from spikefleet.program.validate import validate
 
-CHUNK = 256  # frames per pass: bounds the im2col memory of big batches
-_blas_threads: int | None = None
-
-
-def limit_blas_threads(threads: int) -> None:
-    """Cap numpy's BLAS thread pool for the whole process.
-
-    The engine's matrix products are small: a BLAS pool spinning up threads
-    for them is slower than one thread, and far slower on a busy host (measured:
-    a 81x288x64 product took 4.5 ms with 2 threads on a loaded 2-core machine,
-    0.12 ms with 1). Run several engines in threads to use more cores.
-    """
-    global _blas_threads
-    if _blas_threads == threads:
-        return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=threads, user_api="blas")
-    _blas_threads = threads
+CHUNK = 256  # frames per pass: bounds the memory of intermediate maps in big batches
 
 
 @dataclass
@@ -46,14 +29,12 @@ class EngineResult:
 class Engine:
     """A Program compiled for repeated runs; construction validates it.
 
-    ``blas_threads`` caps numpy's BLAS pool process-wide (see
-    :func:`limit_blas_threads`); pass None to leave it alone.
+    Runs release the GIL inside the kernels, so engines in several threads
+    use several cores.
     """
 
-    def __init__(self, program: Program, *, blas_threads: int | None = 1) -> None:
+    def __init__(self, program: Program) -> None:
         shapes = validate(program)
-        if blas_threads is not None:
-            limit_blas_threads(blas_threads)
         self.program = program
         self.input_shape = shapes[0]
         self.input_bits = program.input.bits
@@ -87,9 +68,11 @@ class Engine:
                 f"{expected[2]}){hint}"
             )
         limit = 1 << self.input_bits
-        if frames.size and int(frames.max()) >= limit:
+        frames = np.ascontiguousarray(frames)
+        peak = _kernels.peak(frames)
+        if peak >= limit:
             raise FrameError(
-                f"frame value {int(frames.max())} does not fit the program's "
+                f"frame value {peak} does not fit the program's "
                 f"{self.input_bits}-bit input (values must be below {limit})"
             )
         return frames
