@@ -41,7 +41,7 @@ def test_outputs_equal_akida_forward_element_for_element(seed: int) -> None:
     assert result.outputs.dtype == expected.dtype
     assert result.outputs.shape == expected.shape
     assert np.array_equal(result.outputs, expected)
-    single = engine.run(frames[1:2]).outputs  # batch 1 takes its own (transposed) path
+    single = engine.run(frames[1:2]).outputs
     assert single.dtype == expected.dtype
     assert np.array_equal(single, expected[1:2])
 
