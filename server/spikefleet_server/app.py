@@ -22,15 +22,24 @@ that has ``install(app: ServerApp) -> None``, listed in
           {"Connect": Role.AGENT, "FetchProgram": frozenset({Role.AGENT, Role.VIEWER})},
       )
 
+- end its long-lived streams when the server starts draining:
+  ``app.on_drain.append(fn)`` (``fn`` runs on the server's event loop, so it must not block);
 - run code at stop: ``app.on_stop.append(fn)``.
+
+The server is ``grpc.aio``: it runs on an event loop in its own thread
+(:class:`~spikefleet_server.loop_thread.LoopThread`), so one connected agent is a
+coroutine, not a thread. Servicers may be async (the fleet's Connect) or sync
+(they run on the ``grpc_threads`` pool, see :mod:`spikefleet_server.sync_handlers`).
 
 Everything must be installed before :meth:`ServerApp.start`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +56,7 @@ from spikefleet_server.config import ServerConfig
 from spikefleet_server.conversion import ConversionPool
 from spikefleet_server.db import Database
 from spikefleet_server.keys import load_or_create, published_keys
+from spikefleet_server.loop_thread import LoopThread
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.registry import Registry
 from spikefleet_server.services.converter import ConverterServicer
@@ -83,9 +93,13 @@ class ServerApp:
         self.registry = Registry(config.data_dir / "programs", self.db, self.signing_key)
         self.metrics.watch_registry(self.registry.stats)
         self.access: dict[str, Access] = {}
+        self.on_drain: list[Callable[[], None]] = []
         self.on_stop: list[Callable[[], None]] = []
-        self._services: list[tuple[str, Callable[[grpc.Server], None]]] = []
-        self.server: grpc.Server | None = None
+        self._services: list[tuple[str, Callable[[grpc.aio.Server], None]]] = []
+        self.server: grpc.aio.Server | None = None
+        self.loop = LoopThread("grpc-aio")
+        self.rpc_pool = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="rpc")
+        self._terminated = threading.Event()
         self.port = 0
         self.metrics_port = 0
         self._metrics_server: Any = None
@@ -100,7 +114,7 @@ class ServerApp:
             self.metrics,
             config.convert_timeout_seconds or None,
         )
-        self.health = health.HealthServicer()
+        self.health = health.aio.HealthServicer()
         self.add_service(
             CONVERTER,
             lambda s: converter_pb2_grpc.add_ConverterServiceServicer_to_server(self.converter, s),
@@ -143,7 +157,7 @@ class ServerApp:
     def add_service(
         self,
         service_name: str,
-        add_to_server: Callable[[grpc.Server], None],
+        add_to_server: Callable[[grpc.aio.Server], None],
         access: Mapping[str, Access],
     ) -> None:
         """Serve a servicer; ``access`` maps each method name to who may call it
@@ -166,12 +180,15 @@ class ServerApp:
 
     def start(self) -> int:
         """Bind and serve; returns the gRPC port (useful with port 0)."""
+        return self.loop.run(self._start())
+
+    async def _start(self) -> int:
         config = self.config
         tokens = TokenTable((t.name, t.role, t.sha256) for t in config.tokens)
-        server = grpc.server(
-            ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="rpc"),
-            interceptors=[AuthInterceptor(tokens, self.access, self.metrics.observe_rpc)],
+        interceptor = AuthInterceptor(
+            tokens, self.access, self.metrics.observe_rpc, pool=self.rpc_pool
         )
+        server = grpc.aio.server(interceptors=[interceptor])
         for _name, add in self._services:
             add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -189,10 +206,10 @@ class ServerApp:
             raise ServerConfigError(f"cannot listen on {config.listen}: {exc}") from None
         if port == 0:
             raise ServerConfigError(f"cannot listen on {config.listen} (in use or not local)")
-        server.start()
+        await server.start()
         self.server, self.port = server, port
         for name in ["", *names]:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_listen:
             self._metrics_server, self.metrics_port = self.metrics.serve(config.metrics_listen)
         log.info(
@@ -207,23 +224,38 @@ class ServerApp:
         return port
 
     def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds, close."""
-        self.health.enter_graceful_shutdown()
+        """Refuse new calls, end the agents' streams, let in-flight calls finish for up to
+        ``grace`` seconds, close."""
         if self.server is not None:
-            log.info("app.draining", grace=grace)
-            self.server.stop(grace).wait()
+            self.loop.run(self._drain(self.server, grace))
             self.server = None
         for hook in self.on_stop:
             hook()
+        self.loop.close()
+        self.rpc_pool.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server = None
         self.db.close()
+        self._terminated.set()
         log.info("app.stopped")
 
+    async def _drain(self, server: grpc.aio.Server, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        log.info("app.draining", grace=grace)
+        stopping = asyncio.ensure_future(server.stop(grace))
+        await asyncio.sleep(0)  # the server refuses new calls from here on
+        for hook in self.on_drain:
+            try:
+                hook()
+            except Exception:
+                log.exception("app.drain_hook_failed")
+        await stopping
+
     def wait(self, timeout: float | None = None) -> bool:
-        return self.server.wait_for_termination(timeout) if self.server is not None else True
+        """Block until :meth:`stop` finished (True) or ``timeout`` passed (False)."""
+        return self._terminated.wait(timeout)
 
     def __enter__(self) -> ServerApp:
         self.start()

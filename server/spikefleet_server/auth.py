@@ -10,13 +10,16 @@ may call them (see :meth:`spikefleet_server.app.ServerApp.add_service`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import hashlib
 import hmac
+import inspect
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,7 @@ import grpc
 import structlog
 
 from spikefleet.errors import ServerConfigError
+from spikefleet_server import sync_handlers
 
 log = structlog.get_logger("spikefleet_server.rpc")
 
@@ -129,27 +133,30 @@ CallObserver = Callable[[str, str, float], None]
 """(method, status code name, seconds) after every call, for metrics."""
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks, logs and counts every call on the grpc.aio server; sync servicer methods
+    are run on ``pool`` (see :mod:`spikefleet_server.sync_handlers`)."""
+
     def __init__(
         self,
         tokens: TokenTable,
         access: Mapping[str, Access],
         observer: CallObserver | None = None,
+        *,
+        pool: Executor,
     ) -> None:
         self.tokens = tokens
         self.access = access  # read at call time, so services added later are covered
         self.observer = observer
+        self.pool = pool
 
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
         if handler is None:
             return None
         method: str = details.method
         metadata = tuple(details.invocation_metadata or ())
-        return _wrap(
-            handler,
-            lambda behavior, streaming: self._guard(method, metadata, behavior, streaming),
-        )
+        return self._wrap(handler, method, metadata)
 
     def _check(
         self, method: str, metadata: tuple[tuple[str, Any], ...]
@@ -179,83 +186,104 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
         return None, "", principal
 
-    def _guard(
-        self,
-        method: str,
-        metadata: tuple[tuple[str, Any], ...],
-        behavior: Callable[..., Any],
-        streaming: bool,
-    ) -> Callable[..., Any]:
-        def run(request: Any, context: grpc.ServicerContext) -> Any:
-            request_id = _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex
-            code, message, principal = self._check(method, metadata)
-            _principal.set(principal)
-            structlog.contextvars.bind_contextvars(
-                request_id=request_id,
-                method=method,
-                caller=principal.name if principal else None,
+    def _wrap(self, handler: Any, method: str, metadata: tuple[tuple[str, Any], ...]) -> Any:
+        kind = next(k for k in _FACTORIES if getattr(handler, k) is not None)
+        behavior = getattr(handler, kind)
+        request_streaming, response_streaming = kind.startswith("stream"), kind.endswith("stream")
+        if not sync_handlers.is_async(behavior):
+            bridge = sync_handlers.stream_response if response_streaming else None
+            behavior = (bridge or sync_handlers.unary_response)(
+                behavior, self.pool, request_streaming
             )
-            started = time.perf_counter()
-            failed = False
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            try:
-                if code is not None:
-                    log.warning("rpc.refused", code=code.name, reason=message)
-                    context.abort(code, message)
-                if streaming:
-                    yield from behavior(request, context)
-                    return None
-                return behavior(request, context)
-            except GeneratorExit:
-                failed = True
-                raise
-            except Exception:
-                failed = True
-                raise
-            finally:
-                seconds = time.perf_counter() - started
-                set_code = context.code() if hasattr(context, "code") else None
-                status = getattr(set_code, "name", None) or ("UNKNOWN" if failed else "OK")
-                quiet = method.startswith(QUIET_PREFIXES) and status == "OK"
-                (log.debug if quiet else log.info)(
-                    "rpc.done", code=status, seconds=round(seconds, 4)
-                )
-                if self.observer is not None:
-                    self.observer(method, status, seconds)
-                structlog.contextvars.clear_contextvars()
-                _principal.set(None)
-
-        return run
+        call = _Call(self, method, metadata)
+        guard = _guard_stream if response_streaming else _guard_unary
+        guarded = guard(call, behavior)
+        return _FACTORIES[kind](
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
-def _wrap(handler: Any, guard: Callable[[Callable[..., Any], bool], Callable[..., Any]]) -> Any:
-    """The same handler with its behavior wrapped by ``guard`` (which is a generator
-    function; unary responses are taken from the generator's return value)."""
+class _Call:
+    """One call's request id, caller and timing: set up before the method, logged after."""
 
-    def unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
-        guarded = guard(behavior, False)
+    def __init__(
+        self, interceptor: AuthInterceptor, method: str, metadata: tuple[tuple[str, Any], ...]
+    ) -> None:
+        self.interceptor = interceptor
+        self.method = method
+        self.metadata = metadata
+        self.started = 0.0
 
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
-            gen = guarded(request, context)
-            try:
-                while True:
-                    next(gen)
-            except StopIteration as done:
-                return done.value
+    async def begin(self, context: grpc.aio.ServicerContext) -> None:
+        """Bind the call's context; aborts the call if the caller may not make it."""
+        request_id = _metadata_value(self.metadata, "x-request-id") or uuid.uuid4().hex
+        code, message, principal = self.interceptor._check(self.method, self.metadata)
+        _principal.set(principal)
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id,
+            method=self.method,
+            caller=principal.name if principal else None,
+        )
+        self.started = time.perf_counter()
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        if code is not None:
+            log.warning("rpc.refused", code=code.name, reason=message)
+            await context.abort(code, message)
 
-        return call
+    def end(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+        seconds = time.perf_counter() - self.started
+        if isinstance(error, asyncio.CancelledError):
+            status = "CANCELLED"
+        else:
+            code = context.code()
+            status = getattr(code, "name", None) or ("UNKNOWN" if error is not None else "OK")
+        quiet = self.method.startswith(QUIET_PREFIXES) and status == "OK"
+        (log.debug if quiet else log.info)("rpc.done", code=status, seconds=round(seconds, 4))
+        if self.interceptor.observer is not None:
+            self.interceptor.observer(self.method, status, seconds)
+        structlog.contextvars.clear_contextvars()
+        _principal.set(None)
 
-    def stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
-        return guard(behavior, True)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+def _guard_unary(call: _Call, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        error: BaseException | None = None
+        try:
+            await call.begin(context)
+            return await behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            call.end(context, error)
+
+    return run
+
+
+def _guard_stream(call: _Call, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        error: BaseException | None = None
+        try:
+            await call.begin(context)
+            if inspect.iscoroutinefunction(behavior):  # the reader/writer API
+                await behavior(request, context)
+            else:
+                async for response in behavior(request, context):
+                    yield response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            call.end(context, error)
+
+    return run
+
+
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetService, FleetStore
+from spikefleet_server.loop_thread import LoopThread
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
@@ -32,31 +32,39 @@ class FleetServer:
     port: int = 0
     tls: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
     service: FleetService | None = None
-    _server: grpc.Server | None = None
+    _server: grpc.aio.Server | None = None
     _db: Database | None = None
+    _loop: LoopThread | None = None
 
     def start(self) -> FleetServer:
         self._db = Database(self.db)
         store = FleetStore(self._db)
         self.service = FleetService(store, self.programs.__getitem__, heartbeat_interval_ms=200)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-        fleet_pb2_grpc.add_FleetServicer_to_server(self.service, server)
+        self._loop = LoopThread("fleet-test")
+        self._loop.run(self._start(self.service))
+        return self
+
+    async def _start(self, service: FleetService) -> None:
+        server = grpc.aio.server()
+        fleet_pb2_grpc.add_FleetServicer_to_server(service, server)
         if self.tls is None:
             self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         else:
             cert, key = self.tls
             credentials = grpc.ssl_server_credentials([(key, cert)])
             self.port = server.add_secure_port(f"127.0.0.1:{self.port}", credentials)
-        server.start()
+        await server.start()
         self._server = server
-        return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait()
+        if self._server is not None and self._loop is not None:
+            self._loop.run(self._server.stop(grace=None))
             self._server = None
         if self.service is not None:
             self.service.close()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet_server.auth import Role
+from spikefleet_server.fleet.metrics import FleetMetrics
 from spikefleet_server.fleet.service import FleetAdminService, FleetEvent, FleetService
 from spikefleet_server.fleet.store import (
     AgentRecord,
@@ -29,9 +30,11 @@ ADMIN_SERVICE_NAME = "spikefleet.v1.FleetAdmin"
 
 def install(app: ServerApp) -> None:
     """Join the server: tables in its database, programs from its registry, the Fleet
-    service for agent tokens, registry deletes guarded, ``app.fleet`` for other areas."""
+    service for agent tokens, registry deletes guarded, metrics on the server's /metrics,
+    agent streams ended when the server drains, ``app.fleet`` for other areas."""
     store = FleetStore(app.db)
-    service = FleetService(store, app.registry.get_bytes)
+    metrics = FleetMetrics.create(app.metrics.registry)
+    service = FleetService(store, app.registry.get_bytes, metrics=metrics)
     app.registry.usage = store.usage
     app.add_service(
         SERVICE_NAME,
@@ -44,6 +47,7 @@ def install(app: ServerApp) -> None:
         lambda server: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, server),
         {"Assign": Role.ADMIN},
     )
+    app.on_drain.append(service.drain)
     app.on_stop.append(service.close)
     app.fleet = service  # type: ignore[attr-defined]
 
@@ -53,6 +57,7 @@ __all__ = [
     "AssignmentRecord",
     "FleetAdminService",
     "FleetEvent",
+    "FleetMetrics",
     "FleetService",
     "FleetStore",
     "InstallRecord",

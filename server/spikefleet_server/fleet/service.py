@@ -1,38 +1,44 @@
 """The Fleet servicer: one Connect stream per agent, program downloads by sha256.
 
-Each Connect runs two threads: the gRPC handler thread yields what the
-session's queue holds (Registered, Assignments, telemetry acks) and a reader
-thread consumes what the agent sends. ``assign()`` persists the desired
-program first and then pushes it to the agent if it is connected; agents that
-are away get it when they register again.
+Connect is a coroutine on the server's asyncio loop (a thousand agents are a
+thousand coroutines, not a thousand threads): it yields what the session's
+queue holds (Registered, Assignments, telemetry acks) while a reader task
+consumes what the agent sends. SQLite work runs on a small thread pool so the
+loop never waits on a disk; telemetry goes to the group-commit writer.
+``assign()`` (called from any thread) persists the desired program first and
+then pushes it to the agent if it is connected; agents that are away get it
+when they register again. :meth:`FleetService.drain` ends every stream with
+UNAVAILABLE when the server stops, so agents redial instead of holding the
+drain open.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
-from prometheus_client import Counter, Gauge
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.fleet.ingest import TelemetryWriter
-from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore
+from spikefleet_server.fleet.metrics import FleetMetrics
+from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore, InstallRecord
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 CHUNK = 256 * 1024
 LAST_SEEN_WRITE_S = 30.0
-
-CONNECTED = Gauge("spikefleet_fleet_connected_agents", "Agents with an open control stream")
-TELEMETRY = Counter("spikefleet_fleet_telemetry_batches", "Telemetry batches stored")
-INSTALLS = Counter("spikefleet_fleet_install_reports", "Install reports", ["status"])
+DB_THREADS = 4
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -49,23 +55,35 @@ class FleetEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _End:
+    """Ends a session's stream: OK when ``code`` is None, else that status."""
+
+    code: grpc.StatusCode | None = None
+    details: str = ""
+
+
 class _Session:
-    def __init__(self, agent_id: str) -> None:
+    def __init__(self, agent_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.agent_id = agent_id
         self.registered = False  # set once its Register is in the store
         self.last_beat: tuple[str, str, str] | None = None
         self.last_beat_written = 0.0
-        self.outbox: queue.Queue[fleet_pb2.ServerMessage | None] = queue.Queue()
+        self._loop = loop
+        self.outbox: asyncio.Queue[fleet_pb2.ServerMessage | _End] = asyncio.Queue()
 
-    def send(self, message: fleet_pb2.ServerMessage) -> None:
-        self.outbox.put(message)
+    def send(self, message: fleet_pb2.ServerMessage | _End) -> None:
+        """Queue a message for the agent (from any thread; dropped once the loop is gone)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self.outbox.put_nowait, message)
 
-    def close(self) -> None:
-        self.outbox.put(None)
+    def end(self, code: grpc.StatusCode | None = None, details: str = "") -> None:
+        self.send(_End(code, details))
 
 
 class FleetService(fleet_pb2_grpc.FleetServicer):
-    """``programs(sha256) -> signed bytes`` is the registry's ``get_bytes``."""
+    """``programs(sha256) -> signed bytes`` is the registry's ``get_bytes``; ``metrics``
+    are the server's (see :meth:`FleetMetrics.create`)."""
 
     def __init__(
         self,
@@ -73,34 +91,42 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         programs: Callable[[str], bytes],
         *,
         heartbeat_interval_ms: int = 5000,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.store = store
         self._programs = programs
         self._heartbeat_ms = heartbeat_interval_ms
+        self.metrics = metrics or FleetMetrics.create()
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[FleetEvent], None]] = []
-        self._readers: set[threading.Thread] = set()
         self._handlers = 0
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        self._db_pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="fleet-db")
         self._writer = TelemetryWriter(store)
+        self.metrics.telemetry_queue.set_function(self._writer.pending)
         store.mark_all_disconnected()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End every session and wait for their readers (call after the gRPC server stopped,
-        before the database closes)."""
+    def drain(self) -> None:
+        """Refuse new Connects and end every open one with UNAVAILABLE (agents redial
+        with backoff), so a stopping server need not wait for agent streams."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
-            readers = list(self._readers)
         for session in sessions:
-            session.close()
-        for reader in readers:
-            reader.join(timeout)
+            session.end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
+        if sessions:
+            log.info("fleet.draining", sessions=len(sessions))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End every session, wait for their handlers, commit queued telemetry (call after
+        the gRPC server stopped, before the database closes)."""
+        self.drain()
         with self._idle:
             self._idle.wait_for(lambda: self._handlers == 0, timeout)
         self._writer.close(timeout)
+        self._db_pool.shutdown(wait=True)
 
     # -- the API the rest of the server uses -----------------------------------
 
@@ -124,7 +150,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             return sorted(a for a, session in self._sessions.items() if session.registered)
 
     def subscribe(self, callback: Callable[[FleetEvent], None]) -> Callable[[], None]:
-        """Call ``callback`` for every fleet event (from gRPC threads: keep it quick)."""
+        """Call ``callback`` for every fleet event (from the server's event loop or the
+        telemetry writer: keep it quick and non-blocking)."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -144,123 +171,143 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             except Exception:
                 log.exception("fleet.subscriber_failed", kind=event.kind)
 
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+
     # -- gRPC ------------------------------------------------------------------
 
-    def Connect(
-        self, request_iterator: Iterator[fleet_pb2.AgentMessage], context: grpc.ServicerContext
-    ) -> Iterator[fleet_pb2.ServerMessage]:
-        first = next(request_iterator, None)
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[fleet_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[fleet_pb2.ServerMessage]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
         if first is None or first.WhichOneof("kind") != "register":
-            _abort(
-                context,
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the first message on Connect must be Register (agent_id, labels, inventory, ...)",
             )
+        assert first is not None
         register = first.register
         agent_id = register.agent_id
         if not agent_id:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Register.agent_id is empty")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register.agent_id is empty")
 
-        session = _Session(agent_id)
+        session = _Session(agent_id, asyncio.get_running_loop())
+        old: _Session | None = None
         with self._lock:
-            if self._closed:
-                _abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            self._handlers += 1
-            old = self._sessions.get(agent_id)
-            self._sessions[agent_id] = session
+            closed = self._closed
+            if not closed:
+                self._handlers += 1
+                old = self._sessions.get(agent_id)
+                self._sessions[agent_id] = session
+        if closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        reader: asyncio.Task[None] | None = None
         try:
             if old is not None:
-                old.close()  # the same agent reconnected: its old stream ends
-            self.store.register(register)
-            context.add_callback(session.close)
+                old.end()  # the same agent reconnected: its old stream ends
+            await self._db(self.store.register, register)
+            last_seq = await self._db(self.store.last_telemetry_seq, agent_id)
             registered = fleet_pb2.Registered(
                 agent_id=agent_id,
-                last_telemetry_seq=self.store.last_telemetry_seq(agent_id),
+                last_telemetry_seq=last_seq,
                 heartbeat_interval_ms=self._heartbeat_ms,
             )
             with self._lock:  # Registered goes out before any pushed Assignment
                 session.send(fleet_pb2.ServerMessage(registered=registered))
                 session.registered = True
-                CONNECTED.set(len(self._sessions))
-            desired = self.store.assignment(agent_id)
+                self.metrics.connected.set(len(self._sessions))
+            desired = await self._db(self.store.assignment, agent_id)
             if desired is not None:
                 session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
             log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
             self._emit(
                 FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256})
             )
-
-            reader = threading.Thread(
-                target=self._read, args=(session, request_iterator), name=f"fleet-{agent_id}"
-            )
-            reader.daemon = True
-            with self._lock:
-                self._readers.add(reader)
-            reader.start()
+            reader = asyncio.create_task(self._read(session, requests), name=f"fleet-{agent_id}")
             while True:
-                message = session.outbox.get()
-                if message is None:
+                message = await session.outbox.get()
+                if isinstance(message, _End):
+                    if message.code is not None:
+                        await context.abort(message.code, message.details)
                     break
                 yield message
         finally:
-            with self._lock:
-                current = self._sessions.get(agent_id) is session
-                if current:
-                    del self._sessions[agent_id]
-                CONNECTED.set(len(self._sessions))
-                closed = self._closed
-            try:
-                if current and not closed:
-                    self.store.set_connected(agent_id, False)
-                    log.info("fleet.disconnected", agent_id=agent_id)
-                    self._emit(FleetEvent("disconnected", agent_id))
-            finally:
-                with self._idle:
-                    self._handlers -= 1
-                    self._idle.notify_all()
+            if reader is not None:
+                reader.cancel()
+            await self._forget(session)
 
-    def _read(self, session: _Session, requests: Iterator[fleet_pb2.AgentMessage]) -> None:
+    async def _forget(self, session: _Session) -> None:
+        agent_id = session.agent_id
+        with self._lock:
+            current = self._sessions.get(agent_id) is session
+            if current:
+                del self._sessions[agent_id]
+            self.metrics.connected.set(len(self._sessions))
+            closed = self._closed
+        try:
+            if current and not closed:
+                await self._db(self.store.set_connected, agent_id, False)
+                log.info("fleet.disconnected", agent_id=agent_id)
+                self._emit(FleetEvent("disconnected", agent_id))
+        except Exception:
+            log.exception("fleet.disconnect_not_recorded", agent_id=agent_id)
+        finally:
+            with self._idle:
+                self._handlers -= 1
+                self._idle.notify_all()
+
+    async def _read(
+        self, session: _Session, requests: AsyncIterator[fleet_pb2.AgentMessage]
+    ) -> None:
         agent_id = session.agent_id
         try:
-            for message in requests:
+            async for message in requests:
                 if self._closed:
                     break
-                kind = message.WhichOneof("kind")
-                if kind == "heartbeat":
-                    self._heartbeat(session, message.heartbeat)
-                elif kind == "telemetry":
-                    self._telemetry(session, message.telemetry)
-                elif kind == "install":
-                    self._install(agent_id, message.install)
-        except grpc.RpcError:
-            pass  # the stream ended under us; the handler cleans up
-        except Exception:
-            log.exception("fleet.read_failed", agent_id=agent_id)
+                try:
+                    await self._handle(session, message)
+                except Exception:
+                    log.exception("fleet.message_failed", agent_id=agent_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream ended under us; Connect cleans up
+            log.debug("fleet.stream_ended", agent_id=agent_id, error=type(exc).__name__)
         finally:
-            session.close()
-            with self._lock:
-                self._readers.discard(threading.current_thread())
+            session.end()
 
-    def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
+    async def _handle(self, session: _Session, message: fleet_pb2.AgentMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "heartbeat":
+            await self._heartbeat(session, message.heartbeat)
+        elif kind == "telemetry":
+            self._telemetry(session, message.telemetry)
+        elif kind == "install":
+            record = await self._db(self._install, session.agent_id, message.install)
+            self._emit(FleetEvent("install", session.agent_id, {"record": record}))
+
+    async def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
         """Write when the agent's state changed, else refresh last_seen at most every
         LAST_SEEN_WRITE_S: each write is an fsync, and a fleet heartbeats constantly."""
         state = (beat.program_sha256, beat.health, beat.shadow_sha256)
         now = time.monotonic()
         if state != session.last_beat or now - session.last_beat_written >= LAST_SEEN_WRITE_S:
-            self.store.heartbeat(session.agent_id, beat)
             session.last_beat, session.last_beat_written = state, now
+            await self._db(self.store.heartbeat, session.agent_id, beat)
 
     def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
         def stored(new: bool) -> None:
             if new:
-                TELEMETRY.inc()
+                self.metrics.telemetry.inc()
                 self._emit(FleetEvent("telemetry", session.agent_id, {"batch": batch}))
             ack = fleet_pb2.TelemetryAck(seq=batch.seq)
             session.send(fleet_pb2.ServerMessage(telemetry_ack=ack))
 
         self._writer.submit(session.agent_id, batch, stored)
 
-    def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> None:
+    def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> InstallRecord:
         # the agent's state first: whoever sees the install record sees its effect too
         if report.status in (
             fleet_pb2.InstallReport.INSTALLED,
@@ -270,7 +317,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         if report.status == fleet_pb2.InstallReport.ROLLED_BACK:
             self.store.settle_rollback(agent_id, report.generation, report.sha256)
         record = self.store.record_install(agent_id, report)
-        INSTALLS.labels(status=record.status).inc()
+        self.metrics.installs.labels(status=record.status).inc()
         log.info(
             "fleet.install_report",
             agent_id=agent_id,
@@ -278,16 +325,15 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             status=record.status,
             reason=report.reason,
         )
-        self._emit(FleetEvent("install", agent_id, {"record": record}))
+        return record
 
-    def FetchProgram(
-        self, request: fleet_pb2.FetchProgramRequest, context: grpc.ServicerContext
-    ) -> Iterator[fleet_pb2.ProgramChunk]:
+    async def FetchProgram(
+        self, request: fleet_pb2.FetchProgramRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fleet_pb2.ProgramChunk]:
         try:
-            data = self._programs(request.sha256)
+            data = await self._db(self._programs, request.sha256)
         except (KeyError, ProgramNotFoundError):
-            _abort(
-                context,
+            await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no program with sha256 {request.sha256!r} in the registry",
             )

@@ -1,0 +1,43 @@
+"""The fleet's Prometheus metrics, in the server's own registry (so /metrics shows them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+@dataclass(frozen=True)
+class FleetMetrics:
+    connected: Gauge
+    telemetry: Counter
+    installs: Counter
+    telemetry_queue: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> FleetMetrics:
+        """``registry`` None: a private one (a FleetService outside a server, as in tests)."""
+        registry = registry if registry is not None else CollectorRegistry()
+        return cls(
+            connected=Gauge(
+                "spikefleet_fleet_connected_agents",
+                "Agents with an open control stream",
+                registry=registry,
+            ),
+            telemetry=Counter(
+                "spikefleet_fleet_telemetry_batches",
+                "Telemetry batches stored (new ones; re-sent duplicates are not counted)",
+                registry=registry,
+            ),
+            installs=Counter(
+                "spikefleet_fleet_install_reports",
+                "Install reports from agents, by status",
+                ["status"],
+                registry=registry,
+            ),
+            telemetry_queue=Gauge(
+                "spikefleet_fleet_telemetry_queue",
+                "Telemetry batches received and not yet committed (ingest lag)",
+                registry=registry,
+            ),
+        )
