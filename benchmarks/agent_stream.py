@@ -1,8 +1,9 @@
 """Agent streaming benchmark: a real spikefleet-agent process (sim backend) on loopback.
 
-Measures, from a client in this process:
+Measures, from a client in this process (``AsyncAgentClient``, the fast path):
 - throughput with 32 frames per message and with 1 frame per message (pipelined stream);
-- per-message latency (p50/p95/p99) at an offered 1,000 frames/s, 1 frame per message.
+- per-message latency (p50/p95/p99) at an offered 1,000 frames/s, 1 frame per message;
+- for comparison, 1 frame per message through the sync ``AgentClient``.
 
 Frames are 34x34x2 4-bit event-count frames with about 10% active pixels; the
 program is the reference network's shape (Conv 32 s2 -> Conv 64 s2 GAP -> FC 10)
@@ -12,6 +13,7 @@ with random int4 weights. Run: ``.venv/bin/python benchmarks/agent_stream.py``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +31,23 @@ sys.path.insert(0, str(ROOT / "tests" / "agent"))
 
 from agent_helpers import make_key, make_program, random_frames, signed_program  # noqa: E402
 
-from spikefleet.client.agent import AgentClient  # noqa: E402
+from spikefleet.client.agent import AgentClient, AsyncAgentClient  # noqa: E402
 from spikefleet.program.signing import TrustedKeys  # noqa: E402
 from spikefleet_agent.programs.slots import SlotStore  # noqa: E402
 
 
-def start_agent(root: Path) -> tuple[subprocess.Popen[str], str]:
+def start_agent(root: Path, unix: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """A real agent process; its inference API on 127.0.0.1 TCP, or a unix socket."""
     key = make_key(root / "keys")
     sha, data = signed_program(make_program(1, "bench"), key)
     store = SlotStore(root / "state" / "programs", TrustedKeys.load(root / "keys"))
     store.write("a", data)
     store.activate("a", sha)
+    listen = f"unix://{root / 'inference.sock'}" if unix else "127.0.0.1:0"
     config = root / "agent.toml"
     config.write_text(
         f'agent_id = "bench"\nstate_dir = "{root / "state"}"\nlock_dir = "{root / "locks"}"\n'
-        f'trusted_keys = ["{root / "keys"}"]\n[inference]\naddress = "127.0.0.1:0"\n'
+        f'trusted_keys = ["{root / "keys"}"]\n[inference]\naddress = "{listen}"\n'
         "[telemetry]\ninterval_s = 5.0\n"
     )
     agent = subprocess.Popen(
@@ -57,48 +61,76 @@ def start_agent(root: Path) -> tuple[subprocess.Popen[str], str]:
         if "inference_port" in line:
             drain = threading.Thread(target=lambda: [None for _ in agent_log], daemon=True)
             drain.start()  # keep the pipe empty so the agent never blocks on a log line
-            return agent, f"127.0.0.1:{json.loads(line)['inference_port']}"
+            port = json.loads(line)["inference_port"]
+            return agent, listen if unix else f"127.0.0.1:{port}"
     raise SystemExit("agent did not start")
 
 
-def throughput(client: AgentClient, frames: np.ndarray, per_message: int, seconds: float) -> float:
+async def throughput(
+    client: AsyncAgentClient, frames: np.ndarray, per_message: int, seconds: float
+) -> float:
     batch = frames[:per_message]
     stop = time.perf_counter() + seconds
-    sent = [0]
 
     def batches() -> Iterator[np.ndarray]:
         while time.perf_counter() < stop:
-            sent[0] += 1
+            yield batch
+
+    start = time.perf_counter()
+    answered = 0
+    async for prediction in client.stream(batches()):
+        answered += len(prediction.classes)
+    return answered / (time.perf_counter() - start)
+
+
+def sync_throughput(client: AgentClient, frames: np.ndarray, seconds: float) -> float:
+    """The same single-frame stream through the sync client (a gRPC thread per request side)."""
+    batch = frames[:1]
+    stop = time.perf_counter() + seconds
+
+    def batches() -> Iterator[np.ndarray]:
+        while time.perf_counter() < stop:
             yield batch
 
     start = time.perf_counter()
     answered = sum(len(p.classes) for p in client.stream(batches()))
-    elapsed = time.perf_counter() - start
-    return answered / elapsed
+    return answered / (time.perf_counter() - start)
 
 
-def latency_at_rate(client: AgentClient, frames: np.ndarray, rate: float, count: int) -> dict:
+async def latency_at_rate(
+    client: AsyncAgentClient, frames: np.ndarray, rate: float, count: int
+) -> dict:
+    """Offer ``rate`` single-frame messages a second on a schedule; latency = answer - send."""
     sent_at: list[float] = []
     latencies: list[float] = []
     interval = 1.0 / rate
-    lock = threading.Lock()
 
-    def batches() -> Iterator[np.ndarray]:
+    async def batches() -> AsyncIterator[np.ndarray]:
         start = time.perf_counter()
         for i in range(count):
-            target = start + i * interval
-            while (now := time.perf_counter()) < target:
-                time.sleep(max(0.0, min(target - now, 0.0005)))
-            with lock:
-                sent_at.append(time.perf_counter())
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at.append(time.perf_counter())
             yield frames[i % len(frames)][None]
 
-    for i, _ in enumerate(client.stream(batches())):
-        with lock:
-            latencies.append(time.perf_counter() - sent_at[i])
+    i = 0
+    async for _ in client.stream(batches()):
+        latencies.append(time.perf_counter() - sent_at[i])
+        i += 1
     ms = np.asarray(latencies[count // 10 :]) * 1000  # skip warm-up
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "messages": len(ms)}
+
+
+async def measure(address: str, frames: np.ndarray, seconds: float, messages: int) -> dict:
+    async with AsyncAgentClient(address) as client:
+        await client.infer(frames[:32])  # warm-up
+        return {
+            "frames_per_s_32_per_message": await throughput(client, frames, 32, seconds),
+            "frames_per_s_1_per_message": await throughput(client, frames, 1, seconds),
+            "latency_at_1000_fps": await latency_at_rate(client, frames, 1000.0, messages),
+        }
 
 
 def engine_alone(frames: np.ndarray, per_call: int, seconds: float) -> float:
@@ -167,15 +199,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         agent, address = start_agent(Path(tmp))
         try:
+            results = asyncio.run(measure(address, frames, args.seconds, args.latency_messages))
             with AgentClient(address) as client:
-                client.infer(frames[:32])  # warm-up
-                results = {
-                    "frames_per_s_32_per_message": throughput(client, frames, 32, args.seconds),
-                    "frames_per_s_1_per_message": throughput(client, frames, 1, args.seconds),
-                    "latency_at_1000_fps": latency_at_rate(
-                        client, frames, 1000.0, args.latency_messages
-                    ),
-                }
+                results["sync_client_frames_per_s_1_per_message"] = sync_throughput(
+                    client, frames, args.seconds
+                )
         finally:
             agent.terminate()
             agent.wait(timeout=30)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import structlog
 from prometheus_client import start_http_server
 
@@ -27,7 +26,7 @@ from spikefleet_agent.device import inventory as inventory_mod
 from spikefleet_agent.device.base import Backend
 from spikefleet_agent.device.factory import open_backend
 from spikefleet_agent.device.lock import DeviceLock
-from spikefleet_agent.inference.server import serve
+from spikefleet_agent.inference.server import InferenceServer, serve
 from spikefleet_agent.inference.service import InferenceService
 from spikefleet_agent.programs.slots import SlotStore
 from spikefleet_agent.runtime import Runtime
@@ -70,7 +69,7 @@ class Agent:
         self.installer: Installer | None = None
         self.inference_port = 0
         self.metrics_port = 0
-        self._server: grpc.Server | None = None
+        self._server: InferenceServer | None = None
         self._threads: list[threading.Thread] = []
         self.inventory: list[fleet_pb2.Device] = []
 
@@ -116,15 +115,16 @@ class Agent:
             status=self.status,
             max_open_samples=cfg.inference.max_open_samples,
             event_window_us=cfg.inference.event_window_us,
+            workers=cfg.inference.max_workers,
         )
-        self._server, self.inference_port = serve(
+        self._server = serve(
             service,
             cfg.inference.address,
             token=read_token(cfg.inference.token_file),
-            max_workers=cfg.inference.max_workers,
             max_streams=cfg.inference.max_streams,
             max_message_bytes=cfg.inference.max_message_bytes,
         )
+        self.inference_port = self._server.port
         if cfg.telemetry.metrics_port > 0:
             server, _ = start_http_server(
                 cfg.telemetry.metrics_port,
@@ -175,7 +175,7 @@ class Agent:
         if self.installer is not None:
             self.installer.stop()
         if self._server is not None:
-            self._server.stop(grace=1.0).wait()
+            self._server.stop(grace=1.0)
         for thread in self._threads:
             thread.join(timeout=5)
         if getattr(self, "_metrics_server", None) is not None:

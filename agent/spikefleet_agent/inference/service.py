@@ -1,17 +1,26 @@
-"""The Inference servicer: frames or events in, predictions out.
+"""The Inference servicer (grpc.aio): frames or events in, predictions out.
 
-Flow control: each stream is handled by one thread that reads the next
-message only after answering the previous one, so a client that sends faster
-than the device runs is held back by HTTP/2 flow control instead of queueing
-in agent memory; messages are capped in size, streams in number, and open
-samples per stream in count.
+Everything runs as coroutines on the server's one event loop, so a message
+costs no thread handoff. ``Stream`` reads ahead into a small per-stream queue
+and runs the consecutive queued messages as one engine batch, still answering
+each message on its own and in order: a pipelined single-frame client pays the
+engine's per-call cost once per batch instead of once per frame.
+
+Flow control: a stream's queue holds at most ``max_queued_frames`` frames;
+when it is full the reader stops reading, so a client that sends faster than
+the device runs is held back by HTTP/2 flow control instead of queueing in
+agent memory. Messages are capped in size, streams in number, and open samples
+per stream in count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -24,6 +33,10 @@ from spikefleet.v1 import inference_pb2, inference_pb2_grpc
 from spikefleet_agent.device.base import RunResult
 from spikefleet_agent.runtime import Loaded, NoProgramError, Runtime
 from spikefleet_agent.telemetry.collector import Collector
+
+
+class _TooManySamples(Exception):
+    """A stream opened more samples than it may hold (RESOURCE_EXHAUSTED)."""
 
 
 @dataclass
@@ -40,17 +53,16 @@ class _StreamState:
     samples: dict[str, _Sample] = field(default_factory=dict)
 
     def add(
-        self, context: grpc.ServicerContext, sample_id: str, result: RunResult, end: bool
+        self, sample_id: str, result: RunResult, end: bool
     ) -> inference_pb2.SampleResult | None:
         if not sample_id:
             return None
         sample = self.samples.get(sample_id)
         if sample is None:
             if len(self.samples) >= self.max_open:
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise _TooManySamples(
                     f"{self.max_open} samples are open on this stream: "
-                    "close samples with end_of_sample before starting new ones",
+                    "close samples with end_of_sample before starting new ones"
                 )
             sample = self.samples[sample_id] = _Sample()
         if len(result.scores):
@@ -131,6 +143,14 @@ def _empty_result() -> RunResult:
     )
 
 
+def _slice(result: RunResult, start: int, stop: int) -> RunResult:
+    return RunResult(
+        outputs=result.outputs[start:stop],
+        scores=result.scores[start:stop],
+        classes=result.classes[start:stop],
+    )
+
+
 def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
     shape = tuple(batch.shape)
     if len(shape) != 4:
@@ -144,7 +164,23 @@ def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
     return np.frombuffer(batch.frames, dtype=np.uint8).reshape(shape)
 
 
+_REFUSALS = (FrameError, EventFormatError, NoProgramError, _TooManySamples)
+
+
+@dataclass
+class _Queued:
+    batch: inference_pb2.FrameBatch
+    arrived: float
+
+
+def _frame_count(batch: inference_pb2.FrameBatch) -> int:
+    return int(batch.shape[0]) if len(batch.shape) == 4 else 1
+
+
 class InferenceService(inference_pb2_grpc.InferenceServicer):
+    """Coroutine handlers for one grpc.aio server; engine batches run on the loop or,
+    when large or backed up, in a thread (the engine releases the GIL)."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -153,51 +189,106 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         status: Callable[[], inference_pb2.AgentStatus],
         max_open_samples: int = 1024,
         event_window_us: int = 10_000,
+        max_batch_frames: int = 64,
+        max_queued_frames: int = 256,
+        inline_frames: int = 8,
+        workers: int = 8,
     ) -> None:
         self._runtime = runtime
         self._collector = collector
         self._status = status
         self._max_open = max_open_samples
         self._event_window_us = event_window_us
+        self._max_batch_frames = max_batch_frames
+        self._max_queued_frames = max_queued_frames
+        self._inline_frames = inline_frames
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
 
-    def _fail(
-        self, context: grpc.ServicerContext, kind: str, code: grpc.StatusCode, msg: str
-    ) -> NoReturn:
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+        if isinstance(exc, NoProgramError):
+            kind, code = "no-program", grpc.StatusCode.FAILED_PRECONDITION
+        elif isinstance(exc, _TooManySamples):
+            kind, code = "resource-exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED
+        else:
+            kind, code = "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT
         self._collector.error(kind)
-        context.abort(code, msg)
+        await context.abort(code, str(exc))
         raise AssertionError("context.abort returned")  # grpc raises inside abort
 
-    def _active(self, context: grpc.ServicerContext) -> Loaded:
-        try:
-            return self._runtime.current()
-        except NoProgramError as exc:
-            self._fail(context, "no-program", grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-
-    def _run(self, context: grpc.ServicerContext, frames: np.ndarray, active: Loaded) -> RunResult:
-        try:
+    async def _infer(self, frames: np.ndarray, active: Loaded) -> RunResult:
+        if len(frames) <= self._inline_frames:
             return self._runtime.infer(frames, active)
-        except FrameError as exc:
-            self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._runtime.infer, frames, active)
 
-    def _answer(
-        self,
-        context: grpc.ServicerContext,
-        batch: inference_pb2.FrameBatch,
-        state: _StreamState,
-        started: float,
-    ) -> inference_pb2.Predictions:
+    async def _answer(
+        self, group: list[_Queued], state: _StreamState, backlog: bool = False
+    ) -> tuple[list[inference_pb2.Predictions], Exception | None]:
+        """A small batch with nothing waiting behind it runs at once on the loop (lowest
+        latency); otherwise in a thread, so the loop keeps reading the next messages
+        meanwhile and the following batch grows."""
+        frames = sum(_frame_count(item.batch) for item in group)
+        if frames <= self._inline_frames and not backlog:
+            return self._answer_now(group, state)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._answer_now, group, state)
+
+    def _answer_now(
+        self, group: list[_Queued], state: _StreamState
+    ) -> tuple[list[inference_pb2.Predictions], Exception | None]:
+        """Run consecutive messages as one engine batch; answer each one.
+
+        Returns the answers of every message before the first bad one, and the
+        error that bad message makes (to be raised once those answers are out)."""
+        active = self._runtime.current()
+        decoded: list[np.ndarray] = []
+        failure: Exception | None = None
+        for item in group:
+            try:
+                decoded.append(decode_frames(item.batch))
+            except FrameError as exc:
+                failure = exc
+                break
+        if not decoded:
+            return [], failure
+        frames = decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
         try:
-            frames = decode_frames(batch)
+            result = self._runtime.infer(frames, active)
         except FrameError as exc:
-            self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        active = self._active(context)
-        result = self._run(context, frames, active)
-        reply = self._reply(batch.seq, active, result, batch.return_outputs)
-        sample = state.add(context, batch.sample_id, result, batch.end_of_sample)
-        if sample is not None:
-            reply.sample.CopyFrom(sample)
-        self._collector.record(len(frames), result, time.perf_counter() - started)
-        return reply
+            if len(decoded) == 1:
+                return [], exc
+            replies: list[inference_pb2.Predictions] = []
+            for item in group[: len(decoded)]:  # find the bad message, answering those before it
+                answered, failure = self._answer_now([item], state)
+                replies.extend(answered)
+                if failure is not None:
+                    break
+            return replies, failure
+        replies = []
+        latencies: list[float] = []
+        done = time.perf_counter()
+        start = 0
+        for item, part_frames in zip(group, decoded, strict=False):
+            stop = start + len(part_frames)
+            part = result if len(decoded) == 1 else _slice(result, start, stop)
+            batch = item.batch
+            try:
+                sample = state.add(batch.sample_id, part, batch.end_of_sample)
+            except _TooManySamples as exc:
+                failure = exc
+                break
+            reply = self._reply(batch.seq, active, part, batch.return_outputs)
+            if sample is not None:
+                reply.sample.CopyFrom(sample)
+            replies.append(reply)
+            latencies.append(done - item.arrived)
+            start = stop
+        answered_result = result if start == len(frames) else _slice(result, 0, start)
+        self._collector.record_messages(start, answered_result, latencies)
+        return replies, failure
 
     @staticmethod
     def _reply(
@@ -215,94 +306,144 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             reply.output_dtype = str(result.outputs.dtype)
         return reply
 
-    def Stream(
-        self, request_iterator: Iterator[inference_pb2.FrameBatch], context: grpc.ServicerContext
-    ) -> Iterator[inference_pb2.Predictions]:
+    def _take(self, queue: deque[_Queued]) -> list[_Queued]:
+        """The next engine batch: queued messages of one frame shape, up to max_batch_frames."""
+        first = queue.popleft()
+        group = [first]
+        shape = tuple(first.batch.shape)[1:]
+        frames = _frame_count(first.batch)
+        while queue:
+            batch = queue[0].batch
+            count = _frame_count(batch)
+            if frames + count > self._max_batch_frames or tuple(batch.shape)[1:] != shape:
+                break
+            group.append(queue.popleft())
+            frames += count
+        return group
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[inference_pb2.FrameBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         state = _StreamState(self._max_open)
-        for batch in request_iterator:
-            yield self._answer(context, batch, state, time.perf_counter())
+        queue: deque[_Queued] = deque()
+        queued = 0
+        finished = False
+        arrived = asyncio.Event()
+        room = asyncio.Event()
 
-    def Infer(
-        self, request: inference_pb2.FrameBatch, context: grpc.ServicerContext
+        async def read() -> None:
+            nonlocal queued, finished
+            try:
+                while True:
+                    while queued >= self._max_queued_frames:
+                        room.clear()
+                        await room.wait()
+                    batch = await context.read()
+                    if batch is grpc.aio.EOF:
+                        return
+                    queue.append(_Queued(batch, time.perf_counter()))
+                    queued += _frame_count(batch)
+                    arrived.set()
+            finally:
+                finished = True
+                arrived.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while queue or not finished:
+                if not queue:
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                group = self._take(queue)
+                queued -= sum(_frame_count(item.batch) for item in group)
+                room.set()
+                replies, failure = await self._answer(group, state, backlog=bool(queue))
+                for reply in replies:
+                    await context.write(reply)
+                if failure is not None:
+                    raise failure
+            await reader  # re-raises a failed read
+        except _REFUSALS as exc:
+            await self._refuse(context, exc)
+        finally:
+            reader.cancel()
+
+    async def Infer(
+        self, request: inference_pb2.FrameBatch, context: grpc.aio.ServicerContext
     ) -> inference_pb2.Predictions:
-        started = time.perf_counter()
+        arrived = time.perf_counter()
         request.sample_id, request.end_of_sample = request.sample_id or "unary", True
-        return self._answer(context, request, _StreamState(1), started)
+        try:
+            replies, failure = await self._answer([_Queued(request, arrived)], _StreamState(1))
+            if failure is not None:
+                raise failure
+        except _REFUSALS as exc:
+            await self._refuse(context, exc)
+        return replies[0]
 
-    def StreamEvents(
-        self, request_iterator: Iterator[inference_pb2.EventPacket], context: grpc.ServicerContext
-    ) -> Iterator[inference_pb2.Predictions]:
+    async def StreamEvents(
+        self,
+        request_iterator: AsyncIterator[inference_pb2.EventPacket],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[inference_pb2.Predictions]:
         state = _StreamState(self._max_open)
         binners: dict[str, _Binner] = {}
-        for packet in request_iterator:
-            started = time.perf_counter()
-            if len(packet.events) % EVENT_DTYPE.itemsize:
-                self._fail(
-                    context,
-                    "invalid-argument",
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"events holds {len(packet.events)} bytes, not a multiple of the "
-                    f"{EVENT_DTYPE.itemsize}-byte EVENT_DTYPE record (x i16, y i16, t i64, p bool)",
-                )
-            events = np.frombuffer(packet.events, dtype=EVENT_DTYPE)
-            active = self._active(context)
-            found = binners.get(packet.sample_id)
-            if found is not None:
-                binner = found
-            else:
-                if len(binners) >= self._max_open:
-                    self._fail(
-                        context,
-                        "resource-exhausted",
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"{self._max_open} samples are open on this stream: "
-                        "close samples with end_of_sample",
+        try:
+            async for packet in request_iterator:
+                started = time.perf_counter()
+                if len(packet.events) % EVENT_DTYPE.itemsize:
+                    raise EventFormatError(
+                        f"events holds {len(packet.events)} bytes, not a multiple of the "
+                        f"{EVENT_DTYPE.itemsize}-byte EVENT_DTYPE record "
+                        "(x i16, y i16, t i64, p bool)"
                     )
-                binner = self._binner(context, packet, active)
-                binners[packet.sample_id] = binner
-            self._collector.record_events(len(events))
-            try:
+                events = np.frombuffer(packet.events, dtype=EVENT_DTYPE)
+                active = self._runtime.current()
+                binner = binners.get(packet.sample_id)
+                if binner is None:
+                    if len(binners) >= self._max_open:
+                        raise _TooManySamples(
+                            f"{self._max_open} samples are open on this stream: "
+                            "close samples with end_of_sample"
+                        )
+                    binner = binners[packet.sample_id] = self._binner(packet, active)
+                self._collector.record_events(len(events))
                 frames = binner.push(events)
                 if packet.end_of_sample:
                     flushed = binner.flush()
                     frames = np.concatenate([frames, flushed]) if len(frames) else flushed
                     del binners[packet.sample_id]
-            except EventFormatError as exc:
-                self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            result = self._run(context, frames, active) if len(frames) else _empty_result()
-            reply = self._reply(packet.seq, active, result, False)
-            sample = state.add(context, packet.sample_id, result, packet.end_of_sample)
-            if sample is not None:
-                reply.sample.CopyFrom(sample)
-            if len(frames):
-                self._collector.record(len(frames), result, time.perf_counter() - started)
-            yield reply
+                result = await self._infer(frames, active) if len(frames) else _empty_result()
+                reply = self._reply(packet.seq, active, result, False)
+                sample = state.add(packet.sample_id, result, packet.end_of_sample)
+                if sample is not None:
+                    reply.sample.CopyFrom(sample)
+                if len(frames):
+                    self._collector.record(len(frames), result, time.perf_counter() - started)
+                yield reply
+        except _REFUSALS as exc:
+            await self._refuse(context, exc)
 
-    def _binner(
-        self, context: grpc.ServicerContext, packet: inference_pb2.EventPacket, active: Loaded
-    ) -> _Binner:
+    def _binner(self, packet: inference_pb2.EventPacket, active: Loaded) -> _Binner:
         height, width, channels = active.program.input.shape
         if packet.binning == BINNING_NDIGITS:
             return _WholeSample((height, width, channels))
         if packet.binning:
-            self._fail(
-                context,
-                "invalid-argument",
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"unknown binning {packet.binning!r}: use '' (time windows) or {BINNING_NDIGITS!r}",
+            raise EventFormatError(
+                f"unknown binning {packet.binning!r}: use '' (time windows) or {BINNING_NDIGITS!r}"
             )
-        try:
-            return _Windows(
-                FrameAccumulator(
-                    (packet.sensor_width or width, packet.sensor_height or height, channels),
-                    time_window_us=packet.time_window_us or self._event_window_us,
-                    bits=active.program.input.bits,
-                )
+        return _Windows(
+            FrameAccumulator(
+                (packet.sensor_width or width, packet.sensor_height or height, channels),
+                time_window_us=packet.time_window_us or self._event_window_us,
+                bits=active.program.input.bits,
             )
-        except EventFormatError as exc:
-            self._fail(context, "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        )
 
-    def Status(
-        self, request: inference_pb2.StatusRequest, context: grpc.ServicerContext
+    async def Status(
+        self, request: inference_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.AgentStatus:
         return self._status()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,19 +81,24 @@ class Collector:
         self.total_frames = 0
 
     def record(self, frames: int, result: RunResult, latency_s: float) -> None:
+        self.record_messages(frames, result, (latency_s,))
+
+    def record_messages(self, frames: int, result: RunResult, latencies_s: Sequence[float]) -> None:
+        """One engine batch that answered several messages, each with its own latency."""
         classes = result.classes
         with self._lock:
             period = self._period
             period.frames += frames
             period.predictions += len(classes)
             self.total_frames += frames
-            period.latency_seen += 1
-            if len(period.latencies_ms) < LATENCY_RESERVOIR:
-                period.latencies_ms.append(latency_s * 1000.0)
-            else:
-                slot = random.randrange(period.latency_seen)
-                if slot < LATENCY_RESERVOIR:
-                    period.latencies_ms[slot] = latency_s * 1000.0
+            for latency_s in latencies_s:
+                period.latency_seen += 1
+                if len(period.latencies_ms) < LATENCY_RESERVOIR:
+                    period.latencies_ms.append(latency_s * 1000.0)
+                else:
+                    slot = random.randrange(period.latency_seen)
+                    if slot < LATENCY_RESERVOIR:
+                        period.latencies_ms[slot] = latency_s * 1000.0
             if len(classes):
                 counts = np.bincount(classes, minlength=len(period.classes))
                 if len(counts) > len(period.classes):
@@ -107,7 +113,8 @@ class Collector:
                         np.sum(per_sample)
                     )
         self.metrics.frames.inc(frames)
-        self.metrics.latency.observe(latency_s)
+        for latency_s in latencies_s:
+            self.metrics.latency.observe(latency_s)
 
     def record_events(self, count: int) -> None:
         with self._lock:

@@ -3,19 +3,27 @@
 Frames travel as raw uint8 bytes plus their shape. ``stream()`` sends batches
 from a generator while answers come back, so a producer is paced by the
 agent (gRPC flow control) rather than by round trips.
+
+``AsyncAgentClient`` is the fast path: on grpc.aio the requests and answers of
+a stream are coroutines on one event loop, while the sync client's stream
+hands every request to a gRPC thread, which costs more than the agent spends
+on a single frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from spikefleet.errors import AgentRequestError, EngineError, FrameError
 from spikefleet.v1 import inference_pb2, inference_pb2_grpc
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -91,6 +99,37 @@ def _batch(
     )
 
 
+def _request(item: np.ndarray | FrameBatch, seq: int, outputs: bool) -> inference_pb2.FrameBatch:
+    if isinstance(item, FrameBatch):
+        return _batch(item.frames, seq, item.sample_id, item.end_of_sample, outputs)
+    return _batch(item, seq, "", False, outputs)
+
+
+def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+def _status(reply: inference_pb2.AgentStatus) -> AgentStatus:
+    return AgentStatus(
+        agent_id=reply.agent_id,
+        backend=reply.backend,
+        program_sha256=reply.program_sha256,
+        previous_sha256=reply.previous_sha256,
+        program_name=reply.program_name,
+        input_shape=tuple(reply.input_shape),
+        input_bits=reply.input_bits,
+        labels=list(reply.labels),
+        connected=reply.connected,
+        frames=reply.frames,
+        spooled_batches=reply.spooled_batches,
+        shadow_sha256=reply.shadow_sha256,
+        version=reply.version,
+    )
+
+
 def _prediction(reply: inference_pb2.Predictions) -> Prediction:
     outputs = None
     if reply.output_dtype:
@@ -124,13 +163,7 @@ class AgentClient:
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self._channel = grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
@@ -162,12 +195,7 @@ class AgentClient:
 
         def requests() -> Iterator[inference_pb2.FrameBatch]:
             for seq, item in enumerate(batches):
-                if isinstance(item, FrameBatch):
-                    yield _batch(
-                        item.frames, seq, item.sample_id, item.end_of_sample, return_outputs
-                    )
-                else:
-                    yield _batch(item, seq, "", False, return_outputs)
+                yield _request(item, seq, return_outputs)
 
         call: Any = self._stub.Stream(requests(), metadata=self._metadata)
         try:
@@ -233,18 +261,101 @@ class AgentClient:
             )
         except grpc.RpcError as exc:
             raise _to_error(exc, self.address) from None
-        return AgentStatus(
-            agent_id=reply.agent_id,
-            backend=reply.backend,
-            program_sha256=reply.program_sha256,
-            previous_sha256=reply.previous_sha256,
-            program_name=reply.program_name,
-            input_shape=tuple(reply.input_shape),
-            input_bits=reply.input_bits,
-            labels=list(reply.labels),
-            connected=reply.connected,
-            frames=reply.frames,
-            spooled_batches=reply.spooled_batches,
-            shadow_sha256=reply.shadow_sha256,
-            version=reply.version,
+        return _status(reply)
+
+
+async def _items(batches: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(batches, AsyncIterable):
+        async for item in batches:
+            yield item
+    else:
+        for item in batches:
+            yield item
+
+
+class AsyncAgentClient:
+    """The agent's inference API on grpc.aio; use it inside a running event loop.
+
+    ``stream`` takes a plain or an async iterable: a producer that waits for its
+    frames (a camera, a timer) should be async, since a plain one runs on the loop."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(
+            address, options=_channel_options(max_message_bytes)
         )
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout
+
+    async def __aenter__(self) -> AsyncAgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def infer(self, frames: np.ndarray, *, return_outputs: bool = False) -> Prediction:
+        """One batch of frames (N, H, W, C) or one frame (H, W, C), one answer."""
+        request = _batch(frames, 0, "", True, return_outputs)
+        try:
+            reply = await self._stub.Infer(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        return _prediction(reply)
+
+    async def stream(
+        self,
+        batches: Iterable[np.ndarray | FrameBatch] | AsyncIterable[np.ndarray | FrameBatch],
+        *,
+        return_outputs: bool = False,
+    ) -> AsyncIterator[Prediction]:
+        """Predictions for each batch, in order; batches are sent while answers arrive."""
+        call: Any = self._stub.Stream(metadata=self._metadata)
+
+        async def write() -> None:
+            seq = 0
+            try:
+                async for item in _items(batches):
+                    await call.write(_request(item, seq, return_outputs))
+                    seq += 1
+                await call.done_writing()
+            except BaseException:
+                call.cancel()  # the answers can't complete: end the reading side too
+                raise
+
+        writer = asyncio.create_task(write())
+        try:
+            async for reply in call:
+                yield _prediction(reply)
+            await writer
+        except (grpc.RpcError, asyncio.CancelledError) as exc:
+            failed = writer.exception() if writer.done() and not writer.cancelled() else None
+            if failed is not None and not isinstance(failed, grpc.RpcError | RuntimeError):
+                raise failed from None  # the request side failed first (e.g. a bad array)
+            if isinstance(exc, grpc.RpcError):
+                raise _to_error(exc, self.address) from None
+            raise
+        finally:
+            writer.cancel()
+            call.cancel()
+
+    async def status(self) -> AgentStatus:
+        try:
+            reply = await self._stub.Status(
+                inference_pb2.StatusRequest(), metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise _to_error(exc, self.address) from None
+        return _status(reply)
