@@ -350,6 +350,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 finished = True
                 arrived.set()
 
+        await context.send_initial_metadata(())  # clients may wait for it before writing
         reader = asyncio.create_task(read())
         try:
             while queue or not finished:

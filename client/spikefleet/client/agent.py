@@ -264,6 +264,19 @@ class AgentClient:
         return _status(reply)
 
 
+async def _sent(call: Any, request: inference_pb2.FrameBatch | None) -> bool:
+    """Write one request (None: close the sending side); False once the call has ended,
+    whose status the reading side then reports."""
+    try:
+        if request is None:
+            await call.done_writing()
+        else:
+            await call.write(request)
+    except (grpc.RpcError, asyncio.InvalidStateError):
+        return False
+    return True
+
+
 async def _items(batches: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     if isinstance(batches, AsyncIterable):
         async for item in batches:
@@ -325,14 +338,18 @@ class AsyncAgentClient:
         call: Any = self._stub.Stream(metadata=self._metadata)
 
         async def write() -> None:
-            seq = 0
             try:
+                # The agent sends its headers first: a refused stream (a wrong token) ends
+                # here, before a write could race grpc.aio into reporting INTERNAL instead.
+                await call.initial_metadata()
+                seq = 0
                 async for item in _items(batches):
-                    await call.write(_request(item, seq, return_outputs))
+                    if not await _sent(call, _request(item, seq, return_outputs)):
+                        return
                     seq += 1
-                await call.done_writing()
+                await _sent(call, None)
             except BaseException:
-                call.cancel()  # the answers can't complete: end the reading side too
+                call.cancel()  # our side failed (the iterable, an array): no answers can follow
                 raise
 
         writer = asyncio.create_task(write())
@@ -342,7 +359,7 @@ class AsyncAgentClient:
             await writer
         except (grpc.RpcError, asyncio.CancelledError) as exc:
             failed = writer.exception() if writer.done() and not writer.cancelled() else None
-            if failed is not None and not isinstance(failed, grpc.RpcError | RuntimeError):
+            if failed is not None:
                 raise failed from None  # the request side failed first (e.g. a bad array)
             if isinstance(exc, grpc.RpcError):
                 raise _to_error(exc, self.address) from None

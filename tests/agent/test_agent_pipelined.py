@@ -1,0 +1,128 @@
+"""Pipelined streams against a real agent on loopback: the sync client and the
+asyncio client (the fast path) get one answer per message, in order, equal to the
+engine's, and errors keep their gRPC meaning."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+from agent_helpers import random_frames
+
+from spikefleet.client.agent import AgentClient, AsyncAgentClient, FrameBatch
+from spikefleet.engine import Engine
+from spikefleet.errors import AgentRequestError, FrameError
+from spikefleet.program.model import Program
+from spikefleet_agent.daemon import Agent
+
+StartAgent = Callable[..., Agent]
+
+
+def address_of(agent: Agent) -> str:
+    return f"127.0.0.1:{agent.inference_port}"
+
+
+def test_single_frame_messages_each_get_their_answer_in_order(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    frames = random_frames(300, seed=11)
+    batches = [
+        FrameBatch(frames[i : i + 1], sample_id=f"s{i // 30}", end_of_sample=i % 30 == 29)
+        for i in range(300)
+    ]
+    with AgentClient(address_of(standalone_agent(program))) as client:
+        predictions = list(client.stream(batches))
+    engine = Engine(program)
+    assert [p.seq for p in predictions] == list(range(300))
+    np.testing.assert_array_equal(
+        np.concatenate([p.classes for p in predictions]), engine.predict(frames)
+    )
+    closed = [p.sample for p in predictions if p.sample is not None]
+    assert [(s.sample_id, s.frames) for s in closed] == [(f"s{k}", 30) for k in range(10)]
+    outputs = engine.run(frames[:30]).outputs.reshape(30, -1) * program.output_scales
+    np.testing.assert_allclose(closed[0].scores, outputs.sum(axis=0), rtol=1e-6)
+
+
+SHAPE_MISMATCH = np.zeros((1, 28, 28, 1), np.uint8)
+OUT_OF_RANGE = np.full((1, 34, 34, 2), 16, np.uint8)
+
+
+@pytest.mark.parametrize(("bad", "message"), [(SHAPE_MISMATCH, "shape"), (OUT_OF_RANGE, "4-bit")])
+def test_a_bad_message_mid_stream_fails_after_every_earlier_answer(
+    standalone_agent: StartAgent, program: Program, bad: np.ndarray, message: str
+) -> None:
+    frames = random_frames(40, seed=12)
+    batches = [frames[i : i + 1] for i in range(40)]
+    batches.insert(25, bad)
+    answered = []
+    client = AgentClient(address_of(standalone_agent(program)))
+    with client, pytest.raises(FrameError, match=message):
+        for prediction in client.stream(batches):
+            answered.append(prediction)
+    assert [p.seq for p in answered] == list(range(25))
+
+
+def test_the_async_client_streams_from_an_async_producer(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program)
+    frames = random_frames(64, seed=13)
+
+    async def produce() -> AsyncIterator[np.ndarray]:
+        for i in range(0, 64, 2):
+            await asyncio.sleep(0)
+            yield frames[i : i + 2]
+
+    async def run() -> tuple[list[int], np.ndarray, np.ndarray]:
+        async with AsyncAgentClient(address_of(agent)) as client:
+            seqs, classes = [], []
+            async for prediction in client.stream(produce()):
+                seqs.append(prediction.seq)
+                classes.append(prediction.classes)
+            one = await client.infer(frames[:5], return_outputs=True)
+            assert one.outputs is not None
+            return seqs, np.concatenate(classes), one.outputs
+
+    seqs, classes, outputs = asyncio.run(run())
+    engine = Engine(program)
+    assert seqs == list(range(32))
+    np.testing.assert_array_equal(classes, engine.predict(frames))
+    np.testing.assert_array_equal(outputs, engine.run(frames[:5]).outputs)
+
+
+def test_the_async_client_reports_errors_like_the_sync_one(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program, token="s3cret")
+    good = random_frames(3, seed=14)
+
+    async def run() -> None:
+        async with AsyncAgentClient(address_of(agent), token="s3cret") as client:
+            assert (await client.status()).agent_id == "edge-1"
+            with pytest.raises(FrameError, match="4-bit"):
+                async for _ in client.stream([good, OUT_OF_RANGE]):
+                    pass
+            with pytest.raises(FrameError, match="uint8"):
+                async for _ in client.stream([good.astype(np.float32)]):
+                    pass
+        async with AsyncAgentClient(address_of(agent), token="wrong") as client:
+            with pytest.raises(AgentRequestError) as info:
+                async for _ in client.stream([good]):
+                    pass
+            assert info.value.code == "UNAUTHENTICATED", str(info.value)
+        async with AsyncAgentClient("127.0.0.1:1", timeout=2) as client:
+            with pytest.raises(AgentRequestError, match="unreachable"):
+                await client.infer(good)
+
+    asyncio.run(run())
+
+
+def test_a_stream_without_the_token_is_refused(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program, token="s3cret")
+    with AgentClient(address_of(agent)) as client, pytest.raises(AgentRequestError) as info:
+        list(client.stream([random_frames(1)]))
+    assert info.value.code == "UNAUTHENTICATED"
