@@ -41,7 +41,7 @@ def config_values(data_dir: Path, listen: str = "127.0.0.1:0") -> dict[str, Any]
             for role, token in TOKENS.items()
         ],
         "drain_seconds": 2,
-        "grpc_threads": 300,
+        "grpc_threads": 4,
     }
 
 
@@ -52,7 +52,7 @@ def config_toml(data_dir: Path, listen: str) -> str:
     )
     return (
         f'listen = "{listen}"\ndata_dir = "{data_dir}"\ninsecure_loopback = true\n'
-        f"drain_seconds = 2\ngrpc_threads = 300\n{tokens}"
+        f"drain_seconds = 2\ngrpc_threads = 4\n{tokens}"
     )
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,19 +64,45 @@ class _End:
     details: str = ""
 
 
+class _Mailbox:
+    """Messages for sessions, handed to the event loop in one wakeup per burst (the
+    telemetry writer acks a whole group at once) and in the order they were posted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: deque[tuple[asyncio.Queue[Any], Any]] = deque()
+        self._scheduled = False
+
+    def post(self, outbox: asyncio.Queue[Any], item: object) -> None:
+        with self._lock:
+            self._items.append((outbox, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        for outbox, item in items:
+            outbox.put_nowait(item)
+
+
 class _Session:
-    def __init__(self, agent_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, agent_id: str, mailbox: _Mailbox) -> None:
         self.agent_id = agent_id
         self.registered = False  # set once its Register is in the store
         self.last_beat: tuple[str, str, str] | None = None
         self.last_beat_written = 0.0
-        self._loop = loop
+        self._mailbox = mailbox
         self.outbox: asyncio.Queue[fleet_pb2.ServerMessage | _End] = asyncio.Queue()
 
     def send(self, message: fleet_pb2.ServerMessage | _End) -> None:
-        """Queue a message for the agent (from any thread; dropped once the loop is gone)."""
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self.outbox.put_nowait, message)
+        """Queue a message for the agent (from any thread)."""
+        self._mailbox.post(self.outbox, message)
 
     def end(self, code: grpc.StatusCode | None = None, details: str = "") -> None:
         self.send(_End(code, details))
@@ -103,6 +130,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self._handlers = 0
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
         self._db_pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="fleet-db")
         self._writer = TelemetryWriter(store)
         self.metrics.telemetry_queue.set_function(self._writer.pending)
@@ -194,9 +222,13 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         if not agent_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register.agent_id is empty")
 
-        session = _Session(agent_id, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         old: _Session | None = None
         with self._lock:
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None:
+                mailbox = self._mailboxes[loop] = _Mailbox(loop)
+            session = _Session(agent_id, mailbox)
             closed = self._closed
             if not closed:
                 self._handlers += 1
@@ -209,6 +241,9 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             if old is not None:
                 old.end()  # the same agent reconnected: its old stream ends
             await self._db(self.store.register, register)
+            health = "ok" if register.program_sha256 else "no-program"  # what register stored
+            session.last_beat = (register.program_sha256, health, "")
+            session.last_beat_written = time.monotonic()
             last_seq = await self._db(self.store.last_telemetry_seq, agent_id)
             registered = fleet_pb2.Registered(
                 agent_id=agent_id,
@@ -289,13 +324,17 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             self._emit(FleetEvent("install", session.agent_id, {"record": record}))
 
     async def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
-        """Write when the agent's state changed, else refresh last_seen at most every
-        LAST_SEEN_WRITE_S: each write is an fsync, and a fleet heartbeats constantly."""
+        """Write when the agent's state changed (in order with its install reports), else
+        refresh last_seen at most every LAST_SEEN_WRITE_S, with the telemetry group
+        commit: a fleet heartbeats constantly, and each transaction is an fsync."""
         state = (beat.program_sha256, beat.health, beat.shadow_sha256)
         now = time.monotonic()
-        if state != session.last_beat or now - session.last_beat_written >= LAST_SEEN_WRITE_S:
+        if state != session.last_beat:
             session.last_beat, session.last_beat_written = state, now
             await self._db(self.store.heartbeat, session.agent_id, beat)
+        elif now - session.last_beat_written >= LAST_SEEN_WRITE_S:
+            session.last_beat_written = now
+            self._writer.seen(session.agent_id)
 
     def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
         def stored(new: bool) -> None:

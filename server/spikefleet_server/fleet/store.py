@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,11 +305,18 @@ class FleetStore:
         """Store one batch; False if this (agent, seq) was already stored."""
         return self.ingest_many([(agent_id, batch)])[0]
 
-    def ingest_many(self, items: list[tuple[str, fleet_pb2.TelemetryBatch]]) -> list[bool]:
-        """Store batches in one transaction (one fsync); per item, whether it was new."""
+    def ingest_many(
+        self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str] = ()
+    ) -> list[bool]:
+        """Store batches, and refresh the last_seen of the ``seen`` agents, in one
+        transaction (one fsync); per batch, whether it was new."""
         now = _now_ms()
         stored = []
         with self.db.transaction() as conn:
+            conn.executemany(
+                "UPDATE fleet_agents SET last_seen_ms=? WHERE agent_id=?",
+                [(now, agent_id) for agent_id in seen],
+            )
             for agent_id, batch in items:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
