@@ -9,18 +9,24 @@ control protocol over gRPC) on the old program; a rollout of a new one with a
 Reports the wall time from CreateRollout to "succeeded" and what it adds beyond
 the bake times (canary shadow + canary + 2 waves = 4 bakes).
 
-``ingest``: agents each sending a telemetry batch every second (heartbeats
-every 5 s) for ``--duration`` s; reports batches stored per second against
-the offered rate, the agents' unacknowledged backlog, and the server process's
-CPU and resident memory (from /proc).
+``ingest``: agents each sending a heartbeat and a telemetry batch every
+second for ``--duration`` s. The agents are coroutines on grpc.aio, each with
+its own connection (``--generators`` separate processes, so the server's CPU
+is measured alone); they speak the real control protocol (Register,
+heartbeats, telemetry, acks). Reports whether the server kept up: batches
+stored per second against the offered rate (from the server's database),
+the unacknowledged backlog, the time from sending a batch to its ack
+(committed), and the server process's CPU and resident memory (from /proc).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import queue
+import random
 import re
 import socket
 import sqlite3
@@ -30,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -38,6 +45,7 @@ from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet.program.codec import encode
 from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
+from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
 from spikefleet_server.db import Database
 from spikefleet_server.keys import load_or_create
@@ -116,8 +124,13 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return _cpu_seconds(self.process.pid)
+
+    def threads(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        return 0
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -200,40 +213,250 @@ def bench_rollout(root: Path, count: int, bake_s: float) -> dict[str, object]:
         server.stop()
 
 
-def bench_ingest(root: Path, count: int, duration_s: float) -> dict[str, object]:
-    server = Server(root, grpc_threads=count + 64)
-    agents = start_agents(server, count, heartbeat_s=5.0, telemetry_s=1.0)
+class Generator:
+    """A load-generator child process (``fleet.py agents``) and its per-second reports."""
+
+    def __init__(self, address: str, first: int, count: int, seconds: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "agents",
+                "--address",
+                address,
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                "--seconds",
+                str(seconds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.reports: queue.Queue[dict[str, float]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.reports.put(json.loads(line))
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process.pid)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def bench_ingest(
+    root: Path, count: int, duration_s: float, generators: int, warmup_s: float = 10.0
+) -> dict[str, object]:
+    server = Server(root, grpc_threads=16)
+    shares = [count // generators + (i < count % generators) for i in range(generators)]
+    run_s = warmup_s + duration_s + 600  # the generators are stopped by us, not by this
+    children = [
+        Generator(server.address, sum(shares[:i]), share, run_s)
+        for i, share in enumerate(shares)
+        if share
+    ]
     try:
-        time.sleep(5.0)  # let start-up settle
+        started = time.monotonic()
+        latest = [{"registered": 0.0} for _ in children]
+        while sum(r["registered"] for r in latest) < count:
+            if time.monotonic() - started > 300:
+                raise SystemExit(f"only {sum(r['registered'] for r in latest)} agents registered")
+            latest = [_next_report(child) for child in children]
+        registered_s = time.monotonic() - started
+        print(f"{count} agents registered in {registered_s:.1f}s", file=sys.stderr)
+        time.sleep(warmup_s)
+        for child in children:  # reports from before the window are stale now
+            while not child.reports.empty():
+                child.reports.get_nowait()
+        first = [_next_report(child) for child in children]
         cpu0, stored0, t0 = server.cpu_seconds(), server.stored_batches(), time.monotonic()
-        own0 = time.process_time()
+        gen0 = sum(child.cpu_seconds() for child in children)
         rss_peak = server.rss_mb()
-        lags: list[int] = []
+        backlog: list[float] = []
+        registered_min = float(count)
+        reports: list[list[dict[str, float]]] = []
         while time.monotonic() - t0 < duration_s:
-            time.sleep(1.0)
+            now_reports = [_next_report(child) for child in children]
+            reports.append(now_reports)
             rss_peak = max(rss_peak, server.rss_mb())
-            lags.append(sum(a.sent_seq - a.acked_seq for a in agents))
+            backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
+            registered_min = min(registered_min, sum(r["registered"] for r in now_reports))
         elapsed = time.monotonic() - t0
         cpu1, stored1 = server.cpu_seconds(), server.stored_batches()
-        own = time.process_time() - own0
-        connected = sum(a.registered.is_set() for a in agents)
+        gen1 = sum(child.cpu_seconds() for child in children)
+        last = reports[-1]
+        sent = sum(r["sent"] for r in last) - sum(r["sent"] for r in first)
+        acked = sum(r["acked"] for r in last) - sum(r["acked"] for r in first)
+        windows = [r for window in reports for r in window]
+        acks = sum(r["acks"] for r in windows)
+        late = sum(r["acks_over_1s"] for r in windows) / max(acks, 1)
+        ack_p50 = sorted(r["ack_p50_s"] for r in windows)[len(windows) // 2]
+        ack_p99 = max(r["ack_p99_s"] for r in windows)
+        ack_max = max(r["ack_max_s"] for r in windows)
+        stored_rate = (stored1 - stored0) / elapsed
+        kept_up = (  # every agent stayed; stored what was offered; acks within a period
+            registered_min == count
+            and stored_rate >= 0.97 * count
+            and acked >= 0.97 * sent
+            and backlog[-1] <= 2 * count
+            and late <= 0.01
+        )
         return {
             "agents": count,
-            "connected_at_end": connected,
+            "generator_processes": len(children),
+            "registered_in_s": round(registered_s, 1),
+            "connected_min": int(registered_min),
             "duration_s": round(elapsed, 1),
             "offered_batches_per_s": count,
-            "stored_batches_per_s": round((stored1 - stored0) / elapsed, 1),
-            "unacked_batches_max": max(lags),
-            "unacked_batches_end": lags[-1],
+            "sent_batches_per_s": round(sent / elapsed, 1),
+            "stored_batches_per_s": round(stored_rate, 1),
+            "acked_batches_per_s": round(acked / elapsed, 1),
+            "unacked_batches_max": int(max(backlog)),
+            "unacked_batches_end": int(backlog[-1]),
+            "ack_latency_median_s": round(ack_p50, 3),
+            "acks_later_than_1s_percent": round(100 * late, 2),
+            "ack_latency_p99_s_worst_second": round(ack_p99, 3),
+            "ack_latency_max_s": round(ack_max, 3),
+            "kept_up": kept_up,
             "server_cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
-            "load_generator_cpu_percent_of_one_core": round(100 * own / elapsed, 1),
+            "server_threads": server.threads(),
+            "generators_cpu_percent_of_one_core": round(100 * (gen1 - gen0) / elapsed, 1),
             "machine_load_average_1m": os.getloadavg()[0],
         }
     finally:
-        for agent in agents:
-            agent.stop()
+        for child in children:
+            child.process.terminate()
+        for child in children:
+            child.process.wait(timeout=60)
         server.stop()
+
+
+def _next_report(child: Generator) -> dict[str, float]:
+    try:
+        return child.reports.get(timeout=60)
+    except queue.Empty:
+        raise SystemExit(f"load generator {child.process.pid} stopped reporting") from None
+
+
+# -- the load generator: many agents as coroutines in one process -------------------------
+
+
+class AioAgent:
+    """One agent on its own connection: Register, then a heartbeat and a telemetry batch
+    every ``period_s``; counts batches sent and acked and how long each ack took."""
+
+    def __init__(self, address: str, agent_id: str, period_s: float) -> None:
+        self.address = address
+        self.agent_id = agent_id
+        self.period_s = period_s
+        self.registered = False
+        self.sent = self.acked = 0
+        self.sent_at: dict[int, float] = {}
+        self.ack_seconds: list[float] = []
+
+    async def run(self) -> None:
+        options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+        async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+            stub = fleet_pb2_grpc.FleetStub(channel)
+            outbox: asyncio.Queue[fleet_pb2.AgentMessage] = asyncio.Queue()
+            call = stub.Connect(
+                self._requests(outbox), metadata=(("authorization", f"Bearer {AGENT}"),)
+            )
+            ticker: asyncio.Task[None] | None = None
+            try:
+                async for message in call:
+                    kind = message.WhichOneof("kind")
+                    if kind == "registered":
+                        self.sent = self.acked = message.registered.last_telemetry_seq
+                        self.registered = True
+                        ticker = asyncio.create_task(self._tick(outbox))
+                    elif kind == "telemetry_ack":
+                        seq = message.telemetry_ack.seq
+                        self.acked = max(self.acked, seq)
+                        sent_at = self.sent_at.pop(seq, None)
+                        if sent_at is not None:
+                            self.ack_seconds.append(time.monotonic() - sent_at)
+            finally:
+                self.registered = False
+                if ticker is not None:
+                    ticker.cancel()
+
+    async def _requests(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> Any:
+        yield fleet_pb2.AgentMessage(
+            register=fleet_pb2.Register(
+                agent_id=self.agent_id,
+                labels={"fleet": "bench"},
+                backend="sim",
+                program_sha256="0" * 64,
+                version="bench",
+            )
+        )
+        while True:
+            yield await outbox.get()
+
+    async def _tick(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> None:
+        await asyncio.sleep(random.uniform(0, self.period_s))  # agents don't beat in step
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            now_ms = int(time.time() * 1000)
+            beat = fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256="0" * 64, health="ok")
+            outbox.put_nowait(fleet_pb2.AgentMessage(heartbeat=beat))
+            self.sent += 1
+            self.sent_at[self.sent] = time.monotonic()
+            batch = fleet_pb2.TelemetryBatch(
+                seq=self.sent,
+                start_unix_ms=now_ms - int(self.period_s * 1000),
+                end_unix_ms=now_ms,
+                program_sha256="0" * 64,
+                backend="sim",
+                frames=100,
+                predictions=100,
+                latency_p50_ms=0.5,
+                latency_p95_ms=0.9,
+                latency_p99_ms=1.0,
+            )
+            outbox.put_nowait(fleet_pb2.AgentMessage(telemetry=batch))
+            next_at += self.period_s  # a fixed rate, however late this round was
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+async def run_agents(address: str, first: int, count: int, seconds: float) -> None:
+    """Start ``count`` agents (200 a second), then print one JSON report a second."""
+    agents = [AioAgent(address, f"sim-{first + i:04d}", 1.0) for i in range(count)]
+    tasks = []
+    for i, agent in enumerate(agents):
+        tasks.append(asyncio.create_task(agent.run()))
+        if i % 20 == 19:
+            await asyncio.sleep(0.1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        latencies = sorted(s for agent in agents for s in agent.ack_seconds)
+        for agent in agents:
+            agent.ack_seconds.clear()
+        report = {
+            "registered": sum(agent.registered for agent in agents),
+            "sent": sum(agent.sent for agent in agents),
+            "acked": sum(agent.acked for agent in agents),
+            "acks": len(latencies),
+            "acks_over_1s": sum(s > 1.0 for s in latencies),
+            "ack_p50_s": latencies[len(latencies) // 2] if latencies else 0.0,
+            "ack_p99_s": latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0,
+            "ack_max_s": latencies[-1] if latencies else 0.0,
+            "failed": sum(task.done() for task in tasks),
+        }
+        print(json.dumps(report), flush=True)
+    for task in tasks:
+        task.cancel()
 
 
 def main() -> int:
@@ -245,12 +468,23 @@ def main() -> int:
     ingest = sub.add_parser("ingest", help="many agents sending telemetry every second")
     ingest.add_argument("--agents", type=int, default=1000)
     ingest.add_argument("--duration", type=float, default=30.0)
+    ingest.add_argument(
+        "--generators", type=int, default=1, help="load-generator processes the agents share"
+    )
+    agents = sub.add_parser("agents", help="(internal) the load generator ingest starts")
+    agents.add_argument("--address", required=True)
+    agents.add_argument("--first", type=int, default=0)
+    agents.add_argument("--count", type=int, required=True)
+    agents.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args()
+    if args.what == "agents":
+        asyncio.run(run_agents(args.address, args.first, args.count, args.seconds))
+        return 0
     with tempfile.TemporaryDirectory(prefix="spikefleet-bench-") as tmp:
         if args.what == "rollout":
             result = bench_rollout(Path(tmp), args.agents, args.bake)
         else:
-            result = bench_ingest(Path(tmp), args.agents, args.duration)
+            result = bench_ingest(Path(tmp), args.agents, args.duration, args.generators)
     print(json.dumps(result, indent=2))
     return 0
 
