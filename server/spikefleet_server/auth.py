@@ -191,10 +191,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         behavior = getattr(handler, kind)
         request_streaming, response_streaming = kind.startswith("stream"), kind.endswith("stream")
         if not sync_handlers.is_async(behavior):
-            bridge = sync_handlers.stream_response if response_streaming else None
-            behavior = (bridge or sync_handlers.unary_response)(
-                behavior, self.pool, request_streaming
-            )
+            bridges = (sync_handlers.unary_response, sync_handlers.stream_response)
+            behavior = bridges[response_streaming](behavior, self.pool, request_streaming)
         call = _Call(self, method, metadata)
         guard = _guard_stream if response_streaming else _guard_unary
         guarded = guard(call, behavior)
