@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import cast
 
 import numpy as np
 import pytest
@@ -19,33 +20,58 @@ from spikefleet.reference.weights import save_weights
 def test_topology_is_the_pinned_one():
     model = ReferenceNet()
     children = dict(model.named_children())
-    assert list(children) == ["conv1", "lif1", "conv2", "pool", "lif2", "fc1", "lif3"]
-    for name, channels in (("conv1", (2, 32)), ("conv2", (32, 64))):
+    assert list(children) == [
+        "pad1", "conv1", "lif1", "conv2", "lif2", "flat", "drop", "fc1", "lif3"
+    ]  # fmt: skip
+    assert isinstance(children["pad1"], nn.ZeroPad2d)
+    assert tuple(children["pad1"].padding) == (0, 1, 0, 1)  # left, right, top, bottom
+    for name, channels, padding in (("conv1", (2, 32), (0, 0)), ("conv2", (32, 64), (1, 1))):
         conv = children[name]
         assert isinstance(conv, nn.Conv2d)
         assert (conv.in_channels, conv.out_channels) == channels
-        assert conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
-    assert isinstance(children["pool"], nn.AdaptiveAvgPool2d) and children["pool"].output_size == 1
+        assert conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == padding
     assert isinstance(children["fc1"], nn.Linear)
-    assert (children["fc1"].in_features, children["fc1"].out_features) == (64, 10)
+    assert (children["fc1"].in_features, children["fc1"].out_features) == (64 * 9 * 9, 10)
     for name in ("lif1", "lif2", "lif3"):
-        assert isinstance(children[name], snn.Leaky) and float(children[name].beta) == 0.0
+        assert isinstance(children[name], snn.Leaky)
+        assert float(cast(torch.Tensor, children[name].beta)) == 0.0
+
+
+def test_conv1_windows_start_where_akidas_same_padding_starts_them():
+    # Akida's 'same' on 34 px at stride 2 pads 0 before, 1 after (docs/akida-semantics.md):
+    # output (0, 0) sees input rows/cols 0..2, the last output sees 32, 33 and the pad.
+    model = ReferenceNet().eval()
+    with torch.no_grad():
+        assert model.conv1.bias is not None
+        model.conv1.weight.zero_()
+        model.conv1.bias.zero_()
+        model.conv1.weight[0, 0, 0, 0] = 1.0  # the window's top-left tap
+        x = torch.zeros(1, 2, 34, 34)
+        x[0, 0, 0, 0] = 5.0
+        x[0, 0, 32, 32] = 7.0
+        current = model.conv1(model.pad1(x))
+    assert current.shape == (1, 32, 17, 17)
+    assert float(current[0, 0, 0, 0]) == 5.0 and float(current[0, 0, 16, 16]) == 7.0
+    assert float(current[0, 0].sum()) == 12.0
 
 
 def test_one_step_is_stateless_spiking_and_reads_lif3_membrane():
     torch.manual_seed(0)
-    model = ReferenceNet().eval()
+    model = ReferenceNet(dropout=0.5).eval()
     x = torch.rand(4, 2, 34, 34) * 15
     with torch.no_grad():
         spk1, spk2, mem3 = model.forward_spikes(x)
         again = model(x)
-        # pool-then-fire, spike = potential > threshold, output = fc1's current
-        pooled = model.pool(model.conv2(spk1)).flatten(1)
-        np.testing.assert_array_equal(spk2.numpy(), (pooled > 1.0).float().numpy())
-        np.testing.assert_array_equal(spk1.numpy(), (model.conv1(x) > 1.0).float().numpy())
-        torch.testing.assert_close(mem3, model.fc1(spk2))
-    torch.testing.assert_close(mem3, again)  # no state carried between calls
+        # spike = potential > threshold; the output is fc1's current on conv2's flat spikes
+        np.testing.assert_array_equal(
+            spk1.numpy(), (model.conv1(model.pad1(x)) > 1.0).float().numpy()
+        )
+        np.testing.assert_array_equal(spk2.numpy(), (model.conv2(spk1) > 1.0).float().numpy())
+        assert spk2.shape == (4, 64, 9, 9)
+        torch.testing.assert_close(mem3, model.fc1(spk2.flatten(1)))
+    torch.testing.assert_close(mem3, again)  # no state carried between calls, no dropout in eval
     assert set(np.unique(spk1.numpy())) <= {0.0, 1.0}
+    assert set(np.unique(spk2.numpy())) <= {0.0, 1.0}
 
 
 def test_frames_to_input_is_nchw_float_counts():

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
+from spikefleet.convert import ConvertOptions, convert, extract
 from spikefleet.datasets import ndigits
-from spikefleet.reference import SHIPPED_WEIGHTS, load_reference_model
-from spikefleet.reference.train import TrainConfig, accuracy, main, train
+from spikefleet.engine import Engine
+from spikefleet.reference import SHIPPED_WEIGHTS, frames_to_input, load_reference_model
+from spikefleet.reference.train import TrainConfig, accuracy, main, shifted, train
 
-#: The shipped weights score 87% on the full test split (benchmarks/RESULTS.md);
-#: this floor leaves room for the smaller subset's sampling noise.
-ACCURACY_FLOOR = 0.78
+#: The shipped weights score 99.2% on the full test split (benchmarks/RESULTS.md). A
+#: 600-digit build splits differently, so some of its test recordings were training
+#: recordings of the full build: this floor says the weights load and classify, no more.
+ACCURACY_FLOOR = 0.95
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +24,11 @@ def digits(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_shipped_weights_classify_held_out_digits(digits):
+def test_shipped_weights_classify_n_digits_recordings(digits):
     frames, labels = ndigits.load_frames(digits, "test")
     assert len(labels) >= 100
     model = load_reference_model()
-    assert SHIPPED_WEIGHTS.stat().st_size < 200_000
+    assert SHIPPED_WEIGHTS.stat().st_size < 400_000
     assert accuracy(model, frames, labels) >= ACCURACY_FLOOR
 
 
@@ -41,3 +46,35 @@ def test_the_command_line_trains_and_writes_weights(tmp_path, capsys):
     assert main(["--root", str(root), "--epochs", "1", "--out", str(out)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     load_reference_model(out)
+
+
+def test_shifted_moves_the_batch_and_lets_zeros_in():
+    batch = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 1, 4, 5) + 1
+    moved = shifted(batch, 1, -2)
+    assert moved.shape == batch.shape
+    torch.testing.assert_close(moved[:, :, 1:, :3], batch[:, :, :3, 2:])
+    assert float(moved[:, :, 0].abs().sum()) == 0.0 and float(moved[:, :, :, 3:].abs().sum()) == 0.0
+    torch.testing.assert_close(shifted(batch, 0, 0), batch)
+
+
+@pytest.mark.slow
+def test_shipped_weights_convert_exactly_to_an_akd1000_program_that_agrees(digits):
+    """No shifted windows, fits the chip, and int4 answers as the float model does."""
+    frames, labels = ndigits.load_frames(digits, "test")
+    train_frames, _ = ndigits.load_frames(digits, "train")
+    model = load_reference_model()
+    bundle = digits / "reference.safetensors"
+    flat = frames.reshape(-1, *frames.shape[2:])
+    extract(model, frames_to_input(flat[:3]), bundle)
+    result = convert(bundle, calibration=train_frames[:64], options=ConvertOptions())
+    assert not any("allow_shift" in note for note in result.notes)
+    assert result.program.hardware is not None and result.program.hardware.np_count <= 80
+    outputs = Engine(result.program).run(flat).outputs.reshape(len(flat), -1).astype(np.float64)
+    if result.program.output_scales is not None:
+        outputs = outputs * result.program.output_scales
+    int4 = outputs.reshape(len(labels), frames.shape[1], -1).sum(1).argmax(1)
+    with torch.no_grad():
+        scores = model(frames_to_input(flat)).numpy()
+    float_pred = scores.reshape(len(labels), frames.shape[1], -1).sum(1).argmax(1)
+    assert (int4 == float_pred).mean() >= 0.95
+    assert (int4 == labels).mean() >= (float_pred == labels).mean() - 0.02
