@@ -22,45 +22,15 @@ from typing import Any
 
 import numpy as np
 
-ARCH = "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
-# conv1 padded as Akida's 'same' pads a 34-pixel input at stride 2: 0 before, 1 after.
-ARCH_AKIDA_PADDED = (
-    "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
-)
+# The reference network (spikefleet.reference.model): conv1 padded as Akida's 'same'
+# pads a 34-pixel input at stride 2 (0 before, 1 after); conv2's 9x9 map flattened.
+ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 
 
-class AkidaPaddedNet:
-    """ReferenceNet with conv1 padded (0, 1, 0, 1) instead of torch's 1: exactly Akida's."""
+def load_model(weights: Path | None) -> Any:
+    from spikefleet.reference import load_reference_model
 
-    @staticmethod
-    def build() -> Any:
-        from torch import nn
-
-        from spikefleet.reference.model import ReferenceNet
-
-        class Padded(ReferenceNet):  # type: ignore[misc]
-            def __init__(self) -> None:
-                super().__init__()
-                self.conv1 = nn.Conv2d(2, 32, 3, stride=2, padding=0)
-
-            def forward_spikes(self, x: Any) -> Any:
-                return super().forward_spikes(nn.functional.pad(x, (0, 1, 0, 1)))
-
-        return Padded()
-
-
-def load_model(weights: Path | None, akida_padded: bool) -> Any:
-    if weights is None:
-        from spikefleet.reference import load_reference_model
-
-        return load_reference_model()
-    from safetensors.torch import load_file
-
-    from spikefleet.reference.model import ReferenceNet
-
-    model = AkidaPaddedNet.build() if akida_padded else ReferenceNet()
-    model.load_state_dict(load_file(str(weights)))
-    return model.eval()
+    return load_reference_model(weights)
 
 
 def seed_numpy_dir(model: Any, directory: Path) -> None:
@@ -71,7 +41,8 @@ def seed_numpy_dir(model: Any, directory: Path) -> None:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
             np.save(directory / f"{name}_weight.npy", module.weight.detach().numpy())
-            np.save(directory / f"{name}_bias.npy", module.bias.detach().numpy())
+            if module.bias is not None:
+                np.save(directory / f"{name}_bias.npy", module.bias.detach().numpy())
         elif type(module).__name__ == "Leaky":
             (directory / f"{name}_threshold.txt").write_text(str(float(module.threshold)))
 
@@ -96,7 +67,7 @@ def nir_graph(model: Any) -> Any:
             input_shape=(size, size),
             weight=arr(layer.weight),
             stride=layer.stride[0],
-            padding=max(layer.padding[0], 1),  # NIR has no asymmetric padding
+            padding=1,  # NIR has no asymmetric padding: conv1's (0,1,0,1) becomes 1
             dilation=1,
             groups=1,
             bias=arr(layer.bias),
@@ -108,11 +79,8 @@ def nir_graph(model: Any) -> Any:
             "conv1": conv(model.conv1, 34),
             "lif1": lif((32, 17, 17)),
             "conv2": conv(model.conv2, 17),
-            "pool": nir.AvgPool2d(
-                kernel_size=np.array([9, 9]), stride=np.array([9, 9]), padding=np.array([0, 0])
-            ),
-            "flat": nir.Flatten(input_type={"input": np.array([64, 1, 1])}, start_dim=0),
-            "lif2": lif((64,)),
+            "lif2": lif((64, 9, 9)),
+            "flat": nir.Flatten(input_type={"input": np.array([64, 9, 9])}, start_dim=0),
             "fc1": nir.Affine(weight=arr(model.fc1.weight), bias=arr(model.fc1.bias)),
             "lif3": lif((10,)),
             "output": nir.Output(output_type={"output": np.array([10])}),
@@ -121,10 +89,9 @@ def nir_graph(model: Any) -> Any:
             ("input", "conv1"),
             ("conv1", "lif1"),
             ("lif1", "conv2"),
-            ("conv2", "pool"),
-            ("pool", "flat"),
-            ("flat", "lif2"),
-            ("lif2", "fc1"),
+            ("conv2", "lif2"),
+            ("lif2", "flat"),
+            ("flat", "fc1"),
             ("fc1", "lif3"),
             ("lif3", "output"),
         ],
@@ -137,11 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="ReferenceNet state_dict (.safetensors)")
     parser.add_argument("--data", type=Path, help="N-DIGITS root (default: the dataset's)")
     parser.add_argument("--calib", type=int, default=256, help="train samples for clipping")
-    parser.add_argument(
-        "--akida-padded",
-        action="store_true",
-        help="the weights are of ReferenceNet with conv1 padded (0,1,0,1) as Akida pads",
-    )
     parser.add_argument(
         "--repeat", type=int, default=3, help="timed conversions with calibration (warm process)"
     )
@@ -165,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from spikefleet.program.model import Provenance
     from spikefleet.reference.model import frames_to_input
 
-    model = load_model(args.weights, args.akida_padded)
-    exact = tuple(model.conv1.padding) == (0, 0)
-    arch = ARCH_AKIDA_PADDED if exact else ARCH
+    model = load_model(args.weights)
     test_frames, test_labels = ndigits.load_frames(args.data, "test")
     train_frames, _ = ndigits.load_frames(args.data, "train")
     rng = np.random.default_rng(0)
@@ -195,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_numpy_dir(model, root / "numpy")
         nir.write(root / "ref.nir", nir_graph(model))
 
-        # torch's padding=1 on the 34-pixel input starts windows one pixel before
-        # Akida's 'same': converting that needs allow_shift (its cost is measured).
-        options = ConvertOptions(allow_shift=not exact)
-        results["conv1_padding"] = "akida (0,1,0,1)" if exact else "torch 1 (allow_shift)"
+        options = ConvertOptions()
         t = time.perf_counter()
         plain = convert(root / "ref.safetensors", options=options)
         results["convert_no_calibration_s"] = round(time.perf_counter() - t, 3)
@@ -219,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             program.name = "reference"
             return encode(program)
 
-        quick = ConvertOptions(allow_shift=not exact, hardware=False)
-        # NIR pads symmetrically: its padding=1 graph needs allow_shift either way.
+        quick = ConvertOptions(hardware=False)
+        # NIR pads symmetrically: its padding=1 conv1 needs allow_shift to land on
+        # Akida's 'same', the windows the other paths' exact (0,1,0,1) padding gives.
         nir_options = ConvertOptions(allow_shift=True, hardware=False)
         programs = {
             "bundle": bare(convert(root / "ref.safetensors", options=quick).program),
-            "state_dict": bare(convert(root / "ref.pt", arch=arch, options=quick).program),
-            "numpy_dir": bare(convert(root / "numpy", arch=arch, options=quick).program),
+            "state_dict": bare(convert(root / "ref.pt", arch=ARCH, options=quick).program),
+            "numpy_dir": bare(convert(root / "numpy", arch=ARCH, options=quick).program),
             "nir": bare(convert(root / "ref.nir", options=nir_options).program),
         }
         first = programs["bundle"]

@@ -27,7 +27,7 @@ from spikefleet.errors import InvalidRequestError
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
 
-ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 TOKEN = "bench-token"
 
 
@@ -38,7 +38,7 @@ def model(root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
         "conv1.bias": np.zeros(32),
         "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
         "conv2.bias": np.full(64, 0.2),
-        "fc1.weight": rng.normal(0, 0.3, (10, 64)),
+        "fc1.weight": rng.normal(0, 0.3, (10, 64 * 9 * 9)),
         "fc1.bias": np.zeros(10),
     }
     path = root / "ref.safetensors"

@@ -34,9 +34,8 @@ from spikefleet.errors import SpikefleetError
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WEIGHTS = ROOT / "client" / "spikefleet" / "reference" / "ndigits_reference.safetensors"
-# The shipped network pads conv1 the torch way; Akida pads after, so the
-# converter needs --allow-shift for it (docs/converting.md says why).
-ARCH = "Input(34,34,2) Conv(32,3,s2) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+# The shipped network (spikefleet.reference.model): conv1 padded as Akida pads.
+ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 AGENTS = 3
 console = Console(stderr=True)
 
@@ -183,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                 WEIGHTS,
                 name="ndigits_reference",
                 arch=ARCH,
-                allow_shift=True,
                 calibration=calib,
                 calibration_labels=labels[calib_idx],
                 on_progress=lambda p: console.print(f"    {p.stage}: {p.fraction:.0%} {p.message}"),

@@ -20,7 +20,7 @@ from spikefleet.program.signing import SignedProgram, TrustedKeys, verify
 from spikefleet_server.app import ServerApp
 
 # The reference topology (Akida-style 'same' padding on conv1), with seeded weights.
-REF_ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) GAP Leaky FC(10) Leaky"
+REF_ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "conv1.bias": np.zeros(32),
         "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
         "conv2.bias": np.full(64, 0.2),
-        "fc1.weight": rng.normal(0, 0.3, (10, 64)),
+        "fc1.weight": rng.normal(0, 0.3, (10, 64 * 9 * 9)),
         "fc1.bias": np.zeros(10),
     }
     save_file({k: v.astype(np.float32) for k, v in weights.items()}, str(root / "ref.safetensors"))
