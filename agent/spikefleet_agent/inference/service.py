@@ -167,14 +167,18 @@ def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
 _REFUSALS = (FrameError, EventFormatError, NoProgramError, _TooManySamples)
 
 
+def _frame_count(batch: inference_pb2.FrameBatch) -> int:
+    return int(batch.shape[0]) if len(batch.shape) == 4 else 1
+
+
 @dataclass
 class _Queued:
     batch: inference_pb2.FrameBatch
     arrived: float
+    frames: int = 0
 
-
-def _frame_count(batch: inference_pb2.FrameBatch) -> int:
-    return int(batch.shape[0]) if len(batch.shape) == 4 else 1
+    def __post_init__(self) -> None:
+        self.frames = _frame_count(self.batch)
 
 
 class InferenceService(inference_pb2_grpc.InferenceServicer):
@@ -230,7 +234,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         """A small batch with nothing waiting behind it runs at once on the loop (lowest
         latency); otherwise in a thread, so the loop keeps reading the next messages
         meanwhile and the following batch grows."""
-        frames = sum(_frame_count(item.batch) for item in group)
+        frames = sum(item.frames for item in group)
         if frames <= self._inline_frames and not backlog:
             return self._answer_now(group, state)
         loop = asyncio.get_running_loop()
@@ -311,14 +315,16 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         first = queue.popleft()
         group = [first]
         shape = tuple(first.batch.shape)[1:]
-        frames = _frame_count(first.batch)
+        frames = first.frames
         while queue:
-            batch = queue[0].batch
-            count = _frame_count(batch)
-            if frames + count > self._max_batch_frames or tuple(batch.shape)[1:] != shape:
+            item = queue[0]
+            if (
+                frames + item.frames > self._max_batch_frames
+                or tuple(item.batch.shape)[1:] != shape
+            ):
                 break
             group.append(queue.popleft())
-            frames += count
+            frames += item.frames
         return group
 
     async def Stream(
@@ -343,8 +349,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                     batch = await context.read()
                     if batch is grpc.aio.EOF:
                         return
-                    queue.append(_Queued(batch, time.perf_counter()))
-                    queued += _frame_count(batch)
+                    item = _Queued(batch, time.perf_counter())
+                    queue.append(item)
+                    queued += item.frames
                     arrived.set()
             finally:
                 finished = True
@@ -359,7 +366,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                     await arrived.wait()
                     continue
                 group = self._take(queue)
-                queued -= sum(_frame_count(item.batch) for item in group)
+                queued -= sum(item.frames for item in group)
                 room.set()
                 replies, failure = await self._answer(group, state, backlog=bool(queue))
                 for reply in replies:

@@ -146,7 +146,7 @@ def _prediction(reply: inference_pb2.Predictions) -> Prediction:
         )
     return Prediction(
         seq=reply.seq,
-        classes=np.asarray(reply.classes, np.int64),
+        classes=np.fromiter(reply.classes, np.int64, len(reply.classes)),
         program_sha256=reply.program_sha256,
         outputs=outputs,
         sample=sample,
