@@ -27,6 +27,10 @@ from spikefleet_agent.telemetry.spool import Spool
 log = structlog.get_logger(__name__)
 
 SEND_WINDOW = 256  # telemetry batches in flight beyond the last ack
+# The server refusing this agent's token or its claimed identity: a retry at the
+# normal pace can't succeed, so the agent logs why and redials at the capped delay.
+REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+REFUSED_ATTEMPT = 30
 FETCH_TIMEOUT_S = 60.0
 
 
@@ -66,6 +70,8 @@ class ControlChannel:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self.connected = threading.Event()
+        self.refusal = ""  # why the server last refused this agent, if it did
+        self.retry_delay_s = 0.0
         self._channel: grpc.Channel | None = None
         self._call: grpc.Future | None = None
         self._registered_once = False
@@ -129,16 +135,33 @@ class ControlChannel:
             channel = self._dial()
             self._channel = channel
             self._registered_once = False
+            refused = False
             try:
                 self._session(channel)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                if not self._stopped.is_set():
+                details = exc.details() if hasattr(exc, "details") else ""
+                refused = code in REFUSED
+                if self._stopped.is_set():
+                    pass
+                elif refused:
+                    self.refusal = f"{getattr(code, 'name', code)}: {details}"
+                    log.error(
+                        "control.refused",
+                        server=self.address,
+                        agent_id=self._register().agent_id,
+                        code=getattr(code, "name", str(code)),
+                        details=details,
+                        hint="the server does not accept this token for this agent id: "
+                        "use the agent token issued for this agent_id ([server] token_file) "
+                        "or set agent_id to the id the token was issued for",
+                    )
+                else:
                     log.warning(
                         "control.stream_down",
                         server=self.address,
                         code=getattr(code, "name", str(code)),
-                        details=exc.details() if hasattr(exc, "details") else "",
+                        details=details,
                     )
             except Exception:
                 log.exception("control.session_failed", server=self.address)
@@ -149,8 +172,11 @@ class ControlChannel:
                 self._channel = None
                 channel.close()
             attempt = 0 if self._registered_once else attempt + 1
+            if refused:  # retrying soon can't help: wait the longest step
+                attempt = max(attempt, REFUSED_ATTEMPT)
+            self.retry_delay_s = backoff_delay(attempt, self._min_s, self._max_s)
             if not self._stopped.is_set():
-                self._stopped.wait(backoff_delay(attempt, self._min_s, self._max_s))
+                self._stopped.wait(self.retry_delay_s)
 
     def _session(self, channel: grpc.Channel) -> None:
         stub = fleet_pb2_grpc.FleetStub(channel)
@@ -190,6 +216,7 @@ class ControlChannel:
                     self._spool.ack(last)
                     state["sent"] = state["acked"] = last
                     state["registered"] = True
+                    self.refusal = ""
                     self._registered_once = True
                     if message.registered.heartbeat_interval_ms:
                         self._heartbeat_s = message.registered.heartbeat_interval_ms / 1000.0
