@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -125,6 +126,14 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.process.pid)
+
+    def runqueue_wait_seconds(self) -> float:
+        """Time the server's threads were ready to run but waited for a CPU (others' work)."""
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
+                total += int((task / "schedstat").read_text().split()[1])
+        return total / 1e9
 
     def threads(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -277,6 +286,7 @@ def bench_ingest(
                 child.reports.get_nowait()
         first = [_next_report(child) for child in children]
         cpu0, stored0, t0 = server.cpu_seconds(), server.stored_batches(), time.monotonic()
+        waited0 = server.runqueue_wait_seconds()
         gen0 = sum(child.cpu_seconds() for child in children)
         rss_peak = server.rss_mb()
         backlog: list[float] = []
@@ -287,9 +297,16 @@ def bench_ingest(
             reports.append(now_reports)
             rss_peak = max(rss_peak, server.rss_mb())
             backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
+            print(  # the timeline, to see whether late acks come in bursts
+                f"t={time.monotonic() - t0:5.1f}s backlog={backlog[-1]:5.0f} "
+                f"ack p99={max(r['ack_p99_s'] for r in now_reports):.3f}s "
+                f"max={max(r['ack_max_s'] for r in now_reports):.3f}s",
+                file=sys.stderr,
+            )
             registered_min = min(registered_min, sum(r["registered"] for r in now_reports))
         elapsed = time.monotonic() - t0
         cpu1, stored1 = server.cpu_seconds(), server.stored_batches()
+        waited1 = server.runqueue_wait_seconds()
         gen1 = sum(child.cpu_seconds() for child in children)
         last = reports[-1]
         sent = sum(r["sent"] for r in last) - sum(r["sent"] for r in first)
@@ -328,6 +345,7 @@ def bench_ingest(
             "server_cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
             "server_threads": server.threads(),
+            "server_waiting_for_cpu_percent": round(100 * (waited1 - waited0) / elapsed, 1),
             "generators_cpu_percent_of_one_core": round(100 * (gen1 - gen0) / elapsed, 1),
             "machine_load_average_1m": os.getloadavg()[0],
         }
