@@ -3,7 +3,8 @@
 Measures, from a client in this process (``AsyncAgentClient``, the fast path):
 - throughput with 32 frames per message and with 1 frame per message (pipelined stream);
 - per-message latency (p50/p95/p99) at an offered 1,000 frames/s, 1 frame per message;
-- for comparison, 1 frame per message through the sync ``AgentClient``.
+- for comparison, 1 frame per message through the sync ``AgentClient``;
+- the agent's and the client's CPU time per message in each throughput phase.
 
 Frames are 34x34x2 4-bit event-count frames with about 10% active pixels; the
 program is the reference network's shape (Conv 32 s2 -> Conv 64 s2 GAP -> FC 10)
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +124,37 @@ async def latency_at_rate(
     return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "messages": len(ms)}
 
 
-async def measure(address: str, frames: np.ndarray, seconds: float, messages: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_cpu(phase: Awaitable[float], agent_pid: int, per_message: int) -> dict:
+    """A throughput phase plus each side's CPU per message: unlike frames/s on a shared
+    machine, CPU per message shows what the path costs, whatever else runs."""
+    agent_before, client_before, start = cpu_seconds(agent_pid), os.times(), time.perf_counter()
+    rate = await phase
+    messages = rate * (time.perf_counter() - start) / per_message
+    client_after = os.times()
+    client_cpu = client_after.user + client_after.system - client_before.user - client_before.system
+    return {
+        "frames_per_s": rate,
+        "agent_cpu_us_per_message": (cpu_seconds(agent_pid) - agent_before) / messages * 1e6,
+        "client_cpu_us_per_message": client_cpu / messages * 1e6,
+    }
+
+
+async def measure(
+    address: str, agent_pid: int, frames: np.ndarray, seconds: float, messages: int
+) -> dict:
     async with AsyncAgentClient(address) as client:
         await client.infer(frames[:32])  # warm-up
         return {
-            "frames_per_s_32_per_message": await throughput(client, frames, 32, seconds),
-            "frames_per_s_1_per_message": await throughput(client, frames, 1, seconds),
+            "32_per_message": await with_cpu(
+                throughput(client, frames, 32, seconds), agent_pid, 32
+            ),
+            "1_per_message": await with_cpu(throughput(client, frames, 1, seconds), agent_pid, 1),
             "latency_at_1000_fps": await latency_at_rate(client, frames, 1000.0, messages),
         }
 
@@ -188,6 +214,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--latency-messages", type=int, default=5000)
     parser.add_argument(
+        "--unix", action="store_true", help="serve on a unix socket instead of 127.0.0.1 TCP"
+    )
+    parser.add_argument(
         "--ingest", action="store_true", help="measure the server's telemetry ingest instead"
     )
     args = parser.parse_args()
@@ -197,9 +226,11 @@ def main() -> None:
         return
     frames = random_frames(256, seed=0, density=0.1)
     with tempfile.TemporaryDirectory() as tmp:
-        agent, address = start_agent(Path(tmp))
+        agent, address = start_agent(Path(tmp), unix=args.unix)
         try:
-            results = asyncio.run(measure(address, frames, args.seconds, args.latency_messages))
+            results = asyncio.run(
+                measure(address, agent.pid, frames, args.seconds, args.latency_messages)
+            )
             with AgentClient(address) as client:
                 results["sync_client_frames_per_s_1_per_message"] = sync_throughput(
                     client, frames, args.seconds
