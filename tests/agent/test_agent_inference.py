@@ -14,7 +14,13 @@ from agent_helpers import make_program, random_frames
 from spikefleet.client.agent import AgentClient, FrameBatch
 from spikefleet.datasets.ndigits import predict_sample, sample_frames
 from spikefleet.engine import Engine
-from spikefleet.errors import AgentRequestError, DeviceBusyError, EngineError, FrameError
+from spikefleet.errors import (
+    AgentConfigError,
+    AgentRequestError,
+    DeviceBusyError,
+    EngineError,
+    FrameError,
+)
 from spikefleet.events import make_events, to_frames
 from spikefleet.program.model import Program
 from spikefleet_agent.daemon import Agent
@@ -264,3 +270,14 @@ def test_an_unknown_binning_is_invalid_argument(
     events = make_events([1], [1], [0], [True])
     with client_of(standalone_agent(program)) as client, pytest.raises(FrameError, match="binning"):
         list(client.stream_events([events], binning="hexagons"))
+
+
+def test_an_address_in_use_is_a_config_error_that_names_it(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    first = standalone_agent(program)
+    taken = f"127.0.0.1:{first.inference_port}"
+    with pytest.raises(AgentConfigError, match=f"cannot listen on {taken}"):
+        standalone_agent(program, name="edge-2", address=taken)
+    with client_of(first) as client:
+        assert len(client.infer(random_frames(1)).classes) == 1
