@@ -1,6 +1,6 @@
 """Agent streaming benchmark: a real spikefleet-agent process (sim backend) on loopback.
 
-Measures, from a client in this process (``AsyncAgentClient``, the fast path):
+Measures, from a client in this process (``AsyncAgentClient``):
 - throughput with 32 frames per message and with 1 frame per message (pipelined stream);
 - per-message latency (p50/p95/p99) at an offered 1,000 frames/s, 1 frame per message;
 - for comparison, 1 frame per message through the sync ``AgentClient``;
@@ -130,19 +130,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def with_cpu(phase: Awaitable[float], agent_pid: int, per_message: int) -> dict:
-    """A throughput phase plus each side's CPU per message: unlike frames/s on a shared
+class CpuMeter:
+    """Each side's CPU per message over a throughput phase: unlike frames/s on a shared
     machine, CPU per message shows what the path costs, whatever else runs."""
-    agent_before, client_before, start = cpu_seconds(agent_pid), os.times(), time.perf_counter()
-    rate = await phase
-    messages = rate * (time.perf_counter() - start) / per_message
-    client_after = os.times()
-    client_cpu = client_after.user + client_after.system - client_before.user - client_before.system
-    return {
-        "frames_per_s": rate,
-        "agent_cpu_us_per_message": (cpu_seconds(agent_pid) - agent_before) / messages * 1e6,
-        "client_cpu_us_per_message": client_cpu / messages * 1e6,
-    }
+
+    def __init__(self, agent_pid: int, per_message: int) -> None:
+        self._pid, self._per_message = agent_pid, per_message
+        self._agent, self._client = cpu_seconds(agent_pid), os.times()
+        self._start = time.perf_counter()
+
+    def report(self, rate: float) -> dict:
+        messages = rate * (time.perf_counter() - self._start) / self._per_message
+        now = os.times()
+        client = now.user + now.system - self._client.user - self._client.system
+        return {
+            "frames_per_s": rate,
+            "agent_cpu_us_per_message": (cpu_seconds(self._pid) - self._agent) / messages * 1e6,
+            "client_cpu_us_per_message": client / messages * 1e6,
+        }
+
+
+async def with_cpu(phase: Awaitable[float], agent_pid: int, per_message: int) -> dict:
+    meter = CpuMeter(agent_pid, per_message)
+    return meter.report(await phase)
 
 
 async def measure(
@@ -232,8 +242,9 @@ def main() -> None:
                 measure(address, agent.pid, frames, args.seconds, args.latency_messages)
             )
             with AgentClient(address) as client:
-                results["sync_client_frames_per_s_1_per_message"] = sync_throughput(
-                    client, frames, args.seconds
+                meter = CpuMeter(agent.pid, 1)
+                results["sync_client_1_per_message"] = meter.report(
+                    sync_throughput(client, frames, args.seconds)
                 )
         finally:
             agent.terminate()

@@ -4,10 +4,10 @@ Frames travel as raw uint8 bytes plus their shape. ``stream()`` sends batches
 from a generator while answers come back, so a producer is paced by the
 agent (gRPC flow control) rather than by round trips.
 
-``AsyncAgentClient`` is the fast path: on grpc.aio the requests and answers of
-a stream are coroutines on one event loop, while the sync client's stream
-hands every request to a gRPC thread, which costs more than the agent spends
-on a single frame.
+``AsyncAgentClient`` is the same API for asyncio programs: on grpc.aio a
+stream's requests and answers are coroutines on the caller's event loop, where
+the sync client hands every request to a gRPC thread (somewhat less CPU per
+message; gRPC's own per-message cost dominates either way).
 """
 
 from __future__ import annotations
