@@ -69,22 +69,28 @@ def start_agent(root: Path, unix: bool = False) -> tuple[subprocess.Popen[str], 
 
 async def throughput(
     client: AsyncAgentClient, frames: np.ndarray, per_message: int, seconds: float
-) -> float:
+) -> tuple[float, int]:
+    """Frames answered per second, timed from the first answer (stream set-up excluded),
+    and the messages answered in all."""
     batch = frames[:per_message]
-    stop = time.perf_counter() + seconds
 
     def batches() -> Iterator[np.ndarray]:
+        stop = time.perf_counter() + seconds
         while time.perf_counter() < stop:
             yield batch
 
-    start = time.perf_counter()
-    answered = 0
+    start = 0.0
+    answered = messages = 0
     async for prediction in client.stream(batches()):
+        messages += 1
+        if not start:
+            start = time.perf_counter()
+            continue
         answered += len(prediction.classes)
-    return answered / (time.perf_counter() - start)
+    return answered / (time.perf_counter() - start), messages
 
 
-def sync_throughput(client: AgentClient, frames: np.ndarray, seconds: float) -> float:
+def sync_throughput(client: AgentClient, frames: np.ndarray, seconds: float) -> tuple[float, int]:
     """The same single-frame stream through the sync client (a gRPC thread per request side)."""
     batch = frames[:1]
     stop = time.perf_counter() + seconds
@@ -95,7 +101,7 @@ def sync_throughput(client: AgentClient, frames: np.ndarray, seconds: float) -> 
 
     start = time.perf_counter()
     answered = sum(len(p.classes) for p in client.stream(batches()))
-    return answered / (time.perf_counter() - start)
+    return answered / (time.perf_counter() - start), answered
 
 
 async def latency_at_rate(
@@ -134,13 +140,12 @@ class CpuMeter:
     """Each side's CPU per message over a throughput phase: unlike frames/s on a shared
     machine, CPU per message shows what the path costs, whatever else runs."""
 
-    def __init__(self, agent_pid: int, per_message: int) -> None:
-        self._pid, self._per_message = agent_pid, per_message
+    def __init__(self, agent_pid: int) -> None:
+        self._pid = agent_pid
         self._agent, self._client = cpu_seconds(agent_pid), os.times()
-        self._start = time.perf_counter()
 
-    def report(self, rate: float) -> dict:
-        messages = rate * (time.perf_counter() - self._start) / self._per_message
+    def report(self, rate_and_messages: tuple[float, int]) -> dict:
+        rate, messages = rate_and_messages
         now = os.times()
         client = now.user + now.system - self._client.user - self._client.system
         return {
@@ -150,8 +155,8 @@ class CpuMeter:
         }
 
 
-async def with_cpu(phase: Awaitable[float], agent_pid: int, per_message: int) -> dict:
-    meter = CpuMeter(agent_pid, per_message)
+async def with_cpu(phase: Awaitable[tuple[float, int]], agent_pid: int) -> dict:
+    meter = CpuMeter(agent_pid)
     return meter.report(await phase)
 
 
@@ -161,10 +166,8 @@ async def measure(
     async with AsyncAgentClient(address) as client:
         await client.infer(frames[:32])  # warm-up
         return {
-            "32_per_message": await with_cpu(
-                throughput(client, frames, 32, seconds), agent_pid, 32
-            ),
-            "1_per_message": await with_cpu(throughput(client, frames, 1, seconds), agent_pid, 1),
+            "32_per_message": await with_cpu(throughput(client, frames, 32, seconds), agent_pid),
+            "1_per_message": await with_cpu(throughput(client, frames, 1, seconds), agent_pid),
             "latency_at_1000_fps": await latency_at_rate(client, frames, 1000.0, messages),
         }
 
@@ -242,7 +245,7 @@ def main() -> None:
                 measure(address, agent.pid, frames, args.seconds, args.latency_messages)
             )
             with AgentClient(address) as client:
-                meter = CpuMeter(agent.pid, 1)
+                meter = CpuMeter(agent.pid)
                 results["sync_client_1_per_message"] = meter.report(
                     sync_throughput(client, frames, args.seconds)
                 )

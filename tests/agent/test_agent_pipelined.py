@@ -126,3 +126,19 @@ def test_a_stream_without_the_token_is_refused(
     with AgentClient(address_of(agent)) as client, pytest.raises(AgentRequestError) as info:
         list(client.stream([random_frames(1)]))
     assert info.value.code == "UNAUTHENTICATED"
+
+
+def test_messages_beyond_the_inline_batch_run_in_a_thread_and_answer_alike(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    frames = random_frames(201, seed=15)
+    batches = [frames[:100], frames[100:101], frames[101:]]  # 100 and 100 frames: > 64
+    with AgentClient(address_of(standalone_agent(program))) as client:
+        predictions = list(client.stream(batches))
+        one = client.infer(frames[:150])
+    engine = Engine(program)
+    assert [len(p.classes) for p in predictions] == [100, 1, 100]
+    np.testing.assert_array_equal(
+        np.concatenate([p.classes for p in predictions]), engine.predict(frames)
+    )
+    np.testing.assert_array_equal(one.classes, engine.predict(frames[:150]))

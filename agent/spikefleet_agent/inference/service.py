@@ -182,8 +182,9 @@ class _Queued:
 
 
 class InferenceService(inference_pb2_grpc.InferenceServicer):
-    """Coroutine handlers for one grpc.aio server; engine batches run on the loop or,
-    when large or backed up, in a thread (the engine releases the GIL)."""
+    """Coroutine handlers for one grpc.aio server; engine batches run on the loop, or in
+    a thread when larger than ``inline_frames`` (the engine releases the GIL, so other
+    streams keep moving meanwhile)."""
 
     def __init__(
         self,
@@ -195,7 +196,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         event_window_us: int = 10_000,
         max_batch_frames: int = 64,
         max_queued_frames: int = 256,
-        inline_frames: int = 8,
+        inline_frames: int = 64,
         workers: int = 8,
     ) -> None:
         self._runtime = runtime
@@ -229,13 +230,12 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         return await loop.run_in_executor(self._pool, self._runtime.infer, frames, active)
 
     async def _answer(
-        self, group: list[_Queued], state: _StreamState, backlog: bool = False
+        self, group: list[_Queued], state: _StreamState
     ) -> tuple[list[inference_pb2.Predictions], Exception | None]:
-        """A small batch with nothing waiting behind it runs at once on the loop (lowest
-        latency); otherwise in a thread, so the loop keeps reading the next messages
-        meanwhile and the following batch grows."""
+        """Batches up to ``inline_frames`` run on the loop itself: measured, a thread
+        handoff per batch cost more agent CPU than it saved by overlapping I/O."""
         frames = sum(item.frames for item in group)
-        if frames <= self._inline_frames and not backlog:
+        if frames <= self._inline_frames:
             return self._answer_now(group, state)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._answer_now, group, state)
@@ -368,7 +368,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 group = self._take(queue)
                 queued -= sum(item.frames for item in group)
                 room.set()
-                replies, failure = await self._answer(group, state, backlog=bool(queue))
+                replies, failure = await self._answer(group, state)
                 for reply in replies:
                     await context.write(reply)
                 if failure is not None:

@@ -13,6 +13,7 @@ message; gRPC's own per-message cost dominates either way).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -264,6 +265,21 @@ class AgentClient:
         return _status(reply)
 
 
+HEADERS_WAIT_S = 1.0
+
+
+async def _headers(call: Any) -> None:
+    """Wait (boundedly) for the agent's response headers before the first write.
+
+    Agents send them as a stream opens, so a refused stream (a wrong token) ends
+    here, before a write could race grpc.aio into reporting INTERNAL instead of
+    the refusal. Agents older than that send them with the first answer: after
+    HEADERS_WAIT_S the stream goes ahead without them."""
+    headers = asyncio.ensure_future(call.initial_metadata())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(headers), HEADERS_WAIT_S)
+
+
 async def _sent(call: Any, request: inference_pb2.FrameBatch | None) -> bool:
     """Write one request (None: close the sending side); False once the call has ended,
     whose status the reading side then reports."""
@@ -339,9 +355,7 @@ class AsyncAgentClient:
 
         async def write() -> None:
             try:
-                # The agent sends its headers first: a refused stream (a wrong token) ends
-                # here, before a write could race grpc.aio into reporting INTERNAL instead.
-                await call.initial_metadata()
+                await _headers(call)
                 seq = 0
                 async for item in _items(batches):
                     if not await _sent(call, _request(item, seq, return_outputs)):
