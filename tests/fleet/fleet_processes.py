@@ -57,6 +57,12 @@ class Child:
             if found:
                 return found
 
+    def recent(self, lines: int = 30) -> str:
+        """The last lines it logged, including those no ``wait_for`` has read yet."""
+        while not self.lines.empty():
+            self.log.append(self.lines.get_nowait())
+        return "".join(self.log[-lines:])
+
     def kill9(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)

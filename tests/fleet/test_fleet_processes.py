@@ -51,7 +51,7 @@ def serving(agent: AgentChild, sha256: str, timeout: float = 60) -> AgentClient:
     deadline = time.monotonic() + timeout
     while client.status().program_sha256 != sha256:
         if time.monotonic() > deadline:
-            raise AssertionError(f"agent never served {sha256}; log:\n{''.join(agent.log[-30:])}")
+            raise AssertionError(f"agent never served {sha256}; log:\n{agent.recent()}")
         time.sleep(0.05)
     return client
 
