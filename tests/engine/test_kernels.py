@@ -10,53 +10,70 @@ import pytest
 from generated import random_frames, random_program
 
 from spikefleet.engine import Engine, _kernels
-from spikefleet.engine.layers import ConvLayer
+from spikefleet.engine.layers import ConvKernel, conv_tables
 from spikefleet.errors import EngineError
 from spikefleet.program.model import Convolutional, InputData, Padding, Program
 
 
-def _conv_layer() -> ConvLayer:
-    rng = np.random.default_rng(0)
-    program = Program(
-        "conv",
-        [
-            InputData("input", (6, 5, 3), 4),
-            Convolutional("conv", rng.integers(-7, 8, (3, 3, 3, 4)).astype(np.int8),
-                          np.zeros(4, np.int32), padding=Padding.SAME),
-        ],
-    )  # fmt: skip
-    layer = Engine(program).layers[0]
-    assert isinstance(layer, ConvLayer)
-    return layer
+def _tables() -> dict[str, np.ndarray]:
+    """A 2x2 Valid convolution of a 3x3x2 input: 4 positions, 4 taps each."""
+    weights = np.arange(4 * 2 * 3, dtype=np.int32).reshape(4, 2, 3)
+    oy, ox, i, j = np.meshgrid(*(np.arange(2),) * 4, indexing="ij")
+    return conv_tables(
+        weights,
+        2,
+        pair_position=(oy * 2 + ox).ravel(),
+        pair_pixel=((oy + i) * 3 + ox + j).ravel(),
+        pair_tap=(i * 2 + j).ravel(),
+        positions=4,
+        pixels=9,
+    )
 
 
-def test_conv_tables_pointing_outside_the_weights_are_refused() -> None:
-    layer = _conv_layer()
-    tables = [layer.pixel_of, layer.channel_of, layer.starts, layer.outs, layer.tap_rows]
-    _kernels.check_conv(layer.taps, *tables, layer.positions, layer.filters)
-    for index, corrupt in [(3, 10**6), (4, layer.taps.size), (0, -1), (2, 7)]:
-        bad = [table.copy() for table in tables]
-        bad[index][-1] = corrupt
-        with pytest.raises(ValueError, match="outside"):
-            _kernels.check_conv(layer.taps, *bad, layer.positions, layer.filters)
+def _compile(tables: dict[str, np.ndarray], boundaries: np.ndarray | None = None) -> ConvKernel:
+    return ConvKernel(
+        tables, positions=4, filters=3, boundaries=boundaries, binary=False, saturate=False
+    )
+
+
+def test_the_kernel_computes_a_convolution() -> None:
+    kernel = _compile(_tables())
+    x = np.random.default_rng(0).integers(0, 16, (5, 3, 3, 2)).astype(np.uint8)
+    out = np.empty((5, 2, 2, 3), np.int32)
+    kernel.run(x, out, activate=False)
+    weights = np.arange(24).reshape(2, 2, 2, 3)
+    for oy in range(2):
+        for ox in range(2):
+            window = x[:, oy : oy + 2, ox : ox + 2].astype(np.int64)
+            expected = np.einsum("nijc,ijcf->nf", window, weights)
+            assert np.array_equal(out[:, oy, ox], expected)
+
+
+@pytest.mark.parametrize(
+    ("table", "corrupt"),
+    [("pair_tap", 10**6), ("read_out", 10**6), ("pair_pixel", 9), ("pixel_of", -1),
+     ("pair_start", 99), ("read_tap", -8)],
+)  # fmt: skip
+def test_tables_pointing_outside_their_arrays_are_refused(table: str, corrupt: int) -> None:
+    tables = _tables()
+    _compile(tables)
+    tables[table] = tables[table].copy()
+    tables[table][-1] = corrupt
+    with pytest.raises(ValueError, match="outside"):
+        _compile(tables)
 
 
 def test_buffers_of_the_wrong_size_are_refused() -> None:
-    layer = _conv_layer()
-    tables = (layer.pixel_of, layer.channel_of, layer.starts, layer.outs, layer.tap_rows)
-    frames = np.zeros((2, 6, 5, 3), np.uint8)
-    short = np.empty((1, 6, 5, 4), np.int32)
+    kernel = _compile(_tables(), boundaries=np.zeros((1, 3), np.int32))
+    frames = np.zeros((2, 3, 3, 2), np.uint8)
     with pytest.raises(ValueError, match="output holds"):
-        _kernels.conv(frames, layer.taps, short, None, 2, *tables, layer.positions, 4)
+        kernel.run(frames, np.empty((1, 2, 2, 3), np.int32), activate=False)
     with pytest.raises(ValueError, match="input holds"):
-        _kernels.conv(frames[:1], layer.taps, short, None, 2, *tables, layer.positions, 4)
-    weights = np.zeros((10, 4), np.int32)
-    with pytest.raises(ValueError, match="weights hold"):
-        _kernels.dense(np.zeros((1, 11), np.uint8), weights, np.empty((1, 4), np.int32), None,
-                       1, 11, 4, False)  # fmt: skip
-    with pytest.raises(ValueError, match="boundaries"):
-        _kernels.dense(np.zeros((1, 10), np.uint8), weights, np.empty((1, 4), np.uint8),
-                       np.zeros(3, np.int32), 1, 10, 4, False)  # fmt: skip
+        kernel.run(frames[:, :2], np.empty((2, 2, 2, 3), np.int32), activate=False)
+    with pytest.raises(ValueError, match="output holds"):
+        kernel.run(frames, np.empty((2, 2, 2, 3), np.int32), activate=True)  # levels are bytes
+    with pytest.raises(ValueError, match="no activation"):
+        _compile(_tables()).run(frames, np.empty((2, 2, 2, 3), np.uint8), activate=True)
 
 
 def test_peak_is_the_largest_byte() -> None:

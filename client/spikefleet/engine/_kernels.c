@@ -1,15 +1,18 @@
 /*
- * The engine's integer kernels: convolution, folded global pooling and fully
- * connected layers over uint8 activation levels, with akida's activation fused in.
+ * The engine's integer kernels: convolution (FullyConnected is a convolution of
+ * one position) and folded global pooling over uint8 activation levels, with
+ * akida's activation fused in.
  *
- * DVS frames and spike maps are mostly zeros, so every kernel walks the
- * non-zero inputs and scatters their weight rows into int32 accumulators
- * instead of multiplying dense matrices; a zero input costs one byte read.
- * Potentials are exact: layers.py checks at compile time that no sum can
- * leave int32. The GIL is released while a kernel runs.
+ * DVS frames and spike maps are mostly zeros. A frame is first listed as the
+ * non-zero (channel, value) entries of each pixel; every output position then
+ * sums the weight rows of the entries its taps read, a block of filters at a
+ * time in registers, and fires straight from those registers. Potentials are
+ * exact int32: layers.py refuses a layer whose sums could leave int32. The GIL
+ * is released while a kernel runs.
  *
- * Arrays are passed through the buffer protocol as flat C-contiguous memory;
- * layers.py owns the shapes, and every length is checked here before use.
+ * Arrays arrive through the buffer protocol as flat C-contiguous memory;
+ * layers.py owns the shapes. Buffer lengths are checked on every call, the
+ * index tables once per layer by check_conv().
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,9 +25,11 @@
 #else
 #define HOT
 #endif
+#define INLINE static inline __attribute__((always_inline))
 
 #define POTENTIAL_MIN (-(1 << 19))
 #define POTENTIAL_MAX ((1 << 19) - 1)
+#define LANES 8 /* weight rows are padded to a multiple of this many filters */
 
 /* How a layer turns int32 potentials into outputs. */
 typedef struct {
@@ -33,85 +38,234 @@ typedef struct {
     int saturate; /* clip potentials to 20-bit signed first */
 } Finish;
 
-/* Write the outputs of count accumulators (positions x filters) and clear them for the next frame. */
-static inline void
-finish(int32_t *restrict acc, Py_ssize_t count, Py_ssize_t filters, const Finish *how,
-       void *restrict out)
+/* Outputs for filters [first, first + count) of one position from their potentials
+ * (clipped in place when the layer saturates). */
+INLINE void
+fire(int32_t *restrict potentials, Py_ssize_t first, Py_ssize_t count, const Finish *how,
+     Py_ssize_t filters, void *restrict out)
 {
     if (how->saturate) {
-        for (Py_ssize_t i = 0; i < count; i++) {
-            int32_t p = acc[i];
-            acc[i] = p < POTENTIAL_MIN ? POTENTIAL_MIN : (p > POTENTIAL_MAX ? POTENTIAL_MAX : p);
+        for (Py_ssize_t f = 0; f < count; f++) {
+            int32_t p = potentials[f];
+            potentials[f] =
+                p < POTENTIAL_MIN ? POTENTIAL_MIN : (p > POTENTIAL_MAX ? POTENTIAL_MAX : p);
         }
     }
     if (how->boundaries == NULL) {
-        memcpy(out, acc, (size_t)count * sizeof(int32_t));
-        memset(acc, 0, (size_t)count * sizeof(int32_t));
+        memcpy((int32_t *)out + first, potentials, sizeof(int32_t) * (size_t)count);
         return;
     }
-    uint8_t *restrict levels = (uint8_t *)out;
-    const int32_t *restrict first = how->boundaries;
-    if (how->levels == 1) {
-        for (Py_ssize_t pos = 0; pos < count; pos += filters) {
-            for (Py_ssize_t f = 0; f < filters; f++) {
-                levels[pos + f] = (uint8_t)(acc[pos + f] > first[f]);
-                acc[pos + f] = 0;
-            }
-        }
-        return;
-    }
-    for (Py_ssize_t pos = 0; pos < count; pos += filters) {
-        for (Py_ssize_t f = 0; f < filters; f++) {
-            uint8_t level = 0;
-            for (Py_ssize_t k = 0; k < how->levels; k++)
-                level += (uint8_t)(acc[pos + f] > first[k * filters + f]);
-            levels[pos + f] = level;
-        }
-    }
-    memset(acc, 0, (size_t)count * sizeof(int32_t));
-}
-
-/* acc[0:filters] += value * row[0:filters] */
-static inline void
-add_row(int32_t *restrict acc, const int32_t *restrict row, int32_t value, Py_ssize_t filters)
-{
-    if (value == 1) {
-        for (Py_ssize_t f = 0; f < filters; f++)
-            acc[f] += row[f];
-    } else {
-        for (Py_ssize_t f = 0; f < filters; f++)
-            acc[f] += value * row[f];
+    uint8_t *restrict levels = (uint8_t *)out + first;
+    const int32_t *restrict bounds = how->boundaries + first;
+    for (Py_ssize_t f = 0; f < count; f++)
+        levels[f] = (uint8_t)(potentials[f] > bounds[f]);
+    for (Py_ssize_t k = 1; k < how->levels; k++) {
+        bounds += filters;
+        for (Py_ssize_t f = 0; f < count; f++)
+            levels[f] += (uint8_t)(potentials[f] > bounds[f]);
     }
 }
 
-/* sums[0:count] += levels[0:count]: dense, since a branch per byte costs more */
-static inline void
-add_levels(int32_t *restrict sums, const uint8_t *restrict levels, Py_ssize_t count)
-{
-    for (Py_ssize_t c = 0; c < count; c++)
-        sums[c] += levels[c];
-}
+/* A convolution's index tables (see conv_doc). */
+typedef struct {
+    Py_ssize_t frame, pixels, positions, filters, padded;
+    const int32_t *pixel_of, *channel_of; /* per input byte; channel_of is channel * padded */
+    const int32_t *pair_start, *pair_pixel, *pair_tap; /* by output position */
+    const int32_t *read_start, *read_out, *read_tap;   /* the same pairs by input pixel */
+} ConvPlan;
 
-/* Index of the next non-zero byte of x[start:size], or size. */
-static inline Py_ssize_t
-next_nonzero(const uint8_t *x, Py_ssize_t start, Py_ssize_t size)
+/* A frame's non-zero bytes, grouped by pixel: the pixels that have any are used[u], with
+ * entries used_start[u] .. used_start[u + 1]. index_pixels() also fills start[p] for every
+ * pixel, entries start[p] .. start[p + 1], which the gather form needs. */
+typedef struct {
+    int32_t *start, *offset, *used, *used_start;
+    uint8_t *value;
+    Py_ssize_t count, used_count;
+} Entries;
+
+/* Gathering costs a little per (position, tap) pair even when the pixel is empty, and
+ * scattering costs a read-modify-write per weight row: scatter while the non-zero bytes
+ * times the row width stay below this many per input pixel (measured on DVS-like frames). */
+#define SCATTER_BELOW 24
+
+INLINE void
+list_entries(const ConvPlan *plan, const uint8_t *restrict x, Entries *entries)
 {
-    Py_ssize_t i = start;
-    while (i < size && ((uintptr_t)(x + i) & 7u))
-        if (x[i])
-            return i;
-        else
-            i++;
-    while (i + 8 <= size) {
+    const int32_t *restrict pixel_of = plan->pixel_of, *restrict channel_of = plan->channel_of;
+    int32_t *restrict offset = entries->offset, *restrict used = entries->used;
+    int32_t *restrict used_start = entries->used_start;
+    uint8_t *restrict value = entries->value;
+    Py_ssize_t frame = plan->frame, count = 0, used_count = 0, i = 0;
+    int32_t last = -1;
+#define ENTRY(at)                                                                              \
+    do {                                                                                       \
+        if (pixel_of[at] != last) {                                                            \
+            last = pixel_of[at];                                                               \
+            used[used_count] = last;                                                           \
+            used_start[used_count++] = (int32_t)count;                                         \
+        }                                                                                      \
+        offset[count] = channel_of[at];                                                        \
+        value[count++] = x[at];                                                                \
+    } while (0)
+    for (; i + 8 <= frame; i += 8) {
         uint64_t word;
         memcpy(&word, x + i, 8);
-        if (word)
-            break;
-        i += 8;
+        while (word) {
+            int bit = __builtin_ctzll(word);
+            word &= ~((uint64_t)0xff << (bit & ~7));
+            ENTRY(i + (bit >> 3));
+        }
     }
-    while (i < size && !x[i])
-        i++;
-    return i;
+    for (; i < frame; i++)
+        if (x[i])
+            ENTRY(i);
+#undef ENTRY
+    used_start[used_count] = (int32_t)count;
+    entries->count = count;
+    entries->used_count = used_count;
+}
+
+INLINE void
+index_pixels(const ConvPlan *plan, Entries *entries)
+{
+    int32_t *restrict start = entries->start;
+    Py_ssize_t pixel = 0;
+    for (Py_ssize_t u = 0; u < entries->used_count; u++)
+        for (; pixel <= entries->used[u]; pixel++)
+            start[pixel] = entries->used_start[u];
+    for (; pixel <= plan->pixels; pixel++)
+        start[pixel] = (int32_t)entries->count;
+}
+
+/* The scatter form: every entry adds its weight rows to the accumulators of the positions
+ * that read its pixel; then every position fires and its accumulators are cleared. */
+INLINE void
+scatter(const ConvPlan *plan, const int32_t *weights, const Entries *entries, const int binary,
+        int32_t *restrict acc, const Finish *how, const Finish *tiled, char *out,
+        Py_ssize_t item)
+{
+    Py_ssize_t padded = plan->padded;
+    for (Py_ssize_t u = 0; u < entries->used_count; u++) {
+        int32_t pixel = entries->used[u];
+        for (int32_t k = plan->read_start[pixel]; k < plan->read_start[pixel + 1]; k++) {
+            int32_t *restrict sums = acc + plan->read_out[k];
+            const int32_t *tap = weights + plan->read_tap[k];
+            for (int32_t e = entries->used_start[u]; e < entries->used_start[u + 1]; e++) {
+                const int32_t *restrict row = tap + entries->offset[e];
+                if (binary) {
+                    for (Py_ssize_t f = 0; f < padded; f++)
+                        sums[f] += row[f];
+                } else {
+                    int32_t v = entries->value[e];
+                    for (Py_ssize_t f = 0; f < padded; f++)
+                        sums[f] += v * row[f];
+                }
+            }
+        }
+    }
+    if (padded == plan->filters && (how->boundaries == NULL || tiled->boundaries != NULL)) {
+        /* one flat pass: the boundaries are tiled over the positions */
+        Py_ssize_t all = plan->positions * padded;
+        fire(acc, 0, all, how->boundaries ? tiled : how, all, out);
+        memset(acc, 0, sizeof(int32_t) * (size_t)all);
+        return;
+    }
+    for (Py_ssize_t p = 0; p < plan->positions; p++) {
+        fire(acc + p * padded, 0, plan->filters, how, plan->filters,
+             out + p * plan->filters * item);
+        memset(acc + p * padded, 0, sizeof(int32_t) * (size_t)padded);
+    }
+}
+
+/* Eight int32 lanes: one AVX2 register, or two SSE registers in the default build. */
+typedef int32_t lanes __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+/* Potentials of vectors * LANES filters of one position, summed in registers (vectors is a
+ * constant after inlining). Binary inputs (spikes) skip the multiply. */
+INLINE void
+block_sum(int32_t *restrict block, const int vectors, const int binary, const ConvPlan *plan,
+          Py_ssize_t position, const int32_t *restrict weights, const Entries *entries)
+{
+    const int32_t *restrict start = entries->start, *restrict offset = entries->offset;
+    const uint8_t *restrict value = entries->value;
+    const int32_t *restrict pair_pixel = plan->pair_pixel, *restrict pair_tap = plan->pair_tap;
+    lanes sums[8] = {{0}};
+    for (int32_t k = plan->pair_start[position]; k < plan->pair_start[position + 1]; k++) {
+        const int32_t *tap = weights + pair_tap[k];
+        int32_t end = start[pair_pixel[k] + 1];
+        for (int32_t e = start[pair_pixel[k]]; e < end; e++) {
+            const int32_t *row = tap + offset[e];
+            for (int v = 0; v < vectors; v++) {
+                lanes w;
+                memcpy(&w, row + v * LANES, sizeof w);
+                if (binary)
+                    sums[v] += w;
+                else
+                    sums[v] += (int32_t)value[e] * w;
+            }
+        }
+    }
+    for (int v = 0; v < vectors; v++)
+        memcpy(block + v * LANES, &sums[v], sizeof sums[v]);
+}
+
+/* Fire filters [f0, f0 + vectors * LANES) of one position. */
+INLINE void
+conv_block(const ConvPlan *plan, Py_ssize_t position, Py_ssize_t f0, const int vectors,
+           const int32_t *weights, const Entries *entries, const int binary, const Finish *how,
+           void *out)
+{
+    int32_t block[8 * LANES];
+    block_sum(block, vectors, binary, plan, position, weights + f0, entries);
+    Py_ssize_t count = plan->filters - f0 < vectors * LANES ? plan->filters - f0 : vectors * LANES;
+    fire(block, f0, count, how, plan->filters, out);
+}
+
+/* The gather form: each position sums the entries its taps read, 64, 32, 16 then 8 filters
+ * at a time. */
+INLINE void
+conv_position(const ConvPlan *plan, Py_ssize_t position, const int32_t *weights,
+              const Entries *entries, const int binary, const Finish *how, void *out)
+{
+    Py_ssize_t f0 = 0, padded = plan->padded;
+    for (; f0 + 8 * LANES <= padded; f0 += 8 * LANES)
+        conv_block(plan, position, f0, 8, weights, entries, binary, how, out);
+    if (f0 + 4 * LANES <= padded) {
+        conv_block(plan, position, f0, 4, weights, entries, binary, how, out);
+        f0 += 4 * LANES;
+    }
+    if (f0 + 2 * LANES <= padded) {
+        conv_block(plan, position, f0, 2, weights, entries, binary, how, out);
+        f0 += 2 * LANES;
+    }
+    if (f0 < padded)
+        conv_block(plan, position, f0, 1, weights, entries, binary, how, out);
+}
+
+HOT static void
+conv_frames(Py_ssize_t n, const ConvPlan *plan, const uint8_t *x, const int32_t *weights,
+            int binary, Entries *entries, int32_t *acc, const Finish *how, const Finish *tiled,
+            char *out, Py_ssize_t item)
+{
+    Py_ssize_t frame_out = plan->positions * plan->filters * item;
+    for (Py_ssize_t s = 0; s < n; s++, x += plan->frame, out += frame_out) {
+        list_entries(plan, x, entries);
+        if (entries->count * plan->padded < SCATTER_BELOW * plan->pixels) {
+            if (binary)
+                scatter(plan, weights, entries, 1, acc, how, tiled, out, item);
+            else
+                scatter(plan, weights, entries, 0, acc, how, tiled, out, item);
+            continue;
+        }
+        index_pixels(plan, entries);
+        for (Py_ssize_t p = 0; p < plan->positions; p++) {
+            char *position_out = out + p * plan->filters * item;
+            if (binary)
+                conv_position(plan, p, weights, entries, 1, how, position_out);
+            else
+                conv_position(plan, p, weights, entries, 0, how, position_out);
+        }
+    }
 }
 
 typedef struct {
@@ -169,157 +323,275 @@ check(Buffers *b, PyObject *boundaries, Py_ssize_t x_len, Py_ssize_t w_len, Py_s
     return 0;
 }
 
-/* A convolution, scattered: the non-zero input byte i (pixel i / C, channel i % C) adds
- * its value times weight row taps[k] + channel * filters to accumulator row outs[k], for
- * each k in starts[pixel] .. starts[pixel + 1]: the (output position, tap) pairs that
- * read that pixel. layers.py builds the tables once per layer. */
+/* A compiled convolution: its plan, weights and activation in memory of its own, and
+ * scratch for one call at a time (calls that find it busy allocate their own). */
 typedef struct {
-    Py_ssize_t frame, positions, filters;
-    const int32_t *pixel_of, *channel_of, *starts, *outs, *taps;
-} ConvPlan;
+    ConvPlan plan;
+    const int32_t *weights;
+    Finish how, tiled; /* tiled: the boundaries repeated for every position, or none */
+    int binary;
+    void *owned, *scratch, *tiled_owned;
+    int scratch_busy; /* read and written only while holding the GIL */
+} Kernel;
 
-HOT static void
-conv_frames(Py_ssize_t n, const ConvPlan *plan, const uint8_t *x, const int32_t *weights,
-            int32_t *acc, const Finish *how, char *out, Py_ssize_t item)
-{
-    Py_ssize_t filters = plan->filters, size = plan->frame;
-    for (Py_ssize_t s = 0; s < n; s++, x += size) {
-        for (Py_ssize_t i = next_nonzero(x, 0, size); i < size; i = next_nonzero(x, i + 1, size)) {
-            int32_t pixel = plan->pixel_of[i];
-            const int32_t *row = weights + (Py_ssize_t)plan->channel_of[i] * filters;
-            for (int32_t k = plan->starts[pixel]; k < plan->starts[pixel + 1]; k++)
-                add_row(acc + plan->outs[k], row + plan->taps[k], x[i], filters);
-        }
-        finish(acc, plan->positions * filters, filters, how, out + s * plan->positions * filters * item);
-    }
-}
+#define KERNEL_CAPSULE "spikefleet.engine._kernels.Kernel"
+#define TABLES 8
 
-/* Borrow the five int32 tables of a ConvPlan from Python objects; 0 on success. */
-static int
-plan_tables(PyObject *objects[5], Py_buffer tables[5], ConvPlan *plan, Py_ssize_t positions,
-            Py_ssize_t filters)
+static size_t
+scratch_size(const ConvPlan *plan)
 {
-    for (int t = 0; t < 5; t++) {
-        if (PyObject_GetBuffer(objects[t], &tables[t], PyBUF_C_CONTIGUOUS) < 0) {
-            while (--t >= 0)
-                PyBuffer_Release(&tables[t]);
-            return -1;
-        }
-    }
-    plan->frame = tables[0].len / (Py_ssize_t)sizeof(int32_t);
-    plan->positions = positions;
-    plan->filters = filters;
-    plan->pixel_of = tables[0].buf;
-    plan->channel_of = tables[1].buf;
-    plan->starts = tables[2].buf;
-    plan->outs = tables[3].buf;
-    plan->taps = tables[4].buf;
-    return 0;
+    size_t frame = (size_t)plan->frame, sums = (size_t)(plan->positions * plan->padded);
+    return sizeof(int32_t) * (sums + 4 * (size_t)plan->pixels + 2 + frame) + frame + 1;
 }
 
 static void
-release_tables(Py_buffer tables[5])
+kernel_free(PyObject *capsule)
 {
-    for (int t = 0; t < 5; t++)
-        PyBuffer_Release(&tables[t]);
+    Kernel *kernel = PyCapsule_GetPointer(capsule, KERNEL_CAPSULE);
+    if (kernel) {
+        free(kernel->owned);
+        free(kernel->scratch);
+        free(kernel->tiled_owned);
+        free(kernel);
+    }
 }
 
-PyDoc_STRVAR(check_conv_doc,
-             "check_conv(weights, pixel_of, channel_of, starts, outs, taps, positions, filters)\n\n"
-             "Raise ValueError unless the tables of conv() stay inside weights and the\n"
-             "accumulators; conv() trusts tables that passed this check once.");
+/* The tables' consistency: every index stays inside its array. */
+static int
+plan_is_sound(const ConvPlan *plan, const Py_ssize_t lengths[TABLES], Py_ssize_t rows)
+{
+    Py_ssize_t positions = plan->positions, padded = plan->padded, pairs = lengths[3];
+    if (plan->filters < 1 || padded < plan->filters || padded % LANES || positions < 0 ||
+        lengths[1] != lengths[0] || lengths[4] != pairs || lengths[6] != pairs ||
+        lengths[7] != pairs || lengths[2] != positions + 1 || lengths[5] != plan->pixels + 1 ||
+        plan->pair_start[0] != 0 || plan->pair_start[positions] != pairs ||
+        plan->read_start[0] != 0 || plan->read_start[plan->pixels] != pairs)
+        return 0;
+    int32_t top_channel = 0;
+    for (Py_ssize_t i = 0; i < plan->frame; i++) {
+        if (plan->pixel_of[i] < (i ? plan->pixel_of[i - 1] : 0) || plan->channel_of[i] < 0)
+            return 0;
+        top_channel = plan->channel_of[i] > top_channel ? plan->channel_of[i] : top_channel;
+    }
+    for (Py_ssize_t p = 0; p < positions; p++)
+        if (plan->pair_start[p] > plan->pair_start[p + 1])
+            return 0;
+    for (Py_ssize_t p = 0; p < plan->pixels; p++)
+        if (plan->read_start[p] > plan->read_start[p + 1])
+            return 0;
+    for (Py_ssize_t k = 0; k < pairs; k++) {
+        if (plan->pair_pixel[k] < 0 || plan->pair_pixel[k] >= plan->pixels ||
+            plan->pair_tap[k] < 0 || plan->pair_tap[k] + (Py_ssize_t)top_channel + padded > rows ||
+            plan->read_out[k] < 0 || plan->read_out[k] + padded > positions * padded ||
+            plan->read_tap[k] < 0 || plan->read_tap[k] + (Py_ssize_t)top_channel + padded > rows)
+            return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(compile_conv_doc,
+             "compile_conv(weights, boundaries, pixel_of, channel_of, pair_start, pair_pixel,\n"
+             "             pair_tap, read_start, read_out, read_tap, positions, filters, padded,\n"
+             "             binary, saturate) -> kernel\n\n"
+             "A convolution for conv(): int32 weight rows of `padded` filters; byte i of a\n"
+             "frame belongs to pixel pixel_of[i] (non-decreasing) and reads the weight row at\n"
+             "channel_of[i]; output position p sums, for k in pair_start[p]:pair_start[p + 1],\n"
+             "the rows at pair_tap[k] + channel_of[i] times byte i over the bytes i of pixel\n"
+             "pair_pixel[k]; read_* hold the same pairs by pixel (read_out = position * padded).\n"
+             "boundaries (int32 (levels, filters) or None) are the activation; binary says\n"
+             "every input byte is 0 or 1; saturate clips potentials to 20 bits. Everything is\n"
+             "copied and checked: ValueError when an index points outside its array.");
 
 static PyObject *
-check_conv(PyObject *self, PyObject *args)
+compile_conv(PyObject *self, PyObject *args)
 {
-    Py_buffer weights;
-    PyObject *objects[5];
-    Py_buffer tables[5];
-    Py_ssize_t positions, filters;
-    if (!PyArg_ParseTuple(args, "y*OOOOOnn", &weights, &objects[0], &objects[1], &objects[2],
-                          &objects[3], &objects[4], &positions, &filters))
+    PyObject *objects[TABLES + 2];
+    Py_buffer buffers[TABLES + 2];
+    Py_ssize_t positions, filters, padded;
+    int binary, saturate;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOnnnpp", &objects[0], &objects[1], &objects[2],
+                          &objects[3], &objects[4], &objects[5], &objects[6], &objects[7],
+                          &objects[8], &objects[9], &positions, &filters, &padded, &binary,
+                          &saturate))
         return NULL;
-    ConvPlan plan;
-    if (plan_tables(objects, tables, &plan, positions, filters) < 0) {
-        PyBuffer_Release(&weights);
-        return NULL;
+    int got = 0;
+    for (; got < TABLES + 2; got++) {
+        if (got == 1 && objects[1] == Py_None) {
+            buffers[1].obj = NULL;
+            buffers[1].len = 0;
+            continue;
+        }
+        if (PyObject_GetBuffer(objects[got], &buffers[got], PyBUF_C_CONTIGUOUS) < 0)
+            break;
     }
-    Py_ssize_t rows = weights.len / (Py_ssize_t)sizeof(int32_t);
-    Py_ssize_t pixels = tables[2].len / (Py_ssize_t)sizeof(int32_t) - 1;
-    Py_ssize_t pairs = tables[3].len / (Py_ssize_t)sizeof(int32_t);
-    int bad = filters < 1 || positions < 0 || pixels < 0 || tables[1].len != tables[0].len ||
-              tables[4].len != tables[3].len || plan.starts[0] != 0 || plan.starts[pixels] != pairs;
-    for (Py_ssize_t p = 0; !bad && p < pixels; p++)
-        bad = plan.starts[p] > plan.starts[p + 1];
-    for (Py_ssize_t i = 0; !bad && i < plan.frame; i++)
-        bad = plan.pixel_of[i] < 0 || plan.pixel_of[i] >= pixels || plan.channel_of[i] < 0 ||
-              (Py_ssize_t)plan.channel_of[i] * filters + filters > rows;
-    for (Py_ssize_t k = 0; !bad && k < pairs; k++)
-        bad = plan.outs[k] < 0 || plan.outs[k] + filters > positions * filters ||
-              plan.taps[k] < 0;
-    int32_t top_channel = 0;
-    for (Py_ssize_t i = 0; i < plan.frame; i++)
-        top_channel = plan.channel_of[i] > top_channel ? plan.channel_of[i] : top_channel;
-    for (Py_ssize_t k = 0; !bad && k < pairs; k++)
-        bad = plan.taps[k] + ((Py_ssize_t)top_channel + 1) * filters > rows;
-    release_tables(tables);
-    PyBuffer_Release(&weights);
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "convolution tables point outside their arrays");
-        return NULL;
+    Kernel *kernel = NULL;
+    size_t total = 0;
+    for (int t = 0; t < got; t++)
+        total += (size_t)buffers[t].len;
+    if (got == TABLES + 2) {
+        kernel = calloc(1, sizeof(Kernel));
+        if (kernel)
+            kernel->owned = malloc(total + 1);
+        if (!kernel || !kernel->owned)
+            PyErr_NoMemory();
     }
-    Py_RETURN_NONE;
+    if (kernel && kernel->owned) {
+        const int32_t *copies[TABLES + 2];
+        Py_ssize_t lengths[TABLES];
+        char *at = kernel->owned;
+        for (int t = 0; t < TABLES + 2; t++) {
+            memcpy(at, buffers[t].buf, (size_t)buffers[t].len);
+            copies[t] = (const int32_t *)at;
+            at += buffers[t].len;
+        }
+        for (int t = 0; t < TABLES; t++)
+            lengths[t] = buffers[t + 2].len / (Py_ssize_t)sizeof(int32_t);
+        ConvPlan *plan = &kernel->plan;
+        plan->frame = lengths[0];
+        plan->positions = positions;
+        plan->filters = filters;
+        plan->padded = padded;
+        plan->pixel_of = copies[2];
+        plan->channel_of = copies[3];
+        plan->pair_start = copies[4];
+        plan->pair_pixel = copies[5];
+        plan->pair_tap = copies[6];
+        plan->read_start = copies[7];
+        plan->read_out = copies[8];
+        plan->read_tap = copies[9];
+        plan->pixels = plan->frame ? plan->pixel_of[plan->frame - 1] + 1 : 0;
+        kernel->weights = copies[0];
+        kernel->binary = binary;
+        kernel->how.saturate = saturate;
+        Py_ssize_t row = filters * (Py_ssize_t)sizeof(int32_t);
+        if (buffers[1].len) {
+            kernel->how.boundaries = copies[1];
+            kernel->how.levels = buffers[1].len / row;
+        }
+        Py_ssize_t rows = buffers[0].len / (Py_ssize_t)sizeof(int32_t);
+        int sound = lengths[2] >= 1 && lengths[5] >= 1 && filters > 0 &&
+                    (buffers[1].len == 0 || buffers[1].len % row == 0) &&
+                    plan_is_sound(plan, lengths, rows);
+        if (sound)
+            kernel->scratch = calloc(scratch_size(plan), 1);
+        Py_ssize_t area = positions * filters;
+        if (sound && kernel->scratch && kernel->how.boundaries && padded == filters) {
+            int32_t *tiled = malloc(sizeof(int32_t) * (size_t)(area * kernel->how.levels + 1));
+            if (tiled) {
+                for (Py_ssize_t k = 0; k < kernel->how.levels; k++)
+                    for (Py_ssize_t p = 0; p < positions; p++)
+                        memcpy(tiled + k * area + p * filters,
+                               kernel->how.boundaries + k * filters,
+                               sizeof(int32_t) * (size_t)filters);
+                kernel->tiled = kernel->how;
+                kernel->tiled.boundaries = tiled;
+                kernel->tiled_owned = tiled;
+            }
+        }
+        if (!sound || !kernel->scratch) {
+            if (!sound)
+                PyErr_SetString(PyExc_ValueError, "convolution tables point outside their arrays");
+            else
+                PyErr_NoMemory();
+            free(kernel->owned);
+            free(kernel);
+            kernel = NULL;
+        }
+    }
+    else if (kernel) {
+        free(kernel);
+        kernel = NULL;
+    }
+    for (int t = 0; t < got; t++)
+        if (buffers[t].obj)
+            PyBuffer_Release(&buffers[t]);
+    if (!kernel)
+        return NULL;
+    PyObject *capsule = PyCapsule_New(kernel, KERNEL_CAPSULE, kernel_free);
+    if (!capsule) {
+        free(kernel->owned);
+        free(kernel->scratch);
+        free(kernel->tiled_owned);
+        free(kernel);
+    }
+    return capsule;
 }
 
 PyDoc_STRVAR(conv_doc,
-             "conv(x, weights, out, boundaries, n, pixel_of, channel_of, starts, outs, taps,\n"
-             "     positions, filters)\n\n"
-             "Convolution of n uint8 frames x, scattered through int32 tables that passed\n"
-             "check_conv(): byte i of a frame is pixel pixel_of[i], channel channel_of[i];\n"
-             "pixel p adds to the accumulator row at offset outs[k] (position * filters) its\n"
-             "value times the weight row at taps[k] + channel * filters, for k in\n"
-             "starts[p]:starts[p + 1]. Writes int32 potentials, or uint8 levels when\n"
-             "boundaries is given, into out (n, positions, filters).");
+             "conv(kernel, x, out, n, activate)\n\n"
+             "Run a compile_conv() kernel on n uint8 frames x into out (n, positions,\n"
+             "filters): uint8 levels when activate (the kernel has boundaries), else int32\n"
+             "potentials.");
 
 static PyObject *
 conv(PyObject *self, PyObject *args)
 {
-    Buffers b = {0};
-    PyObject *objects[5];
-    Py_buffer tables[5];
-    PyObject *boundaries;
-    Py_ssize_t n, positions, filters;
-    if (!PyArg_ParseTuple(args, "y*y*w*OnOOOOOnn", &b.x, &b.weights, &b.out, &boundaries, &n,
-                          &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
-                          &positions, &filters))
+    PyObject *capsule;
+    Py_buffer x, out;
+    Py_ssize_t n;
+    int activate;
+    if (!PyArg_ParseTuple(args, "Oy*w*np", &capsule, &x, &out, &n, &activate))
         return NULL;
-    ConvPlan plan;
-    if (plan_tables(objects, tables, &plan, positions, filters) < 0) {
-        release(&b);
+    Kernel *kernel = PyCapsule_GetPointer(capsule, KERNEL_CAPSULE);
+    const ConvPlan *plan = kernel ? &kernel->plan : NULL;
+    Finish how = {NULL, 0, 0}, tiled = {NULL, 0, 0};
+    Py_ssize_t item = sizeof(int32_t);
+    if (kernel) {
+        how = kernel->how;
+        tiled = kernel->tiled;
+        if (activate && !how.boundaries)
+            PyErr_SetString(PyExc_ValueError, "this kernel has no activation");
+        if (!activate)
+            how.boundaries = tiled.boundaries = NULL;
+        else
+            item = 1;
+    }
+    if (kernel && !PyErr_Occurred()) {
+        if (n < 0 || x.len != n * plan->frame)
+            PyErr_Format(PyExc_ValueError, "input holds %zd bytes, expected %zd", x.len,
+                         n * plan->frame);
+        else if (out.len != n * plan->positions * plan->filters * item)
+            PyErr_Format(PyExc_ValueError, "output holds %zd bytes, expected %zd", out.len,
+                         n * plan->positions * plan->filters * item);
+    }
+    void *scratch = NULL;
+    int own = 0;
+    if (kernel && !PyErr_Occurred()) {
+        if (kernel->scratch_busy) {
+            scratch = calloc(scratch_size(plan), 1);
+            own = 1;
+            if (!scratch)
+                PyErr_NoMemory();
+        }
+        else {
+            scratch = kernel->scratch;
+            kernel->scratch_busy = 1;
+        }
+    }
+    if (!scratch) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&out);
         return NULL;
     }
-    Finish how;
-    int32_t *acc = NULL;
-    if (check(&b, boundaries, n * plan.frame, b.weights.len / (Py_ssize_t)sizeof(int32_t),
-              n * positions * filters, filters, 0, &how) == 0) {
-        acc = calloc((size_t)(positions * filters + 1), sizeof(int32_t));
-        if (!acc)
-            PyErr_NoMemory();
-    }
-    if (!acc) {
-        release_tables(tables);
-        release(&b);
-        return NULL;
-    }
-    Py_ssize_t item = how.boundaries ? 1 : (Py_ssize_t)sizeof(int32_t);
+    int32_t *acc = scratch; /* all zero between frames */
+    Entries entries = {0};
+    entries.start = acc + plan->positions * plan->padded;
+    entries.used = entries.start + plan->pixels + 1;
+    entries.used_start = entries.used + plan->pixels;
+    entries.offset = entries.used_start + plan->pixels + 1;
+    entries.value = (uint8_t *)(entries.offset + plan->frame);
 
     Py_BEGIN_ALLOW_THREADS;
-    conv_frames(n, &plan, b.x.buf, b.weights.buf, acc, &how, b.out.buf, item);
+    conv_frames(n, plan, x.buf, kernel->weights, kernel->binary, &entries, acc, &how, &tiled,
+                out.buf, item);
     Py_END_ALLOW_THREADS;
 
-    free(acc);
-    release_tables(tables);
-    release(&b);
+    if (own)
+        free(scratch);
+    else
+        kernel->scratch_busy = 0;
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
     Py_RETURN_NONE;
 }
 
@@ -329,15 +601,23 @@ pooled_frames(Py_ssize_t n, const uint8_t *x, const int32_t *classes, Py_ssize_t
               int32_t *sums, int32_t *acc, const Finish *how, char *out, Py_ssize_t item)
 {
     for (Py_ssize_t s = 0; s < n; s++, x += area * channels) {
-        for (Py_ssize_t p = 0; p < area; p++)
-            add_levels(sums + classes[p] * channels, x + p * channels, channels);
+        for (Py_ssize_t p = 0; p < area; p++) {
+            int32_t *restrict row = sums + classes[p] * channels;
+            const uint8_t *restrict levels = x + p * channels;
+            for (Py_ssize_t c = 0; c < channels; c++)
+                row[c] += levels[c];
+        }
         for (Py_ssize_t r = 0; r < rows; r++) {
-            if (sums[r]) {
-                add_row(acc, weights + r * filters, sums[r], filters);
+            int32_t v = sums[r];
+            if (v) {
+                const int32_t *restrict w = weights + r * filters;
+                for (Py_ssize_t f = 0; f < filters; f++)
+                    acc[f] += v * w[f];
                 sums[r] = 0;
             }
         }
-        finish(acc, filters, filters, how, out + s * filters * item);
+        fire(acc, 0, filters, how, filters, out + s * filters * item);
+        memset(acc, 0, sizeof(int32_t) * (size_t)filters);
     }
 }
 
@@ -398,55 +678,6 @@ pooled(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-HOT static void
-dense_frames(Py_ssize_t n, const uint8_t *x, const int32_t *weights, Py_ssize_t inputs,
-             Py_ssize_t filters, int32_t *acc, const Finish *how, char *out, Py_ssize_t item)
-{
-    for (Py_ssize_t s = 0; s < n; s++, x += inputs) {
-        for (Py_ssize_t i = next_nonzero(x, 0, inputs); i < inputs;
-             i = next_nonzero(x, i + 1, inputs))
-            add_row(acc, weights + i * filters, x[i], filters);
-        finish(acc, filters, filters, how, out + s * filters * item);
-    }
-}
-
-PyDoc_STRVAR(dense_doc,
-             "dense(x, weights, out, boundaries, n, inputs, filters, saturate)\n\n"
-             "uint8 x (n, inputs) times int32 weights (inputs, filters), potentials clipped to\n"
-             "20 bits when saturate; writes int32 potentials or uint8 levels (n, filters).");
-
-static PyObject *
-dense(PyObject *self, PyObject *args)
-{
-    Buffers b = {0};
-    PyObject *boundaries;
-    Py_ssize_t n, inputs, filters;
-    int saturate;
-    if (!PyArg_ParseTuple(args, "y*y*w*Onnnp", &b.x, &b.weights, &b.out, &boundaries, &n, &inputs,
-                          &filters, &saturate))
-        return NULL;
-    Finish how;
-    if (check(&b, boundaries, n * inputs, inputs * filters, n * filters, filters, saturate, &how) <
-        0) {
-        release(&b);
-        return NULL;
-    }
-    int32_t *acc = calloc((size_t)(filters ? filters : 1), sizeof(int32_t));
-    if (!acc) {
-        release(&b);
-        return PyErr_NoMemory();
-    }
-    Py_ssize_t item = how.boundaries ? 1 : (Py_ssize_t)sizeof(int32_t);
-
-    Py_BEGIN_ALLOW_THREADS;
-    dense_frames(n, b.x.buf, b.weights.buf, inputs, filters, acc, &how, b.out.buf, item);
-    Py_END_ALLOW_THREADS;
-
-    free(acc);
-    release(&b);
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(peak_doc, "peak(x) -> int\n\nThe largest byte of x (0 when empty): a range check "
                        "for frames without numpy's reduction overhead.");
 
@@ -465,10 +696,9 @@ peak(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
-    {"check_conv", check_conv, METH_VARARGS, check_conv_doc},
+    {"compile_conv", compile_conv, METH_VARARGS, compile_conv_doc},
     {"conv", conv, METH_VARARGS, conv_doc},
     {"pooled", pooled, METH_VARARGS, pooled_doc},
-    {"dense", dense, METH_VARARGS, dense_doc},
     {"peak", peak, METH_O, peak_doc},
     {NULL, NULL, 0, NULL},
 };

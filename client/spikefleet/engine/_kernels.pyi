@@ -1,31 +1,28 @@
+from typing import NewType
+
 from numpy import ndarray as Buffer
 
-def check_conv(
+Kernel = NewType("Kernel", object)
+
+def compile_conv(
     weights: Buffer,
-    pixel_of: Buffer,
-    channel_of: Buffer,
-    starts: Buffer,
-    outs: Buffer,
-    taps: Buffer,
-    positions: int,
-    filters: int,
-    /,
-) -> None: ...
-def conv(
-    x: Buffer,
-    weights: Buffer,
-    out: Buffer,
     boundaries: Buffer | None,
-    n: int,
     pixel_of: Buffer,
     channel_of: Buffer,
-    starts: Buffer,
-    outs: Buffer,
-    taps: Buffer,
+    pair_start: Buffer,
+    pair_pixel: Buffer,
+    pair_tap: Buffer,
+    read_start: Buffer,
+    read_out: Buffer,
+    read_tap: Buffer,
     positions: int,
     filters: int,
+    padded: int,
+    binary: bool,
+    saturate: bool,
     /,
-) -> None: ...
+) -> Kernel: ...
+def conv(kernel: Kernel, x: Buffer, out: Buffer, n: int, activate: bool, /) -> None: ...
 def pooled(
     x: Buffer,
     classes: Buffer,
@@ -37,17 +34,6 @@ def pooled(
     channels: int,
     blocks: int,
     filters: int,
-    /,
-) -> None: ...
-def dense(
-    x: Buffer,
-    weights: Buffer,
-    out: Buffer,
-    boundaries: Buffer | None,
-    n: int,
-    inputs: int,
-    filters: int,
-    saturate: bool,
     /,
 ) -> None: ...
 def peak(x: Buffer, /) -> int: ...

@@ -17,12 +17,16 @@ Akida conventions (measured, see docs/akida-semantics.md):
   saturating 20-bit accumulator. A Convolutional without pooling does not
   saturate.
 
-Speed: the kernels visit only non-zero inputs (DVS frames and spike maps are
-mostly zeros) and fuse the activation. A convolution with global pooling that
-cannot saturate is folded: the pooled sum is linear in the input, and input
-positions that see the same taps (all interior positions of one stride phase)
-share one (C, F) block of weights, so a frame costs one add per non-zero
-input plus a (classes * C, F) product. Max pooling and saturating global
+Speed: a frame is first listed as its non-zero (channel, value) bytes per
+pixel (DVS frames and spike maps are mostly zeros). A sparse frame is then
+scattered (each entry adds its weight rows to the positions that read it); a
+denser one is gathered (each position sums the entries its taps read, a block
+of filters at a time in registers). FullyConnected is a convolution of one
+position. The activation is fused into the kernels. A convolution with global
+pooling that cannot saturate is folded: the pooled sum is linear in the input,
+and input positions that see the same taps (all interior positions of one
+stride phase) share one (C, F) block of weights, so a frame costs one add per
+input byte plus a (classes * C, F) product. Max pooling and saturating global
 pooling run in numpy on the kernel's potentials.
 """
 
@@ -43,6 +47,7 @@ POTENTIAL_MIN = -(2**19)
 POTENTIAL_MAX = 2**19 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+LANES = 8  # _kernels.c pads weight rows to a multiple of this many filters
 
 Int32Array = npt.NDArray[np.int32]
 
@@ -104,6 +109,71 @@ class CompiledLayer:
         return quantize(p, self.boundaries)
 
 
+def conv_tables(
+    weights: np.ndarray,
+    channels: int,
+    *,
+    pair_position: np.ndarray,
+    pair_pixel: np.ndarray,
+    pair_tap: np.ndarray,
+    positions: int,
+    pixels: int,
+) -> dict[str, np.ndarray]:
+    """The int32 tables of ``_kernels.compile_conv`` for weights (taps, channels,
+    filters) and the (output position, input pixel, tap) triples of a convolution."""
+    taps, _, filters = weights.shape
+    padded = -(-filters // LANES) * LANES
+    rows = np.zeros((taps, channels, padded), dtype=np.int32)
+    rows[:, :, :filters] = weights
+    by_position = np.argsort(pair_position, kind="stable")
+    by_pixel = np.argsort(pair_pixel, kind="stable")
+    index = np.arange(pixels * channels, dtype=np.int32)
+
+    def starts(keys: np.ndarray, size: int) -> np.ndarray:
+        table = np.zeros(size + 1, dtype=np.int32)
+        np.cumsum(np.bincount(keys, minlength=size), out=table[1:])
+        return table
+
+    def int32(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values.astype(np.int32))
+
+    return {
+        "weights": rows,
+        "pixel_of": index // channels,
+        "channel_of": (index % channels) * padded,
+        "pair_start": starts(pair_position, positions),
+        "pair_pixel": int32(pair_pixel[by_position]),
+        "pair_tap": int32(pair_tap[by_position] * channels * padded),
+        "read_start": starts(pair_pixel, pixels),
+        "read_out": int32(pair_position[by_pixel] * padded),
+        "read_tap": int32(pair_tap[by_pixel] * channels * padded),
+    }
+
+
+class ConvKernel:
+    """A convolution compiled into ``_kernels`` (which copies and checks the tables)."""
+
+    def __init__(
+        self,
+        tables: dict[str, np.ndarray],
+        *,
+        positions: int,
+        filters: int,
+        boundaries: Int32Array | None,
+        binary: bool,
+        saturate: bool,
+    ) -> None:
+        t = tables
+        self._kernel = _kernels.compile_conv(
+            t["weights"], boundaries, t["pixel_of"], t["channel_of"], t["pair_start"],
+            t["pair_pixel"], t["pair_tap"], t["read_start"], t["read_out"], t["read_tap"],
+            positions, filters, t["weights"].shape[2], binary, saturate,
+        )  # fmt: skip
+
+    def run(self, x: np.ndarray, out: np.ndarray, *, activate: bool) -> None:
+        _kernels.conv(self._kernel, np.ascontiguousarray(x), out, x.shape[0], activate)
+
+
 class ConvLayer(CompiledLayer):
     def __init__(self, layer: Convolutional, input_shape: Shape, input_max: int, output: Shape):
         self.name = layer.name
@@ -126,6 +196,7 @@ class ConvLayer(CompiledLayer):
         _check_bound(bound, layer.name)
         self.pooling = layer.pooling
         self.filters = layer.filters
+        self.binary = input_max == 1
         self.may_saturate = bound > POTENTIAL_MAX
         pooled_bound = bound * self.out_h * self.out_w
         self.gap_saturates = (
@@ -136,7 +207,7 @@ class ConvLayer(CompiledLayer):
         if layer.pooling is Pooling.GLOBAL_AVERAGE and not self.gap_saturates:
             self._fold()
         else:
-            self._scatter_tables()
+            self._gather_tables()
         self.pool = self._max_pool_plan(layer) if layer.pooling is Pooling.MAX else None
 
     def _fold(self) -> None:
@@ -169,43 +240,43 @@ class ConvLayer(CompiledLayer):
             top = bottom = left = right = 0
         return _Pool(size, stride, (top, bottom, left, right), (out_h, out_w))
 
-    def _scatter_tables(self) -> None:
-        """For each input pixel, the (output position, tap) pairs that read it, as
-        offsets into the accumulators and the weights (see ``_kernels.conv``)."""
+    def _gather_tables(self) -> None:
+        """For each output position, the (input pixel, tap) pairs it reads, as
+        pixel indices and offsets into the padded weights (see ``_kernels.conv``)."""
         height, width, channels = self.input_shape
         kh, kw = self.taps.shape[:2]
-        y, x, i, j = np.meshgrid(
-            np.arange(height), np.arange(width), np.arange(kh), np.arange(kw), indexing="ij"
-        )
+        oy, ox, i, j = np.meshgrid(
+            np.arange(self.out_h), np.arange(self.out_w), np.arange(kh), np.arange(kw),
+            indexing="ij",
+        )  # fmt: skip
         # Tap (i, j) of output (oy, ox) reads input (oy*s + i - top, ox*s + j - left).
-        ty, tx = y + self.top - i, x + self.left - j
-        oy, ox = ty // self.stride, tx // self.stride
-        hit = (ty % self.stride == 0) & (tx % self.stride == 0)
-        hit &= (ty >= 0) & (oy < self.out_h) & (tx >= 0) & (ox < self.out_w)
-        pixel = (y * width + x)[hit]
-        self.starts = np.zeros(height * width + 1, dtype=np.int32)
-        np.cumsum(np.bincount(pixel, minlength=height * width), out=self.starts[1:])
-        order = np.argsort(pixel, kind="stable")
-        self.outs = ((oy * self.out_w + ox) * self.filters)[hit][order].astype(np.int32)
-        self.tap_rows = ((i * kw + j) * channels * self.filters)[hit][order].astype(np.int32)
-        index = np.arange(height * width * channels, dtype=np.int32)
-        self.pixel_of, self.channel_of = index // channels, index % channels
-        self.positions = self.out_h * self.out_w
-        _kernels.check_conv(
-            self.taps, self.pixel_of, self.channel_of, self.starts, self.outs, self.tap_rows,
-            self.positions, self.filters,
-        )  # fmt: skip
+        y, x = oy * self.stride + i - self.top, ox * self.stride + j - self.left
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        positions = self.out_h * self.out_w
+        tables = conv_tables(
+            self.taps.reshape(kh * kw, channels, self.filters),
+            channels,
+            pair_position=(oy * self.out_w + ox)[inside],
+            pair_pixel=(y * width + x)[inside],
+            pair_tap=(i * kw + j)[inside],
+            positions=positions,
+            pixels=height * width,
+        )
+        self.kernel = ConvKernel(
+            tables,
+            positions=positions,
+            filters=self.filters,
+            boundaries=self.boundaries,
+            binary=self.binary,
+            saturate=False,
+        )
 
-    def potentials(self, x: np.ndarray, boundaries: Int32Array | None = None) -> np.ndarray:
+    def potentials(self, x: np.ndarray, *, activate: bool = False) -> np.ndarray:
         """The convolution at every output position, before pooling: int32
-        (N, out_h, out_w, F), or uint8 levels when ``boundaries`` are given."""
-        n = x.shape[0]
-        dtype = np.int32 if boundaries is None else np.uint8
-        out = np.empty((n, self.out_h, self.out_w, self.filters), dtype=dtype)
-        _kernels.conv(
-            np.ascontiguousarray(x), self.taps, out, boundaries, n, self.pixel_of,
-            self.channel_of, self.starts, self.outs, self.tap_rows, self.positions, self.filters,
-        )  # fmt: skip
+        (N, out_h, out_w, F), or uint8 levels when ``activate``."""
+        dtype = np.uint8 if activate else np.int32
+        out = np.empty((x.shape[0], self.out_h, self.out_w, self.filters), dtype=dtype)
+        self.kernel.run(x, out, activate=activate)
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -221,7 +292,7 @@ class ConvLayer(CompiledLayer):
         if self.gap_saturates:
             return self._finish(_saturating_sum(self.potentials(x)))
         if self.pool is None:
-            return self.potentials(x, self.boundaries)
+            return self.potentials(x, activate=self.boundaries is not None)
         p = _max_pool(self.potentials(x), self.pool)
         if self.may_saturate:
             p = np.clip(p, POTENTIAL_MIN, POTENTIAL_MAX)
@@ -272,14 +343,27 @@ class DenseLayer(CompiledLayer):
             np.arange(height), np.arange(width), np.arange(channels), indexing="ij"
         )
         fortran_rows = ((c * width + w) * height + h).reshape(-1)
-        self.weights = np.ascontiguousarray(weights[fortran_rows].astype(np.int32))
+        inputs = height * width * channels
+        one = np.zeros(1, np.intp)
+        tables = conv_tables(
+            weights[fortran_rows][None],
+            inputs,
+            pair_position=one,
+            pair_pixel=one,
+            pair_tap=one,
+            positions=1,
+            pixels=1,
+        )
+        self.kernel = ConvKernel(
+            tables,
+            positions=1,
+            filters=layer.units,
+            boundaries=self.boundaries,
+            binary=input_max == 1,
+            saturate=self.may_saturate,
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        out = self._empty(n)
-        inputs, filters = self.weights.shape
-        _kernels.dense(
-            np.ascontiguousarray(x), self.weights, out, self.boundaries, n, inputs, filters,
-            self.may_saturate,
-        )  # fmt: skip
+        out = self._empty(x.shape[0])
+        self.kernel.run(x, out, activate=self.boundaries is not None)
         return out
