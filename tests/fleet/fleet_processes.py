@@ -82,6 +82,7 @@ class ServerSetup:
 
     root: Path
     programs: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    children: list[Child] = field(default_factory=list)  # stopped at the end, pass or fail
 
     @property
     def data_dir(self) -> Path:

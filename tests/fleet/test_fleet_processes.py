@@ -30,8 +30,11 @@ PROGRAMS = {"alpha": make_program(1, "alpha"), "beta": make_program(2, "beta")}
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> ServerSetup:
-    return ServerSetup(tmp_path).prepare(PROGRAMS)
+def setup(tmp_path: Path) -> Iterator[ServerSetup]:
+    prepared = ServerSetup(tmp_path).prepare(PROGRAMS)
+    yield prepared
+    for child in prepared.children:
+        child.stop()
 
 
 @pytest.fixture
@@ -42,7 +45,9 @@ def server(setup: ServerSetup) -> Iterator[ServerChild]:
 
 
 def start_agent(setup: ServerSetup, server: ServerChild, agent_id: str = "edge-1") -> AgentChild:
-    return AgentChild(write_agent_config(setup.root, agent_id, server.port, setup.keys_dir))
+    agent = AgentChild(write_agent_config(setup.root, agent_id, server.port, setup.keys_dir))
+    setup.children.append(agent)
+    return agent
 
 
 def serving(agent: AgentChild, sha256: str, timeout: float = 60) -> AgentClient:
