@@ -32,7 +32,13 @@ def _tables() -> dict[str, np.ndarray]:
 
 def _compile(tables: dict[str, np.ndarray], boundaries: np.ndarray | None = None) -> ConvKernel:
     return ConvKernel(
-        tables, positions=4, filters=3, boundaries=boundaries, binary=False, saturate=False
+        tables,
+        positions=4,
+        filters=3,
+        boundaries=boundaries,
+        binary=False,
+        saturate=False,
+        narrow=False,
     )
 
 

@@ -69,6 +69,8 @@ fire(int32_t *restrict potentials, Py_ssize_t first, Py_ssize_t count, const Fin
 /* A convolution's index tables (see conv_doc). */
 typedef struct {
     Py_ssize_t frame, pixels, positions, filters, padded;
+    Py_ssize_t words; /* > 0: pixel p is bytes [p * 8 * words, (p + 1) * 8 * words) in channel
+                       * order (pixel_of = i / channels, channel_of = i % channels * padded) */
     const int32_t *pixel_of, *channel_of; /* per input byte; channel_of is channel * padded */
     const int32_t *pair_start, *pair_pixel, *pair_tap; /* by output position */
     const int32_t *read_start, *read_out, *read_tap;   /* the same pairs by input pixel */
@@ -120,6 +122,43 @@ list_entries(const ConvPlan *plan, const uint8_t *restrict x, Entries *entries)
         if (x[i])
             ENTRY(i);
 #undef ENTRY
+    used_start[used_count] = (int32_t)count;
+    entries->count = count;
+    entries->used_count = used_count;
+}
+
+/* list_entries() for maps of 8k channels read a word at a time per pixel: no table lookups,
+ * and start[] comes out filled for every pixel. */
+INLINE void
+list_pixel_entries(const ConvPlan *plan, const uint8_t *restrict x, Entries *entries,
+                   const int binary)
+{
+    int32_t *restrict offset = entries->offset, *restrict used = entries->used;
+    int32_t *restrict used_start = entries->used_start, *restrict start = entries->start;
+    uint8_t *restrict value = entries->value;
+    Py_ssize_t words = plan->words, padded = plan->padded, count = 0, used_count = 0;
+    for (Py_ssize_t pixel = 0; pixel < plan->pixels; pixel++, x += 8 * words) {
+        start[pixel] = (int32_t)count;
+        Py_ssize_t first = count;
+        for (Py_ssize_t w = 0; w < words; w++) {
+            uint64_t word;
+            memcpy(&word, x + 8 * w, 8);
+            while (word) {
+                int bit = __builtin_ctzll(word);
+                word &= ~((uint64_t)0xff << (bit & ~7));
+                Py_ssize_t channel = 8 * w + (bit >> 3);
+                offset[count] = (int32_t)(channel * padded);
+                if (!binary)
+                    value[count] = x[channel];
+                count++;
+            }
+        }
+        if (count > first) {
+            used[used_count] = (int32_t)pixel;
+            used_start[used_count++] = (int32_t)first;
+        }
+    }
+    start[plan->pixels] = (int32_t)count;
     used_start[used_count] = (int32_t)count;
     entries->count = count;
     entries->used_count = used_count;
@@ -242,25 +281,145 @@ conv_position(const ConvPlan *plan, Py_ssize_t position, const int32_t *weights,
         conv_block(plan, position, f0, 1, weights, entries, binary, how, out);
 }
 
+/* Sixteen int16 lanes, for layers whose sums always fit int16 (checked by layers.py):
+ * twice the filters per instruction. */
+#define NARROW_LANES 16
+typedef int16_t narrow_lanes __attribute__((vector_size(NARROW_LANES * sizeof(int16_t))));
+
+INLINE void
+narrow_block(const ConvPlan *plan, Py_ssize_t position, Py_ssize_t f0, const int vectors,
+             const int16_t *restrict weights, const Entries *entries, const int binary,
+             const Finish *how, void *out)
+{
+    const int32_t *restrict start = entries->start, *restrict offset = entries->offset;
+    const uint8_t *restrict value = entries->value;
+    const int32_t *restrict pair_pixel = plan->pair_pixel, *restrict pair_tap = plan->pair_tap;
+    narrow_lanes sums[4] = {{0}};
+    weights += f0;
+    for (int32_t k = plan->pair_start[position]; k < plan->pair_start[position + 1]; k++) {
+        const int16_t *tap = weights + pair_tap[k];
+        int32_t end = start[pair_pixel[k] + 1];
+        for (int32_t e = start[pair_pixel[k]]; e < end; e++) {
+            const int16_t *row = tap + offset[e];
+            for (int v = 0; v < vectors; v++) {
+                narrow_lanes w;
+                memcpy(&w, row + v * NARROW_LANES, sizeof w);
+                if (binary)
+                    sums[v] += w;
+                else
+                    sums[v] += (int16_t)value[e] * w;
+            }
+        }
+    }
+    int32_t block[4 * NARROW_LANES];
+    for (int v = 0; v < vectors; v++)
+        for (int f = 0; f < NARROW_LANES; f++)
+            block[v * NARROW_LANES + f] = sums[v][f];
+    Py_ssize_t width = vectors * NARROW_LANES;
+    Py_ssize_t count = plan->filters - f0 < width ? plan->filters - f0 : width;
+    fire(block, f0, count, how, plan->filters, out);
+}
+
+/* The gather form on int16 weights: 64, 32 then 16 filters at a time. */
+INLINE void
+narrow_position(const ConvPlan *plan, Py_ssize_t position, const int16_t *weights,
+                const Entries *entries, const int binary, const Finish *how, void *out)
+{
+    Py_ssize_t f0 = 0, padded = plan->padded;
+    for (; f0 + 4 * NARROW_LANES <= padded; f0 += 4 * NARROW_LANES)
+        narrow_block(plan, position, f0, 4, weights, entries, binary, how, out);
+    if (f0 + 2 * NARROW_LANES <= padded) {
+        narrow_block(plan, position, f0, 2, weights, entries, binary, how, out);
+        f0 += 2 * NARROW_LANES;
+    }
+    if (f0 < padded)
+        narrow_block(plan, position, f0, 1, weights, entries, binary, how, out);
+}
+
+/* The scatter form on int16 accumulators, for unpadded rows: the positions fire in one
+ * flat pass against boundaries tiled over them (clipped to int16, which no sum reaches). */
+typedef struct {
+    const int16_t *boundaries; /* (levels, positions * filters), or NULL for potentials */
+    Py_ssize_t levels;
+} NarrowFinish;
+
+INLINE void
+narrow_scatter(const ConvPlan *plan, const int16_t *weights, const Entries *entries,
+               const int binary, int16_t *restrict acc, const NarrowFinish *how, char *out)
+{
+    Py_ssize_t filters = plan->filters;
+    for (Py_ssize_t u = 0; u < entries->used_count; u++) {
+        int32_t pixel = entries->used[u];
+        for (int32_t k = plan->read_start[pixel]; k < plan->read_start[pixel + 1]; k++) {
+            int16_t *restrict sums = acc + plan->read_out[k];
+            const int16_t *tap = weights + plan->read_tap[k];
+            for (int32_t e = entries->used_start[u]; e < entries->used_start[u + 1]; e++) {
+                const int16_t *restrict row = tap + entries->offset[e];
+                if (binary) {
+                    for (Py_ssize_t f = 0; f < filters; f++)
+                        sums[f] += row[f];
+                } else {
+                    int16_t v = entries->value[e];
+                    for (Py_ssize_t f = 0; f < filters; f++)
+                        sums[f] += (int16_t)(v * row[f]);
+                }
+            }
+        }
+    }
+    Py_ssize_t all = plan->positions * filters;
+    if (how->boundaries == NULL) {
+        int32_t *restrict values = (int32_t *)out;
+        for (Py_ssize_t i = 0; i < all; i++)
+            values[i] = acc[i];
+    }
+    else {
+        uint8_t *restrict levels = (uint8_t *)out;
+        const int16_t *restrict bounds = how->boundaries;
+        for (Py_ssize_t i = 0; i < all; i++)
+            levels[i] = (uint8_t)(acc[i] > bounds[i]);
+        for (Py_ssize_t k = 1; k < how->levels; k++) {
+            bounds += all;
+            for (Py_ssize_t i = 0; i < all; i++)
+                levels[i] += (uint8_t)(acc[i] > bounds[i]);
+        }
+    }
+    memset(acc, 0, sizeof(int16_t) * (size_t)all);
+}
+
 HOT static void
 conv_frames(Py_ssize_t n, const ConvPlan *plan, const uint8_t *x, const int32_t *weights,
-            int binary, Entries *entries, int32_t *acc, const Finish *how, const Finish *tiled,
-            char *out, Py_ssize_t item)
+            const int16_t *narrow, int binary, Entries *entries, int32_t *acc,
+            const Finish *how, const Finish *tiled, const NarrowFinish *narrow_how, char *out,
+            Py_ssize_t item)
 {
     Py_ssize_t frame_out = plan->positions * plan->filters * item;
     for (Py_ssize_t s = 0; s < n; s++, x += plan->frame, out += frame_out) {
-        list_entries(plan, x, entries);
+        if (plan->words && binary)
+            list_pixel_entries(plan, x, entries, 1);
+        else if (plan->words)
+            list_pixel_entries(plan, x, entries, 0);
+        else
+            list_entries(plan, x, entries);
         if (entries->count * plan->padded < SCATTER_BELOW * plan->pixels) {
-            if (binary)
+            if (narrow_how && binary)
+                narrow_scatter(plan, narrow, entries, 1, (int16_t *)acc, narrow_how, out);
+            else if (narrow_how)
+                narrow_scatter(plan, narrow, entries, 0, (int16_t *)acc, narrow_how, out);
+            else if (binary)
                 scatter(plan, weights, entries, 1, acc, how, tiled, out, item);
             else
                 scatter(plan, weights, entries, 0, acc, how, tiled, out, item);
             continue;
         }
-        index_pixels(plan, entries);
+        if (!plan->words)
+            index_pixels(plan, entries);
         for (Py_ssize_t p = 0; p < plan->positions; p++) {
             char *position_out = out + p * plan->filters * item;
-            if (binary)
+            if (narrow && binary)
+                narrow_position(plan, p, narrow, entries, 1, how, position_out);
+            else if (narrow)
+                narrow_position(plan, p, narrow, entries, 0, how, position_out);
+            else if (binary)
                 conv_position(plan, p, weights, entries, 1, how, position_out);
             else
                 conv_position(plan, p, weights, entries, 0, how, position_out);
@@ -328,9 +487,11 @@ check(Buffers *b, PyObject *boundaries, Py_ssize_t x_len, Py_ssize_t w_len, Py_s
 typedef struct {
     ConvPlan plan;
     const int32_t *weights;
+    const int16_t *narrow; /* the weights as int16 when every sum fits, else NULL */
+    NarrowFinish narrow_how, narrow_potentials; /* for narrow_scatter; levels 0: not usable */
     Finish how, tiled; /* tiled: the boundaries repeated for every position, or none */
     int binary;
-    void *owned, *scratch, *tiled_owned;
+    void *owned, *scratch, *tiled_owned, *narrow_owned, *narrow_tiled_owned;
     int scratch_busy; /* read and written only while holding the GIL */
 } Kernel;
 
@@ -352,6 +513,8 @@ kernel_free(PyObject *capsule)
         free(kernel->owned);
         free(kernel->scratch);
         free(kernel->tiled_owned);
+        free(kernel->narrow_owned);
+        free(kernel->narrow_tiled_owned);
         free(kernel);
     }
 }
@@ -392,14 +555,15 @@ plan_is_sound(const ConvPlan *plan, const Py_ssize_t lengths[TABLES], Py_ssize_t
 PyDoc_STRVAR(compile_conv_doc,
              "compile_conv(weights, boundaries, pixel_of, channel_of, pair_start, pair_pixel,\n"
              "             pair_tap, read_start, read_out, read_tap, positions, filters, padded,\n"
-             "             binary, saturate) -> kernel\n\n"
+             "             binary, saturate, narrow) -> kernel\n\n"
              "A convolution for conv(): int32 weight rows of `padded` filters; byte i of a\n"
              "frame belongs to pixel pixel_of[i] (non-decreasing) and reads the weight row at\n"
              "channel_of[i]; output position p sums, for k in pair_start[p]:pair_start[p + 1],\n"
              "the rows at pair_tap[k] + channel_of[i] times byte i over the bytes i of pixel\n"
              "pair_pixel[k]; read_* hold the same pairs by pixel (read_out = position * padded).\n"
              "boundaries (int32 (levels, filters) or None) are the activation; binary says\n"
-             "every input byte is 0 or 1; saturate clips potentials to 20 bits. Everything is\n"
+             "every input byte is 0 or 1; saturate clips potentials to 20 bits; narrow says\n"
+             "every sum fits int16 (padded must then be a multiple of 16). Everything is\n"
              "copied and checked: ValueError when an index points outside its array.");
 
 static PyObject *
@@ -408,11 +572,11 @@ compile_conv(PyObject *self, PyObject *args)
     PyObject *objects[TABLES + 2];
     Py_buffer buffers[TABLES + 2];
     Py_ssize_t positions, filters, padded;
-    int binary, saturate;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOnnnpp", &objects[0], &objects[1], &objects[2],
+    int binary, saturate, narrow;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOnnnppp", &objects[0], &objects[1], &objects[2],
                           &objects[3], &objects[4], &objects[5], &objects[6], &objects[7],
                           &objects[8], &objects[9], &positions, &filters, &padded, &binary,
-                          &saturate))
+                          &saturate, &narrow))
         return NULL;
     int got = 0;
     for (; got < TABLES + 2; got++) {
@@ -460,6 +624,15 @@ compile_conv(PyObject *self, PyObject *args)
         plan->read_out = copies[8];
         plan->read_tap = copies[9];
         plan->pixels = plan->frame ? plan->pixel_of[plan->frame - 1] + 1 : 0;
+        plan->words = 0;
+        Py_ssize_t channels = plan->pixels ? plan->frame / plan->pixels : 0;
+        if (channels && channels % 8 == 0 && channels * plan->pixels == plan->frame) {
+            int regular = 1;
+            for (Py_ssize_t i = 0; regular && i < plan->frame; i++)
+                regular = plan->pixel_of[i] == i / channels &&
+                          plan->channel_of[i] == (i % channels) * padded;
+            plan->words = regular ? channels / 8 : 0;
+        }
         kernel->weights = copies[0];
         kernel->binary = binary;
         kernel->how.saturate = saturate;
@@ -470,10 +643,20 @@ compile_conv(PyObject *self, PyObject *args)
         }
         Py_ssize_t rows = buffers[0].len / (Py_ssize_t)sizeof(int32_t);
         int sound = lengths[2] >= 1 && lengths[5] >= 1 && filters > 0 &&
+                    (!narrow || padded % NARROW_LANES == 0) &&
                     (buffers[1].len == 0 || buffers[1].len % row == 0) &&
                     plan_is_sound(plan, lengths, rows);
         if (sound)
             kernel->scratch = calloc(scratch_size(plan), 1);
+        if (sound && narrow) {
+            int16_t *narrow_weights = malloc(sizeof(int16_t) * (size_t)(rows + 1));
+            if (narrow_weights) {
+                for (Py_ssize_t r = 0; r < rows; r++)
+                    narrow_weights[r] = (int16_t)kernel->weights[r];
+                kernel->narrow = narrow_weights;
+                kernel->narrow_owned = narrow_weights;
+            }
+        }
         Py_ssize_t area = positions * filters;
         if (sound && kernel->scratch && kernel->how.boundaries && padded == filters) {
             int32_t *tiled = malloc(sizeof(int32_t) * (size_t)(area * kernel->how.levels + 1));
@@ -486,6 +669,23 @@ compile_conv(PyObject *self, PyObject *args)
                 kernel->tiled = kernel->how;
                 kernel->tiled.boundaries = tiled;
                 kernel->tiled_owned = tiled;
+            }
+        }
+        if (sound && kernel->narrow && padded == filters) {
+            kernel->narrow_potentials.levels = 1; /* usable, writes potentials */
+            if (kernel->tiled.boundaries) {
+                Py_ssize_t count = area * kernel->how.levels;
+                int16_t *bounds = malloc(sizeof(int16_t) * (size_t)(count + 1));
+                if (bounds) {
+                    for (Py_ssize_t i = 0; i < count; i++) {
+                        int32_t b = kernel->tiled.boundaries[i];
+                        bounds[i] = (int16_t)(b < INT16_MIN ? INT16_MIN
+                                                            : (b > INT16_MAX ? INT16_MAX : b));
+                    }
+                    kernel->narrow_how.boundaries = bounds;
+                    kernel->narrow_how.levels = kernel->how.levels;
+                    kernel->narrow_tiled_owned = bounds;
+                }
             }
         }
         if (!sound || !kernel->scratch) {
@@ -512,6 +712,8 @@ compile_conv(PyObject *self, PyObject *args)
         free(kernel->owned);
         free(kernel->scratch);
         free(kernel->tiled_owned);
+        free(kernel->narrow_owned);
+        free(kernel->narrow_tiled_owned);
         free(kernel);
     }
     return capsule;
@@ -582,8 +784,13 @@ conv(PyObject *self, PyObject *args)
     entries.value = (uint8_t *)(entries.offset + plan->frame);
 
     Py_BEGIN_ALLOW_THREADS;
-    conv_frames(n, plan, x.buf, kernel->weights, kernel->binary, &entries, acc, &how, &tiled,
-                out.buf, item);
+    const NarrowFinish *narrow_how = NULL, potentials_only = {NULL, 0};
+    if (how.boundaries && kernel->narrow_how.levels)
+        narrow_how = &kernel->narrow_how;
+    else if (!how.boundaries && kernel->narrow_potentials.levels)
+        narrow_how = &potentials_only;
+    conv_frames(n, plan, x.buf, kernel->weights, kernel->narrow, kernel->binary, &entries, acc,
+                &how, &tiled, narrow_how, out.buf, item);
     Py_END_ALLOW_THREADS;
 
     if (own)

@@ -20,6 +20,7 @@ def compile_conv(
     padded: int,
     binary: bool,
     saturate: bool,
+    narrow: bool,
     /,
 ) -> Kernel: ...
 def conv(kernel: Kernel, x: Buffer, out: Buffer, n: int, activate: bool, /) -> None: ...

@@ -48,6 +48,8 @@ POTENTIAL_MAX = 2**19 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 LANES = 8  # _kernels.c pads weight rows to a multiple of this many filters
+NARROW_LANES = 16  # ... or of this many when every sum fits int16
+NARROW_BOUND = 2**15
 
 Int32Array = npt.NDArray[np.int32]
 
@@ -118,11 +120,13 @@ def conv_tables(
     pair_tap: np.ndarray,
     positions: int,
     pixels: int,
+    lanes: int = LANES,
 ) -> dict[str, np.ndarray]:
     """The int32 tables of ``_kernels.compile_conv`` for weights (taps, channels,
-    filters) and the (output position, input pixel, tap) triples of a convolution."""
+    filters) and the (output position, input pixel, tap) triples of a convolution;
+    weight rows are padded to a multiple of ``lanes`` filters."""
     taps, _, filters = weights.shape
-    padded = -(-filters // LANES) * LANES
+    padded = -(-filters // lanes) * lanes
     rows = np.zeros((taps, channels, padded), dtype=np.int32)
     rows[:, :, :filters] = weights
     by_position = np.argsort(pair_position, kind="stable")
@@ -162,12 +166,13 @@ class ConvKernel:
         boundaries: Int32Array | None,
         binary: bool,
         saturate: bool,
+        narrow: bool,
     ) -> None:
         t = tables
         self._kernel = _kernels.compile_conv(
             t["weights"], boundaries, t["pixel_of"], t["channel_of"], t["pair_start"],
             t["pair_pixel"], t["pair_tap"], t["read_start"], t["read_out"], t["read_tap"],
-            positions, filters, t["weights"].shape[2], binary, saturate,
+            positions, filters, t["weights"].shape[2], binary, saturate, narrow,
         )  # fmt: skip
 
     def run(self, x: np.ndarray, out: np.ndarray, *, activate: bool) -> None:
@@ -197,6 +202,7 @@ class ConvLayer(CompiledLayer):
         self.pooling = layer.pooling
         self.filters = layer.filters
         self.binary = input_max == 1
+        self.narrow = bound < NARROW_BOUND
         self.may_saturate = bound > POTENTIAL_MAX
         pooled_bound = bound * self.out_h * self.out_w
         self.gap_saturates = (
@@ -261,6 +267,7 @@ class ConvLayer(CompiledLayer):
             pair_tap=(i * kw + j)[inside],
             positions=positions,
             pixels=height * width,
+            lanes=NARROW_LANES if self.narrow else LANES,
         )
         self.kernel = ConvKernel(
             tables,
@@ -269,6 +276,7 @@ class ConvLayer(CompiledLayer):
             boundaries=self.boundaries,
             binary=self.binary,
             saturate=False,
+            narrow=self.narrow,
         )
 
     def potentials(self, x: np.ndarray, *, activate: bool = False) -> np.ndarray:
@@ -353,6 +361,7 @@ class DenseLayer(CompiledLayer):
             pair_tap=one,
             positions=1,
             pixels=1,
+            lanes=NARROW_LANES if bound < NARROW_BOUND else LANES,
         )
         self.kernel = ConvKernel(
             tables,
@@ -361,6 +370,7 @@ class DenseLayer(CompiledLayer):
             boundaries=self.boundaries,
             binary=input_max == 1,
             saturate=self.may_saturate,
+            narrow=bound < NARROW_BOUND,
         )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
