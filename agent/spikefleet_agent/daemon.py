@@ -8,6 +8,7 @@ agent serves even when the server is unreachable.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -159,6 +160,9 @@ class Agent:
         telemetry = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
         telemetry.start()
         self._threads.append(telemetry)
+        # What exists now lives as long as the agent: keep it out of the collector's full
+        # passes, which otherwise stall the per-frame path for milliseconds at a time.
+        gc.freeze()
         log.info(
             "agent.started",
             agent_id=cfg.agent_id,
