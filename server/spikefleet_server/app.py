@@ -51,7 +51,7 @@ from grpc_reflection.v1alpha import reflection
 
 from spikefleet.errors import ServerConfigError
 from spikefleet.v1 import converter_pb2_grpc, registry_pb2_grpc
-from spikefleet_server.auth import Access, AuthInterceptor, Role, TokenTable
+from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
 from spikefleet_server.config import ServerConfig
 from spikefleet_server.conversion import ConversionPool
 from spikefleet_server.db import Database
@@ -184,7 +184,7 @@ class ServerApp:
 
     async def _start(self) -> int:
         config = self.config
-        tokens = TokenTable((t.name, t.role, t.sha256) for t in config.tokens)
+        tokens = TokenTable((Principal(t.name, t.role, t.agents), t.sha256) for t in config.tokens)
         interceptor = AuthInterceptor(
             tokens, self.access, self.metrics.observe_rpc, pool=self.rpc_pool
         )

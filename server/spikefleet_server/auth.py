@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import fnmatch
 import hashlib
 import hmac
 import inspect
@@ -81,6 +82,13 @@ def describe_access(access: Access) -> str:
 class Principal:
     name: str
     role: Role
+    agents: tuple[str, ...] = ()  # for agent tokens: the ids it may register as; () = any
+
+    def may_register_as(self, agent_id: str) -> bool:
+        """Whether this caller may hold the control stream of ``agent_id``."""
+        if self.role is not Role.AGENT:
+            return False
+        return not self.agents or any(fnmatch.fnmatchcase(agent_id, p) for p in self.agents)
 
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -96,10 +104,9 @@ def current_principal() -> Principal | None:
 class TokenTable:
     """Token sha256 -> Principal; compared in constant time."""
 
-    def __init__(self, entries: Iterable[tuple[str, Role, str]]) -> None:
-        self._entries = [
-            (bytes.fromhex(digest), Principal(name, role)) for name, role, digest in entries
-        ]
+    def __init__(self, entries: Iterable[tuple[Principal, str]]) -> None:
+        """``entries``: (principal, hex sha256 of its token)."""
+        self._entries = [(bytes.fromhex(digest), principal) for principal, digest in entries]
 
     def lookup(self, token: str) -> Principal | None:
         digest = hashlib.sha256(token.encode()).digest()

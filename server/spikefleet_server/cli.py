@@ -68,12 +68,19 @@ def _check_config(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     token = secrets.token_urlsafe(32)
     role = Role.parse(args.role)
+    if args.agent and role is not Role.AGENT:
+        print(f"error: --agent applies to role agent only, not {role.value}", file=sys.stderr)
+        return 2
     print(token)
-    print(
+    entry = (
         f'\n# add to the server config:\n[[tokens]]\nname = "{args.name}"\n'
-        f'role = "{role.value}"\nsha256 = "{hash_token(token)}"',
-        file=sys.stderr,
+        f'role = "{role.value}"\nsha256 = "{hash_token(token)}"'
     )
+    if args.agent:
+        entry += "\nagents = [" + ", ".join(f'"{agent}"' for agent in args.agent) + "]"
+    elif role is Role.AGENT:
+        entry += "\n# agents = [...]  binds this token to the agent ids it may register as"
+    print(entry, file=sys.stderr)
     return 0
 
 
@@ -121,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--name", required=True, help="who the token is for")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="agent tokens: an agent id (or shell pattern) the token may register as; repeatable",
+    )
     create.set_defaults(func=_token_create)
     return parser
 

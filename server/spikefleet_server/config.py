@@ -8,6 +8,15 @@ as sha256 digests so the config file never holds a usable secret::
     name = "ci"
     role = "deployer"
     sha256 = "<hex sha256 of the token>"   # spikefleet-server token create
+
+An ``agent`` token may name the agent ids it can register as (shell patterns), so
+one stolen edge token cannot impersonate the rest of the fleet::
+
+    [[tokens]]
+    name = "edge-01"
+    role = "agent"
+    sha256 = "..."
+    agents = ["edge-01"]
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ class TokenEntry:
     name: str
     role: Role
     sha256: str
+    agents: tuple[str, ...] = ()  # agent tokens: ids it may register as (patterns); () = any
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,16 @@ def _tokens(raw: Any) -> tuple[TokenEntry, ...]:
             raise ServerConfigError(f"tokens[{i}] needs name, role and sha256") from None
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ServerConfigError(f"tokens[{i}] ({name}): sha256 must be 64 lowercase hex")
-        entries.append(TokenEntry(name, role, digest))
+        agents = item.get("agents", [])
+        if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
+            raise ServerConfigError(
+                f"tokens[{i}] ({name}): agents must be a list of agent ids or patterns"
+            )
+        if agents and role is not Role.AGENT:
+            raise ServerConfigError(
+                f"tokens[{i}] ({name}): agents only applies to role agent, not {role.value}"
+            )
+        entries.append(TokenEntry(name, role, digest, tuple(agents)))
     return tuple(entries)
 
 

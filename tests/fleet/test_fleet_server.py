@@ -117,3 +117,36 @@ def test_fleet_metrics_and_cancelled_streams_show_on_the_servers_metrics(tmp_pat
         connect = 'code="CANCELLED",method="/spikefleet.v1.Fleet/Connect"'
         wait_for(lambda: connect in metrics(), "cancelled Connect calls counted")
         wait_for(lambda: "spikefleet_fleet_connected_agents 0.0" in metrics(), "agents gone")
+
+
+BOUND = "edge-07-token"
+
+
+def connect_as(app: ServerApp, agent_id: str, token: str) -> grpc.RpcError | str:
+    """Register ``agent_id`` with ``token``: the first server message's kind, or the error."""
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        register = fleet_pb2.AgentMessage(register=fleet_pb2.Register(agent_id=agent_id))
+        stream = fleet_pb2_grpc.FleetStub(channel).Connect(
+            iter([register]), metadata=(("authorization", f"Bearer {token}"),), timeout=10
+        )
+        try:
+            kind = next(stream).WhichOneof("kind")
+        except grpc.RpcError as error:
+            return error
+        stream.cancel()
+        return kind or ""
+
+
+def test_an_agent_token_bound_to_ids_registers_only_as_those_agents(tmp_path: Path) -> None:
+    tokens = [
+        {"name": "edge", "role": "agent", "sha256": hash_token(AGENT)},
+        {"name": "edge-07", "role": "agent", "sha256": hash_token(BOUND), "agents": ["edge-07"]},
+    ]
+    with running_app(tmp_path / "server", tokens=tokens, drain_seconds=5) as app:
+        assert connect_as(app, "edge-07", BOUND) == "registered"
+        refused = connect_as(app, "edge-08", BOUND)
+        assert isinstance(refused, grpc.RpcError)
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "may register only as edge-07, not 'edge-08'" in (refused.details() or "")
+        assert "edge-08" not in [a.agent_id for a in app.fleet.store.agents()]  # type: ignore[attr-defined]
+        assert connect_as(app, "edge-08", AGENT) == "registered"  # an unbound token: any id

@@ -8,7 +8,7 @@ from server_helpers import TOKENS
 
 from spikefleet.v1 import registry_pb2, registry_pb2_grpc
 from spikefleet_server.app import ServerApp
-from spikefleet_server.auth import Role, TokenTable, allows, describe_access
+from spikefleet_server.auth import Principal, Role, TokenTable, allows, describe_access
 from spikefleet_server.config import hash_token
 
 
@@ -37,9 +37,17 @@ def test_access_descriptions_read_as_english():
 
 
 def test_tokens_are_matched_by_digest():
-    table = TokenTable([("ci", Role.DEPLOYER, hash_token("s3cret"))])
+    table = TokenTable([(Principal("ci", Role.DEPLOYER), hash_token("s3cret"))])
     assert table.lookup("s3cret").role is Role.DEPLOYER  # type: ignore[union-attr]
     assert table.lookup("s3cret ") is None and table.lookup("") is None
+
+
+def test_an_agent_token_registers_as_its_own_agents_only():
+    bound = Principal("rack-3", Role.AGENT, ("rack3-*", "spare"))
+    assert bound.may_register_as("rack3-01") and bound.may_register_as("spare")
+    assert not bound.may_register_as("rack4-01") and not bound.may_register_as("spare-2")
+    assert Principal("fleet", Role.AGENT).may_register_as("anything")
+    assert not Principal("ops", Role.ADMIN).may_register_as("edge-1")
 
 
 def call_list(server: ServerApp, metadata: tuple[tuple[str, str], ...]) -> grpc.RpcError | None:

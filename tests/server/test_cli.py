@@ -32,6 +32,18 @@ def test_token_create_prints_the_token_and_its_config_entry(capsys):
     assert re.search(r'sha256 = "([0-9a-f]{64})"', err).group(1) == hash_token(token)  # type: ignore[union-attr]
 
 
+def test_an_agent_token_can_be_bound_to_its_agents_and_the_entry_loads(tmp_path: Path, capsys):
+    argv = ["token", "create", "--name", "rack", "--role", "agent", "--agent", "rack-*"]
+    assert main([*argv, "--agent", "spare"]) == 0
+    err = capsys.readouterr().err
+    assert 'agents = ["rack-*", "spare"]' in err
+    config = tmp_path / "server.toml"
+    config.write_text(f'insecure_loopback = true\ndata_dir = "{tmp_path}"\n' + err)
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert main(["token", "create", "--name", "ops", "--role", "admin", "--agent", "x"]) == 2
+    assert "--agent applies to role agent only" in capsys.readouterr().err
+
+
 def test_the_shipped_example_config_is_checked_and_its_missing_tls_files_named(capsys):
     assert main(["check-config", "--config", str(ROOT / "deploy/server/server.toml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -66,6 +66,14 @@ def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path: Path):
         ("workers = 'many'", "workers.*not a valid int"),
         ("[[tokens]]\nname = 'x'\nrole = 'root'\nsha256 = '" + "0" * 64 + "'", "unknown role"),
         ("[[tokens]]\nname = 'x'\nrole = 'viewer'\nsha256 = 'secret'", "64 lowercase hex"),
+        (
+            "[[tokens]]\nname = 'x'\nrole = 'admin'\nagents = ['e1']\nsha256 = '" + "0" * 64 + "'",
+            "agents only applies to role agent",
+        ),
+        (
+            "[[tokens]]\nname = 'x'\nrole = 'agent'\nagents = 'e1'\nsha256 = '" + "0" * 64 + "'",
+            "agents must be a list",
+        ),
         ("[tls]\ncert = '/nonexistent.pem'\nkey = '/nonexistent.key'", "does not exist"),
         ("listen = ", "not valid TOML"),
     ],
@@ -73,6 +81,13 @@ def test_plaintext_only_on_loopback_and_only_when_asked(tmp_path: Path):
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, message: str):
     with pytest.raises(ServerConfigError, match=message):
         load_config(write(tmp_path, text), environ={})
+
+
+def test_an_agent_token_can_name_the_agents_it_registers_as(tmp_path: Path):
+    text = "insecure_loopback = true\n[[tokens]]\nname = 'e'\nrole = 'agent'\n"
+    text += "agents = ['edge-0*']\nsha256 = '%s'"
+    config = load_config(write(tmp_path, text % ("0" * 64)), environ={})
+    assert config.tokens[0].agents == ("edge-0*",)
 
 
 def test_tokens_cannot_come_from_the_environment(tmp_path: Path):

@@ -29,6 +29,7 @@ import structlog
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet_server.auth import current_principal
 from spikefleet_server.fleet.ingest import TelemetryWriter
 from spikefleet_server.fleet.metrics import FleetMetrics
 from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore, InstallRecord
@@ -221,6 +222,13 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         agent_id = register.agent_id
         if not agent_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register.agent_id is empty")
+        caller = current_principal()
+        if caller is not None and not caller.may_register_as(agent_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"token {caller.name!r} may register only as {', '.join(caller.agents)}, "
+                f"not {agent_id!r}; give this agent its own token or fix its agent_id",
+            )
 
         loop = asyncio.get_running_loop()
         old: _Session | None = None
