@@ -5,8 +5,9 @@ engine's, and errors keep their gRPC meaning."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import grpc
 import numpy as np
 import pytest
 from agent_helpers import random_frames
@@ -14,7 +15,8 @@ from agent_helpers import random_frames
 from spikefleet.client.agent import AgentClient, AsyncAgentClient, FrameBatch
 from spikefleet.engine import Engine
 from spikefleet.errors import AgentRequestError, FrameError
-from spikefleet.program.model import Program
+from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
+from spikefleet.v1 import inference_pb2, inference_pb2_grpc
 from spikefleet_agent.daemon import Agent
 
 StartAgent = Callable[..., Agent]
@@ -142,3 +144,45 @@ def test_messages_beyond_the_inline_batch_run_in_a_thread_and_answer_alike(
         np.concatenate([p.classes for p in predictions]), engine.predict(frames)
     )
     np.testing.assert_array_equal(one.classes, engine.predict(frames[:150]))
+
+
+def slow_program() -> Program:
+    """A wide 5x5 convolution: milliseconds a frame, slower than a client sends."""
+    rng = np.random.default_rng(0)
+    conv = Convolutional(
+        "wide",
+        rng.integers(-7, 8, (5, 5, 2, 512)).astype(np.int8),
+        np.zeros(512, np.int32),
+        activation=Activation(1, np.ones(512, np.float32)),
+    )
+    fc = FullyConnected(
+        "fc", rng.integers(-7, 8, (34 * 34 * 512, 10)).astype(np.int8), np.zeros(10, np.int32)
+    )
+    return Program("slow", [InputData("input", (34, 34, 2), 4), conv, fc])
+
+
+def test_a_client_faster_than_the_engine_is_held_back_not_buffered(
+    standalone_agent: StartAgent,
+) -> None:
+    """A slow program runs in a thread, so the stream keeps reading while it works;
+    the reading stops once max_queued_frames wait, and HTTP/2 flow control then
+    stalls a sender that outruns the engine instead of the agent taking in (and
+    holding) everything it is offered."""
+    total = 20_000
+    frame = np.full((1, 34, 34, 2), 15, np.uint8).tobytes()
+    pulled = 0
+
+    def requests() -> Iterator[inference_pb2.FrameBatch]:
+        nonlocal pulled
+        for seq in range(total):
+            pulled += 1
+            yield inference_pb2.FrameBatch(frames=frame, shape=[1, 34, 34, 2], seq=seq)
+
+    with grpc.insecure_channel(address_of(standalone_agent(slow_program()))) as channel:
+        answers = inference_pb2_grpc.InferenceStub(channel).Stream(requests())
+        for answered, _ in enumerate(answers, start=1):
+            if answered == 300:
+                break
+        sent = pulled
+        answers.cancel()
+    assert sent < total // 4, f"the client got {sent} messages out for 300 answers"

@@ -181,10 +181,16 @@ class _Queued:
         self.frames = _frame_count(self.batch)
 
 
+INLINE_BUDGET_S = 0.002
+"""Engine batches expected to take longer than this run in a thread, so a slow
+program cannot stall the loop (and every other stream's reads and writes)."""
+
+
 class InferenceService(inference_pb2_grpc.InferenceServicer):
     """Coroutine handlers for one grpc.aio server; engine batches run on the loop, or in
-    a thread when larger than ``inline_frames`` (the engine releases the GIL, so other
-    streams keep moving meanwhile)."""
+    a thread when larger than ``inline_frames`` or expected to take longer than
+    INLINE_BUDGET_S (the engine releases the GIL, so other streams keep moving
+    meanwhile)."""
 
     def __init__(
         self,
@@ -207,6 +213,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         self._max_batch_frames = max_batch_frames
         self._max_queued_frames = max_queued_frames
         self._inline_frames = inline_frames
+        self._seconds_per_frame = 0.0  # running mean of the engine's time per frame
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
 
     def close(self) -> None:
@@ -223,19 +230,31 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         await context.abort(code, str(exc))
         raise AssertionError("context.abort returned")  # grpc raises inside abort
 
+    def _inline(self, frames: int) -> bool:
+        return frames <= self._inline_frames and (
+            frames * self._seconds_per_frame <= INLINE_BUDGET_S
+        )
+
+    def _run_engine(self, frames: np.ndarray, active: Loaded) -> RunResult:
+        start = time.perf_counter()
+        result = self._runtime.infer(frames, active)
+        per_frame = (time.perf_counter() - start) / max(len(frames), 1)
+        self._seconds_per_frame += 0.2 * (per_frame - self._seconds_per_frame)
+        return result
+
     async def _infer(self, frames: np.ndarray, active: Loaded) -> RunResult:
-        if len(frames) <= self._inline_frames:
-            return self._runtime.infer(frames, active)
+        if self._inline(len(frames)):
+            return self._run_engine(frames, active)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._runtime.infer, frames, active)
+        return await loop.run_in_executor(self._pool, self._run_engine, frames, active)
 
     async def _answer(
         self, group: list[_Queued], state: _StreamState
     ) -> tuple[list[inference_pb2.Predictions], Exception | None]:
-        """Batches up to ``inline_frames`` run on the loop itself: measured, a thread
-        handoff per batch cost more agent CPU than it saved by overlapping I/O."""
+        """Small, fast batches run on the loop itself: measured, a thread handoff per
+        batch cost more agent CPU than it saved by overlapping I/O."""
         frames = sum(item.frames for item in group)
-        if frames <= self._inline_frames:
+        if self._inline(frames):
             return self._answer_now(group, state)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._answer_now, group, state)
@@ -260,7 +279,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             return [], failure
         frames = decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
         try:
-            result = self._runtime.infer(frames, active)
+            result = self._run_engine(frames, active)
         except FrameError as exc:
             if len(decoded) == 1:
                 return [], exc
