@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,13 @@ class Registry:
         log.info("registry.stored", sha256=record.sha256, name=name, version=version)
         return record
 
+    @staticmethod
+    def require(conn: sqlite3.Connection, sha256: str) -> None:
+        """Inside another area's write transaction on the same database: raise
+        ProgramNotFoundError unless the program is stored (see :meth:`delete`)."""
+        if conn.execute("SELECT 1 FROM programs WHERE sha256 = ?", (sha256,)).fetchone() is None:
+            raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
+
     def _find_sha(self, sha256: str) -> ProgramRecord | None:
         row = (
             self.db.connection()
@@ -258,18 +266,22 @@ class Registry:
         return records
 
     def delete(self, sha256: str) -> ProgramRecord:
-        """Remove a program, unless :attr:`usage` says agents run or are assigned it."""
-        record = self._find_sha(sha256)
-        if record is None:
-            raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
-        users = list(self.usage(sha256)) if self.usage is not None else []
-        if users:
-            shown = ", ".join(sorted(users)[:5]) + (" ..." if len(users) > 5 else "")
-            raise ProgramInUseError(
-                f"program {record.name} v{record.version} ({sha256[:12]}) is in use by "
-                f"{len(users)} agent(s): {shown}; roll them to another program first"
-            )
+        """Remove a program, unless :attr:`usage` says agents run or are assigned it.
+
+        The check and the delete share one write transaction, and assignments check
+        the program inside theirs (:meth:`require`), so neither can slip between."""
         with self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM programs WHERE sha256 = ?", (sha256,)).fetchone()
+            if row is None:
+                raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
+            record = _record(row)
+            users = list(self.usage(sha256)) if self.usage is not None else []
+            if users:
+                shown = ", ".join(sorted(users)[:5]) + (" ..." if len(users) > 5 else "")
+                raise ProgramInUseError(
+                    f"program {record.name} v{record.version} ({sha256[:12]}) is in use by "
+                    f"{len(users)} agent(s): {shown}; roll them to another program first"
+                )
             conn.execute("DELETE FROM programs WHERE sha256 = ?", (sha256,))
         self._path(sha256).unlink(missing_ok=True)
         log.info("registry.deleted", sha256=sha256, name=record.name, version=record.version)

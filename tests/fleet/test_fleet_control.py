@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fleet_helpers import FleetServer, self_signed_loopback_cert, wait_for
 
+from spikefleet.errors import ProgramNotFoundError
 from spikefleet.program.signing import SigningKey
 from spikefleet_agent.config import AgentConfig, InferenceConfig, ServerConfig, TelemetryConfig
 from spikefleet_agent.daemon import Agent
+from spikefleet_server.db import Database
+from spikefleet_server.fleet.store import FleetStore
+from spikefleet_server.registry import Registry
 
 
 def test_an_agent_registers_with_its_identity(
@@ -112,3 +118,37 @@ def test_an_agent_reinstalled_under_the_same_id_keeps_its_telemetry_apart(
     wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 4, "the new batch")
     records = fleet_server.fleet.store.telemetry("edge-1")
     assert [(r.seq, r.batch.events) for r in records] == [(1, 1), (2, 1), (3, 1), (4, 50)]
+
+
+def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(tmp_path: Path) -> None:
+    """The registry checks usage inside its delete transaction and the fleet checks
+    the program inside its assignment transaction, so an assignment racing a delete
+    waits for it and then finds the program gone, instead of pointing an agent at a
+    program that no longer exists."""
+    db = Database(tmp_path / "spikefleet.db")
+    registry = Registry(tmp_path / "programs", db, SigningKey.generate())
+    store = FleetStore(db, require_program=registry.require)
+    record = registry.put(b"program", name="digits")
+    outcome: list[object] = []
+
+    def assign() -> None:
+        try:
+            outcome.append(store.assign("edge-1", record.sha256))
+        except ProgramNotFoundError as error:
+            outcome.append(error)
+
+    racer = threading.Thread(target=assign)
+
+    def usage_while_deleting(sha256: str) -> list[str]:
+        racer.start()  # the assignment starts while the delete holds the write lock
+        racer.join(0.5)
+        assert racer.is_alive(), "the assignment did not wait for the delete"
+        return store.usage(sha256)
+
+    registry.usage = usage_while_deleting
+    registry.delete(record.sha256)
+    racer.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ProgramNotFoundError)
+    assert store.assignment("edge-1") is None
+    with pytest.raises(ProgramNotFoundError, match="no program with sha256"):
+        store.assign("edge-2", "f" * 64)

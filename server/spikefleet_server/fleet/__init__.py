@@ -32,7 +32,7 @@ def install(app: ServerApp) -> None:
     """Join the server: tables in its database, programs from its registry, the Fleet
     service for agent tokens, registry deletes guarded, metrics on the server's /metrics,
     agent streams ended when the server drains, ``app.fleet`` for other areas."""
-    store = FleetStore(app.db)
+    store = FleetStore(app.db, require_program=app.registry.require)
     metrics = FleetMetrics.create(app.metrics.registry)
     service = FleetService(store, app.registry.get_bytes, metrics=metrics)
     app.registry.usage = store.usage
@@ -41,7 +41,7 @@ def install(app: ServerApp) -> None:
         lambda server: fleet_pb2_grpc.add_FleetServicer_to_server(service, server),
         {"Connect": Role.AGENT, "FetchProgram": frozenset({Role.AGENT, Role.VIEWER})},
     )
-    admin = FleetAdminService(service, app.registry.get_bytes)
+    admin = FleetAdminService(service)
     app.add_service(
         ADMIN_SERVICE_NAME,
         lambda server: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, server),

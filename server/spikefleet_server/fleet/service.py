@@ -392,11 +392,11 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
 
 
 class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
-    """Operator assignments (admin role): checks the program exists, then ``fleet.assign``."""
+    """Operator assignments (admin role), through ``fleet.assign`` (which checks that
+    the program exists, in the assignment's own transaction)."""
 
-    def __init__(self, fleet: FleetService, programs: Callable[[str], bytes]) -> None:
+    def __init__(self, fleet: FleetService) -> None:
         self._fleet = fleet
-        self._programs = programs
 
     def Assign(
         self, request: fleet_pb2.AssignRequest, context: grpc.ServicerContext
@@ -409,24 +409,17 @@ class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "give the sha256 of a registry program, or rollback=true",
             )
-        for sha in (request.sha256, request.shadow_sha256):
-            if not sha:
-                continue
-            try:
-                self._programs(sha)
-            except (KeyError, ProgramNotFoundError):
-                _abort(
-                    context,
-                    grpc.StatusCode.NOT_FOUND,
-                    f"no program with sha256 {sha!r} in the registry "
-                    "(see 'spikefleet programs list')",
-                )
-        record = self._fleet.assign(
-            request.agent_id,
-            request.sha256,
-            shadow_sha256=request.shadow_sha256,
-            rollback=request.rollback,
-        )
+        try:
+            record = self._fleet.assign(
+                request.agent_id,
+                request.sha256,
+                shadow_sha256=request.shadow_sha256,
+                rollback=request.rollback,
+            )
+        except ProgramNotFoundError as missing:
+            _abort(
+                context, grpc.StatusCode.NOT_FOUND, f"{missing} (see 'spikefleet programs list')"
+            )
         return fleet_pb2.AssignResponse(
             generation=record.generation,
             connected=request.agent_id in self._fleet.connected(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,8 +143,17 @@ def _device_dict(device: fleet_pb2.Device) -> dict[str, Any]:
 class FleetStore:
     """The fleet tables in the server's shared Database (per-thread connections)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        require_program: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> None:
+        """``require_program(conn, sha256)`` raises unless the program exists; it runs
+        inside the assignment's transaction (the registry's deletes check usage in
+        theirs), so a program can't be deleted between the check and the assignment."""
         self.db = db
+        self._require_program = require_program
         db.ensure_schema(_SCHEMA)
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
@@ -232,6 +241,9 @@ class FleetStore:
     ) -> AssignmentRecord:
         now = _now_ms()
         with self.db.transaction() as conn:
+            if self._require_program is not None:
+                for program in filter(None, (sha256, shadow_sha256)):
+                    self._require_program(conn, program)
             row = conn.execute(
                 "SELECT generation FROM fleet_assignments WHERE agent_id=?", (agent_id,)
             ).fetchone()
