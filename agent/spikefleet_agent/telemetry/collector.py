@@ -128,7 +128,11 @@ class Collector:
         self.metrics.errors.labels(kind=kind).inc()
 
     def shadow(self, sha256: str, frames: int, agreements: int) -> None:
+        """Agreement of a shadow candidate; a period reports one candidate, so counts of
+        one replaced mid-period (its evaluation was abandoned) are dropped, not mixed in."""
         with self._lock:
+            if self._period.shadow_sha256 != sha256:
+                self._period.shadow_frames = self._period.shadow_agreements = 0
             self._period.shadow_sha256 = sha256
             self._period.shadow_frames += frames
             self._period.shadow_agreements += agreements
