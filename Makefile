@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml requirements-dev.txt
 
-.PHONY: setup flatc test lint demo clean
+.PHONY: setup flatc postgres test lint demo clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,12 @@ $(STAMP): $(DEPS)
 flatc:
 	command -v flatc >/dev/null || { S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && $$S apt-get install -y -qq flatbuffers-compiler; }
 
-test: setup flatc
+# The tests start their own throwaway PostgreSQL (tests/support/postgres.py) and
+# need its server binaries: on PATH or in Debian's /usr/lib/postgresql/*/bin.
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: setup flatc postgres
 	$(PY) -m pytest
 
 lint: setup
