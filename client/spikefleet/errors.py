@@ -170,6 +170,15 @@ class QuotaError(ServerError):
     """The request exceeds a server limit (e.g. the upload size limit)."""
 
 
+class AmbiguousReferenceError(SpikefleetError):
+    """A name or prefix fits several programs, rollouts or agents; ``candidates`` lists
+    each the way it can be named unambiguously."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
 class ConflictError(ServerError):
     """The object's state forbids this (e.g. deleting a program agents run)."""
 

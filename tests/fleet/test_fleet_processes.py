@@ -138,7 +138,7 @@ def test_cli_assigns_a_program_and_shows_the_agent_status(
         assert status["program_name"] == "beta" and status["connected"]
 
         assert main([*server_args, "agent", "assign", "edge-1", "00" * 32]) == 1
-        assert "no program with sha256" in capsys.readouterr().err
+        assert "no program '000000" in capsys.readouterr().err
     finally:
         agent.stop()
 

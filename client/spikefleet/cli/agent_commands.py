@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-import grpc
-
-from spikefleet.cli.output import print_json, print_table
+from spikefleet.cli.output import print_fields, print_json
 from spikefleet.errors import SpikefleetError
 
 
@@ -39,9 +36,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Set the desired program of one agent, bypassing rollout gates. Needs "
         "--server and an admin token (--token or SPIKEFLEET_TOKEN).",
     )
-    assign.add_argument("agent_id")
-    assign.add_argument("sha256", nargs="?", default="", help="program sha256 in the registry")
-    assign.add_argument("--shadow", default="", metavar="SHA256", help="candidate run in shadow")
+    assign.add_argument("agent_id", metavar="AGENT", help="agent id (or a unique prefix)")
+    assign.add_argument(
+        "program",
+        nargs="?",
+        default="",
+        metavar="PROGRAM",
+        help="registry program: name, name@version, or sha256 (or a unique prefix)",
+    )
+    assign.add_argument(
+        "--shadow", default="", metavar="PROGRAM", help="candidate run in shadow (same forms)"
+    )
     assign.add_argument("--rollback", action="store_true", help="go back to the previous slot")
     assign.add_argument("--json", action="store_true", help="print JSON")
     assign.set_defaults(func=_assign)
@@ -62,42 +67,30 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        print_table(f"agent {status.agent_id}", ["field", "value"], list(data.items()))
+        print_fields(list(data.items()))
     return 0
 
 
 def _assign(args: argparse.Namespace) -> int:
     from spikefleet.client.connect import client_from_args
-    from spikefleet.client.errors import from_rpc_error
-    from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 
-    if not args.sha256 and not args.rollback:
-        raise SpikefleetError("give the program's sha256, or --rollback")
-    token = getattr(args, "token", None) or os.environ.get("SPIKEFLEET_TOKEN")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    if not args.program and not args.rollback:
+        raise SpikefleetError(
+            "give the program (name, name@version or sha256 prefix), or --rollback"
+        )
     with client_from_args(args) as client:
-        stub = fleet_pb2_grpc.FleetAdminStub(client.channel)
-        try:
-            reply = stub.Assign(
-                fleet_pb2.AssignRequest(
-                    agent_id=args.agent_id,
-                    sha256=args.sha256,
-                    shadow_sha256=args.shadow,
-                    rollback=args.rollback,
-                ),
-                metadata=metadata,
-                timeout=30,
-            )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, client.address) from None
+        done = client.assign(
+            args.agent_id, args.program, shadow=args.shadow, rollback=args.rollback
+        )
     result = {
-        "agent_id": args.agent_id,
-        "sha256": args.sha256,
-        "generation": reply.generation,
-        "delivered": "now" if reply.connected else "when the agent connects",
+        "agent_id": done.agent_id,
+        "sha256": done.sha256,
+        "shadow_sha256": done.shadow_sha256,
+        "generation": done.generation,
+        "delivered": "now" if done.connected else "when the agent connects",
     }
     if args.json:
         print_json(result)
     else:
-        print_table("assignment", ["field", "value"], list(result.items()))
+        print_fields([(k, v or "-") for k, v in result.items()])
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,13 +18,31 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    ids: Collection[str] = (),
+) -> None:
+    """``ids`` name the columns holding identifiers people paste into other commands:
+    those are never cut short or wrapped (the other columns wrap to make room)."""
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        if column in ids:
+            table.add_column(column, no_wrap=True, overflow="ignore")
+        else:
+            table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     Console().print(table)
+
+
+def print_fields(rows: Sequence[tuple[str, Any]]) -> None:
+    """``field: value`` lines: long values (a sha256) stay whole at any width."""
+    width = max((len(label) for label, _ in rows), default=0) + 2
+    for label, value in rows:
+        print(f"{label + ':':<{width}}{value}")
 
 
 @contextmanager

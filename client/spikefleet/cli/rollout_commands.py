@@ -28,6 +28,7 @@ from spikefleet.client.rollouts import (
 from spikefleet.errors import RolloutError
 
 EVENTS_SHOWN = 6
+ROLLOUT_ID_HELP = "rollout id (or a unique prefix of it)"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,9 +55,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = commands.add_parser(
         "create",
         help="start a rollout",
-        description="Start rolling PROGRAM (a sha256, unique prefix or registry name) out.",
+        description="Start rolling PROGRAM (a registry name, name@version, sha256 or unique "
+        "sha256 prefix) out.",
     )
-    create.add_argument("program", metavar="PROGRAM", help="sha256, prefix or program name")
+    create.add_argument(
+        "program",
+        metavar="PROGRAM",
+        help="name (latest version), name@version, or sha256 (or a unique prefix)",
+    )
     create.add_argument(
         "--selector",
         action="append",
@@ -96,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="show one rollout, or list them",
         description="With ROLLOUT_ID: its phases, agents, gates and events; without: all rollouts.",
     )
-    status.add_argument("rollout_id", nargs="?", metavar="ROLLOUT_ID")
+    status.add_argument("rollout_id", nargs="?", metavar="ROLLOUT_ID", help=ROLLOUT_ID_HELP)
     status.add_argument("--active", action="store_true", help="only rollouts still in progress")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
@@ -107,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="A live display of the rollout; exits 0 when it succeeds, 1 when it ends "
         "any other way. With --json, one JSON object per change.",
     )
-    watch.add_argument("rollout_id", metavar="ROLLOUT_ID")
+    watch.add_argument("rollout_id", metavar="ROLLOUT_ID", help=ROLLOUT_ID_HELP)
     watch.add_argument("--json", action="store_true", help="print JSON lines")
     watch.set_defaults(func=_watch)
 
@@ -118,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("rollback", "put every agent the rollout touched back on its previous program"),
     ):
         action = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        action.add_argument("rollout_id", metavar="ROLLOUT_ID")
+        action.add_argument("rollout_id", metavar="ROLLOUT_ID", help=ROLLOUT_ID_HELP)
         if name != "resume":
             action.add_argument("--reason", default="", help="recorded in the rollout's events")
         action.add_argument("--json", action="store_true", help="print JSON")
@@ -133,7 +139,8 @@ def _client(args: argparse.Namespace) -> RolloutsClient:
 
 
 def _agents(args: argparse.Namespace) -> int:
-    agents = _client(args).agents(parse_selector(args.selector) or None)
+    with client_from_args(args) as client:
+        agents = client.agents(parse_selector(args.selector))
     if args.json:
         print_json([a.to_dict() for a in agents])
         return 0
@@ -141,6 +148,7 @@ def _agents(args: argparse.Namespace) -> int:
         f"{len(agents)} agents",
         ["agent", "labels", "backend", "program", "shadow", "health", "connected", "last seen"],
         [_agent_row(a) for a in agents],
+        ids=("agent", "program", "shadow"),
     )
     return 0
 
@@ -163,8 +171,10 @@ def _agent_row(agent: AgentSummary) -> list[str]:
 
 def _create(args: argparse.Namespace) -> int:
     canary_count, canary_percent = parse_canary(args.canary)
+    whole = client_from_args(args)
+    program = whole.programs.resolve(args.program)
     request = RolloutRequest(
-        program_sha256=args.program,
+        program_sha256=program.sha256,
         selector=parse_selector(args.selector),
         canary_count=canary_count,
         canary_percent=canary_percent,
@@ -177,7 +187,7 @@ def _create(args: argparse.Namespace) -> int:
         install_timeout_s=parse_duration(args.install_timeout),
         max_failed_installs=args.max_failed_installs,
     )
-    client = _client(args)
+    client = whole.rollouts
     rollout = client.create(request)
     if args.watch:
         return _follow(client, rollout.rollout_id, args.json)
@@ -217,6 +227,7 @@ def _status(args: argparse.Namespace) -> int:
             ]
             for r in rollouts
         ],
+        ids=("rollout", "program"),
     )
     return 0
 
@@ -266,6 +277,7 @@ def _follow(client: RolloutsClient, rollout_id: str, as_json: bool) -> int:
                 console.print(_render(last))
     if last is None:
         raise RolloutError(f"the server sent nothing about rollout {rollout_id}")
+    rollout_id = last.rollout_id
     if last.state == "succeeded":
         if not as_json:
             print(f"rollout {rollout_id} succeeded: {last.reason}")

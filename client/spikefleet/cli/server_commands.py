@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spikefleet.cli.output import print_json, print_table
+from spikefleet.cli.output import print_fields, print_json, print_table
 from spikefleet.client.connect import client_from_args
 from spikefleet.errors import SpikefleetError
 from spikefleet.program.atomic import atomic_write
@@ -48,7 +48,12 @@ def _list(args: argparse.Namespace) -> int:
         )
         for p in programs
     ]
-    print_table("programs", ["name", "version", "sha256", "labels", "bytes", "created"], rows)
+    print_table(
+        "programs",
+        ["name", "version", "sha256", "labels", "bytes", "created"],
+        rows,
+        ids=("name", "sha256"),
+    )
     return 0
 
 
@@ -69,7 +74,7 @@ def _describe(args: argparse.Namespace) -> int:
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items())) or "-"),
         ("fidelity", json.dumps(info.fidelity, sort_keys=True) if info.fidelity else "-"),
     ]
-    print_table(f"{info.name} v{info.version}", ["field", "value"], rows)
+    print_fields(rows)
     return 0
 
 
@@ -128,7 +133,9 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(func=_list)
 
     def ref(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("program", help="sha256 (or a unique 8+ digit prefix) or name")
+        parser.add_argument(
+            "program", help="name (latest version), name@version, or sha256 (or a unique prefix)"
+        )
         parser.add_argument(
             "--version", type=int, help="with a name: this version (default latest)"
         )

@@ -7,7 +7,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,9 +16,17 @@ import grpc
 import numpy as np
 
 from spikefleet.client.errors import from_rpc_error
-from spikefleet.client.rollouts import RolloutsClient
+from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
+from spikefleet.client.rollouts import AgentSummary, RolloutsClient
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
-from spikefleet.v1 import converter_pb2, converter_pb2_grpc, registry_pb2, registry_pb2_grpc
+from spikefleet.v1 import (
+    converter_pb2,
+    converter_pb2_grpc,
+    fleet_pb2,
+    fleet_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 CHUNK = 256 * 1024
 
@@ -75,19 +83,26 @@ class ProgramInfo:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    """What ``Client.assign`` set: the agent, its desired program and shadow, and when
+    the agent hears of it (``connected``: now; otherwise when it next registers)."""
+
+    agent_id: str
+    sha256: str
+    shadow_sha256: str
+    rollback: bool
+    generation: int
+    connected: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ConvertProgress:
     stage: str
     fraction: float
     message: str
-
-
-def _ref(ref: str, version: int | None) -> registry_pb2.ProgramRef:
-    """A 64-hex ref is a sha256; anything else is a name (or a sha256 prefix the
-    server resolves)."""
-    is_sha = len(ref) == 64 and all(c in "0123456789abcdef" for c in ref.lower())
-    if is_sha and version is None:
-        return registry_pb2.ProgramRef(sha256=ref.lower())
-    return registry_pb2.ProgramRef(name=ref, version=version or 0)
 
 
 class Programs:
@@ -110,9 +125,26 @@ class Programs:
         reply = self._client._call(self._stub.List, request)
         return [ProgramInfo.from_message(p) for p in reply.programs]
 
+    def resolve(self, ref: str, version: int | None = None) -> ProgramInfo:
+        """The program ``ref`` names: a name (its latest version, or ``version``),
+        ``name@version``, a sha256 or a unique prefix of one (4+ hex digits).
+
+        Raises NotFoundError, or AmbiguousReferenceError listing the candidates."""
+        if version is None and is_sha256(ref.strip()):
+            return self.describe(ref)
+        return resolve_program(ref, self.list(), version)
+
+    def _sha256(self, ref: str, version: int | None) -> registry_pb2.ProgramRef:
+        ref = ref.strip()
+        if version is None and is_sha256(ref):
+            return registry_pb2.ProgramRef(sha256=ref.lower())
+        return registry_pb2.ProgramRef(sha256=self.resolve(ref, version).sha256)
+
     def describe(self, ref: str, version: int | None = None) -> ProgramInfo:
-        """By sha256 (or a unique prefix of 8+ hex digits) or by name (latest, or ``version``)."""
-        return ProgramInfo.from_message(self._client._call(self._stub.Describe, _ref(ref, version)))
+        """The stored record of the program ``ref`` names (see :meth:`resolve`)."""
+        return ProgramInfo.from_message(
+            self._client._call(self._stub.Describe, self._sha256(ref, version))
+        )
 
     def get(self, ref: str, version: int | None = None) -> bytes:
         """The signed program (a SignedProgram envelope), checked against its sha256."""
@@ -120,7 +152,7 @@ class Programs:
 
         parts: list[bytes] = []
         info: ProgramInfo | None = None
-        for message in self._client._stream(self._stub.Get, _ref(ref, version)):
+        for message in self._client._stream(self._stub.Get, self._sha256(ref, version)):
             if message.HasField("info"):
                 info = ProgramInfo.from_message(message.info)
             parts.append(message.chunk)
@@ -132,7 +164,7 @@ class Programs:
         return data
 
     def delete(self, ref: str, version: int | None = None) -> ProgramInfo:
-        reply = self._client._call(self._stub.Delete, _ref(ref, version))
+        reply = self._client._call(self._stub.Delete, self._sha256(ref, version))
         return ProgramInfo.from_message(reply.deleted)
 
     def trusted_keys(self) -> dict[str, bytes]:
@@ -183,6 +215,44 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
+
+    def agents(self, selector: Mapping[str, str] | None = None) -> list[AgentSummary]:
+        """The agents the server knows (those whose labels match ``selector``)."""
+        return self.rollouts.agents(dict(selector) if selector else None)
+
+    def resolve_agent(self, ref: str) -> str:
+        """The id of the known agent ``ref`` names: its id or a unique prefix of it."""
+        return resolve_id(ref, self.agents(), lambda a: a.agent_id, what="agent").agent_id
+
+    def assign(
+        self,
+        agent: str,
+        program: str = "",
+        *,
+        shadow: str = "",
+        rollback: bool = False,
+    ) -> Assignment:
+        """Make ``program`` (any name :meth:`Programs.resolve` takes) the desired program of
+        ``agent`` (an id or unique prefix; an id the server has not seen yet is kept for
+        when that agent registers), bypassing rollout gates; ``shadow`` runs a candidate
+        beside it; ``rollback`` goes back to the agent's previous program. Admin only."""
+        if not program and not rollback:
+            raise SpikefleetError("assign needs a program, or rollback=True")
+        agent = agent.strip()
+        known = self.agents()
+        if agent not in {a.agent_id for a in known}:
+            matches = [a for a in known if a.agent_id.startswith(agent)]
+            if matches:
+                agent = resolve_id(agent, matches, lambda a: a.agent_id, what="agent").agent_id
+        sha256 = self.programs.resolve(program).sha256 if program else ""
+        shadow_sha256 = self.programs.resolve(shadow).sha256 if shadow else ""
+        reply = self._call(
+            fleet_pb2_grpc.FleetAdminStub(self.channel).Assign,
+            fleet_pb2.AssignRequest(
+                agent_id=agent, sha256=sha256, shadow_sha256=shadow_sha256, rollback=rollback
+            ),
+        )
+        return Assignment(agent, sha256, shadow_sha256, rollback, reply.generation, reply.connected)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from spikefleet.client.errors import from_rpc_error
+from spikefleet.client.resolve import resolve_id
 from spikefleet.errors import RolloutSpecError
 from spikefleet.v1 import rollout_pb2, rollout_pb2_grpc
 
@@ -285,9 +286,15 @@ class RolloutsClient:
         )
         return RolloutStatus.from_proto(reply)
 
+    def resolve(self, ref: str) -> str:
+        """The id of the rollout ``ref`` names: its id or a unique prefix of it."""
+        return resolve_id(ref, self.list(), lambda r: r.rollout_id, what="rollout").rollout_id
+
     def get(self, rollout_id: str) -> RolloutStatus:
+        """One rollout, by id or unique id prefix."""
         reply = self._call(
-            self._stub.GetRollout, rollout_pb2.GetRolloutRequest(rollout_id=rollout_id)
+            self._stub.GetRollout,
+            rollout_pb2.GetRolloutRequest(rollout_id=self.resolve(rollout_id)),
         )
         return RolloutStatus.from_proto(reply)
 
@@ -299,6 +306,7 @@ class RolloutsClient:
 
     def watch(self, rollout_id: str) -> Iterator[RolloutStatus]:
         """The rollout now and after every change, ending when it reaches a final state."""
+        rollout_id = self.resolve(rollout_id)
         try:
             for message in self._stub.WatchRollout(
                 rollout_pb2.GetRolloutRequest(rollout_id=rollout_id), metadata=self._metadata
@@ -320,5 +328,7 @@ class RolloutsClient:
         return self._action(self._stub.RollbackRollout, rollout_id, reason)
 
     def _action(self, fn: Callable[..., Any], rollout_id: str, reason: str) -> RolloutStatus:
-        request = rollout_pb2.RolloutActionRequest(rollout_id=rollout_id, reason=reason)
+        request = rollout_pb2.RolloutActionRequest(
+            rollout_id=self.resolve(rollout_id), reason=reason
+        )
         return RolloutStatus.from_proto(self._call(fn, request))
