@@ -42,6 +42,7 @@ class ConversionJob:
     allow_shift: bool = False
     clip: str = "mse"
     hardware: bool = True
+    input_spec_json: str = ""  # spikefleet.events.InputSpec file form; "" = none given
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
 
     try:
         from spikefleet.convert import ConvertOptions, convert
+        from spikefleet.events.spec import parse_input_spec
 
         frames, labels = load_calibration(job.calibration) if job.calibration else (None, None)
         shape = job.input_shape
@@ -137,6 +139,7 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
             input_scale=job.input_scale,
             clip="max" if job.clip == "max" else "mse",
             hardware=job.hardware,
+            input_spec=parse_input_spec(job.input_spec_json) if job.input_spec_json else None,
         )
         if job.weight_bits:
             options = replace(options, weight_bits=job.weight_bits)

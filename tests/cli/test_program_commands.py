@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spikefleet.cli.main import main
+from spikefleet.events import InputSpec
 from spikefleet.program import (
     Activation,
     Convolutional,
@@ -240,3 +241,21 @@ def test_every_program_command_has_help(capsys: pytest.CaptureFixture[str]) -> N
             main([command, "--help"])
         assert exited.value.code == 0
         assert "usage: spikefleet" in capsys.readouterr().out
+
+
+def test_inspect_shows_the_recorded_input_spec_or_the_default(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(workdir / "tiny.sfp"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input_spec"]["recorded"] is False
+    assert report["input_spec"]["spec"]["time_window"] == 10_000
+    program = small_program()
+    program.input_spec = InputSpec(
+        sensor_size=(24, 24, 2), time_window=50_000, downsample=2, clip_bits=4
+    )
+    save_program(workdir / "spec.sfp", program)
+    assert main(["inspect", str(workdir / "spec.sfp")]) == 0
+    printed = capsys.readouterr().out
+    assert "input spec" in printed and "downsample 2x2" in printed
+    assert "time_window 50000 us" in printed and "none recorded" not in printed

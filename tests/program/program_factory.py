@@ -177,12 +177,13 @@ def architectures(draw: st.DrawFn, max_channels: int = 16) -> Program:
 
 def assert_programs_equal(a: Program, b: Program) -> None:
     """Every field equal, arrays equal in value, dtype and shape."""
-    assert (a.name, a.labels, a.provenance, a.hardware, a.fbz) == (
+    assert (a.name, a.labels, a.provenance, a.hardware, a.fbz, a.input_spec) == (
         b.name,
         b.labels,
         b.provenance,
         b.hardware,
         b.fbz,
+        b.input_spec,
     )
     _arrays_equal(a.output_scales, b.output_scales)
     assert len(a.layers) == len(b.layers)

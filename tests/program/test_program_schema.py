@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from program_factory import assert_programs_equal
 
+from spikefleet.events.spec import CropBox, Decision, InputSpec
 from spikefleet.program import (
     Activation,
     Convolutional,
@@ -93,6 +94,22 @@ def exact_program() -> Program:
         provenance=Provenance("ff" * 32, "v9", "2026-11-27T00:00:00Z", {"k": [1, 2]}),
         hardware=HardwareParts("AKD1000", b"\x00\x01\x02", b"\xff" * 5, 7),
         fbz=b"\x10\x20",
+        input_spec=InputSpec(
+            sensor_size=(24, 20, 2),
+            time_window=5000,
+            overlap=100,
+            include_incomplete=True,
+            start_time=-3,
+            end_time=99_999,
+            crop=CropBox(1, 2, 20, 18),
+            downsample=(2, 2),
+            clip_bits=2,
+            denoise_filter_time=1000,
+            refractory_delta=0,
+            decision=Decision.ROLLING_SUM,
+            rolling_frames=3,
+            allow_stream_override=True,
+        ),
     )
 
 
@@ -159,6 +176,38 @@ def expected_json(program: Program) -> dict[str, Any]:
             "np_count": program.hardware.np_count,
         },
         "fbz": list(program.fbz),
+        "input_spec": spec_json(program.input_spec),
+    }
+
+
+def spec_json(spec: InputSpec | None) -> dict[str, Any]:
+    assert spec is not None and spec.crop is not None
+    assert spec.window_start is not None and spec.polarity is not None
+    return {
+        "sensor_width": spec.sensor_size[0],
+        "sensor_height": spec.sensor_size[1],
+        "sensor_polarities": spec.sensor_size[2],
+        "binning": spec.binning.name,
+        "amount": spec.amount,
+        "overlap": float(spec.overlap),
+        "include_incomplete": spec.include_incomplete,
+        "window_start": spec.window_start.name,
+        "start_time": spec.start_time,
+        "end_time": spec.end_time,
+        "has_end_time": spec.end_time is not None,
+        "crop_x": spec.crop.x,
+        "crop_y": spec.crop.y,
+        "crop_width": spec.crop.width,
+        "crop_height": spec.crop.height,
+        "downsample_x": spec.downsample[0],
+        "downsample_y": spec.downsample[1],
+        "polarity": spec.polarity.name,
+        "clip_bits": spec.clip_bits,
+        "denoise_filter_time": spec.denoise_filter_time,
+        "refractory_delta": spec.refractory_delta,
+        "decision": spec.decision.name,
+        "rolling_frames": spec.rolling_frames,
+        "allow_stream_override": spec.allow_stream_override,
     }
 
 

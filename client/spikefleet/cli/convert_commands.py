@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-hardware", action="store_true", help="skip AKD1000 mapping and the .fbz"
     )
+    parser.add_argument(
+        "--input-spec",
+        metavar="FILE",
+        help="how events become the model's frames (JSON or TOML with tonic ToFrame keys); "
+        "recorded in the program (default: the bundle's, else the documented default)",
+    )
     parser.add_argument("--name", help="program name (default: the model file's name)")
     parser.add_argument("--sign-key", metavar="KEY", help="sign with this private key")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -120,6 +126,7 @@ def convert_locally(args: argparse.Namespace) -> int:
     _logs_to_stderr()
     from spikefleet.convert import ConvertOptions, convert
     from spikefleet.convert.calibration import load_calibration, load_labels
+    from spikefleet.events.spec import load_input_spec
     from spikefleet.program.files import save_program
     from spikefleet.program.signing import SigningKey
 
@@ -141,6 +148,7 @@ def convert_locally(args: argparse.Namespace) -> int:
         name=args.name,
         sign_key=key,
         hardware=not args.no_hardware,
+        input_spec=load_input_spec(args.input_spec) if args.input_spec else None,
     )
     with progress("converting", total=6) as advance:
         done = [0]

@@ -228,6 +228,11 @@ def describe(program: Program, data: bytes) -> dict[str, Any]:
             "program_data_bytes": len(hardware.program_data),
         },
         "fbz_bytes": None if program.fbz is None else len(program.fbz),
+        "input_spec": {
+            "recorded": program.input_spec is not None,
+            "spec": program.effective_input_spec.to_dict(),
+            "summary": program.effective_input_spec.describe(),
+        },
     }
 
 
@@ -274,6 +279,11 @@ def _print_report(report: dict[str, Any]) -> None:
         ("signature", report["signature"]["status"]),
         ("format version", report["format_version"]),
         ("input", f"{'x'.join(map(str, report['input']['shape']))}, {report['input']['bits']} bit"),
+        (
+            "input spec",
+            report["input_spec"]["summary"]
+            + ("" if report["input_spec"]["recorded"] else " (none recorded: the default)"),
+        ),
         ("outputs", f"{report['outputs']} {report['output_kind']}"),
         ("parameters", f"{report['parameters']} ({report['weight_bytes']} bytes packed)"),
         ("labels", ", ".join(report["labels"]) or "none"),

@@ -168,6 +168,7 @@ def convert_remotely(args: argparse.Namespace) -> int:
     store, then write the signed program it returns."""
     from spikefleet.cli.output import progress
     from spikefleet.client import ConvertProgress
+    from spikefleet.events.spec import load_input_spec
 
     if args.sign_key:
         raise SpikefleetError("with --server the server signs the program: drop --sign-key")
@@ -209,6 +210,7 @@ def convert_remotely(args: argparse.Namespace) -> int:
             input_scale=args.input_scale,
             clip=args.clip,
             hardware=not args.no_hardware,
+            input_spec=load_input_spec(args.input_spec) if args.input_spec else None,
             on_progress=report,
         )
         data = client.programs.get(info.sha256)

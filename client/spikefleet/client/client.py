@@ -19,6 +19,7 @@ from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary, RolloutsClient
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
+from spikefleet.events.spec import InputSpec
 from spikefleet.v1 import (
     converter_pb2,
     converter_pb2_grpc,
@@ -283,6 +284,7 @@ class Client:
         input_scale: float | None = None,
         clip: str = "mse",
         hardware: bool = True,
+        input_spec: InputSpec | None = None,
         on_progress: Callable[[ConvertProgress], None] | None = None,
         timeout: float | None = 3600.0,
     ) -> ProgramInfo:
@@ -318,6 +320,7 @@ class Client:
             allow_shift=allow_shift,
             clip=clip,
             no_hardware=not hardware,
+            input_spec_json=input_spec.to_json() if input_spec is not None else "",
         )
 
         def requests() -> Iterator[converter_pb2.ConvertRequest]:

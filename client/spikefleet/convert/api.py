@@ -34,6 +34,7 @@ from spikefleet.errors import (
     IncompatibleModelError,
     SpikefleetError,
 )
+from spikefleet.events.spec import InputSpec, default_input_spec
 from spikefleet.program.model import Program, Provenance
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,9 @@ class ConvertOptions:
     ``carry_membrane`` says whether the float model keeps its membranes across
     the frames of a calibration sequence (None: only when some beta != 0);
     ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
-    inputs when given, or "max"); ``sign_key`` is a
+    inputs when given, or "max"); ``input_spec`` says how events become the
+    model's frames (default: the one the bundle carries, else
+    :func:`~spikefleet.events.spec.default_input_spec`, with a note); ``sign_key`` is a
     :class:`spikefleet.program.signing.SigningKey`; ``hardware`` maps onto a
     virtual AKD1000 and stores the .fbz when akida is installed.
     """
@@ -76,6 +79,7 @@ class ConvertOptions:
     sign_key: Any = None
     hardware: bool = True
     nir_dt: float = 1e-4
+    input_spec: InputSpec | None = None
 
 
 @dataclass
@@ -175,6 +179,7 @@ def convert(
         labels=list(options.class_names),
         output_scales=quantized.output_scales,
     )
+    program.input_spec = _input_spec(program, options.input_spec or graph.input_spec, notes)
 
     step(4, "mapping onto AKD1000")
     if options.hardware:
@@ -204,6 +209,33 @@ def convert(
     seconds = time.perf_counter() - started
     log.info("convert.done", program=program.name, seconds=round(seconds, 3), signed=signed)
     return ConversionResult(program, report, notes, data, signed, seconds)
+
+
+def _input_spec(program: Program, spec: InputSpec | None, notes: list[str]) -> InputSpec:
+    """The spec to record: the given one (clipped to the input bits unless it says
+    otherwise), or the documented default, with a note."""
+    if spec is None:
+        spec = default_input_spec(program.input.shape, program.input.bits)
+        notes.append(
+            "no input spec given: recorded the default one "
+            f"({spec.describe()}); pass input_spec= (or --input-spec FILE) to record how "
+            "the model's frames are made from events"
+        )
+        return spec
+    if spec.clip_bits is None:
+        spec = spec.with_clip_bits(program.input.bits)
+    if spec.input_shape != tuple(program.input.shape):
+        raise ConversionError(
+            f"the input spec makes frames of {spec.input_shape} (H, W, C) but the model takes "
+            f"{tuple(program.input.shape)}: fix the spec's sensor_size, crop, downsample or "
+            "polarity"
+        )
+    if spec.clip_bits is not None and spec.clip_bits > program.input.bits:
+        raise ConversionError(
+            f"the input spec clips counts to {spec.clip_bits} bits but the program's input "
+            f"has {program.input.bits}; set clip_bits to at most {program.input.bits}"
+        )
+    return spec
 
 
 def _check_calibration(

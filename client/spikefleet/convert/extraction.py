@@ -32,6 +32,7 @@ from spikefleet.convert.graph import (
     save_bundle,
 )
 from spikefleet.errors import ConversionError
+from spikefleet.events.spec import InputSpec
 
 _ATOMIC_TORCH = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "MultiheadAttention")
 _PASS_THROUGH = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
@@ -203,11 +204,19 @@ def _zero_padding(previous: Any, received: Any) -> Pad | None:
     return found[0] if found else None
 
 
-def extract(model: Any, sample_input: Any, path: str | os.PathLike[str] | None = None) -> Graph:
+def extract(
+    model: Any,
+    sample_input: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    input_spec: InputSpec | None = None,
+) -> Graph:
     """Record ``model``'s layer chain with one forward pass on ``sample_input``.
 
     ``sample_input`` is a batch as the model takes it, e.g. float (N, C, H, W)
-    event counts. Writes the bundle to ``path`` when given; returns the graph.
+    event counts. ``input_spec`` says how the model's input frames were made
+    from events; it travels in the bundle into the converted program. Writes
+    the bundle to ``path`` when given; returns the graph.
     """
     import torch
 
@@ -281,7 +290,7 @@ def extract(model: Any, sample_input: Any, path: str | os.PathLike[str] | None =
     output_kind = _output_kind(result, current, last_spike)
     dims = tuple(int(v) for v in sample_input.shape[1:])
     input_shape = (dims[0], dims[1], dims[2]) if len(dims) == 3 else (dims[0], 1, 1)
-    graph = Graph(input_shape=input_shape, nodes=nodes, output=output_kind)
+    graph = Graph(input_shape=input_shape, nodes=nodes, output=output_kind, input_spec=input_spec)
     if path is not None:
         save_bundle(graph, path)
     return graph

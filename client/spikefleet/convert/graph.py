@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spikefleet.errors import ConversionError
+from spikefleet.events.spec import InputSpec, InputSpecError
 
 FloatArray: TypeAlias = npt.NDArray[np.float32]
 
@@ -133,6 +134,7 @@ class Graph:
     nodes: list[Node]
     output: OutputKind = "potential"
     input_scale: float = 1.0
+    input_spec: InputSpec | None = None  # how the model's input frames were made
 
 
 _TENSOR_FIELDS: dict[type, tuple[str, ...]] = {
@@ -167,12 +169,14 @@ def graph_to_bundle(graph: Graph) -> tuple[dict[str, np.ndarray], dict[str, Any]
             else:
                 entry[key] = _plain(value)
         nodes.append(entry)
-    description = {
+    description: dict[str, Any] = {
         "input_shape": list(graph.input_shape),
         "output": graph.output,
         "input_scale": graph.input_scale,
         "nodes": nodes,
     }
+    if graph.input_spec is not None:
+        description["input_spec"] = graph.input_spec.to_dict()
     return tensors, description
 
 
@@ -195,12 +199,16 @@ def graph_from_bundle(tensors: dict[str, np.ndarray], description: dict[str, Any
                     fields[key] = tuple(value)
             nodes.append(cls(**fields))
         c, h, w = (int(v) for v in description["input_shape"])
+        spec = description.get("input_spec")
         return Graph(
             input_shape=(c, h, w),
             nodes=nodes,
             output=description.get("output", "potential"),
             input_scale=float(description.get("input_scale", 1.0)),
+            input_spec=None if spec is None else InputSpec.from_dict(spec),
         )
+    except InputSpecError as exc:
+        raise ConversionError(f"bundle: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ConversionError(
             f"bundle: malformed graph description ({exc!r}); re-create it with spikefleet.extract"

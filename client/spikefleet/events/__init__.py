@@ -13,6 +13,18 @@ from spikefleet.events.accumulator import (
 from spikefleet.events.aedat4 import read_aedat4, write_aedat4
 from spikefleet.events.frames import to_frames
 from spikefleet.events.nmnist import decode_nmnist, encode_nmnist, read_nmnist, write_nmnist
+from spikefleet.events.spec import (
+    Binning,
+    CropBox,
+    Decision,
+    InputSpec,
+    InputSpecError,
+    Polarity,
+    WindowStart,
+    default_input_spec,
+    load_input_spec,
+    parse_input_spec,
+)
 from spikefleet.events.types import EVENT_DTYPE, as_events, make_events
 
 __all__ = [
@@ -20,12 +32,22 @@ __all__ = [
     "DROP_OUT_OF_BOUNDS",
     "EVENT_DTYPE",
     "AccumulatorStats",
+    "Binning",
+    "CropBox",
+    "Decision",
     "Emitted",
     "FrameAccumulator",
+    "InputSpec",
+    "InputSpecError",
+    "Polarity",
+    "WindowStart",
     "as_events",
     "decode_nmnist",
+    "default_input_spec",
     "encode_nmnist",
+    "load_input_spec",
     "make_events",
+    "parse_input_spec",
     "read_aedat4",
     "read_nmnist",
     "to_frames",

@@ -15,6 +15,15 @@ import flatbuffers
 import numpy as np
 
 from spikefleet.errors import ProgramFormatError
+from spikefleet.events.spec import (
+    Binning,
+    CropBox,
+    Decision,
+    InputSpec,
+    InputSpecError,
+    Polarity,
+    WindowStart,
+)
 from spikefleet.program import packing
 from spikefleet.program.flatreader import Buffer, Table
 from spikefleet.program.model import (
@@ -38,6 +47,11 @@ _PADDING = [Padding.SAME, Padding.VALID]
 _POOLING = [Pooling.NONE, Pooling.MAX, Pooling.GLOBAL_AVERAGE]
 # LayerBody union members, in schema order (0 is the union's NONE).
 _BODY_INPUT, _BODY_CONV, _BODY_DENSE = 1, 2, 3
+# InputSpec enums, in schema order.
+_BINNING = [Binning.TIME_WINDOW, Binning.EVENT_COUNT, Binning.N_TIME_BINS, Binning.N_EVENT_BINS]
+_WINDOW_START = [WindowStart.FIRST_EVENT, WindowStart.START_TIME, WindowStart.ABSOLUTE]
+_POLARITY = [Polarity.SPLIT, Polarity.MERGED]
+_DECISION = [Decision.SAMPLE_SUM, Decision.PER_FRAME, Decision.ROLLING_SUM]
 
 
 class _Slots:
@@ -67,9 +81,17 @@ class _Slots:
     class HardwareParts:
         device, program_info, program_data, np_count = 0, 1, 2, 3
 
+    class InputSpec:
+        sensor_width, sensor_height, sensor_polarities, binning, amount = 0, 1, 2, 3, 4
+        overlap, include_incomplete, window_start, start_time, end_time = 5, 6, 7, 8, 9
+        has_end_time, crop_x, crop_y, crop_width, crop_height = 10, 11, 12, 13, 14
+        downsample_x, downsample_y, polarity, clip_bits = 15, 16, 17, 18
+        denoise_filter_time, refractory_delta, decision, rolling_frames = 19, 20, 21, 22
+        allow_stream_override = 23
+
     class Program:
         format_version, name, layers, labels, output_scales = 0, 1, 2, 3, 4
-        provenance, hardware, fbz = 5, 6, 7
+        provenance, hardware, fbz, input_spec = 5, 6, 7, 8
 
 
 _NUM_FIELDS = {
@@ -81,7 +103,8 @@ _NUM_FIELDS = {
     "Layer": 3,
     "Provenance": 4,
     "HardwareParts": 4,
-    "Program": 8,
+    "InputSpec": 24,
+    "Program": 9,
 }
 
 
@@ -125,6 +148,14 @@ class _Writer:
                 self.b.PrependUint16Slot(slot, value, default)
             elif how == "u32":
                 self.b.PrependUint32Slot(slot, value, default)
+            elif how == "u64":
+                self.b.PrependUint64Slot(slot, value, default)
+            elif how == "i64":
+                self.b.PrependInt64Slot(slot, value, default)
+            elif how == "f64":
+                self.b.PrependFloat64Slot(slot, value, default)
+            elif how == "bool":
+                self.b.PrependBoolSlot(slot, value, default)
         return int(self.b.EndObject())
 
     def weights(self, layer: Convolutional | FullyConnected) -> int:
@@ -239,6 +270,47 @@ class _Writer:
             ],
         )
 
+    def input_spec(self, spec: InputSpec | None) -> int | None:
+        if spec is None:
+            return None
+        s = _Slots.InputSpec
+        width, height, polarities = spec.sensor_size
+        crop = spec.crop or CropBox(0, 0, 0, 0)
+        assert spec.window_start is not None and spec.polarity is not None
+        return self.table(
+            "InputSpec",
+            [
+                (s.sensor_width, "u32", width, 0),
+                (s.sensor_height, "u32", height, 0),
+                (s.sensor_polarities, "u8", polarities, 0),
+                (s.binning, "u8", _BINNING.index(spec.binning), 0),
+                (s.amount, "u64", spec.amount, 0),
+                (s.overlap, "f64", float(spec.overlap), 0.0),
+                (s.include_incomplete, "bool", spec.include_incomplete, False),
+                (s.window_start, "u8", _WINDOW_START.index(spec.window_start), 0),
+                (s.start_time, "i64", spec.start_time or 0, 0),
+                (s.end_time, "i64", spec.end_time or 0, 0),
+                (s.has_end_time, "bool", spec.end_time is not None, False),
+                (s.crop_x, "u32", crop.x, 0),
+                (s.crop_y, "u32", crop.y, 0),
+                (s.crop_width, "u32", crop.width, 0),
+                (s.crop_height, "u32", crop.height, 0),
+                (s.downsample_x, "u32", spec.downsample[0], 1),
+                (s.downsample_y, "u32", spec.downsample[1], 1),
+                (s.polarity, "u8", _POLARITY.index(spec.polarity), 0),
+                (s.clip_bits, "u8", spec.clip_bits or 0, 0),
+                (s.denoise_filter_time, "i64", _or_minus_one(spec.denoise_filter_time), -1),
+                (s.refractory_delta, "i64", _or_minus_one(spec.refractory_delta), -1),
+                (s.decision, "u8", _DECISION.index(spec.decision), 0),
+                (s.rolling_frames, "u32", spec.rolling_frames, 0),
+                (s.allow_stream_override, "bool", spec.allow_stream_override, False),
+            ],
+        )
+
+
+def _or_minus_one(value: int | None) -> int:
+    return -1 if value is None else value
+
 
 def encode(program: Program) -> bytes:
     """The program as FlatBuffers bytes; raises ProgramFormatError if it is inconsistent."""
@@ -252,6 +324,7 @@ def encode(program: Program) -> bytes:
     provenance = w.provenance(program.provenance)
     hardware = w.hardware(program.hardware)
     fbz = None if program.fbz is None else w.bytes(program.fbz)
+    input_spec = w.input_spec(program.input_spec)
     name = w.string(program.name)
     s = _Slots.Program
     root = w.table(
@@ -265,6 +338,7 @@ def encode(program: Program) -> bytes:
             (s.provenance, "offset", provenance, 0),
             (s.hardware, "offset", hardware, 0),
             (s.fbz, "offset", fbz, 0),
+            (s.input_spec, "offset", input_spec, 0),
         ],
     )
     w.b.Finish(root, file_identifier=FILE_IDENTIFIER)
@@ -384,6 +458,62 @@ def _read_hardware(table: Table | None) -> HardwareParts | None:
     )
 
 
+def _read_input_spec(table: Table | None) -> InputSpec | None:
+    if table is None:
+        return None
+    s = _Slots.InputSpec
+    binning = _enum(table, s.binning, _BINNING, "binning")
+    window_start = _enum(table, s.window_start, _WINDOW_START, "window_start")
+    crop = None
+    crop_width = table.scalar(s.crop_width, "I", 0, "crop_width")
+    if crop_width:
+        crop = CropBox(
+            table.scalar(s.crop_x, "I", 0, "crop_x"),
+            table.scalar(s.crop_y, "I", 0, "crop_y"),
+            crop_width,
+            table.scalar(s.crop_height, "I", 0, "crop_height"),
+        )
+    denoise = table.scalar(s.denoise_filter_time, "q", -1, "denoise_filter_time")
+    refractory = table.scalar(s.refractory_delta, "q", -1, "refractory_delta")
+    clip_bits = table.scalar(s.clip_bits, "B", 0, "clip_bits")
+    has_end = table.scalar(s.has_end_time, "B", 0, "has_end_time")
+    overlap = table.double(s.overlap, 0.0, "overlap")
+    try:
+        return InputSpec(
+            sensor_size=(
+                table.scalar(s.sensor_width, "I", 0, "sensor_width"),
+                table.scalar(s.sensor_height, "I", 0, "sensor_height"),
+                table.scalar(s.sensor_polarities, "B", 0, "sensor_polarities"),
+            ),
+            **{binning.value: table.scalar(s.amount, "Q", 0, "amount")},
+            overlap=int(overlap) if float(overlap).is_integer() else overlap,
+            include_incomplete=bool(table.scalar(s.include_incomplete, "B", 0, "include")),
+            start_time=(
+                table.scalar(s.start_time, "q", 0, "start_time")
+                if window_start is WindowStart.START_TIME
+                else None
+            ),
+            end_time=table.scalar(s.end_time, "q", 0, "end_time") if has_end else None,
+            window_start=window_start,
+            crop=crop,
+            downsample=(
+                table.scalar(s.downsample_x, "I", 1, "downsample_x"),
+                table.scalar(s.downsample_y, "I", 1, "downsample_y"),
+            ),
+            polarity=_enum(table, s.polarity, _POLARITY, "polarity"),
+            clip_bits=clip_bits or None,
+            denoise_filter_time=None if denoise < 0 else denoise,
+            refractory_delta=None if refractory < 0 else refractory,
+            decision=_enum(table, s.decision, _DECISION, "decision"),
+            rolling_frames=table.scalar(s.rolling_frames, "I", 0, "rolling_frames"),
+            allow_stream_override=bool(
+                table.scalar(s.allow_stream_override, "B", 0, "allow_stream_override")
+            ),
+        )
+    except InputSpecError as exc:
+        raise ProgramFormatError(f"program input spec is invalid: {exc}") from None
+
+
 def decode(data: bytes) -> Program:
     """Parse and validate program bytes; anything wrong raises ProgramFormatError."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -405,6 +535,7 @@ def decode(data: bytes) -> Program:
         provenance=_read_provenance(root.table(s.provenance, "provenance")),
         hardware=_read_hardware(root.table(s.hardware, "hardware")),
         fbz=root.bytes(s.fbz, "fbz"),
+        input_spec=_read_input_spec(root.table(s.input_spec, "input_spec")),
     )
     validate(program)
     return program

@@ -22,7 +22,10 @@ _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
-_SCALARS = {"B": _U8, "H": _U16, "I": _U32, "i": _I32}
+_I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_SCALARS = {"B": _U8, "H": _U16, "I": _U32, "i": _I32, "q": _I64, "Q": _U64}
 
 # An honest buffer expands at most 8x (1-bit weights unpack to int8). Each table
 # read is charged as if it were large, which bounds the work a buffer whose
@@ -117,6 +120,13 @@ class Table:
     def scalar(self, slot: int, fmt: str, default: int, name: str) -> int:
         pos = self._field(slot, _SCALARS[fmt].size, name)
         return default if pos == 0 else self.buf.scalar(fmt, pos, f"{self.what}.{name}")
+
+    def double(self, slot: int, default: float, name: str) -> float:
+        pos = self._field(slot, _F64.size, name)
+        if pos == 0:
+            return default
+        self.buf.check(pos, _F64.size, f"{self.what}.{name}")
+        return float(_F64.unpack_from(self.buf.data, pos)[0])
 
     def _target(self, slot: int, name: str) -> int | None:
         pos = self._field(slot, 4, name)

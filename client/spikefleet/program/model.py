@@ -22,6 +22,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from spikefleet.events.spec import InputSpec, default_input_spec
+
 Int8Array: TypeAlias = npt.NDArray[np.int8]
 Int32Array: TypeAlias = npt.NDArray[np.int32]
 Float32Array: TypeAlias = npt.NDArray[np.float32]
@@ -125,9 +127,18 @@ class Program:
     provenance: Provenance = field(default_factory=Provenance)
     hardware: HardwareParts | None = None
     fbz: bytes | None = None  # the same network saved by akida, when available
+    input_spec: InputSpec | None = None  # None: made before specs; see effective_input_spec
 
     @property
     def input(self) -> InputData:
         first = self.layers[0]
         assert isinstance(first, InputData)
         return first
+
+    @property
+    def effective_input_spec(self) -> InputSpec:
+        """The recorded spec, or for programs without one the documented default
+        (:func:`spikefleet.events.spec.default_input_spec`)."""
+        if self.input_spec is not None:
+            return self.input_spec
+        return default_input_spec(self.input.shape, self.input.bits)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from spikefleet.errors import ProgramFormatError
+from spikefleet.events.spec import InputSpec
 from spikefleet.program.model import (
     Activation,
     Convolutional,
@@ -187,7 +188,27 @@ def validate(program: Program) -> list[Shape]:
         shapes.append(previous)
     _check_outputs(program, shapes[-1])
     _check_provenance(program)
+    _check_input_spec(program)
     return shapes
+
+
+def _check_input_spec(program: Program) -> None:
+    spec = program.input_spec
+    if spec is None:
+        return
+    if not isinstance(spec, InputSpec):
+        raise ProgramFormatError("input_spec must be an InputSpec or None")
+    if tuple(spec.input_shape) != tuple(program.input.shape):
+        raise ProgramFormatError(
+            f"input spec makes frames of {spec.input_shape} (H, W, C) but the program's input "
+            f"is {tuple(program.input.shape)}: fix the spec's sensor_size, crop, downsample "
+            "or polarity"
+        )
+    if spec.clip_bits is None or spec.clip_bits > program.input.bits:
+        raise ProgramFormatError(
+            f"input spec clips counts to {spec.clip_bits} bits but the program's input takes "
+            f"{program.input.bits}; set clip_bits to at most {program.input.bits}"
+        )
 
 
 def _check_outputs(program: Program, last: Shape) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspikefleet/v1/converter.proto\x12\rspikefleet.v1\"\xab\x03\n\x0e\x43onvertOptions\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).spikefleet.v1.ConvertOptions.LabelsEntry\x12\x14\n\x0cweights_bits\x18\x05 \x01(\r\x12\x12\n\nallow_beta\x18\x06 \x01(\x08\x12\x12\n\ntotal_size\x18\x07 \x01(\x04\x12\x15\n\rupload_sha256\x18\x08 \x01(\t\x12\x14\n\x0c\x63lass_labels\x18\t \x03(\t\x12\x18\n\x10\x63\x61libration_size\x18\n \x01(\x04\x12\x1a\n\x12\x63\x61libration_sha256\x18\x0b \x01(\t\x12\x13\n\x0binput_shape\x18\x0c \x03(\r\x12\x13\n\x0binput_scale\x18\r \x01(\x01\x12\x13\n\x0b\x61llow_shift\x18\x0e \x01(\x08\x12\x0c\n\x04\x63lip\x18\x0f \x01(\t\x12\x13\n\x0bno_hardware\x18\x10 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x0e\x43onvertRequest\x12\x30\n\x07options\x18\x01 \x01(\x0b\x32\x1d.spikefleet.v1.ConvertOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x1b\n\x11\x63\x61libration_chunk\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x0f\x43onvertProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x88\x02\n\x0bProgramInfo\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.spikefleet.v1.ProgramInfo.LabelsEntry\x12\x15\n\rfidelity_json\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x06 \x01(\x03\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\x15\n\rsource_sha256\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\rConvertResult\x12+\n\x07program\x18\x01 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"{\n\x0c\x43onvertReply\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.spikefleet.v1.ConvertProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.spikefleet.v1.ConvertResultH\x00\x42\x07\n\x05\x65vent2]\n\x10\x43onverterService\x12I\n\x07\x43onvert\x12\x1d.spikefleet.v1.ConvertRequest\x1a\x1b.spikefleet.v1.ConvertReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspikefleet/v1/converter.proto\x12\rspikefleet.v1\"\xc4\x03\n\x0e\x43onvertOptions\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).spikefleet.v1.ConvertOptions.LabelsEntry\x12\x14\n\x0cweights_bits\x18\x05 \x01(\r\x12\x12\n\nallow_beta\x18\x06 \x01(\x08\x12\x12\n\ntotal_size\x18\x07 \x01(\x04\x12\x15\n\rupload_sha256\x18\x08 \x01(\t\x12\x14\n\x0c\x63lass_labels\x18\t \x03(\t\x12\x18\n\x10\x63\x61libration_size\x18\n \x01(\x04\x12\x1a\n\x12\x63\x61libration_sha256\x18\x0b \x01(\t\x12\x13\n\x0binput_shape\x18\x0c \x03(\r\x12\x13\n\x0binput_scale\x18\r \x01(\x01\x12\x13\n\x0b\x61llow_shift\x18\x0e \x01(\x08\x12\x0c\n\x04\x63lip\x18\x0f \x01(\t\x12\x13\n\x0bno_hardware\x18\x10 \x01(\x08\x12\x17\n\x0finput_spec_json\x18\x11 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x0e\x43onvertRequest\x12\x30\n\x07options\x18\x01 \x01(\x0b\x32\x1d.spikefleet.v1.ConvertOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x1b\n\x11\x63\x61libration_chunk\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x0f\x43onvertProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x88\x02\n\x0bProgramInfo\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.spikefleet.v1.ProgramInfo.LabelsEntry\x12\x15\n\rfidelity_json\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x06 \x01(\x03\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\x15\n\rsource_sha256\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\rConvertResult\x12+\n\x07program\x18\x01 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"{\n\x0c\x43onvertReply\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.spikefleet.v1.ConvertProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.spikefleet.v1.ConvertResultH\x00\x42\x07\n\x05\x65vent2]\n\x10\x43onverterService\x12I\n\x07\x43onvert\x12\x1d.spikefleet.v1.ConvertRequest\x1a\x1b.spikefleet.v1.ConvertReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRAMINFO_LABELSENTRY']._loaded_options = None
   _globals['_PROGRAMINFO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CONVERTOPTIONS']._serialized_start=49
-  _globals['_CONVERTOPTIONS']._serialized_end=476
-  _globals['_CONVERTOPTIONS_LABELSENTRY']._serialized_start=431
-  _globals['_CONVERTOPTIONS_LABELSENTRY']._serialized_end=476
-  _globals['_CONVERTREQUEST']._serialized_start=478
-  _globals['_CONVERTREQUEST']._serialized_end=598
-  _globals['_CONVERTPROGRESS']._serialized_start=600
-  _globals['_CONVERTPROGRESS']._serialized_end=667
-  _globals['_PROGRAMINFO']._serialized_start=670
-  _globals['_PROGRAMINFO']._serialized_end=934
-  _globals['_PROGRAMINFO_LABELSENTRY']._serialized_start=431
-  _globals['_PROGRAMINFO_LABELSENTRY']._serialized_end=476
-  _globals['_CONVERTRESULT']._serialized_start=936
-  _globals['_CONVERTRESULT']._serialized_end=996
-  _globals['_CONVERTREPLY']._serialized_start=998
-  _globals['_CONVERTREPLY']._serialized_end=1121
-  _globals['_CONVERTERSERVICE']._serialized_start=1123
-  _globals['_CONVERTERSERVICE']._serialized_end=1216
+  _globals['_CONVERTOPTIONS']._serialized_end=501
+  _globals['_CONVERTOPTIONS_LABELSENTRY']._serialized_start=456
+  _globals['_CONVERTOPTIONS_LABELSENTRY']._serialized_end=501
+  _globals['_CONVERTREQUEST']._serialized_start=503
+  _globals['_CONVERTREQUEST']._serialized_end=623
+  _globals['_CONVERTPROGRESS']._serialized_start=625
+  _globals['_CONVERTPROGRESS']._serialized_end=692
+  _globals['_PROGRAMINFO']._serialized_start=695
+  _globals['_PROGRAMINFO']._serialized_end=959
+  _globals['_PROGRAMINFO_LABELSENTRY']._serialized_start=456
+  _globals['_PROGRAMINFO_LABELSENTRY']._serialized_end=501
+  _globals['_CONVERTRESULT']._serialized_start=961
+  _globals['_CONVERTRESULT']._serialized_end=1021
+  _globals['_CONVERTREPLY']._serialized_start=1023
+  _globals['_CONVERTREPLY']._serialized_end=1146
+  _globals['_CONVERTERSERVICE']._serialized_start=1148
+  _globals['_CONVERTERSERVICE']._serialized_end=1241
 # @@protoc_insertion_point(module_scope)

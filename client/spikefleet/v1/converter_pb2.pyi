@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ConvertOptions(_message.Message):
-    __slots__ = ("filename", "arch", "name", "labels", "weights_bits", "allow_beta", "total_size", "upload_sha256", "class_labels", "calibration_size", "calibration_sha256", "input_shape", "input_scale", "allow_shift", "clip", "no_hardware")
+    __slots__ = ("filename", "arch", "name", "labels", "weights_bits", "allow_beta", "total_size", "upload_sha256", "class_labels", "calibration_size", "calibration_sha256", "input_shape", "input_scale", "allow_shift", "clip", "no_hardware", "input_spec_json")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ConvertOptions(_message.Message):
     ALLOW_SHIFT_FIELD_NUMBER: _ClassVar[int]
     CLIP_FIELD_NUMBER: _ClassVar[int]
     NO_HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     filename: str
     arch: str
     name: str
@@ -47,7 +48,8 @@ class ConvertOptions(_message.Message):
     allow_shift: bool
     clip: str
     no_hardware: bool
-    def __init__(self, filename: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weights_bits: _Optional[int] = ..., allow_beta: _Optional[bool] = ..., total_size: _Optional[int] = ..., upload_sha256: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., calibration_size: _Optional[int] = ..., calibration_sha256: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_scale: _Optional[float] = ..., allow_shift: _Optional[bool] = ..., clip: _Optional[str] = ..., no_hardware: _Optional[bool] = ...) -> None: ...
+    input_spec_json: str
+    def __init__(self, filename: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weights_bits: _Optional[int] = ..., allow_beta: _Optional[bool] = ..., total_size: _Optional[int] = ..., upload_sha256: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., calibration_size: _Optional[int] = ..., calibration_sha256: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_scale: _Optional[float] = ..., allow_shift: _Optional[bool] = ..., clip: _Optional[str] = ..., no_hardware: _Optional[bool] = ..., input_spec_json: _Optional[str] = ...) -> None: ...
 
 class ConvertRequest(_message.Message):
     __slots__ = ("options", "chunk", "calibration_chunk")

@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from spikefleet.errors import RegistryError
+from spikefleet.events.spec import InputSpecError, parse_input_spec
 from spikefleet.v1 import converter_pb2, converter_pb2_grpc
 from spikefleet_server.conversion import ConversionJob, ConversionOutcome, ConversionPool
 from spikefleet_server.metrics import Metrics
@@ -179,6 +180,11 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             raise _Refused(
                 invalid, "bad-options", f"weights_bits {options.weights_bits}: at most 8"
             )
+        if options.input_spec_json:
+            try:
+                parse_input_spec(options.input_spec_json, source="input_spec_json")
+            except InputSpecError as exc:
+                raise _Refused(invalid, "bad-options", str(exc)) from None
         return options
 
     def _receive(
@@ -259,6 +265,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             allow_shift=options.allow_shift,
             clip=options.clip or "mse",
             hardware=not options.no_hardware,
+            input_spec_json=options.input_spec_json,
         )
         outcome: ConversionOutcome | None = None
         for event in self.pool.run(job, self.convert_timeout):
