@@ -228,3 +228,22 @@ def test_a_conversion_past_its_time_limit_is_stopped_and_the_pool_recovers(
     assert_left_nothing(server, "slow")
     with client_for(server) as client:
         assert client.convert(model, arch=FC_ARCH, name="slow").version == 1
+
+
+def test_the_input_spec_sent_is_recorded_and_a_bad_one_refused(server: ServerApp, tmp_path: Path):
+    from spikefleet.events import InputSpec
+
+    spec = InputSpec(sensor_size=(16, 16, 2), time_window=20_000, downsample=2, clip_bits=4)
+    model = fc_model(tmp_path / "fc.safetensors")
+    with client_for(server) as client:
+        info = client.convert(model, arch=FC_ARCH, name="fc-spec", input_spec=spec)
+        program = decode(
+            verify(client.programs.get(info.sha256), TrustedKeys([server.signing_key.public_key]))
+        )
+    assert program.input_spec == spec
+    error = raw_convert(
+        server,
+        [options(model.read_bytes(), "fc-bad", input_spec_json='{"sensor": 1}')],
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown key(s) sensor" in (error.details() or "")
