@@ -14,12 +14,36 @@ from spikefleet_agent.device.factory import BACKENDS
 
 @dataclass
 class ServerConfig:
-    address: str = ""  # "" runs the agent standalone (no control channel)
+    # "host:port", or a list of them (replicas, tried in turn); "" runs standalone
+    address: str | list[str] = ""
     token_file: str = ""
     tls_ca: str = ""  # PEM of the server's CA; "" dials without TLS (loopback, tests)
     heartbeat_interval_s: float = 5.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+
+    @property
+    def addresses(self) -> list[str]:
+        """The server addresses to fail over between; empty when standalone."""
+        if isinstance(self.address, str):
+            return [self.address] if self.address else []
+        return list(self.address)
+
+    def validate(self) -> None:
+        address = self.address
+        if isinstance(address, str):
+            return
+        if (
+            not isinstance(address, list)
+            or not address
+            or not all(isinstance(a, str) and a.strip() for a in address)
+        ):
+            raise AgentConfigError(
+                f'[server] address must be one "host:port" or a non-empty list of them '
+                f'(address = ["a.example:7443", "b.example:7443"]), not {address!r}'
+            )
+        if len(set(address)) != len(address):
+            raise AgentConfigError(f"[server] address lists a server twice: {address!r}")
 
 
 @dataclass
@@ -55,6 +79,7 @@ class AgentConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def validate(self) -> AgentConfig:
+        self.server.validate()
         if self.backend not in BACKENDS:
             raise AgentConfigError(
                 f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}"

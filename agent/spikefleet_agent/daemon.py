@@ -135,9 +135,9 @@ class Agent:
             self.metrics_port = server.server_port
             self._metrics_server = server
 
-        if cfg.server.address:
+        if cfg.server.addresses:
             self.control = ControlChannel(
-                cfg.server.address,
+                cfg.server.addresses,
                 register=self._register_message,
                 heartbeat=self._heartbeat_message,
                 on_assignment=self._on_assignment,
@@ -168,7 +168,7 @@ class Agent:
             agent_id=cfg.agent_id,
             backend=cfg.backend,
             inference=cfg.inference.address,
-            server=cfg.server.address or "(standalone)",
+            server=", ".join(cfg.server.addresses) or "(standalone)",
         )
         return self
 

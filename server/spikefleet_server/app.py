@@ -188,7 +188,7 @@ class ServerApp:
         interceptor = AuthInterceptor(
             tokens, self.access, self.metrics.observe_rpc, pool=self.rpc_pool
         )
-        server = grpc.aio.server(interceptors=[interceptor])
+        server = grpc.aio.server(interceptors=[interceptor], options=config.grpc_options())
         for _name, add in self._services:
             add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -65,12 +65,27 @@ class ServerConfig:
     workers: int = 1
     convert_timeout_seconds: float = 900.0  # from a job's start in a worker; 0 = none
     grpc_threads: int = 16
+    # Close each client connection after this long (gRPC GOAWAY, then a grace of a tenth
+    # of it, 1-60 s): agents redial, so a fleet rebalances over replicas added since.
+    # 0 = never (one server); replicas behind one address want e.g. 1800.
+    max_connection_age_seconds: float = 0.0
     metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
     drain_seconds: float = 30.0
     log_level: str = "info"
     tls: TLSConfig = field(default_factory=TLSConfig)
     tokens: tuple[TokenEntry, ...] = ()
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """gRPC server channel options these settings imply."""
+        age = self.max_connection_age_seconds
+        if age <= 0:
+            return []
+        grace = min(60.0, max(1.0, age / 10))
+        return [
+            ("grpc.max_connection_age_ms", max(1, round(age * 1000))),
+            ("grpc.max_connection_age_grace_ms", round(grace * 1000)),
+        ]
 
     @property
     def signing_key_path(self) -> Path:
@@ -99,6 +114,8 @@ class ServerConfig:
                 raise ServerConfigError(f"TLS file {path} does not exist")
         if self.max_upload_bytes <= 0:
             raise ServerConfigError("max_upload_bytes must be positive")
+        if self.max_connection_age_seconds < 0:
+            raise ServerConfigError("max_connection_age_seconds must be >= 0 (0 = never)")
         if self.workers < 1 or self.grpc_threads < 2:
             raise ServerConfigError("workers must be >= 1 and grpc_threads >= 2")
         if self.metrics_listen:

@@ -52,3 +52,30 @@ def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert config.backend == "sim"
     assert config.server.address
+
+
+def test_server_address_may_list_several_replicas() -> None:
+    one = parse_config({"trusted_keys": ["k"], "server": {"address": "a.example:7443"}})
+    assert one.server.addresses == ["a.example:7443"]
+    several = parse_config(
+        {"trusted_keys": ["k"], "server": {"address": ["a.example:7443", "b.example:7443"]}}
+    )
+    assert several.server.addresses == ["a.example:7443", "b.example:7443"]
+    assert parse_config({"trusted_keys": ["k"]}).server.addresses == []
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ([], "non-empty list"),
+        (["a:1", ""], "non-empty list"),
+        (7443, "non-empty list"),
+        (["a:1", "a:1"], "twice"),
+    ],
+)
+def test_a_bad_server_address_list_is_refused_with_the_form_to_use(
+    address: object, problem: str
+) -> None:
+    with pytest.raises(AgentConfigError, match=problem) as refused:
+        parse_config({"trusted_keys": ["k"], "server": {"address": address}})
+    assert "[server] address" in str(refused.value)

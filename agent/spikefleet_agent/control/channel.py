@@ -6,15 +6,26 @@ Down: Registered (with the last telemetry seq the server stored, so the spool
 replays exactly what is missing), Assignments and telemetry acks. When the
 stream breaks the agent keeps serving and redials with jittered exponential
 backoff.
+
+Several server addresses (replicas) fail over in turn: an agent starts at a
+random one, so a fleet spreads over them, and moves to the next whenever a
+stream ends (the server died, drained, or closed the stream at its maximum
+connection age). The backoff grows per full round of addresses that all
+failed, so a dead replica costs one short step, not a growing wait. A name
+that resolves to several addresses fails over within gRPC's own resolver
+(pick-first over the shuffled list). Because the server acks only stored
+telemetry and says, at registration, the last seq it holds, whatever was in
+flight to a replica that died is sent again to the next and stored once.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -32,6 +43,9 @@ SEND_WINDOW = 256  # telemetry batches in flight beyond the last ack
 REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 REFUSED_ATTEMPT = 30
 FETCH_TIMEOUT_S = 60.0
+# A name that resolves to several addresses: try them in a random order, so agents
+# dialing one DNS name spread over its addresses and skip the dead ones.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": True}}]})
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:
@@ -40,10 +54,17 @@ def backoff_delay(attempt: int, low: float, high: float) -> float:
     return step * random.uniform(0.5, 1.0)
 
 
+def failover_delay(failures: int, addresses: int, low: float, high: float) -> float:
+    """The wait before the next dial after ``failures`` sessions in a row that never
+    registered: grows per full round over ``addresses``, so the first try of each
+    other server comes after only the shortest (jittered) step."""
+    return backoff_delay(failures // max(1, addresses), low, high)
+
+
 class ControlChannel:
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         *,
         register: Callable[[], fleet_pb2.Register],
         heartbeat: Callable[[], fleet_pb2.Heartbeat],
@@ -56,7 +77,10 @@ class ControlChannel:
         reconnect_max_s: float = 30.0,
         on_connected: Callable[[bool], None] | None = None,
     ) -> None:
-        self.address = address
+        self.addresses = [address] if isinstance(address, str) else list(address)
+        if not self.addresses or not all(self.addresses):
+            raise ValueError(f"server address(es) must be non-empty, got {address!r}")
+        self._index = random.randrange(len(self.addresses))  # spread a fleet over replicas
         self._register = register
         self._heartbeat = heartbeat
         self._on_assignment = on_assignment
@@ -76,6 +100,11 @@ class ControlChannel:
         self._call: grpc.Future | None = None
         self._registered_once = False
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    @property
+    def address(self) -> str:
+        """The server address this channel dials now (or dialled last)."""
+        return self.addresses[self._index]
 
     def start(self) -> None:
         self._thread.start()
@@ -123,6 +152,7 @@ class ControlChannel:
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.service_config", SERVICE_CONFIG),
         ]
         if self._tls_ca:
             creds = grpc.ssl_channel_credentials(root_certificates=Path(self._tls_ca).read_bytes())
@@ -130,7 +160,7 @@ class ControlChannel:
         return grpc.insecure_channel(self.address, options=options)
 
     def _run(self) -> None:
-        attempt = 0
+        failures = 0
         while not self._stopped.is_set():
             channel = self._dial()
             self._channel = channel
@@ -171,10 +201,15 @@ class ControlChannel:
                     self._on_connected(False)
                 self._channel = None
                 channel.close()
-            attempt = 0 if self._registered_once else attempt + 1
+            failures = 0 if self._registered_once else failures + 1
+            if len(self.addresses) > 1:
+                self._index = (self._index + 1) % len(self.addresses)
             if refused:  # retrying soon can't help: wait the longest step
-                attempt = max(attempt, REFUSED_ATTEMPT)
-            self.retry_delay_s = backoff_delay(attempt, self._min_s, self._max_s)
+                self.retry_delay_s = backoff_delay(REFUSED_ATTEMPT, self._min_s, self._max_s)
+            else:
+                self.retry_delay_s = failover_delay(
+                    failures, len(self.addresses), self._min_s, self._max_s
+                )
             if not self._stopped.is_set():
                 self._stopped.wait(self.retry_delay_s)
 
