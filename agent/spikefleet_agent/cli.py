@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from dataclasses import asdict
@@ -12,21 +11,8 @@ from pathlib import Path
 
 import structlog
 
+from spikefleet import logsetup
 from spikefleet.errors import SpikefleetError
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -93,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent until SIGTERM")
     run.add_argument("--config", required=True, metavar="PATH", help="agent TOML config")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        choices=logsetup.FORMATS,
+        default="auto",
+        help="json lines, or console text for people (auto: console on a terminal, else json)",
+    )
     run.set_defaults(func=_run)
     inv = sub.add_parser("inventory", help="list Akida boards and event cameras on this host")
     inv.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -110,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    _configure_logging(getattr(args, "log_level", "warning"))  # logs on stderr, never stdout
+    # logs on stderr, never stdout
+    logsetup.configure(getattr(args, "log_level", "warning"), getattr(args, "log_format", "auto"))
     try:
         return int(args.func(args))
     except SpikefleetError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spikefleet.errors import SpikefleetError
+from spikefleet.logsetup import FORMATS
 from spikefleet_server import __version__
 from spikefleet_server.auth import Role
 from spikefleet_server.config import hash_token, load_config
@@ -39,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     if tls:
         overrides["tls"] = tls
     config = load_config(args.config, overrides=overrides)
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, args.log_format)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-bytes", type=int, help="largest model upload accepted")
     serve.add_argument("--workers", type=int, help="conversion worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="json lines, or console text for people (auto: console on a terminal, else json)",
+    )
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate the configuration, then exit")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-import structlog
 
 from spikefleet.cli.output import print_json, print_table, progress
 from spikefleet.errors import ConversionError
@@ -103,16 +100,6 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
     return (h, w, c)
 
 
-def _stderr_logger(*_args: object) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
-
-
-def _logs_to_stderr() -> None:
-    """stdout carries the table or JSON; unconfigured structlog would print there too."""
-    if not structlog.is_configured():
-        structlog.configure(logger_factory=_stderr_logger)
-
-
 def convert_command(args: argparse.Namespace) -> int:
     if getattr(args, "server", None):
         from spikefleet.cli.server_commands import convert_remotely
@@ -123,7 +110,6 @@ def convert_command(args: argparse.Namespace) -> int:
 
 def convert_locally(args: argparse.Namespace) -> int:
     """Convert on this machine and write the program file."""
-    _logs_to_stderr()
     from spikefleet.convert import ConvertOptions, convert
     from spikefleet.convert.calibration import load_calibration, load_labels
     from spikefleet.events.spec import load_input_spec

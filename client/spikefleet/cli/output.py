@@ -47,14 +47,25 @@ def print_fields(rows: Sequence[tuple[str, Any]]) -> None:
 
 @contextmanager
 def progress(description: str, total: float | None = None) -> Iterator[Any]:
-    """A progress bar on stderr; yields ``advance(amount, description=None)``."""
+    """A progress bar on stderr while the work runs; yields ``advance(amount, description=None)``.
+
+    It is erased when done (the result follows on stdout), and a stderr that is not a
+    terminal gets none: a log has no use for a bar's redraws."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+
+        def ignore(amount: float = 1, description: str | None = None) -> None:
+            del amount, description
+
+        yield ignore
+        return
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
+        console=console,
+        transient=True,
     )
     with bar:
         task = bar.add_task(description, total=total)

@@ -8,6 +8,7 @@ and sign.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import structlog
 
 from spikefleet import __version__
 from spikefleet.convert.compat import lower
@@ -37,7 +37,7 @@ from spikefleet.errors import (
 from spikefleet.events.spec import InputSpec, default_input_spec
 from spikefleet.program.model import Program, Provenance
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)  # a library: the application decides where records go
 
 CONVERTER_VERSION = f"spikefleet-convert {__version__}"
 
@@ -207,7 +207,7 @@ def convert(
     data, signed = _encode(program, options.sign_key)
     step(6, "done")
     seconds = time.perf_counter() - started
-    log.info("convert.done", program=program.name, seconds=round(seconds, 3), signed=signed)
+    log.info("converted %s in %.3f s (signed: %s)", program.name, seconds, signed)
     return ConversionResult(program, report, notes, data, signed, seconds)
 
 
