@@ -51,6 +51,7 @@ from grpc_reflection.v1alpha import reflection
 
 from spikefleet.errors import ServerConfigError
 from spikefleet.v1 import converter_pb2_grpc, registry_pb2_grpc
+from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
 from spikefleet_server.config import ServerConfig
 from spikefleet_server.conversion import ConversionPool
@@ -188,7 +189,10 @@ class ServerApp:
         interceptor = AuthInterceptor(
             tokens, self.access, self.metrics.observe_rpc, pool=self.rpc_pool
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=config.grpc_options())
+        # the decode guard innermost: a caller is authenticated before its bytes are judged
+        server = grpc.aio.server(
+            interceptors=[interceptor, DecodeGuard()], options=config.grpc_options()
+        )
         for _name, add in self._services:
             add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

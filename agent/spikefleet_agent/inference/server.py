@@ -17,6 +17,7 @@ import grpc
 
 from spikefleet.errors import AgentConfigError
 from spikefleet.v1 import inference_pb2_grpc
+from spikefleet.wire_guard import DecodeGuard
 from spikefleet_agent.inference.service import InferenceService
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ def serve(
 
     async def start() -> int:
         server = grpc.aio.server(
-            interceptors=[TokenInterceptor(token)] if token else [],
+            interceptors=[*([TokenInterceptor(token)] if token else []), DecodeGuard()],
             maximum_concurrent_rpcs=max_streams,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
