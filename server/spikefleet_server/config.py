@@ -72,6 +72,11 @@ class ServerConfig:
     metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
     drain_seconds: float = 30.0
     log_level: str = "info"
+    # per agent (see spikefleet_server.fleet.limits and docs/security.md); 0 turns one off
+    telemetry_max_batch_bytes: int = 64 * 1024
+    telemetry_rate_bytes_per_s: int = 64 * 1024
+    telemetry_retention_days: float = 30.0
+    telemetry_max_batches_per_agent: int = 600_000
     tls: TLSConfig = field(default_factory=TLSConfig)
     tokens: tuple[TokenEntry, ...] = ()
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
@@ -116,6 +121,18 @@ class ServerConfig:
             raise ServerConfigError("max_upload_bytes must be positive")
         if self.max_connection_age_seconds < 0:
             raise ServerConfigError("max_connection_age_seconds must be >= 0 (0 = never)")
+        for key in (
+            "telemetry_max_batch_bytes",
+            "telemetry_rate_bytes_per_s",
+            "telemetry_retention_days",
+            "telemetry_max_batches_per_agent",
+        ):
+            if getattr(self, key) < 0:
+                raise ServerConfigError(f"{key} must be >= 0 (0 turns the limit off)")
+        if 0 < self.telemetry_rate_bytes_per_s < 1024:
+            raise ServerConfigError(
+                "telemetry_rate_bytes_per_s below 1024 would starve agents: use >= 1024 or 0"
+            )
         if self.workers < 1 or self.grpc_threads < 2:
             raise ServerConfigError("workers must be >= 1 and grpc_threads >= 2")
         if self.metrics_listen:

@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from spikefleet.v1 import fleet_pb2_grpc
+from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.db import Database
-from spikefleet_server.fleet import FleetService, FleetStore
+from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
 from spikefleet_server.loop_thread import LoopThread
 
 
@@ -31,6 +32,8 @@ class FleetServer:
     programs: dict[str, bytes] = field(default_factory=dict)
     port: int = 0
     tls: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
+    limits: TelemetryLimits | None = None
+    prune_interval_s: float = 60.0
     service: FleetService | None = None
     _server: grpc.aio.Server | None = None
     _db: Database | None = None
@@ -39,13 +42,19 @@ class FleetServer:
     def start(self) -> FleetServer:
         self._db = Database(self.db)
         store = FleetStore(self._db)
-        self.service = FleetService(store, self.programs.__getitem__, heartbeat_interval_ms=200)
+        self.service = FleetService(
+            store,
+            self.programs.__getitem__,
+            heartbeat_interval_ms=200,
+            limits=self.limits,
+            prune_interval_s=self.prune_interval_s,
+        )
         self._loop = LoopThread("fleet-test")
         self._loop.run(self._start(self.service))
         return self
 
     async def _start(self, service: FleetService) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[DecodeGuard()])
         fleet_pb2_grpc.add_FleetServicer_to_server(service, server)
         if self.tls is None:
             self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")

@@ -10,6 +10,7 @@ from spikefleet.v1 import fleet_pb2
 from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetStore
 from spikefleet_server.fleet.ingest import TelemetryWriter
+from spikefleet_server.fleet.store import IngestResult
 
 
 def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
@@ -23,8 +24,9 @@ def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
     lock = threading.Lock()
     total = 300
 
-    def done_for(agent: str, seq: int) -> Callable[[bool], None]:
-        def done(new: bool) -> None:
+    def done_for(agent: str, seq: int) -> Callable[[IngestResult], None]:
+        def done(result: IngestResult) -> None:
+            new = result.new
             stored = store.last_telemetry_seq(agent)  # already visible when the ack goes out
             with lock:
                 acked.append((agent, seq, new, stored))

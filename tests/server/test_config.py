@@ -115,3 +115,21 @@ def test_nested_and_list_settings_from_the_environment(tmp_path: Path):
     assert (config.tls.cert, config.tls.key, config.tls.client_ca) == (cert, key, None)
     assert config.listen == "0.0.0.0:7443"
     assert config.extensions == ("spikefleet_server.fleet",)
+
+
+def test_telemetry_limits_load_from_file_and_environment_and_refuse_nonsense(tmp_path: Path):
+    text = TOML.format(data=tmp_path, digest=hash_token("t"))
+    path = write(tmp_path, text)
+    path.write_text(
+        "telemetry_max_batch_bytes = 4096\ntelemetry_retention_days = 7.5\n" + path.read_text()
+    )
+    env = {"SPIKEFLEET_SERVER_TELEMETRY_MAX_BATCHES_PER_AGENT": "10"}
+    config = load_config(path, environ=env)
+    assert config.telemetry_max_batch_bytes == 4096
+    assert config.telemetry_retention_days == 7.5
+    assert config.telemetry_max_batches_per_agent == 10
+    assert config.telemetry_rate_bytes_per_s == 65536
+    with pytest.raises(ServerConfigError, match="telemetry_retention_days must be >= 0"):
+        load_config(path, environ={"SPIKEFLEET_SERVER_TELEMETRY_RETENTION_DAYS": "-1"})
+    with pytest.raises(ServerConfigError, match="telemetry_rate_bytes_per_s below 1024"):
+        load_config(path, environ={"SPIKEFLEET_SERVER_TELEMETRY_RATE_BYTES_PER_S": "10"})

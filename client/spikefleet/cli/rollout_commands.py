@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console, Group
@@ -42,6 +43,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     agents.add_argument("--json", action="store_true", help="print JSON")
     agents.set_defaults(func=_agents)
+    agent_commands = agents.add_subparsers(dest="agents_command", metavar="COMMAND")
+    delete = agent_commands.add_parser(
+        "delete",
+        help="forget an agent: record, desired program, installs and telemetry (admin)",
+        description="Delete what the server holds about AGENT_ID (records an impersonator or "
+        "a flood of made-up ids left, retired hosts). A connected agent is refused unless "
+        "--force; it registers again while its token is valid, so revoke that first.",
+    )
+    delete.add_argument("agent_id", nargs="+", metavar="AGENT_ID")
+    delete.add_argument("--force", action="store_true", help="also when connected")
+    delete.add_argument("--json", action="store_true", help="print JSON")
+    delete.set_defaults(func=_delete_agents)
 
     rollout = subparsers.add_parser(
         "rollout",
@@ -150,6 +163,28 @@ def _agents(args: argparse.Namespace) -> int:
         [_agent_row(a) for a in agents],
         ids=("agent", "program", "shadow"),
     )
+    return 0
+
+
+def _delete_agents(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        deleted = [asdict(client.delete_agent(a, force=args.force)) for a in args.agent_id]
+    if args.json:
+        print_json(deleted)
+    else:
+        print_table(
+            f"{len(deleted)} agents deleted",
+            ["agent", "was connected", "telemetry batches", "installs"],
+            [
+                [
+                    d["agent_id"],
+                    str(d["was_connected"]),
+                    str(d["telemetry_batches"]),
+                    str(d["installs"]),
+                ]
+                for d in deleted
+            ],
+        )
     return 0
 
 

@@ -174,6 +174,16 @@ class Programs:
         return {k.key_id: bytes(k.pem) for k in reply.keys}
 
 
+@dataclass(frozen=True)
+class DeletedAgent:
+    """What ``Client.delete_agent`` removed at the server."""
+
+    agent_id: str
+    was_connected: bool
+    telemetry_batches: int
+    installs: int
+
+
 class Client:
     """A connection to spikefleet-server. Plaintext unless ``tls`` is given (the server
     allows plaintext on loopback only); ``token`` is sent as a bearer token."""
@@ -266,6 +276,18 @@ class Client:
             yield from method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error, self.address) from None
+
+    def delete_agent(self, agent_id: str, *, force: bool = False) -> DeletedAgent:
+        """Forget an agent at the server (admin): its record, desired program, installs
+        and telemetry. A connected agent is refused unless ``force`` (which ends its stream;
+        it registers again unless its token is revoked)."""
+        stub = fleet_pb2_grpc.FleetAdminStub(self.channel)
+        reply = self._call(
+            stub.DeleteAgent, fleet_pb2.DeleteAgentRequest(agent_id=agent_id, force=force)
+        )
+        return DeletedAgent(
+            agent_id, reply.was_connected, int(reply.telemetry_batches), int(reply.installs)
+        )
 
     def convert(
         self,

@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeleteAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "force")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    force: bool
+    def __init__(self, agent_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteAgentResponse(_message.Message):
+    __slots__ = ("was_connected", "telemetry_batches", "installs")
+    WAS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    INSTALLS_FIELD_NUMBER: _ClassVar[int]
+    was_connected: bool
+    telemetry_batches: int
+    installs: int
+    def __init__(self, was_connected: _Optional[bool] = ..., telemetry_batches: _Optional[int] = ..., installs: _Optional[int] = ...) -> None: ...
+
 class AssignRequest(_message.Message):
     __slots__ = ("agent_id", "sha256", "shadow_sha256", "rollback")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -213,10 +231,12 @@ class Assignment(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., generation: _Optional[int] = ..., shadow_sha256: _Optional[str] = ..., rollback: _Optional[bool] = ...) -> None: ...
 
 class TelemetryAck(_message.Message):
-    __slots__ = ("seq",)
+    __slots__ = ("seq", "refused")
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     seq: int
-    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+    refused: str
+    def __init__(self, seq: _Optional[int] = ..., refused: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("registered", "assignment", "telemetry_ack")

@@ -158,6 +158,11 @@ class FleetAdminStub:
                 request_serializer=spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.SerializeToString,
                 response_deserializer=spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.FromString,
                 _registered_method=True)
+        self.DeleteAgent = channel.unary_unary(
+                '/spikefleet.v1.FleetAdmin/DeleteAgent',
+                request_serializer=spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentRequest.SerializeToString,
+                response_deserializer=spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentResponse.FromString,
+                _registered_method=True)
 
 
 class FleetAdminServicer:
@@ -171,6 +176,14 @@ class FleetAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAgent(self, request, context):
+        """Forget an agent: its record, desired program, install history and telemetry
+        (records made by an impersonator, a flood of made-up ids, retired hosts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +191,11 @@ def add_FleetAdminServicer_to_server(servicer, server):
                     servicer.Assign,
                     request_deserializer=spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.FromString,
                     response_serializer=spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.SerializeToString,
+            ),
+            'DeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgent,
+                    request_deserializer=spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentRequest.FromString,
+                    response_serializer=spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -209,6 +227,33 @@ class FleetAdmin:
             '/spikefleet.v1.FleetAdmin/Assign',
             spikefleet_dot_v1_dot_fleet__pb2.AssignRequest.SerializeToString,
             spikefleet_dot_v1_dot_fleet__pb2.AssignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spikefleet.v1.FleetAdmin/DeleteAgent',
+            spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentRequest.SerializeToString,
+            spikefleet_dot_v1_dot_fleet__pb2.DeleteAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet_server.auth import Role
+from spikefleet_server.fleet.limits import TelemetryLimits
 from spikefleet_server.fleet.metrics import FleetMetrics
 from spikefleet_server.fleet.service import FleetAdminService, FleetEvent, FleetService
 from spikefleet_server.fleet.store import (
@@ -34,7 +35,14 @@ def install(app: ServerApp) -> None:
     agent streams ended when the server drains, ``app.fleet`` for other areas."""
     store = FleetStore(app.db, require_program=app.registry.require)
     metrics = FleetMetrics.create(app.metrics.registry)
-    service = FleetService(store, app.registry.get_bytes, metrics=metrics)
+    config = app.config
+    limits = TelemetryLimits(
+        max_batch_bytes=config.telemetry_max_batch_bytes,
+        rate_bytes_per_s=config.telemetry_rate_bytes_per_s,
+        retention_days=config.telemetry_retention_days,
+        max_batches_per_agent=config.telemetry_max_batches_per_agent,
+    )
+    service = FleetService(store, app.registry.get_bytes, metrics=metrics, limits=limits)
     app.registry.usage = store.usage
     app.add_service(
         SERVICE_NAME,
@@ -45,7 +53,7 @@ def install(app: ServerApp) -> None:
     app.add_service(
         ADMIN_SERVICE_NAME,
         lambda server: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, server),
-        {"Assign": Role.ADMIN},
+        {"Assign": Role.ADMIN, "DeleteAgent": Role.ADMIN},
     )
     app.on_drain.append(service.drain)
     app.on_stop.append(service.close)
@@ -61,6 +69,7 @@ __all__ = [
     "FleetService",
     "FleetStore",
     "InstallRecord",
+    "TelemetryLimits",
     "TelemetryRecord",
     "install",
 ]

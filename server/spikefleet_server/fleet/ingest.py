@@ -4,57 +4,95 @@ The agents' periodic "still here" (last_seen) refreshes ride along in the
 same transactions, so the writes a connected fleet keeps making never
 contend for SQLite's write lock.
 
-An ack tells the agent it may delete the batch from its spool, so it is sent
-only after the batch is durably committed. Committing each batch alone costs
-one fsync per batch (about 270 batches/s measured here); one writer thread that
-commits whatever has queued up meanwhile keeps that guarantee at fleet scale.
-Batches of one agent arrive from one reader and stay in FIFO order.
+An ack tells the agent it may delete the batch from its spool, and acks are
+cumulative (every batch up to that seq), so one goes out only after the batch
+and every earlier batch of that agent is durably committed or refused.
+Committing each batch alone costs one fsync per batch (about 270 batches/s
+measured here); one writer thread that commits whatever has queued up meanwhile
+keeps that guarantee at fleet scale. Batches of one agent arrive from one
+reader and stay in FIFO order: a group the database cannot commit (disk full,
+I/O error) is retried, with backoff, before anything queued after it, so no
+later ack can ever cover a batch that was not stored. A batch refused at the
+boundary or by the database is acked as refused, in its place in that order.
+
+The same thread prunes old telemetry (retention) every ``prune_interval_s``.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
 
 from spikefleet.v1 import fleet_pb2
-from spikefleet_server.fleet.store import FleetStore
+from spikefleet_server.fleet.limits import TelemetryLimits
+from spikefleet_server.fleet.store import FleetStore, IngestResult
 
 log = structlog.get_logger(__name__)
 
-Done = Callable[[bool], None]  # called with "was new" after the commit
-_Item = tuple[str, fleet_pb2.TelemetryBatch | None, Done | None]  # batch None: last_seen
+Done = Callable[[IngestResult], None]  # called after the commit (or the refusal)
+# batch None: a last_seen refresh; refused set: acked as refused, not stored
+_Item = tuple[str, fleet_pb2.TelemetryBatch | None, Done | None, str]
+
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 5.0
+PRUNE_INTERVAL_S = 60.0
 
 
 class TelemetryWriter:
-    def __init__(self, store: FleetStore, max_group: int = 1000) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        max_group: int = 1000,
+        *,
+        limits: TelemetryLimits | None = None,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+    ) -> None:
         self._store = store
         self._max_group = max_group
+        self._limits = limits or TelemetryLimits()
+        self._prune_interval_s = prune_interval_s
+        self._next_prune = 0.0  # prune once at start
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-telemetry", daemon=True)
         self._thread.start()
 
-    def submit(self, agent_id: str, batch: fleet_pb2.TelemetryBatch, done: Done | None) -> None:
-        self._queue.put((agent_id, batch, done))
+    def submit(
+        self,
+        agent_id: str,
+        batch: fleet_pb2.TelemetryBatch,
+        done: Done | None,
+        refused: str = "",
+    ) -> None:
+        """Store ``batch`` (or, with ``refused``, only ack it as refused, in order)."""
+        self._queue.put((agent_id, batch, done, refused))
 
     def seen(self, agent_id: str) -> None:
         """Refresh the agent's last_seen with the next group."""
-        self._queue.put((agent_id, None, None))
+        self._queue.put((agent_id, None, None, ""))
 
     def pending(self) -> int:
         """Batches and refreshes submitted and not yet committed (how far ingest lags)."""
         return self._queue.qsize()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop (a group that keeps failing is given up:
+        its agents still hold it and resend it to the next server)."""
         self._queue.put(None)
+        self._stopping.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            self._maybe_prune()
+            try:
+                first = self._queue.get(timeout=self._prune_interval_s)
+            except queue.Empty:
+                continue
             if first is None:
                 return
             group: list[_Item] = [first]
@@ -68,19 +106,67 @@ class TelemetryWriter:
                     stop = True
                     break
                 group.append(item)
-            batches = [(a, b, d) for a, b, d in group if b is not None]
-            seen = [a for a, b, _ in group if b is None]
-            try:
-                stored = self._store.ingest_many([(a, b) for a, b, _ in batches], seen)
-            except Exception:
-                log.exception("fleet.telemetry_commit_failed", items=len(group))
-                stored = None  # no acks: the agents keep these and resend on reconnect
-            if stored is not None:
-                for (_, _, done), new in zip(batches, stored, strict=True):
+            results = self._commit(group)
+            if results is not None:
+                for done, result in results:
                     try:
-                        if done is not None:
-                            done(new)
+                        done(result)
                     except Exception:
                         log.exception("fleet.telemetry_ack_failed")
-            if stop:
+            if stop or results is None:
                 return
+
+    def _commit(self, group: list[_Item]) -> list[tuple[Done, IngestResult]] | None:
+        """Commit the group, retrying until it succeeds; None when stopping first."""
+        batches = [(a, b, d) for a, b, d, refused in group if b is not None and not refused]
+        seen = [a for a, b, _, _ in group if b is None]
+        delay, failures = RETRY_MIN_S, 0
+        while True:
+            try:
+                stored = self._store.ingest_many([(a, b) for a, b, _ in batches], seen)
+                break
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.exception("fleet.telemetry_commit_failed", items=len(group))
+                elif failures % 20 == 0:
+                    log.warning(
+                        "fleet.telemetry_commit_still_failing",
+                        items=len(group),
+                        attempts=failures,
+                        error=str(exc),
+                    )
+                if self._stopping.wait(delay):
+                    log.warning("fleet.telemetry_not_committed", items=len(group))
+                    return None  # no acks: the agents keep these and resend them
+                delay = min(RETRY_MAX_S, delay * 2)
+        if failures:
+            log.info("fleet.telemetry_commit_recovered", attempts=failures + 1)
+        results = iter(stored)
+        out: list[tuple[Done, IngestResult]] = []
+        for _, batch, done, refused in group:
+            if batch is None:
+                continue
+            result = IngestResult(False, refused) if refused else next(results)
+            if done is not None:
+                out.append((done, result))
+        return out
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._prune_interval_s
+        limits = self._limits
+        older_than = 0
+        if limits.retention_days > 0:
+            older_than = int((time.time() - limits.retention_days * 86400) * 1000)
+        if not older_than and not limits.max_batches_per_agent:
+            return
+        try:
+            deleted = self._store.prune_telemetry(older_than, limits.max_batches_per_agent)
+        except Exception:
+            log.exception("fleet.telemetry_prune_failed")
+            return
+        if deleted:
+            log.info("fleet.telemetry_pruned", batches=deleted)

@@ -30,9 +30,17 @@ import structlog
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.auth import current_principal
-from spikefleet_server.fleet.ingest import TelemetryWriter
+from spikefleet_server.fleet import limits as checks
+from spikefleet_server.fleet.ingest import PRUNE_INTERVAL_S, TelemetryWriter
+from spikefleet_server.fleet.limits import TelemetryLimits
 from spikefleet_server.fleet.metrics import FleetMetrics
-from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore, InstallRecord
+from spikefleet_server.fleet.store import (
+    AgentRecord,
+    AssignmentRecord,
+    FleetStore,
+    IngestResult,
+    InstallRecord,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +49,11 @@ T = TypeVar("T")
 CHUNK = 256 * 1024
 LAST_SEEN_WRITE_S = 30.0
 DB_THREADS = 4
+WRITE_STRIPES = 64  # per-agent write locks: an agent's register and disconnect stay ordered
+
+
+class AgentConnectedError(Exception):
+    """An agent to delete holds its control stream (pass force to end it first)."""
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -92,9 +105,26 @@ class _Mailbox:
             outbox.put_nowait(item)
 
 
+class _Bucket:
+    """A token bucket of telemetry bytes: how long to wait before taking ``cost``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.level = rate, burst, burst
+        self.at = time.monotonic()
+
+    def delay(self, cost: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate) - cost
+        self.at = now
+        return 0.0 if self.level >= 0 else -self.level / self.rate
+
+
 class _Session:
-    def __init__(self, agent_id: str, mailbox: _Mailbox) -> None:
+    def __init__(self, agent_id: str, mailbox: _Mailbox, bucket: _Bucket) -> None:
         self.agent_id = agent_id
+        self.bucket = bucket
         self.registered = False  # set once its Register is in the store
         self.last_beat: tuple[str, str, str] | None = None
         self.last_beat_written = 0.0
@@ -120,8 +150,12 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         *,
         heartbeat_interval_ms: int = 5000,
         metrics: FleetMetrics | None = None,
+        limits: TelemetryLimits | None = None,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
     ) -> None:
         self.store = store
+        self.limits = limits or TelemetryLimits()
+        self._write_locks = [threading.Lock() for _ in range(WRITE_STRIPES)]
         self._programs = programs
         self._heartbeat_ms = heartbeat_interval_ms
         self.metrics = metrics or FleetMetrics.create()
@@ -133,7 +167,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self._closed = False
         self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
         self._db_pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="fleet-db")
-        self._writer = TelemetryWriter(store)
+        self._writer = TelemetryWriter(store, limits=self.limits, prune_interval_s=prune_interval_s)
         self.metrics.telemetry_queue.set_function(self._writer.pending)
         store.mark_all_disconnected()
 
@@ -173,6 +207,46 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
 
     def agents(self) -> list[AgentRecord]:
         return self.store.agents()
+
+    def delete_agent(self, agent_id: str, *, force: bool = False) -> tuple[bool, int, int] | None:
+        """Forget ``agent_id``; (was connected, telemetry rows, install rows), or None if
+        unknown. A connected agent raises AgentConnectedError unless ``force``, which
+        ends its stream first (it re-appears if it registers again: revoke its token)."""
+        with self._lock:
+            session = self._sessions.get(agent_id)
+            if session is not None:
+                if not force:
+                    raise AgentConnectedError(agent_id)
+                del self._sessions[agent_id]
+                self.metrics.connected.set(len(self._sessions))
+        if session is not None:
+            session.end(grpc.StatusCode.UNAVAILABLE, "this agent was deleted at the server")
+        with self._write_lock(agent_id):
+            deleted = self.store.delete_agent(agent_id)
+        log.info("fleet.agent_deleted", agent_id=agent_id, found=deleted is not None)
+        if deleted is None:
+            return None
+        return session is not None, deleted[0], deleted[1]
+
+    def _write_lock(self, agent_id: str) -> threading.Lock:
+        return self._write_locks[hash(agent_id) % WRITE_STRIPES]
+
+    def _register(self, session: _Session, register: fleet_pb2.Register) -> None:
+        with self._write_lock(session.agent_id):
+            with self._lock:
+                if self._sessions.get(session.agent_id) is not session:
+                    return  # it already went away (or was replaced): don't mark it connected
+            self.store.register(register)
+
+    def _disconnected(self, agent_id: str) -> bool:
+        """Record the agent as gone, after any of its writes still in flight, unless a
+        newer session of it holds the stream by then."""
+        with self._write_lock(agent_id):
+            with self._lock:
+                if agent_id in self._sessions:
+                    return False
+            self.store.set_connected(agent_id, False)
+        return True
 
     def connected(self) -> list[str]:
         with self._lock:
@@ -220,8 +294,9 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         assert first is not None
         register = first.register
         agent_id = register.agent_id
-        if not agent_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register.agent_id is empty")
+        problem = checks.register_problem(register)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         caller = current_principal()
         if caller is not None and not caller.may_register_as(agent_id):
             await context.abort(
@@ -236,7 +311,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             mailbox = self._mailboxes.get(loop)
             if mailbox is None:
                 mailbox = self._mailboxes[loop] = _Mailbox(loop)
-            session = _Session(agent_id, mailbox)
+            bucket = _Bucket(self.limits.rate_bytes_per_s, self.limits.burst_bytes)
+            session = _Session(agent_id, mailbox, bucket)
             closed = self._closed
             if not closed:
                 self._handlers += 1
@@ -248,7 +324,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         try:
             if old is not None:
                 old.end()  # the same agent reconnected: its old stream ends
-            await self._db(self.store.register, register)
+            await self._db(self._register, session, register)
             health = "ok" if register.program_sha256 else "no-program"  # what register stored
             session.last_beat = (register.program_sha256, health, "")
             session.last_beat_written = time.monotonic()
@@ -292,9 +368,16 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             closed = self._closed
         try:
             if current and not closed:
-                await self._db(self.store.set_connected, agent_id, False)
-                log.info("fleet.disconnected", agent_id=agent_id)
-                self._emit(FleetEvent("disconnected", agent_id))
+                # in the pool even if this call is cancelled (the stream dropped mid-Register):
+                # it runs after the Register write, so the agent never stays "connected"
+                done = asyncio.wrap_future(self._db_pool.submit(self._disconnected, agent_id))
+                try:
+                    recorded = await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    recorded = True
+                if recorded:
+                    log.info("fleet.disconnected", agent_id=agent_id)
+                    self._emit(FleetEvent("disconnected", agent_id))
         except Exception:
             log.exception("fleet.disconnect_not_recorded", agent_id=agent_id)
         finally:
@@ -324,12 +407,28 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     async def _handle(self, session: _Session, message: fleet_pb2.AgentMessage) -> None:
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
+            problem = checks.heartbeat_problem(message.heartbeat)
+            if problem:
+                session.end(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                return
             await self._heartbeat(session, message.heartbeat)
         elif kind == "telemetry":
-            self._telemetry(session, message.telemetry)
+            batch = message.telemetry
+            wait = session.bucket.delay(batch.ByteSize())
+            if wait > 0:  # over the agent's rate: read its stream slower (flow control)
+                await asyncio.sleep(wait)
+            self._telemetry(session, batch, checks.telemetry_problem(batch, self.limits))
         elif kind == "install":
+            problem = checks.install_problem(message.install)
+            if problem:
+                session.end(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                return
             record = await self._db(self._install, session.agent_id, message.install)
             self._emit(FleetEvent("install", session.agent_id, {"record": record}))
+        elif kind == "register":
+            session.end(
+                grpc.StatusCode.INVALID_ARGUMENT, "Register is only the first message of Connect"
+            )
 
     async def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
         """Write when the agent's state changed (in order with its install reports), else
@@ -344,15 +443,25 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             session.last_beat_written = now
             self._writer.seen(session.agent_id)
 
-    def _telemetry(self, session: _Session, batch: fleet_pb2.TelemetryBatch) -> None:
-        def stored(new: bool) -> None:
-            if new:
+    def _telemetry(
+        self, session: _Session, batch: fleet_pb2.TelemetryBatch, problem: str | None
+    ) -> None:
+        def stored(result: IngestResult) -> None:
+            if result.new:
                 self.metrics.telemetry.inc()
                 self._emit(FleetEvent("telemetry", session.agent_id, {"batch": batch}))
-            ack = fleet_pb2.TelemetryAck(seq=batch.seq)
+            elif result.refused:
+                log.warning(
+                    "fleet.telemetry_refused",
+                    agent_id=session.agent_id,
+                    seq=batch.seq,
+                    reason=result.refused,
+                )
+            ack = fleet_pb2.TelemetryAck(seq=min(batch.seq, checks.INT64_MAX))
+            ack.refused = result.refused
             session.send(fleet_pb2.ServerMessage(telemetry_ack=ack))
 
-        self._writer.submit(session.agent_id, batch, stored)
+        self._writer.submit(session.agent_id, batch, stored, problem or "")
 
     def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> InstallRecord:
         # the agent's state first: whoever sees the install record sees its effect too
@@ -423,4 +532,29 @@ class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
         return fleet_pb2.AssignResponse(
             generation=record.generation,
             connected=request.agent_id in self._fleet.connected(),
+        )
+
+    def DeleteAgent(
+        self, request: fleet_pb2.DeleteAgentRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.DeleteAgentResponse:
+        if not request.agent_id:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty")
+        try:
+            deleted = self._fleet.delete_agent(request.agent_id, force=request.force)
+        except AgentConnectedError:
+            _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"agent {request.agent_id!r} is connected: stop it (or revoke its token) "
+                "first, or pass --force to end its stream and delete it anyway",
+            )
+        if deleted is None:
+            _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no agent {request.agent_id!r} (see 'spikefleet agents')",
+            )
+        was_connected, telemetry, installs = deleted
+        return fleet_pb2.DeleteAgentResponse(
+            was_connected=was_connected, telemetry_batches=telemetry, installs=installs
         )

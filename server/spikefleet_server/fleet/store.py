@@ -1,7 +1,9 @@
 """Fleet state in the server's SQLite file: agents, assignments, installs, telemetry.
 
 Telemetry rows are keyed by (agent_id, seq) and inserted with OR IGNORE, so a
-batch the agent re-sends after a reconnect is stored exactly once.
+batch the agent re-sends after a reconnect is stored exactly once. Each batch of a
+group commit is inserted under its own savepoint: one the database refuses is
+reported as refused, and the others of the group are still stored.
 """
 
 from __future__ import annotations
@@ -119,6 +121,19 @@ class InstallRecord:
     detail: str
     generation: int
     at_ms: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """One batch of a group commit: stored for the first time, already there, or refused."""
+
+    new: bool
+    refused: str = ""  # why the database could not store it ("" = stored or duplicate)
+
+
+# Errors a single row can cause (a value the database cannot hold); anything else
+# (disk full, I/O) fails the whole transaction and the writer retries the group.
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError)
 
 
 @dataclass
@@ -314,14 +329,14 @@ class FleetStore:
     # -- telemetry -------------------------------------------------------------
 
     def ingest(self, agent_id: str, batch: fleet_pb2.TelemetryBatch) -> bool:
-        """Store one batch; False if this (agent, seq) was already stored."""
-        return self.ingest_many([(agent_id, batch)])[0]
+        """Store one batch; False if this (agent, seq) was already stored or was refused."""
+        return self.ingest_many([(agent_id, batch)])[0].new
 
     def ingest_many(
         self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str] = ()
-    ) -> list[bool]:
+    ) -> list[IngestResult]:
         """Store batches, and refresh the last_seen of the ``seen`` agents, in one
-        transaction (one fsync); per batch, whether it was new."""
+        transaction (one fsync); per batch, whether it was new or why it was refused."""
         now = _now_ms()
         stored = []
         with self.db.transaction() as conn:
@@ -330,27 +345,84 @@ class FleetStore:
                 [(now, agent_id) for agent_id in seen],
             )
             for agent_id, batch in items:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        agent_id,
-                        batch.seq,
-                        now,
-                        batch.start_unix_ms,
-                        batch.end_unix_ms,
-                        batch.program_sha256,
-                        batch.frames,
-                        batch.predictions,
-                        batch.errors,
-                        batch.latency_p99_ms,
-                        batch.shadow_sha256,
-                        batch.shadow_frames,
-                        batch.shadow_agreements,
-                        batch.SerializeToString(),
-                    ),
-                )
-                stored.append(cursor.rowcount == 1)
+                conn.execute("SAVEPOINT batch")
+                try:
+                    new = self._insert_batch(conn, now, agent_id, batch)
+                except _ROW_ERRORS as exc:
+                    conn.execute("ROLLBACK TO batch")
+                    stored.append(IngestResult(False, f"not storable: {exc}"))
+                else:
+                    stored.append(IngestResult(new))
+                finally:
+                    conn.execute("RELEASE batch")
         return stored
+
+    @staticmethod
+    def _insert_batch(
+        conn: sqlite3.Connection, now: int, agent_id: str, batch: fleet_pb2.TelemetryBatch
+    ) -> bool:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                agent_id,
+                batch.seq,
+                now,
+                batch.start_unix_ms,
+                batch.end_unix_ms,
+                batch.program_sha256,
+                batch.frames,
+                batch.predictions,
+                batch.errors,
+                batch.latency_p99_ms,
+                batch.shadow_sha256,
+                batch.shadow_frames,
+                batch.shadow_agreements,
+                batch.SerializeToString(),
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def prune_telemetry(self, older_than_ms: int, max_per_agent: int) -> int:
+        """Delete batches received before ``older_than_ms`` (0: none) and all but the
+        newest ``max_per_agent`` of each agent (0: no cap); return how many went."""
+        deleted = 0
+        with self.db.transaction() as conn:
+            if older_than_ms:
+                deleted += conn.execute(
+                    "DELETE FROM fleet_telemetry WHERE received_ms < ?", (older_than_ms,)
+                ).rowcount
+            if max_per_agent:
+                over = conn.execute(
+                    """SELECT agent_id FROM fleet_telemetry GROUP BY agent_id
+                       HAVING COUNT(*) > ?""",
+                    (max_per_agent,),
+                ).fetchall()
+                for (agent_id,) in over:
+                    deleted += conn.execute(
+                        """DELETE FROM fleet_telemetry WHERE agent_id=?1 AND seq <= (
+                             SELECT seq FROM fleet_telemetry WHERE agent_id=?1
+                             ORDER BY seq DESC LIMIT 1 OFFSET ?2)""",
+                        (agent_id, max_per_agent),
+                    ).rowcount
+        return deleted
+
+    def delete_agent(self, agent_id: str) -> tuple[int, int] | None:
+        """Forget an agent (record, assignment, installs, telemetry) in one transaction;
+        (telemetry rows, install rows) deleted, or None if it was unknown."""
+        with self.db.transaction() as conn:
+            found = conn.execute("DELETE FROM fleet_agents WHERE agent_id=?", (agent_id,)).rowcount
+            assigned = conn.execute(
+                "DELETE FROM fleet_assignments WHERE agent_id=?", (agent_id,)
+            ).rowcount
+            installs = conn.execute(
+                "DELETE FROM fleet_installs WHERE agent_id=?", (agent_id,)
+            ).rowcount
+            telemetry = conn.execute(
+                "DELETE FROM fleet_telemetry WHERE agent_id=?", (agent_id,)
+            ).rowcount
+        if not (found or assigned or installs or telemetry):
+            return None
+        return telemetry, installs
 
     def last_telemetry_seq(self, agent_id: str) -> int:
         row = self._exec(
