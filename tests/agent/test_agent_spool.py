@@ -63,3 +63,25 @@ def test_rebase_leaves_a_spool_that_is_ahead_of_the_server_alone(tmp_path: Path)
         spool.append(batch(n))
     spool.rebase(server_seq=1)
     assert [b.seq for b in spool.pending(0)] == [1, 2, 3]
+
+
+def test_a_server_seq_at_the_top_of_the_range_leaves_the_spool_working(tmp_path: Path) -> None:
+    """Only a forged batch gets near 2**63: the spool can't follow it, says so, and
+    keeps its own numbering instead of failing every session."""
+    spool = Spool(tmp_path / "t.sqlite")
+    spool.append(batch(1))
+    spool.append(batch(2))
+    assert spool.rebase(2**63 - 1) is False
+    assert [b.seq for b in spool.pending(0)] == [1, 2]
+    assert spool.append(batch(3)) == 3
+    assert spool.pending(2**64 - 1) == []  # whatever a server sends back is clamped
+    spool.ack(2**64 - 1)
+    assert spool.depth() == 0
+
+
+def test_rebase_renumbers_after_a_server_seq_it_never_issued(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "t.sqlite")
+    spool.append(batch(1))
+    assert spool.rebase(1000) is True
+    assert [b.seq for b in spool.pending(0)] == [1001]
+    assert spool.append(batch(2)) == 1002

@@ -247,8 +247,19 @@ class ControlChannel:
                 kind = message.WhichOneof("kind")
                 if kind == "registered":
                     last = message.registered.last_telemetry_seq
-                    self._spool.rebase(last)
-                    self._spool.ack(last)
+                    if self._spool.rebase(last):
+                        self._spool.ack(last)
+                    else:  # a forged seq near 2**63: keep our numbering, resend what waits
+                        log.error(
+                            "control.telemetry_seq_unfollowable",
+                            server=self.address,
+                            server_seq=last,
+                            hint="the server holds a telemetry seq for this agent id that "
+                            "this agent never sent (an impersonator with an unbound agent "
+                            "token?); bind agent tokens to ids, and delete the agent's "
+                            "records at the server: spikefleet agents delete AGENT_ID",
+                        )
+                        last = 0
                     state["sent"] = state["acked"] = last
                     state["registered"] = True
                     self.refusal = ""
@@ -262,6 +273,13 @@ class ControlChannel:
                 elif kind == "assignment":
                     self._on_assignment(message.assignment)
                 elif kind == "telemetry_ack":
+                    if message.telemetry_ack.refused:
+                        log.warning(
+                            "control.telemetry_refused",
+                            server=self.address,
+                            seq=message.telemetry_ack.seq,
+                            reason=message.telemetry_ack.refused,
+                        )
                     self._spool.ack(message.telemetry_ack.seq)
                     state["acked"] = max(state["acked"], message.telemetry_ack.seq)
                     self._wake.set()

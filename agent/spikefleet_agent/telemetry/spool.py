@@ -4,6 +4,9 @@ Every batch gets the next sequence number when it is appended, whether or not
 the server is reachable; the control channel sends from here in seq order and
 deletes what the server acknowledged. When more than ``max_batches`` wait, the
 oldest are dropped (and counted): nothing is lost within the bound.
+
+Seqs are SQLite integers (at most 2**63-1); whatever number a server sends back
+is clamped to that range, so a poisoned seq can't make a query fail.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0);
 """
+
+INT64_MAX = 2**63 - 1
+
+
+def _clamp(seq: int) -> int:
+    return max(0, min(int(seq), INT64_MAX))
 
 
 class Spool:
@@ -60,14 +69,19 @@ class Spool:
     def pending(self, after_seq: int, limit: int = 64) -> list[fleet_pb2.TelemetryBatch]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT body FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                (_clamp(after_seq), limit),
             ).fetchall()
         return [fleet_pb2.TelemetryBatch.FromString(body) for (body,) in rows]
 
-    def rebase(self, server_seq: int) -> None:
+    def rebase(self, server_seq: int) -> bool:
         """The server already holds seqs up to ``server_seq`` that this spool never issued
         (its state directory was wiped, the agent id reused): renumber what waits here to
-        follow them, so new batches are not mistaken for ones already stored."""
+        follow them, so new batches are not mistaken for ones already stored.
+
+        False when they cannot follow (``server_seq`` is so close to 2**63-1 that no seq
+        is left after it, which only a forged batch does): nothing changes, and the
+        caller keeps this spool's own numbering instead of being cut off."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -76,7 +90,12 @@ class Spool:
                 ).fetchone()
                 if next_seq > server_seq:
                     self._db.execute("COMMIT")
-                    return
+                    return True
+                (count,) = self._db.execute("SELECT COUNT(*) FROM batches").fetchone()
+                # room for what waits, and for a year of one batch a second after it
+                if server_seq > INT64_MAX - count - 2**25:
+                    self._db.execute("COMMIT")
+                    return False
                 rows = self._db.execute("SELECT seq, body FROM batches ORDER BY seq").fetchall()
                 self._db.execute("DELETE FROM batches")
                 seq = server_seq
@@ -92,11 +111,12 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            return True
 
     def ack(self, seq: int) -> None:
-        """The server stored everything up to ``seq``."""
+        """The server stored (or refused) everything up to ``seq``."""
         with self._lock:
-            self._db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+            self._db.execute("DELETE FROM batches WHERE seq <= ?", (_clamp(seq),))
 
     def depth(self) -> int:
         with self._lock:
