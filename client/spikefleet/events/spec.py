@@ -217,8 +217,8 @@ class InputSpec:
                 raise InputSpecError(
                     f"input spec: overlap ({overlap}) must be smaller than {key} ({amount})"
                 )
-            if binning is Binning.EVENT_COUNT:
-                set_(self, "overlap", _int(overlap, "overlap", minimum=0))
+            unit = "microseconds" if binning is Binning.TIME_WINDOW else "events"
+            set_(self, "overlap", _int(overlap, f"overlap (whole {unit})", minimum=0))
         if not isinstance(self.include_incomplete, bool):
             raise InputSpecError("input spec: include_incomplete must be true or false")
         for name in ("start_time", "end_time"):
