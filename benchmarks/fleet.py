@@ -190,7 +190,7 @@ def bench_rollout(root: Path, count: int, bake_s: float) -> dict[str, object]:
     try:
         rollouts = Client(server.address, token=DEPLOYER).rollouts
         request = RolloutRequest(
-            program_sha256="new",
+            program_sha256=server.new,
             canary_percent=10,
             waves=(50.0, 100.0),
             bake_s=bake_s,

@@ -1,7 +1,17 @@
 """spikefleet: deploy SNNTorch spiking networks to BrainChip Akida.
 
 The SDK holds the program format and signing, the bit-exact int4 engine, DVS
-event handling and the gRPC clients. Importing it never imports torch.
+event handling and the gRPC clients::
+
+    import spikefleet
+
+    with spikefleet.Client("server:7443", token=token) as client:
+        info = client.convert(model, sample=frames, name="digits")
+    with spikefleet.AgentClient("127.0.0.1:50061") as agent:
+        print(agent.infer(frame).classes)
+
+Importing it never imports torch or gRPC: the clients, the engine and
+``extract`` load on first use.
 """
 
 from __future__ import annotations
@@ -22,20 +32,41 @@ from spikefleet.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from spikefleet.client.agent import AgentClient, AsyncAgentClient
+    from spikefleet.client.client import Client, ClientTLS
     from spikefleet.convert.extraction import extract
+    from spikefleet.engine import Engine
+
+# name -> module it lives in; loaded on first use, so `import spikefleet` stays light
+_LAZY = {
+    "AgentClient": "spikefleet.client.agent",
+    "AsyncAgentClient": "spikefleet.client.agent",
+    "Client": "spikefleet.client.client",
+    "ClientTLS": "spikefleet.client.client",
+    "Engine": "spikefleet.engine",
+    "extract": "spikefleet.convert.extraction",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``spikefleet.extract`` is loaded on first use: it needs torch, the package must not."""
-    if name == "extract":
-        from spikefleet.convert.extraction import extract
+    """The clients need gRPC, ``extract`` needs torch: the package itself needs neither."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spikefleet' has no attribute {name!r}")
+    import importlib
 
-        return extract
-    raise AttributeError(f"module 'spikefleet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
+    "AgentClient",
+    "AsyncAgentClient",
+    "Client",
+    "ClientTLS",
     "ConversionError",
+    "Engine",
     "EngineError",
     "EventFormatError",
     "FrameError",

@@ -186,3 +186,53 @@ def test_a_client_faster_than_the_engine_is_held_back_not_buffered(
         sent = pulled
         answers.cancel()
     assert sent < total // 4, f"the client got {sent} messages out for 300 answers"
+
+
+def test_the_async_client_streams_events_like_the_sync_one(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    from spikefleet.events import make_events
+
+    agent = standalone_agent(program)
+    rng = np.random.default_rng(21)
+    n = 2000
+    events = make_events(
+        rng.integers(0, 34, n),
+        rng.integers(0, 34, n),
+        np.sort(rng.integers(0, 40_000, n)),
+        rng.integers(0, 2, n).astype(bool),
+    )
+    packets = np.array_split(events, 5)
+
+    async def packets_later() -> AsyncIterator[np.ndarray]:
+        for packet in packets:
+            await asyncio.sleep(0)
+            yield packet
+
+    async def run() -> list[np.ndarray]:
+        async with AsyncAgentClient(address_of(agent)) as client:
+            return [
+                p.classes
+                async for p in client.stream_events(
+                    packets_later(), sample_id="a", time_window_us=10_000
+                )
+            ]
+
+    with AgentClient(address_of(agent)) as client:
+        expected = [
+            p.classes for p in client.stream_events(packets, sample_id="s", time_window_us=10_000)
+        ]
+    got = asyncio.run(run())
+    assert len(got) == len(expected) == 5
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_one_frame_gives_the_engine_answer_through_the_agent_and_the_engine(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    frame = random_frames(1, seed=22)[0]  # H x W x C
+    with AgentClient(address_of(standalone_agent(program))) as client:
+        prediction = client.infer(frame, return_outputs=True)
+    assert prediction.outputs is not None
+    np.testing.assert_array_equal(prediction.outputs, Engine(program).run(frame).outputs)

@@ -68,3 +68,17 @@ def test_the_cli_prints_its_table_on_stdout_and_nothing_else(tmp_path: Path) -> 
         line.lstrip().startswith("{") or "convert.done" in line for line in lines
     )
     assert out.is_file()
+
+
+def test_printing_an_extracted_graph_shows_its_layers_not_its_weights() -> None:
+    import torch
+
+    import spikefleet
+    from spikefleet.reference.model import ReferenceNet
+
+    graph = spikefleet.extract(ReferenceNet(), torch.zeros(1, 2, 34, 34))
+    text = repr(graph)
+    assert len(text) < 2000 and "array(" not in text and "..." not in text
+    assert "Conv2d(name='conv1', weight=float32[32,2,3,3]" in text
+    assert "Linear(name='fc1', weight=float32[10,5184], bias=float32[10])" in text
+    assert str(graph) == text

@@ -105,10 +105,18 @@ def test_empty_batch_gives_empty_outputs() -> None:
     assert result.spike_counts is None
 
 
+def test_one_frame_is_a_batch_of_one_as_the_agent_client_takes_it() -> None:
+    engine = Engine(reference_network())
+    frame = np.random.default_rng(3).integers(0, 16, (34, 34, 2), dtype=np.uint8)
+    single = engine.run(frame)
+    assert single.outputs.shape == (1, 1, 1, 10)
+    assert np.array_equal(single.outputs, engine.run(frame[None]).outputs)
+
+
 @pytest.mark.parametrize(
     ("frames", "message"),
     [
-        (np.zeros((34, 34, 2), np.uint8), "add a batch axis"),
+        (np.zeros((34, 34, 3), np.uint8), re.escape("or one frame (34, 34, 2)")),
         (np.zeros((1, 34, 34, 3), np.uint8), re.escape("expected (N, 34, 34, 2)")),
         (np.zeros((1, 34, 34, 2), np.int32), "must be uint8"),
         (np.full((1, 34, 34, 2), 16, np.uint8), "4-bit input"),

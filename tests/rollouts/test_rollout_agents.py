@@ -59,7 +59,7 @@ def test_real_agents_shadow_a_candidate_and_only_an_agreeing_one_is_rolled_out(
     try:
         rollouts = client(port)
         wait_for(lambda: len(rollouts.agents({"site": "lab"})) == 3, "the agents to register")
-        first = rollouts.create(RolloutRequest(program_sha256="base", bake_s=0))
+        first = rollouts.create(RolloutRequest(program_sha256=sha["base"], bake_s=0))
         assert final(rollouts, first.rollout_id).state == "succeeded"
         feeder.start()
 
@@ -67,7 +67,7 @@ def test_real_agents_shadow_a_candidate_and_only_an_agreeing_one_is_rolled_out(
             rollouts,
             rollouts.create(
                 RolloutRequest(
-                    program_sha256="other",
+                    program_sha256=sha["other"],
                     canary_count=1,
                     bake_s=1.0,
                     min_agreement=0.98,
@@ -91,7 +91,7 @@ def test_real_agents_shadow_a_candidate_and_only_an_agreeing_one_is_rolled_out(
             rollouts,
             rollouts.create(
                 RolloutRequest(
-                    program_sha256="same",
+                    program_sha256=sha["same"],
                     canary_count=1,
                     bake_s=1.0,
                     min_agreement=0.98,

@@ -170,7 +170,7 @@ def test_viewers_may_look_but_only_deployers_may_roll_out(server: Server, agents
     viewer = server.client("viewer")
     assert [a.agent_id for a in viewer.agents()] == ["edge-00", "edge-01"]
     with pytest.raises(AuthError, match="needs role deployer"):
-        viewer.create(RolloutRequest(program_sha256="new"))
+        viewer.create(RolloutRequest(program_sha256=server.new))
     with pytest.raises(AuthError):
         server.client("agent").agents()
     assert viewer.list() == []

@@ -14,6 +14,7 @@ import structlog
 from rollout_helpers import TOKENS, Agents, Server, final, put_programs, running_app, wait_for
 
 from spikefleet.cli.main import main
+from spikefleet.errors import AmbiguousReferenceError
 
 
 @pytest.fixture(autouse=True)
@@ -133,3 +134,18 @@ def test_a_reference_fitting_two_programs_lists_both(
         assert f"first@1 ({first[:12]})" in line and f"{first[:6]}@1 ({clash[:12]})" in line
         code, out, err = run(server, capsys, "programs", "describe", "first@1", "--json")
         assert code == 0 and json.loads(out)["sha256"] == first
+
+
+def test_the_client_lists_agents_and_assigns_by_any_name(server: Server, agents: Agents) -> None:
+    from spikefleet import Client
+
+    fleet = agents.start(server, 2, prefix="lab")
+    with Client(server.address, token=TOKENS["admin"]) as client:
+        assert [a.agent_id for a in client.agents({"site": "lab"})] == ["lab-00", "lab-01"]
+        assert client.resolve_agent("lab-01") == "lab-01"
+        done = client.assign("lab-01", "new@1")
+        assert (done.agent_id, done.sha256, done.connected) == ("lab-01", server.new, True)
+        with pytest.raises(AmbiguousReferenceError) as info:
+            client.assign("lab", "new")
+        assert info.value.candidates == ["lab-00", "lab-01"]
+    wait_for(lambda: fleet[1].active == server.new, "lab-01 to install its assignment")

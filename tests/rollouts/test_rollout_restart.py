@@ -48,7 +48,11 @@ def test_a_server_killed_mid_wave_resumes_the_rollout_from_its_database(tmp_path
             assert agent.registered.wait(30)
         rollouts = client(port)
         request = RolloutRequest(
-            program_sha256="new", canary_count=2, waves=(50.0, 100.0), bake_s=2.0, min_agreement=0.9
+            program_sha256=programs["new"],
+            canary_count=2,
+            waves=(50.0, 100.0),
+            bake_s=2.0,
+            min_agreement=0.9,
         )
         rollout_id = rollouts.create(request).rollout_id
         wait_for(

@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     program = _load(args)
     frames = _load_frames(args.frames)
     engine = Engine(program)
-    engine.check_frames(frames)
+    frames = engine.check_frames(frames)
     start = time.perf_counter()
     parts = []
     counts: dict[str, list[np.ndarray]] = {}

@@ -5,6 +5,23 @@ with Client("server:7443", token=token, tls=ClientTLS(ca=Path("ca.pem"))) as cli
     signed = client.programs.get("digits")
 """
 
-from spikefleet.client.client import Client, ClientTLS, ConvertProgress, ProgramInfo, Programs
+from spikefleet.client.agent import AgentClient, AsyncAgentClient
+from spikefleet.client.client import (
+    Assignment,
+    Client,
+    ClientTLS,
+    ConvertProgress,
+    ProgramInfo,
+    Programs,
+)
 
-__all__ = ["Client", "ClientTLS", "ConvertProgress", "ProgramInfo", "Programs"]
+__all__ = [
+    "AgentClient",
+    "Assignment",
+    "AsyncAgentClient",
+    "Client",
+    "ClientTLS",
+    "ConvertProgress",
+    "ProgramInfo",
+    "Programs",
+]

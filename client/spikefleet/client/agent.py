@@ -351,16 +351,58 @@ class AsyncAgentClient:
         return_outputs: bool = False,
     ) -> AsyncIterator[Prediction]:
         """Predictions for each batch, in order; batches are sent while answers arrive."""
-        call: Any = self._stub.Stream(metadata=self._metadata)
+
+        async def requests() -> AsyncIterator[inference_pb2.FrameBatch]:
+            seq = 0
+            async for item in _items(batches):
+                yield _request(item, seq, return_outputs)
+                seq += 1
+
+        async for prediction in self._duplex(self._stub.Stream, requests()):
+            yield prediction
+
+    async def stream_events(
+        self,
+        packets: Iterable[np.ndarray] | AsyncIterable[np.ndarray],
+        *,
+        sample_id: str = "",
+        time_window_us: int = 0,
+        end_of_sample: bool = True,
+        binning: str = "",
+    ) -> AsyncIterator[Prediction]:
+        """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample
+        (the same contract as :meth:`AgentClient.stream_events`)."""
+        from spikefleet.events import as_events
+
+        async def requests() -> AsyncIterator[inference_pb2.EventPacket]:
+            previous: np.ndarray | None = None
+            seq = 0
+            async for packet in _items(packets):
+                if previous is not None:
+                    yield AgentClient._packet(
+                        previous, seq, sample_id, time_window_us, False, binning
+                    )
+                    seq += 1
+                previous = as_events(packet)
+            if previous is not None:
+                yield AgentClient._packet(
+                    previous, seq, sample_id, time_window_us, end_of_sample, binning
+                )
+
+        async for prediction in self._duplex(self._stub.StreamEvents, requests()):
+            yield prediction
+
+    async def _duplex(self, method: Any, requests: AsyncIterator[Any]) -> AsyncIterator[Prediction]:
+        """Write ``requests`` while reading answers; the request side's own failure (a
+        bad array, a failing iterable) is raised as itself, a refusal as the agent's."""
+        call: Any = method(metadata=self._metadata)
 
         async def write() -> None:
             try:
                 await _headers(call)
-                seq = 0
-                async for item in _items(batches):
-                    if not await _sent(call, _request(item, seq, return_outputs)):
+                async for request in requests:
+                    if not await _sent(call, request):
                         return
-                    seq += 1
                 await _sent(call, None)
             except BaseException:
                 call.cancel()  # our side failed (the iterable, an array): no answers can follow

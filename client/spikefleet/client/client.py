@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -291,8 +293,9 @@ class Client:
 
     def convert(
         self,
-        path: str | os.PathLike[str],
+        model: str | os.PathLike[str] | Any,
         *,
+        sample: Any = None,
         name: str | None = None,
         arch: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -310,64 +313,97 @@ class Client:
         on_progress: Callable[[ConvertProgress], None] | None = None,
         timeout: float | None = 3600.0,
     ) -> ProgramInfo:
-        """Upload a model file, let the server convert, sign and store it; the stored
+        """Upload a model, let the server convert, sign and store it; the stored
         program's record (fetch its bytes with ``programs.get(info.sha256)``).
-        ``name`` defaults to the file's stem; ``calibration`` (uint8 frames) and
+
+        ``model`` is a model file, or a torch ``nn.Module`` with ``sample``, one input
+        batch as the module takes it (float (N, C, H, W) event counts): the module is
+        recorded with :func:`spikefleet.extract` and that bundle is uploaded. ``name``
+        defaults to the file's name without extensions (``digits.bundle.safetensors``
+        -> ``digits``) or the module's class name; ``calibration`` (uint8 frames) and
         ``calibration_labels`` travel with the model so the server measures fidelity."""
-        source = Path(path)
+        with contextlib.ExitStack() as stack:
+            source, default_name = _model_file(model, sample, stack)
+            size = source.stat().st_size
+            digest = hashlib.sha256()
+            with source.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            calib = _calibration_npz(calibration, calibration_labels)
+            options = converter_pb2.ConvertOptions(
+                filename=source.name,
+                arch=arch or "",
+                name=name or default_name,
+                labels=dict(labels or {}),
+                weights_bits=weights_bits or 0,
+                allow_beta=allow_beta,
+                total_size=size,
+                upload_sha256=digest.hexdigest(),
+                class_labels=list(class_labels),
+                calibration_size=len(calib),
+                calibration_sha256=hashlib.sha256(calib).hexdigest() if calib else "",
+                input_shape=list(input_shape or ()),
+                input_scale=input_scale or 0.0,
+                allow_shift=allow_shift,
+                clip=clip,
+                no_hardware=not hardware,
+                input_spec_json=input_spec.to_json() if input_spec is not None else "",
+            )
+
+            def requests() -> Iterator[converter_pb2.ConvertRequest]:
+                yield converter_pb2.ConvertRequest(options=options)
+                with source.open("rb") as handle:
+                    for block in iter(lambda: handle.read(CHUNK), b""):
+                        yield converter_pb2.ConvertRequest(chunk=block)
+                for start in range(0, len(calib), CHUNK):
+                    yield converter_pb2.ConvertRequest(
+                        calibration_chunk=calib[start : start + CHUNK]
+                    )
+
+            result: ProgramInfo | None = None
+            try:
+                for reply in self._converter.Convert(
+                    requests(), metadata=self._metadata, timeout=timeout
+                ):
+                    if reply.HasField("progress") and on_progress is not None:
+                        p = reply.progress
+                        on_progress(ConvertProgress(p.stage, p.fraction, p.message))
+                    elif reply.HasField("result"):
+                        result = ProgramInfo.from_message(reply.result.program)
+            except grpc.RpcError as error:
+                raise from_rpc_error(error, self.address) from None
+            if result is None:
+                raise InvalidRequestError("the server ended the conversion without a result")
+            return result
+
+
+def _model_file(model: Any, sample: Any, stack: contextlib.ExitStack) -> tuple[Path, str]:
+    """The file to upload for ``model`` and the program name it suggests."""
+    from spikefleet.convert.loaders import model_name
+
+    if isinstance(model, str | os.PathLike):
+        source = Path(model)
+        if sample is not None:
+            raise SpikefleetError(
+                "sample is for converting an nn.Module; a model file needs none "
+                "(give arch or input_shape for weights without shapes)"
+            )
         if not source.is_file():
             raise SpikefleetError(
                 f"{source}: no such model file (a directory must be converted locally)"
             )
-        size = source.stat().st_size
-        digest = hashlib.sha256()
-        with source.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        calib = _calibration_npz(calibration, calibration_labels)
-        options = converter_pb2.ConvertOptions(
-            filename=source.name,
-            arch=arch or "",
-            name=name or source.stem,
-            labels=dict(labels or {}),
-            weights_bits=weights_bits or 0,
-            allow_beta=allow_beta,
-            total_size=size,
-            upload_sha256=digest.hexdigest(),
-            class_labels=list(class_labels),
-            calibration_size=len(calib),
-            calibration_sha256=hashlib.sha256(calib).hexdigest() if calib else "",
-            input_shape=list(input_shape or ()),
-            input_scale=input_scale or 0.0,
-            allow_shift=allow_shift,
-            clip=clip,
-            no_hardware=not hardware,
-            input_spec_json=input_spec.to_json() if input_spec is not None else "",
+        return source, model_name(source)
+    if sample is None:
+        raise SpikefleetError(
+            f"converting a {type(model).__name__} needs sample, one input batch as it "
+            "takes it (e.g. torch.zeros(1, 2, 34, 34)), or pass a model file"
         )
+    from spikefleet.convert.extraction import extract
 
-        def requests() -> Iterator[converter_pb2.ConvertRequest]:
-            yield converter_pb2.ConvertRequest(options=options)
-            with source.open("rb") as handle:
-                for block in iter(lambda: handle.read(CHUNK), b""):
-                    yield converter_pb2.ConvertRequest(chunk=block)
-            for start in range(0, len(calib), CHUNK):
-                yield converter_pb2.ConvertRequest(calibration_chunk=calib[start : start + CHUNK])
-
-        result: ProgramInfo | None = None
-        try:
-            for reply in self._converter.Convert(
-                requests(), metadata=self._metadata, timeout=timeout
-            ):
-                if reply.HasField("progress") and on_progress is not None:
-                    p = reply.progress
-                    on_progress(ConvertProgress(p.stage, p.fraction, p.message))
-                elif reply.HasField("result"):
-                    result = ProgramInfo.from_message(reply.result.program)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, self.address) from None
-        if result is None:
-            raise InvalidRequestError("the server ended the conversion without a result")
-        return result
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spikefleet-")))
+    bundle = folder / "model.safetensors"
+    extract(model, sample, bundle)
+    return bundle, type(model).__name__
 
 
 def _calibration_npz(frames: np.ndarray | None, labels: np.ndarray | None) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from spikefleet.client.errors import from_rpc_error
-from spikefleet.client.resolve import resolve_id
+from spikefleet.client.resolve import is_sha256, resolve_id
 from spikefleet.errors import RolloutSpecError
 from spikefleet.v1 import rollout_pb2, rollout_pb2_grpc
 
@@ -136,6 +136,14 @@ class RolloutRequest:
     min_shadow_frames: int = 1
     install_timeout_s: float = 0.0
     max_failed_installs: int = 0
+
+    def __post_init__(self) -> None:
+        if not is_sha256(self.program_sha256):
+            raise RolloutSpecError(
+                f"program_sha256 {self.program_sha256!r} is not a sha256 (64 hex digits): "
+                "for a name or prefix pass client.programs.resolve(ref).sha256"
+            )
+        self.program_sha256 = self.program_sha256.lower()
 
     def to_proto(self) -> rollout_pb2.RolloutSpec:
         return rollout_pb2.RolloutSpec(

@@ -26,7 +26,7 @@ from spikefleet.convert.compat import lower
 from spikefleet.convert.fidelity import FidelityReport, measure
 from spikefleet.convert.floatsim import run_float
 from spikefleet.convert.graph import Graph
-from spikefleet.convert.loaders import load_graph, source_digest
+from spikefleet.convert.loaders import load_graph, model_name, source_digest
 from spikefleet.convert.quantize import quantize_stages
 from spikefleet.errors import (
     AkidaUnavailableError,
@@ -126,7 +126,7 @@ def convert(
             h, w, c = calibration.shape[-3:]
             input_shape = (int(h), int(w), int(c))
         graph = load_graph(source, arch, input_shape, options.nir_dt)
-        digest, default_name = source_digest(source), Path(source).stem
+        digest, default_name = source_digest(source), model_name(source)
     if options.input_scale is not None:
         graph = replace(graph, input_scale=options.input_scale)
     calibration = _check_calibration(graph, calibration, labels, options.input_bits)

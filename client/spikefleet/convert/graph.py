@@ -27,12 +27,32 @@ from spikefleet.events.spec import InputSpec, InputSpecError
 FloatArray: TypeAlias = npt.NDArray[np.float32]
 
 BUNDLE_FORMAT = "spikefleet-bundle/1"
+
+
+def _short(value: Any) -> str:
+    """An array as its dtype and shape (a scalar as its value): reprs stay one line."""
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return f"{value.item():g}"
+        return f"{value.dtype}[{','.join(map(str, value.shape))}]"
+    return repr(value)
+
+
+class _Brief:
+    """A repr naming every field, with arrays shown by shape rather than dumped."""
+
+    def __repr__(self) -> str:
+        names = getattr(self, "__dataclass_fields__", {})
+        parts = ", ".join(f"{name}={_short(getattr(self, name))}" for name in names)
+        return f"{type(self).__name__}({parts})"
+
+
 _GRAPH_KEY = "spikefleet.graph"
 _FORMAT_KEY = "format"
 
 
-@dataclass(eq=False)
-class Conv2d:
+@dataclass(eq=False, repr=False)
+class Conv2d(_Brief):
     name: str
     weight: FloatArray  # (out, in, kh, kw), torch layout
     bias: FloatArray | None = None
@@ -42,15 +62,15 @@ class Conv2d:
     groups: int = 1
 
 
-@dataclass(eq=False)
-class Linear:
+@dataclass(eq=False, repr=False)
+class Linear(_Brief):
     name: str
     weight: FloatArray  # (out, in), torch layout
     bias: FloatArray | None = None
 
 
-@dataclass(eq=False)
-class BatchNorm:
+@dataclass(eq=False, repr=False)
+class BatchNorm(_Brief):
     name: str
     weight: FloatArray
     bias: FloatArray
@@ -59,8 +79,8 @@ class BatchNorm:
     eps: float = 1e-5
 
 
-@dataclass(eq=False)
-class Leaky:
+@dataclass(eq=False, repr=False)
+class Leaky(_Brief):
     """An SNNTorch ``Leaky`` neuron layer (arrays are scalars or per-channel)."""
 
     name: str
@@ -71,8 +91,8 @@ class Leaky:
     inhibition: bool = False
 
 
-@dataclass(eq=False)
-class AvgPool:
+@dataclass(eq=False, repr=False)
+class AvgPool(_Brief):
     """Average pooling; ``kernel=None`` is global average pooling."""
 
     name: str
@@ -80,29 +100,29 @@ class AvgPool:
     stride: tuple[int, int] | None = None
 
 
-@dataclass(eq=False)
-class MaxPool:
+@dataclass(eq=False, repr=False)
+class MaxPool(_Brief):
     name: str
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
 
 
-@dataclass(eq=False)
-class Pad:
+@dataclass(eq=False, repr=False)
+class Pad(_Brief):
     """Zero padding before a convolution, in ``nn.ZeroPad2d`` order (left, right, top, bottom)."""
 
     name: str
     pads: tuple[int, int, int, int]
 
 
-@dataclass(eq=False)
-class Flatten:
+@dataclass(eq=False, repr=False)
+class Flatten(_Brief):
     name: str
 
 
-@dataclass(eq=False)
-class Unsupported:
+@dataclass(eq=False, repr=False)
+class Unsupported(_Brief):
     """Something an input path found that Akida cannot run; the check refuses it.
 
     ``kind`` is the module type (``"RLeaky"``, ``"LSTM"``, ...) or
@@ -121,7 +141,7 @@ Node: TypeAlias = (
 OutputKind: TypeAlias = Literal["potential", "spikes"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Graph:
     """A chain of nodes fed by input of ``input_shape`` (channels, height, width).
 
@@ -135,6 +155,13 @@ class Graph:
     output: OutputKind = "potential"
     input_scale: float = 1.0
     input_spec: InputSpec | None = None  # how the model's input frames were made
+
+    def __repr__(self) -> str:
+        nodes = "".join(f"\n    {node!r}," for node in self.nodes)
+        return (
+            f"Graph(input_shape={self.input_shape}, output={self.output!r}, "
+            f"input_scale={self.input_scale:g}, input_spec={self.input_spec!r}, nodes=[{nodes}\n])"
+        )
 
 
 _TENSOR_FIELDS: dict[type, tuple[str, ...]] = {

@@ -26,6 +26,14 @@ _NUMPY_PARAMS = ("weight", "bias", "running_mean", "running_var")
 _TEXT_PARAMS = ("threshold", "beta", "graded_spikes_factor")
 
 
+def model_name(path: str | os.PathLike[str]) -> str:
+    """The program name a model file suggests: its name without the extension, nor the
+    ``.bundle`` that marks extract's output (``digits.bundle.safetensors`` -> ``digits``)."""
+    target = Path(path)
+    stem = target.stem if target.suffix and not target.is_dir() else target.name
+    return stem.removesuffix(".bundle") or stem
+
+
 def source_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a model file, or of a directory's files (names and bytes, sorted)."""
     digest = hashlib.sha256()

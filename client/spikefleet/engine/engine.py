@@ -52,7 +52,8 @@ class Engine:
         self.output_shape = shapes[-1]
 
     def check_frames(self, frames: object) -> np.ndarray:
-        """Return ``frames`` if they fit the program's input, else raise FrameError."""
+        """``frames`` as a batch (N, H, W, C) if they fit the program's input, else raise
+        FrameError. One frame (H, W, C) is a batch of one, as ``AgentClient.infer`` takes it."""
         if not isinstance(frames, np.ndarray):
             raise FrameError(f"frames must be a numpy array, got {type(frames).__name__}")
         if frames.dtype != np.uint8:
@@ -61,11 +62,12 @@ class Engine:
                 "after checking the values fit the input bits"
             )
         expected = self.input_shape
+        if frames.ndim == 3 and tuple(frames.shape) == expected:
+            frames = frames[None]
         if frames.ndim != 4 or tuple(frames.shape[1:]) != expected:
-            hint = " (add a batch axis: frames[None])" if frames.shape == expected else ""
             raise FrameError(
                 f"frames have shape {frames.shape}, expected (N, {expected[0]}, {expected[1]}, "
-                f"{expected[2]}){hint}"
+                f"{expected[2]}) or one frame {expected}"
             )
         limit = 1 << self.input_bits
         frames = np.ascontiguousarray(frames)
