@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from prometheus_client import start_http_server
 
+from spikefleet.errors import SpikefleetError
 from spikefleet.program.signing import TrustedKeys
 from spikefleet.v1 import fleet_pb2, inference_pb2
 from spikefleet_agent import __version__
@@ -29,6 +30,7 @@ from spikefleet_agent.device.factory import open_backend
 from spikefleet_agent.device.lock import DeviceLock
 from spikefleet_agent.inference.server import InferenceServer, serve
 from spikefleet_agent.inference.service import InferenceService
+from spikefleet_agent.programs.keyring import KeyChanges, KeyRing
 from spikefleet_agent.programs.slots import SlotStore
 from spikefleet_agent.runtime import Runtime
 from spikefleet_agent.telemetry.collector import Collector
@@ -63,6 +65,7 @@ class Agent:
         self._pci_root = pci_root
         self._locks: list[DeviceLock] = []
         self._stopped = threading.Event()
+        self._keys_lock = threading.Lock()
         self.collector = Collector()
         self.backend: Backend | None = None
         self.runtime: Runtime | None = None
@@ -97,8 +100,8 @@ class Agent:
         self.backend = open_backend(
             cfg.backend, device=self._hardware_device, device_index=cfg.device_index
         )
-        trusted = TrustedKeys.load(*cfg.trusted_keys)
-        self.slots = SlotStore(cfg.state_dir / "programs", trusted)
+        self.keyring = KeyRing(TrustedKeys.load(*cfg.trusted_keys), cfg.state_dir / "keys")
+        self.slots = SlotStore(cfg.state_dir / "programs", self.keyring.trusted)
         self.spool = Spool(cfg.state_dir / "telemetry.sqlite", cfg.telemetry.spool_max_batches)
         self.runtime = Runtime(self.backend, self.collector)
         boot = self.slots.load_active()
@@ -147,13 +150,14 @@ class Agent:
                 heartbeat_interval_s=cfg.server.heartbeat_interval_s,
                 reconnect_min_s=cfg.server.reconnect_min_s,
                 reconnect_max_s=cfg.server.reconnect_max_s,
-                on_connected=lambda up: self.collector.metrics.connected.set(int(up)),
+                on_connected=self._on_connected,
             )
             self.installer = Installer(
                 self.slots,
                 self.runtime,
                 fetch=self.control.fetch,
                 report=self._report_install,
+                learn_keys=self.follow_keys,
             )
             self.installer.start()
             self.control.start()
@@ -233,6 +237,25 @@ class Agent:
             self.collector.error(f"install-{report.reason or name.lower()}")
         if self.control is not None:
             self.control.send(fleet_pb2.AgentMessage(install=report))
+
+    def _on_connected(self, up: bool) -> None:
+        self.collector.metrics.connected.set(int(up))
+        if up:  # keys may have rotated while away: follow them, off the stream's thread
+            threading.Thread(target=self._follow_keys_quietly, name="keys", daemon=True).start()
+
+    def follow_keys(self) -> KeyChanges:
+        """Learn the endorsed keys the server announces, retire those it dropped."""
+        assert self.control is not None
+        with self._keys_lock:
+            return self.keyring.follow(self.control.trusted_keys())
+
+    def _follow_keys_quietly(self) -> None:
+        try:
+            self.follow_keys()
+        except SpikefleetError as exc:
+            log.warning("keys.follow_failed", error=str(exc))
+        except Exception:
+            log.exception("keys.follow_crashed")
 
     def flush_telemetry(self) -> int:
         """Close the current telemetry period into the spool now; return its seq."""

@@ -56,7 +56,7 @@ from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, Tok
 from spikefleet_server.config import ServerConfig
 from spikefleet_server.conversion import ConversionPool
 from spikefleet_server.db import Database
-from spikefleet_server.keys import load_or_create, published_keys
+from spikefleet_server.keys import load_or_create, published
 from spikefleet_server.loop_thread import LoopThread
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.registry import Registry
@@ -122,7 +122,7 @@ class ServerApp:
             CORE_ACCESS[CONVERTER],
         )
         registry_servicer = RegistryServicer(
-            self.registry, published_keys(self.signing_key, config.trusted_keys_dir)
+            self.registry, lambda: published(self.signing_key, config.trusted_keys_dir)
         )
         self.add_service(
             REGISTRY,

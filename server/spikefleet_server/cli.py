@@ -1,4 +1,4 @@
-"""Command line of spikefleet-server: ``serve`` and ``token create``."""
+"""Command line of spikefleet-server: ``serve``, ``token create`` and ``keys`` (rotation)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent tokens: an agent id (or shell pattern) the token may register as; repeatable",
     )
     create.set_defaults(func=_token_create)
+
+    keys = sub.add_parser("keys", help="signing keys: make one, endorse it for rotation")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    generate = keys_sub.add_parser(
+        "generate", help="write a new signing key (0600) and its .pub; print its key id"
+    )
+    generate.add_argument("path", type=Path, help="where the private key goes")
+    generate.set_defaults(func=_keys_generate)
+    endorse = keys_sub.add_parser(
+        "endorse",
+        help="vouch for a new key with the current one, into trusted_keys_dir "
+        "(agents that trust the current key learn the new one)",
+    )
+    endorse.add_argument("key", type=Path, help="the new key (.pub, or its private key file)")
+    endorse.add_argument("--by", type=Path, required=True, help="the current signing key")
+    endorse.add_argument("--out", type=Path, required=True, help="the replicas' trusted_keys_dir")
+    endorse.set_defaults(func=_keys_endorse)
     return parser
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from spikefleet.program.signing import SigningKey
+
+    path: Path = args.path
+    if path.exists():
+        print(f"error: {path} exists; a signing key is never overwritten", file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = SigningKey.generate()
+    key.save(path)
+    key.public_key.save(path.with_suffix(".pub"))
+    print(key.key_id)
+    return 0
+
+
+def _keys_endorse(args: argparse.Namespace) -> int:
+    from spikefleet.errors import KeyFileError
+    from spikefleet.program.signing import PublicKey, SigningKey
+    from spikefleet_server.keys import endorse
+
+    try:
+        key = PublicKey.load(args.key)
+    except KeyFileError:  # a private key file: endorse its public half
+        key = SigningKey.load(args.key).public_key
+    path = endorse(key, SigningKey.load(args.by), args.out)
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,9 +17,11 @@ import grpc
 
 from spikefleet.program.codec import encode
 from spikefleet.program.model import Program
+from spikefleet.program.signing import SigningKey
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
 from spikefleet_server.db import Database
+from spikefleet_server.fleet import FleetStore, TelemetryRecord
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
 
@@ -96,11 +98,7 @@ class ServerSetup:
         key = load_or_create(self.data_dir / "keys" / "signing.key")
         self.keys_dir.mkdir(parents=True, exist_ok=True)
         key.public_key.save(self.keys_dir / "server.pub")
-        db = Database(self.data_dir / "spikefleet.db")
-        registry = Registry(self.data_dir / "programs", db, key)
-        for name, program in programs.items():
-            self.programs[name] = registry.put(encode(program), name=name).sha256
-        db.close()
+        self.store(programs, key)
         tokens = "".join(
             f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'
             for name, role, token in (
@@ -111,6 +109,26 @@ class ServerSetup:
         # agents' Connect streams never end by themselves: a long drain would only wait
         (self.root / "server.toml").write_text("drain_seconds = 1.0\n" + tokens)
         return self
+
+    def store(self, programs: dict[str, Program], key: SigningKey) -> dict[str, str]:
+        """Put ``programs`` in the registry signed by ``key``, as a server signing with it
+        would; returns and remembers name -> sha256."""
+        db = Database(self.data_dir / "spikefleet.db")
+        try:
+            registry = Registry(self.data_dir / "programs", db, key)
+            stored = {n: registry.put(encode(p), name=n).sha256 for n, p in programs.items()}
+        finally:
+            db.close()
+        self.programs.update(stored)
+        return stored
+
+    def telemetry(self, agent_id: str) -> list[TelemetryRecord]:
+        """The telemetry stored for ``agent_id``, in seq order."""
+        db = Database(self.data_dir / "spikefleet.db")
+        try:
+            return FleetStore(db).telemetry(agent_id)
+        finally:
+            db.close()
 
     def program_file(self, sha256: str) -> Path:
         return self.data_dir / "programs" / sha256[:2] / f"{sha256}.sfp"

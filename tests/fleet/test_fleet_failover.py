@@ -20,8 +20,6 @@ from agent_helpers import make_program, random_frames
 from fleet_processes import BIN, AgentChild, ServerChild, ServerSetup, write_agent_config
 
 from spikefleet.client.agent import AgentClient
-from spikefleet_server.db import Database
-from spikefleet_server.fleet import FleetStore, TelemetryRecord
 
 pytestmark = pytest.mark.slow
 
@@ -82,14 +80,6 @@ def wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def stored_telemetry(setup: ServerSetup) -> list[TelemetryRecord]:
-    db = Database(setup.data_dir / "spikefleet.db")
-    try:
-        return FleetStore(db).telemetry("edge-1")
-    finally:
-        db.close()
-
-
 def infer_for(client: AgentClient, seconds: float) -> int:
     frames = random_frames(10, seed=7)
     inferred = 0
@@ -127,13 +117,13 @@ def test_killing_the_agents_replica_moves_it_to_the_other_and_loses_no_telemetry
     inferred += infer_for(client, 1.0)
     # the frames of the period still open are spooled at its end, then sent
     wait_until(
-        lambda: sum(r.batch.frames for r in stored_telemetry(setup)) >= inferred,
+        lambda: sum(r.batch.frames for r in setup.telemetry("edge-1")) >= inferred,
         "every inferred frame to be counted in stored telemetry",
     )
     client.close()
     agent.stop()
 
-    seqs = [r.seq for r in stored_telemetry(setup)]
+    seqs = [r.seq for r in setup.telemetry("edge-1")]
     assert len(seqs) >= 6
     assert seqs == list(range(1, len(seqs) + 1))  # every batch, once, in order
 
@@ -165,5 +155,5 @@ def test_streams_end_at_the_maximum_connection_age_and_agents_redial_losing_noth
     client.close()
     agent.stop()
     server.stop()
-    seqs = [r.seq for r in stored_telemetry(setup)]
+    seqs = [r.seq for r in setup.telemetry("edge-1")]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3

@@ -13,11 +13,13 @@ from program_factory import reference_program
 from spikefleet.errors import KeyFileError, SignatureError
 from spikefleet.program.codec import encode
 from spikefleet.program.signing import (
+    Endorsement,
     PublicKey,
     SignedProgram,
     SigningKey,
     TrustedKeys,
     is_signed,
+    load_endorsements,
     sign,
     verify,
 )
@@ -137,3 +139,29 @@ def test_bad_key_files_raise_key_file_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(KeyFileError, match=r"no \.pub files"):
         TrustedKeys.load(tmp_path / "empty")
+
+
+def test_an_endorsement_verifies_only_with_its_endorser_and_survives_its_file(
+    tmp_path: Path,
+) -> None:
+    old, new, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    endorsement = old.endorse(new.public_key)
+    assert endorsement.verify(old.public_key)
+    assert not endorsement.verify(stranger.public_key)
+    loaded = Endorsement.load(endorsement.save(tmp_path))
+    assert loaded.key == new.public_key and loaded.verify(old.public_key)
+    assert load_endorsements(tmp_path) == {new.key_id: loaded}
+
+
+def test_a_program_signature_cannot_pass_as_an_endorsement() -> None:
+    """Different domain tags: signing the new key's raw bytes as a 'program' proves nothing."""
+    old, new = SigningKey.generate(), SigningKey.generate()
+    program_style = old.sign_digest(new.public_key.to_bytes())
+    assert not old.public_key.verify_endorsement(new.public_key, program_style)
+
+
+def test_a_garbled_endorsement_file_names_the_format(tmp_path: Path) -> None:
+    path = tmp_path / "k.endorsement"
+    path.write_text('{"endorser": "x"}')
+    with pytest.raises(KeyFileError, match="not an endorsement file"):
+        Endorsement.load(path)

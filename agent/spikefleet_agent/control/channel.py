@@ -31,8 +31,10 @@ from pathlib import Path
 import grpc
 import structlog
 
-from spikefleet.errors import InstallError
-from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet.errors import InstallError, KeyFileError
+from spikefleet.program.signing import Endorsement, PublicKey
+from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc, registry_pb2, registry_pb2_grpc
+from spikefleet_agent.programs.keyring import Announced
 from spikefleet_agent.telemetry.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -146,6 +148,37 @@ class ControlChannel:
                 "fetch",
             ) from exc
         return b"".join(parts)
+
+    def trusted_keys(self) -> list[Announced]:
+        """The keys the server announces (TrustedKeys), with their endorsements; raises
+        InstallError('keys') when not connected or the call fails."""
+        channel = self._channel
+        if channel is None or not self.connected.is_set():
+            raise InstallError("not connected to the server: cannot ask for its keys", "keys")
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        try:
+            reply = stub.TrustedKeys(
+                registry_pb2.TrustedKeysRequest(), metadata=self._metadata, timeout=30
+            )
+        except grpc.RpcError as exc:
+            raise InstallError(
+                f"asking the server for its keys failed: {exc.code().name} {exc.details()}",
+                "keys",
+            ) from exc
+        announced = []
+        for info in reply.keys:
+            try:
+                key = PublicKey.from_pem(info.pem, f"server key {info.key_id}")
+            except KeyFileError as exc:
+                log.warning("control.bad_server_key", key_id=info.key_id, error=str(exc))
+                continue
+            endorsement = (
+                Endorsement(key, info.endorsed_by, info.endorsement)
+                if info.endorsed_by and info.endorsement
+                else None
+            )
+            announced.append(Announced(key, endorsement))
+        return announced
 
     def _dial(self) -> grpc.Channel:
         options = [

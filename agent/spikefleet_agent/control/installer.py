@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from spikefleet.errors import InstallError, SpikefleetError
+from spikefleet.program.signing import SignedProgram
 from spikefleet.v1 import fleet_pb2
 from spikefleet_agent.programs.slots import SlotStore, verify_signed
 from spikefleet_agent.runtime import Runtime
@@ -34,8 +35,12 @@ class Installer:
         fetch: Callable[[str], bytes],
         report: Callable[[fleet_pb2.InstallReport], None],
         on_change: Callable[[], None] = lambda: None,
+        learn_keys: Callable[[], object] = lambda: None,
     ) -> None:
+        """``learn_keys`` asks the server for its keys; it runs before a program signed by a
+        key this agent does not know yet is verified (the key may just have rotated)."""
         self._slots = slots
+        self._learn_keys = learn_keys
         self._runtime = runtime
         self._fetch = fetch
         self._report = report
@@ -105,6 +110,7 @@ class Installer:
         log.info("install.start", sha256=sha256, generation=generation)
         try:
             signed = self._fetch(sha256)
+            self._know_signer(signed)
             verified = verify_signed(signed, self._slots.trusted, sha256)
             try:
                 loaded = self._runtime.load(sha256, verified.program)
@@ -126,6 +132,19 @@ class Installer:
         log.info("install.done", sha256=sha256, slot=slot)
         self._send(sha256, Status.INSTALLED, generation)
         self._on_change()
+
+    def _know_signer(self, signed: bytes) -> None:
+        """Learn the server's keys first if ``signed`` names a key not trusted yet."""
+        try:
+            key_id = SignedProgram.from_bytes(signed).key_id
+        except SpikefleetError:
+            return  # verification says why
+        if key_id in self._slots.trusted:  # type: ignore[operator]
+            return
+        try:
+            self._learn_keys()
+        except SpikefleetError as exc:
+            log.warning("install.keys_unavailable", key_id=key_id, error=str(exc))
 
     def _rollback(self, generation: int) -> None:
         try:
@@ -151,7 +170,9 @@ class Installer:
         if current is not None and current.sha256 == sha256:
             return
         try:
-            verified = verify_signed(self._fetch(sha256), self._slots.trusted, sha256)
+            signed = self._fetch(sha256)
+            self._know_signer(signed)
+            verified = verify_signed(signed, self._slots.trusted, sha256)
             self._runtime.set_shadow(self._runtime.load(sha256, verified.program))
         except SpikefleetError as exc:
             log.warning("install.shadow_failed", sha256=sha256, error=str(exc))

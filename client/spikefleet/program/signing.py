@@ -13,11 +13,17 @@ Envelope layout (all integers little-endian)::
 The signature covers a domain tag and the digest, so a signature made for
 something else can never pass as a program signature. A key id is the first
 16 hex digits of the sha256 of the raw 32-byte public key.
+
+Key rotation: an :class:`Endorsement` is one key's signature (under its own
+domain tag) over another key's raw public bytes. An agent that trusts the
+endorser can trust the endorsed key as announced by any server, without
+trusting the server itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -35,7 +41,9 @@ from spikefleet.program.codec import FILE_IDENTIFIER
 MAGIC = b"SFSG"
 ENVELOPE_VERSION = 1
 DOMAIN = b"spikefleet program signature v1\x00"
+ENDORSEMENT_DOMAIN = b"spikefleet key endorsement v1\x00"
 PUBLIC_SUFFIX = ".pub"
+ENDORSEMENT_SUFFIX = ".endorsement"
 _HEAD = struct.Struct("<4sHB")
 _LENGTH = struct.Struct("<Q")
 _DIGEST_SIZE = 32
@@ -92,6 +100,14 @@ class PublicKey:
             return False
         return True
 
+    def verify_endorsement(self, endorsed: PublicKey, signature: bytes) -> bool:
+        """Whether ``signature`` is this key vouching for ``endorsed``."""
+        try:
+            self._key.verify(signature, ENDORSEMENT_DOMAIN + endorsed.to_bytes())
+        except InvalidSignature:
+            return False
+        return True
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and other.to_bytes() == self.to_bytes()
 
@@ -136,6 +152,10 @@ class SigningKey:
     def sign_digest(self, digest: bytes) -> bytes:
         return self._key.sign(DOMAIN + digest)
 
+    def endorse(self, key: PublicKey) -> Endorsement:
+        """Vouch for ``key``: agents that trust this key will learn to trust it."""
+        return Endorsement(key, self.key_id, self._key.sign(ENDORSEMENT_DOMAIN + key.to_bytes()))
+
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id!r})"
 
@@ -158,6 +178,10 @@ class TrustedKeys:
     def add(self, key: PublicKey) -> None:
         self._keys[key.key_id] = key
 
+    def discard(self, key_id: str) -> None:
+        """Stop trusting ``key_id`` (a retired key); no error if it was not trusted."""
+        self._keys.pop(key_id, None)
+
     def get(self, key_id: str) -> PublicKey | None:
         return self._keys.get(key_id)
 
@@ -165,7 +189,7 @@ class TrustedKeys:
         return key_id in self._keys
 
     def __iter__(self) -> Iterator[PublicKey]:
-        return iter(self._keys.values())
+        return iter(list(self._keys.values()))  # a snapshot: keys may be added meanwhile
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -187,6 +211,66 @@ class TrustedKeys:
 
     def __repr__(self) -> str:
         return f"TrustedKeys({sorted(self._keys)})"
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """Key ``endorser`` (a key id) vouches for ``key`` with ``signature``.
+
+    Its file (``<key_id>.endorsement``, JSON) carries the key itself, so a
+    directory of them is a set of keys with their proof."""
+
+    key: PublicKey
+    endorser: str
+    signature: bytes
+
+    def verify(self, endorser: PublicKey) -> bool:
+        return endorser.key_id == self.endorser and endorser.verify_endorsement(
+            self.key, self.signature
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "key_id": self.key.key_id,
+                "public_key_pem": self.key.to_pem().decode(),
+                "endorser": self.endorser,
+                "signature": self.signature.hex(),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "endorsement") -> Endorsement:
+        try:
+            data = json.loads(text)
+            key = PublicKey.from_pem(str(data["public_key_pem"]).encode(), source)
+            endorser, signature = str(data["endorser"]), bytes.fromhex(str(data["signature"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KeyFileError(
+                f"{source}: not an endorsement file (JSON with public_key_pem, endorser, "
+                f"signature): {exc}"
+            ) from None
+        if data.get("key_id", key.key_id) != key.key_id:
+            raise KeyFileError(f"{source}: key_id does not match its public key")
+        return cls(key, endorser, signature)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        path = Path(directory) / f"{self.key.key_id}{ENDORSEMENT_SUFFIX}"
+        atomic_write(path, self.to_json().encode(), 0o644)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Endorsement:
+        return cls.from_json(_read_key_file(path), str(path))
+
+
+def load_endorsements(directory: str | os.PathLike[str] | None) -> dict[str, Endorsement]:
+    """Every ``*.endorsement`` in ``directory`` by the endorsed key's id ({} if none)."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    found = (Endorsement.load(p) for p in sorted(Path(directory).glob(f"*{ENDORSEMENT_SUFFIX}")))
+    return {e.key.key_id: e for e in found}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from spikefleet.v1 import converter_pb2 as spikefleet_dot_v1_dot_converter__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cspikefleet/v1/registry.proto\x12\rspikefleet.v1\x1a\x1dspikefleet/v1/converter.proto\"\xa7\x01\n\x13ListProgramsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..spikefleet.v1.ListProgramsRequest.LabelsEntry\x12\x13\n\x0blatest_only\x18\x03 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x14ListProgramsResponse\x12,\n\x08programs\x18\x01 \x03(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\";\n\nProgramRef\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\"F\n\x0bProgramData\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12(\n\x04info\x18\x02 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"D\n\x15\x44\x65leteProgramResponse\x12+\n\x07\x64\x65leted\x18\x01 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"\x14\n\x12TrustedKeysRequest\",\n\rPublicKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03pem\x18\x02 \x01(\x0c\"A\n\x13TrustedKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.spikefleet.v1.PublicKeyInfo2\x86\x03\n\x0fRegistryService\x12O\n\x04List\x12\".spikefleet.v1.ListProgramsRequest\x1a#.spikefleet.v1.ListProgramsResponse\x12\x41\n\x08\x44\x65scribe\x12\x19.spikefleet.v1.ProgramRef\x1a\x1a.spikefleet.v1.ProgramInfo\x12>\n\x03Get\x12\x19.spikefleet.v1.ProgramRef\x1a\x1a.spikefleet.v1.ProgramData0\x01\x12I\n\x06\x44\x65lete\x12\x19.spikefleet.v1.ProgramRef\x1a$.spikefleet.v1.DeleteProgramResponse\x12T\n\x0bTrustedKeys\x12!.spikefleet.v1.TrustedKeysRequest\x1a\".spikefleet.v1.TrustedKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cspikefleet/v1/registry.proto\x12\rspikefleet.v1\x1a\x1dspikefleet/v1/converter.proto\"\xa7\x01\n\x13ListProgramsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..spikefleet.v1.ListProgramsRequest.LabelsEntry\x12\x13\n\x0blatest_only\x18\x03 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x14ListProgramsResponse\x12,\n\x08programs\x18\x01 \x03(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\";\n\nProgramRef\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\"F\n\x0bProgramData\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12(\n\x04info\x18\x02 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"D\n\x15\x44\x65leteProgramResponse\x12+\n\x07\x64\x65leted\x18\x01 \x01(\x0b\x32\x1a.spikefleet.v1.ProgramInfo\"\x14\n\x12TrustedKeysRequest\"V\n\rPublicKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03pem\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65ndorsed_by\x18\x03 \x01(\t\x12\x13\n\x0b\x65ndorsement\x18\x04 \x01(\x0c\"A\n\x13TrustedKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.spikefleet.v1.PublicKeyInfo2\x86\x03\n\x0fRegistryService\x12O\n\x04List\x12\".spikefleet.v1.ListProgramsRequest\x1a#.spikefleet.v1.ListProgramsResponse\x12\x41\n\x08\x44\x65scribe\x12\x19.spikefleet.v1.ProgramRef\x1a\x1a.spikefleet.v1.ProgramInfo\x12>\n\x03Get\x12\x19.spikefleet.v1.ProgramRef\x1a\x1a.spikefleet.v1.ProgramData0\x01\x12I\n\x06\x44\x65lete\x12\x19.spikefleet.v1.ProgramRef\x1a$.spikefleet.v1.DeleteProgramResponse\x12T\n\x0bTrustedKeys\x12!.spikefleet.v1.TrustedKeysRequest\x1a\".spikefleet.v1.TrustedKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,9 +49,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRUSTEDKEYSREQUEST']._serialized_start=521
   _globals['_TRUSTEDKEYSREQUEST']._serialized_end=541
   _globals['_PUBLICKEYINFO']._serialized_start=543
-  _globals['_PUBLICKEYINFO']._serialized_end=587
-  _globals['_TRUSTEDKEYSRESPONSE']._serialized_start=589
-  _globals['_TRUSTEDKEYSRESPONSE']._serialized_end=654
-  _globals['_REGISTRYSERVICE']._serialized_start=657
-  _globals['_REGISTRYSERVICE']._serialized_end=1047
+  _globals['_PUBLICKEYINFO']._serialized_end=629
+  _globals['_TRUSTEDKEYSRESPONSE']._serialized_start=631
+  _globals['_TRUSTEDKEYSRESPONSE']._serialized_end=696
+  _globals['_REGISTRYSERVICE']._serialized_start=699
+  _globals['_REGISTRYSERVICE']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

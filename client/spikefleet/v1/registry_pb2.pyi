@@ -59,12 +59,16 @@ class TrustedKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PublicKeyInfo(_message.Message):
-    __slots__ = ("key_id", "pem")
+    __slots__ = ("key_id", "pem", "endorsed_by", "endorsement")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PEM_FIELD_NUMBER: _ClassVar[int]
+    ENDORSED_BY_FIELD_NUMBER: _ClassVar[int]
+    ENDORSEMENT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     pem: bytes
-    def __init__(self, key_id: _Optional[str] = ..., pem: _Optional[bytes] = ...) -> None: ...
+    endorsed_by: str
+    endorsement: bytes
+    def __init__(self, key_id: _Optional[str] = ..., pem: _Optional[bytes] = ..., endorsed_by: _Optional[str] = ..., endorsement: _Optional[bytes] = ...) -> None: ...
 
 class TrustedKeysResponse(_message.Message):
     __slots__ = ("keys",)

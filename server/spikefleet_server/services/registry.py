@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
 
-from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryError
-from spikefleet.program.signing import PublicKey
+from spikefleet.errors import KeyFileError, ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.v1 import converter_pb2, registry_pb2, registry_pb2_grpc
+from spikefleet_server.keys import PublishedKey
 from spikefleet_server.registry import ProgramRecord, Registry
 from spikefleet_server.services.messages import program_info
 
@@ -28,7 +28,11 @@ def _abort(context: Any, exc: RegistryError) -> NoReturn:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, registry: Registry, published_keys: list[PublicKey]) -> None:
+    def __init__(
+        self, registry: Registry, published_keys: Callable[[], Sequence[PublishedKey]]
+    ) -> None:
+        """``published_keys`` is read at each TrustedKeys call, so an endorsement added to
+        ``trusted_keys_dir`` reaches agents without a restart."""
         self.registry = registry
         self.published_keys = published_keys
 
@@ -80,9 +84,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def TrustedKeys(
         self, request: registry_pb2.TrustedKeysRequest, context: Any
     ) -> registry_pb2.TrustedKeysResponse:
+        try:
+            published = self.published_keys()
+        except KeyFileError as exc:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the server's trusted_keys_dir holds a bad key file: {exc}",
+            )
+            raise AssertionError("unreachable") from exc
         return registry_pb2.TrustedKeysResponse(
             keys=[
-                registry_pb2.PublicKeyInfo(key_id=k.key_id, pem=k.to_pem())
-                for k in self.published_keys
+                registry_pb2.PublicKeyInfo(
+                    key_id=p.key.key_id,
+                    pem=p.key.to_pem(),
+                    endorsed_by=p.endorsement.endorser if p.endorsement else "",
+                    endorsement=p.endorsement.signature if p.endorsement else b"",
+                )
+                for p in published
             ]
         )
