@@ -104,6 +104,8 @@ class ServerApp:
         self.port = 0
         self.metrics_port = 0
         self._metrics_server: Any = None
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self.pool = ConversionPool(config.workers, config.log_level)
         uploads = config.data_dir / "uploads"
         shutil.rmtree(uploads, ignore_errors=True)  # what a crash mid-upload left
@@ -216,6 +218,8 @@ class ServerApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_listen:
             self._metrics_server, self.metrics_port = self.metrics.serve(config.metrics_listen)
+        if config.health_listen:
+            self._health_server, self.health_port = await self._serve_health(config.health_listen)
         log.info(
             "app.serving",
             listen=config.listen,
@@ -223,9 +227,22 @@ class ServerApp:
             tls=credentials is not None,
             mtls=config.tls.client_ca is not None,
             metrics_port=self.metrics_port or None,
+            health_port=self.health_port or None,
             key_id=self.signing_key.key_id,
         )
         return port
+
+    async def _serve_health(self, listen: str) -> tuple[grpc.aio.Server, int]:
+        """The health service alone, in plaintext: probes see SERVING, then NOT_SERVING
+        from the moment a drain starts, and nothing else is reachable there."""
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError as exc:
+            raise ServerConfigError(f"cannot listen on {listen} (health_listen): {exc}") from None
+        await server.start()
+        return server, port
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, end the agents' streams, let in-flight calls finish for up to
@@ -256,6 +273,9 @@ class ServerApp:
             except Exception:
                 log.exception("app.drain_hook_failed")
         await stopping
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` finished (True) or ``timeout`` passed (False)."""

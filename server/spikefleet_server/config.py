@@ -70,6 +70,9 @@ class ServerConfig:
     # 0 = never (one server); replicas behind one address want e.g. 1800.
     max_connection_age_seconds: float = 0.0
     metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
+    # Plaintext gRPC health only (grpc.health.v1, no other service), for probes that
+    # cannot speak TLS, such as Kubernetes' grpc probe; e.g. "0.0.0.0:8081"; "" = none.
+    health_listen: str = ""
     drain_seconds: float = 30.0
     log_level: str = "info"
     # per agent (see spikefleet_server.fleet.limits and docs/security.md); 0 turns one off
@@ -137,6 +140,8 @@ class ServerConfig:
             raise ServerConfigError("workers must be >= 1 and grpc_threads >= 2")
         if self.metrics_listen:
             split_address(self.metrics_listen)
+        if self.health_listen:
+            split_address(self.health_listen)
         return self
 
 
