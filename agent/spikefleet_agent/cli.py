@@ -13,6 +13,7 @@ import structlog
 
 from spikefleet import logsetup
 from spikefleet.errors import SpikefleetError
+from spikefleet_agent import __version__
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="spikefleet edge daemon: owns an Akida device, installs signed programs, "
         "serves streaming inference and reports telemetry.",
     )
+    parser.add_argument("--version", action="version", version=f"spikefleet-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the agent until SIGTERM")
     run.add_argument("--config", required=True, metavar="PATH", help="agent TOML config")

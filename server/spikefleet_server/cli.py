@@ -17,10 +17,8 @@ from spikefleet_server.auth import Role
 from spikefleet_server.config import hash_token, load_config
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from spikefleet_server import logs
-    from spikefleet_server.app import ServerApp
-
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values ``serve``'s flags (shared by ``check-config``) set."""
     overrides: dict[str, Any] = {
         "listen": args.listen,
         "data_dir": args.data_dir,
@@ -39,7 +37,14 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if tls:
         overrides["tls"] = tls
-    config = load_config(args.config, overrides=overrides)
+    return overrides
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from spikefleet_server import logs
+    from spikefleet_server.app import ServerApp
+
+    config = load_config(args.config, overrides=_overrides(args))
     logs.configure(config.log_level, args.log_format)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -55,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from spikefleet.program.signing import SigningKey
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=_overrides(args))
     key = config.signing_key_path
     key_id = SigningKey.load(key).key_id if key.exists() else "(created on first start)"
     tls = "mTLS" if config.tls.client_ca else "TLS" if config.tls.cert else "plaintext (loopback)"
@@ -85,6 +90,32 @@ def _token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that override config values, for ``serve`` and ``check-config`` alike."""
+    parser.add_argument("--config", type=Path, help="TOML config file")
+    parser.add_argument("--data-dir", type=Path, help="where the database, programs and keys live")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (port 0: any free)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        help="Ed25519 key (default: DATA_DIR/keys/signing.key, created on first start)",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument(
+        "--client-ca", type=Path, help="require client certificates signed by this CA (mTLS)"
+    )
+    parser.add_argument(
+        "--insecure-loopback",
+        action="store_true",
+        help="serve plaintext; only allowed on a loopback address (development, tests)",
+    )
+    parser.add_argument("--max-upload-bytes", type=int, help="largest model upload accepted")
+    parser.add_argument("--workers", type=int, help="conversion worker processes")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikefleet-server",
@@ -94,28 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the server until SIGTERM (then drain and exit)")
-    serve.add_argument("--config", type=Path, help="TOML config file")
-    serve.add_argument("--data-dir", type=Path, help="where the database, programs and keys live")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (port 0: any free)")
-    serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
-    serve.add_argument(
-        "--signing-key",
-        type=Path,
-        help="Ed25519 key (default: DATA_DIR/keys/signing.key, created on first start)",
-    )
-    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
-    serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    serve.add_argument(
-        "--client-ca", type=Path, help="require client certificates signed by this CA (mTLS)"
-    )
-    serve.add_argument(
-        "--insecure-loopback",
-        action="store_true",
-        help="serve plaintext; only allowed on a loopback address (development, tests)",
-    )
-    serve.add_argument("--max-upload-bytes", type=int, help="largest model upload accepted")
-    serve.add_argument("--workers", type=int, help="conversion worker processes")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _config_flags(serve)
     serve.add_argument(
         "--log-format",
         choices=FORMATS,
@@ -124,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    check = sub.add_parser("check-config", help="validate the configuration, then exit")
-    check.add_argument("--config", type=Path, help="TOML config file")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration serve would use (same flags), then exit",
+    )
+    _config_flags(check)
     check.set_defaults(func=_check_config)
 
     token = sub.add_parser("token", help="manage bearer tokens")

@@ -48,3 +48,12 @@ def test_a_bad_config_is_one_line_on_stderr_and_exit_1(
     assert main(["check-config", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "choose one of sim, akida-sw, akida-hw" in err
+
+
+def test_version_names_the_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    from spikefleet_agent import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"spikefleet-agent {__version__}"

@@ -295,3 +295,31 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         main([command, "--help"])
     assert done.value.code == 0
     assert "usage: spikefleet " + command in capsys.readouterr().out
+
+
+def test_run_prints_each_samples_class_from_its_frames_summed_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spikefleet.engine import Engine
+
+    program = reference_program()
+    save_program(tmp_path / "p.sfp", program)
+    frames = np.random.default_rng(9).integers(0, 16, (6, 34, 34, 2), dtype=np.uint8)
+    np.save(tmp_path / "in.npy", frames)
+    scores = Engine(program).class_scores(Engine(program).run(frames).outputs)
+    expected = [int(c) for c in scores.reshape(2, 3, -1).sum(axis=1).argmax(axis=1)]
+    base = ["run", str(tmp_path / "p.sfp"), "-o", str(tmp_path / "out.npy")]
+    capsys.readouterr()
+
+    assert main([*base, "--frames", str(tmp_path / "in.npy"), "--frames-per-sample", "3"]) == 0
+    table = capsys.readouterr().out
+    assert f"class per sample  │ {expected[0]}, {expected[1]}" in table
+
+    np.save(tmp_path / "samples.npy", frames.reshape(2, 3, 34, 34, 2))  # S x T x H x W x C
+    assert main([*base, "--frames", str(tmp_path / "samples.npy"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["samples"], report["frames_per_sample"]) == (2, 3)
+    assert report["classes"] == expected and report["output_shape"] == [2, 3, 1, 1, 10]
+
+    assert main([*base, "--frames", str(tmp_path / "in.npy"), "--frames-per-sample", "4"]) == 1
+    assert "does not divide the 6 frames" in capsys.readouterr().err

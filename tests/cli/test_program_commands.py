@@ -259,3 +259,46 @@ def test_inspect_shows_the_recorded_input_spec_or_the_default(
     printed = capsys.readouterr().out
     assert "input spec" in printed and "downsample 2x2" in printed
     assert "time_window 50000 us" in printed and "none recorded" not in printed
+
+
+def test_inspect_says_what_the_recorded_fidelity_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program = small_program()
+    program.provenance = Provenance("ab" * 32, "test", "", {"notes": ["a note", "another"]})
+    save_program(tmp_path / "uncalibrated.sfp", program)
+    program.provenance = Provenance(
+        "ab" * 32, "test", "", {"samples": 40, "top1_agreement": 0.975, "notes": []}
+    )
+    save_program(tmp_path / "calibrated.sfp", program)
+    capsys.readouterr()
+
+    assert main(["inspect", str(tmp_path / "uncalibrated.sfp")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fidelity"))
+    assert "none: converted without calibration data (--calib); holds 2 conversion note" in line
+    assert main(["inspect", str(tmp_path / "calibrated.sfp")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fidelity"))
+    assert "measured on 40 sample(s), top-1 agreement 97.50%" in line
+
+
+def test_cli_errors_name_flags_where_the_library_names_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spikefleet.errors import SignatureError
+    from spikefleet.program.files import load_program
+
+    save_program(tmp_path / "p.sfp", small_program())
+    assert main(["keygen", "-o", str(tmp_path / "k.key")]) == 0
+    signed = tmp_path / "p.signed"
+    assert (
+        main(["sign", str(tmp_path / "p.sfp"), "--key", str(tmp_path / "k.key"), "-o", str(signed)])
+        == 0
+    )
+    with pytest.raises(SignatureError, match=r"verify=False"):
+        load_program(signed)
+    np.save(tmp_path / "in.npy", np.zeros((1, 12, 12, 2), np.uint8))
+    capsys.readouterr()
+    argv = ["run", str(signed), "--frames", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "pass --trusted KEY.pub" in err and "verify=False" not in err

@@ -82,3 +82,22 @@ def test_printing_an_extracted_graph_shows_its_layers_not_its_weights() -> None:
     assert "Conv2d(name='conv1', weight=float32[32,2,3,3]" in text
     assert "Linear(name='fc1', weight=float32[10,5184], bias=float32[10])" in text
     assert str(graph) == text
+
+
+def test_a_refusal_names_the_argument_in_the_library_and_the_flag_on_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spikefleet.cli.main import main
+    from spikefleet.errors import IncompatibleModelError
+
+    model = fc_model(tmp_path / "fc.safetensors")
+    leaky = "Input(8,8,2) FC(32) Leaky(threshold=1,beta=0.5) FC(10) Leaky"
+    with pytest.raises(IncompatibleModelError) as info:
+        convert(model, arch=leaky)
+    assert "pass allow_beta=True" in str(info.value) and "--allow-beta" not in str(info.value)
+
+    argv = ["convert", str(model), "--arch", leaky, "-o", str(tmp_path / "x.sfp")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "pass --allow-beta" in err and "allow_beta" not in err
+    assert main([*argv, "--allow-beta", "--no-hardware"]) == 0

@@ -82,3 +82,14 @@ def test_serve_refuses_plaintext_off_loopback_in_one_line(tmp_path: Path):
         "spikefleet-server serve: error: --insecure-loopback needs a loopback listen address, "
         "not '0.0.0.0:0': configure tls.cert and tls.key to listen there"
     ]
+
+
+def test_check_config_takes_the_flags_serve_takes(tmp_path: Path, capsys):
+    """The quickstart's own config names no listen address nor plaintext: serve's flags do."""
+    config = tmp_path / "server.toml"
+    config.write_text('[[tokens]]\nname = "me"\nrole = "admin"\nsha256 = "' + "0" * 64 + '"\n')
+    argv = ["--config", str(config), "--insecure-loopback", "--listen", "127.0.0.1:7443"]
+    argv += ["--data-dir", str(tmp_path / "srv")]
+    assert main(["check-config", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "listen 127.0.0.1:7443 (plaintext (loopback))" in out and "1 token(s)" in out

@@ -17,18 +17,27 @@ from spikefleet.program.model import Convolutional, FullyConnected, Program
 from spikefleet.program.signing import PUBLIC_SUFFIX, TrustedKeys, is_signed
 
 PROGRESS_BATCH = 1024  # frames per engine call when showing progress
+CLASSES_SHOWN = 32  # per-sample classes in the table; --json has them all
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser(
         "run",
         help="run a program on frames with the bit-exact int4 engine",
-        description="Run PROGRAM on IN.npy (uint8, N x H x W x C) and save the last layer's "
-        "outputs, exactly akida's Model.forward, to OUT.npy.",
+        description="Run PROGRAM on IN.npy (uint8, N x H x W x C, or S samples x T frames x "
+        "H x W x C) and save the last layer's outputs, exactly akida's Model.forward, to "
+        "OUT.npy; print each sample's class (the argmax of its frames' summed scores).",
     )
     run.add_argument("program", metavar="PROGRAM", help="plain or signed program file")
     run.add_argument("--frames", required=True, metavar="IN.npy", help="uint8 frames (N,H,W,C)")
     run.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="outputs file")
+    run.add_argument(
+        "--frames-per-sample",
+        type=int,
+        metavar="T",
+        help="consecutive frames that make one sample (default: 1, or T of an S x T x H x W x C "
+        "array); N-DIGITS samples are 3 frames",
+    )
     _add_trusted(run)
     run.add_argument(
         "--spike-counts", action="store_true", help="also report mean non-zero outputs per layer"
@@ -103,7 +112,23 @@ def _run(args: argparse.Namespace) -> int:
     program = _load(args)
     frames = _load_frames(args.frames)
     engine = Engine(program)
+    sample_shape: tuple[int, ...] = ()
+    per_sample = args.frames_per_sample
+    if frames.ndim == 5:
+        if per_sample not in (None, frames.shape[1]):
+            raise FrameError(
+                f"--frames-per-sample {per_sample} but {args.frames} holds samples of "
+                f"{frames.shape[1]} frames"
+            )
+        sample_shape, per_sample = frames.shape[:2], frames.shape[1]
+        frames = frames.reshape(-1, *frames.shape[2:])
     frames = engine.check_frames(frames)
+    per_sample = per_sample or 1
+    if per_sample < 1 or len(frames) % per_sample:
+        raise FrameError(
+            f"--frames-per-sample {per_sample} does not divide the {len(frames)} frames "
+            f"of {args.frames}"
+        )
     start = time.perf_counter()
     parts = []
     counts: dict[str, list[np.ndarray]] = {}
@@ -118,20 +143,28 @@ def _run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     dtype = np.uint8 if engine.layers[-1].has_activation else np.int32
     outputs = np.concatenate(parts) if parts else np.empty((0, *engine.output_shape), dtype=dtype)
+    scores = engine.class_scores(outputs)
+    classes = scores.reshape(-1, per_sample, scores.shape[1]).sum(axis=1).argmax(axis=1)
+    saved = outputs.reshape(*sample_shape, *outputs.shape[1:]) if sample_shape else outputs
     try:
         with open(args.output, "wb") as out:
-            np.save(out, outputs)
+            np.save(out, saved)
     except OSError as exc:
         raise SpikefleetError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     report: dict[str, Any] = {
         "program": program.name,
         "frames": total,
         "output": args.output,
-        "output_shape": list(outputs.shape),
-        "output_dtype": str(outputs.dtype),
+        "samples": len(classes),
+        "frames_per_sample": per_sample,
+        "classes": [int(c) for c in classes],
+        "output_shape": list(saved.shape),
+        "output_dtype": str(saved.dtype),
         "seconds": round(seconds, 6),
         "frames_per_second": round(total / seconds, 1) if seconds > 0 else None,
     }
+    if program.labels and all(0 <= c < len(program.labels) for c in report["classes"]):
+        report["class_labels"] = [program.labels[c] for c in report["classes"]]
     if args.spike_counts:
         report["mean_nonzero_outputs"] = {
             name: float(np.concatenate(values).mean()) if values else 0.0
@@ -140,7 +173,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    rows = [[key, value] for key, value in report.items() if key != "mean_nonzero_outputs"]
+    hidden = ("mean_nonzero_outputs", "classes", "class_labels")
+    rows = [[key, value] for key, value in report.items() if key not in hidden]
+    named = report.get("class_labels", report["classes"])
+    shown = ", ".join(map(str, named[:CLASSES_SHOWN]))
+    if len(named) > CLASSES_SHOWN:
+        shown += f", ... ({len(named) - CLASSES_SHOWN} more with --json)"
+    rows.append(["class per sample", shown or "-"])
     for name, mean in report.get("mean_nonzero_outputs", {}).items():
         rows.append([f"mean non-zero outputs of {name}", f"{mean:.2f}"])
     print_table(f"run {program.name}", ["what", "value"], rows)

@@ -14,6 +14,17 @@ import sys
 from spikefleet import __version__
 from spikefleet.errors import SpikefleetError
 
+# Library errors name the argument that would change the outcome; on the command
+# line the same advice names the flag.
+ARGUMENT_FLAGS = (
+    (
+        "pass trusted keys to check it (or verify=False to skip it)",
+        "pass --trusted KEY.pub (or a directory of .pub files) to check it",
+    ),
+    ("pass allow_beta=True", "pass --allow-beta"),
+    ("pass allow_shift=True", "pass --allow-shift"),
+)
+
 # Subcommand modules, in the order they appear in --help.
 COMMAND_MODULES = [
     "spikefleet.cli.program_commands",
@@ -36,14 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", metavar="TOKEN", help="bearer token for the server")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # an area not built yet
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
+
+
+def cli_advice(message: str) -> str:
+    """``message`` with library arguments replaced by the flags that set them."""
+    for argument, flag in ARGUMENT_FLAGS:
+        message = message.replace(argument, flag)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except SpikefleetError as exc:
-        print(f"spikefleet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"spikefleet {args.command}: error: {cli_advice(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"spikefleet {args.command}: interrupted", file=sys.stderr)

@@ -236,6 +236,23 @@ def describe(program: Program, data: bytes) -> dict[str, Any]:
     }
 
 
+def _fidelity_text(fidelity: dict[str, Any] | None) -> str:
+    """What the program's recorded fidelity holds: a measurement, or only notes."""
+    if not fidelity:
+        return "none"
+    notes = len(fidelity.get("notes", []))
+    if "samples" not in fidelity:
+        return (
+            f"none: converted without calibration data (--calib); holds {notes} "
+            "conversion note(s) (see --json)"
+        )
+    agreement = fidelity.get("top1_agreement")
+    measured = f"measured on {fidelity['samples']} sample(s)"
+    if agreement is not None:
+        measured += f", top-1 agreement {100 * agreement:.2f}%"
+    return f"{measured}, {notes} note(s) (see --json)"
+
+
 _SHORT_TYPES = {"InputData": "input", "Convolutional": "conv", "FullyConnected": "dense"}
 
 
@@ -291,7 +308,7 @@ def _print_report(report: dict[str, Any]) -> None:
         ("source sha256", provenance["source_sha256"] or "unknown"),
         ("converter", provenance["converter_version"] or "unknown"),
         ("created", provenance["created"] or "unknown"),
-        ("fidelity report", "present" if provenance["fidelity"] is not None else "none"),
+        ("fidelity report", _fidelity_text(provenance["fidelity"])),
         (
             "hardware parts",
             "none"

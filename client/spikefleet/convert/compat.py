@@ -305,7 +305,7 @@ def _weighted(
             "Akida pads 0 (valid) or TensorFlow-style 'same': total (out-1)*stride+k-size, "
             f"the smaller half first (here {_same_pads(shape, (kh, kw), sh)}); "
             "use nn.ZeroPad2d((left, right, top, bottom)) before a padding=0 Conv2d to match, "
-            "or pass allow_shift (--allow-shift) to accept the shifted windows and read the "
+            "or pass allow_shift=True to accept the shifted windows and read the "
             "measured fidelity",
         )
     if padding == "shifted":
@@ -436,7 +436,7 @@ def _check_spike(spike: Leaky, stage: Stage, allow_beta: bool, notes: list[str])
                 spike,
                 f"beta={float(beta.reshape(-1)[0]):g}: membrane decay across time steps",
                 "Akida neurons keep no membrane between frames: retrain with beta=0, or "
-                "pass allow_beta (--allow-beta) to convert as beta=0 and read the "
+                "pass allow_beta=True to convert as beta=0 and read the "
                 "measured fidelity",
             )
         notes.append(

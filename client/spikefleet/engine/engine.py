@@ -1,4 +1,4 @@
-"""Run a Program on uint8 frames with akida 2.19.3's integer semantics, in numpy."""
+"""Run a Program on uint8 frames with akida 2.19.3's integer semantics (C kernels, numpy arrays)."""
 
 from __future__ import annotations
 
@@ -117,9 +117,13 @@ class Engine:
 
     def predict(self, frames: np.ndarray) -> npt.NDArray[np.int64]:
         """Top-1 class per frame over the flattened outputs, dequantized by output_scales."""
-        outputs = self.run(frames).outputs
+        return np.argmax(self.class_scores(self.run(frames).outputs), axis=1).astype(np.int64)
+
+    def class_scores(self, outputs: np.ndarray) -> npt.NDArray[np.float64]:
+        """Per-frame class scores (N, classes) from ``run``'s outputs, dequantized by
+        output_scales: comparable across frames, so a sample's frames can be summed."""
         flat = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
         scales = self.program.output_scales
         if scales is not None:
             flat = flat * np.tile(scales.astype(np.float64), flat.shape[1] // scales.size)
-        return np.argmax(flat, axis=1).astype(np.int64)
+        return flat

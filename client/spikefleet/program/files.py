@@ -34,7 +34,7 @@ def load_program_bytes(
             return SignedProgram.from_bytes(data).program
         if trusted is None:
             raise SignatureError(
-                f"{path} is signed: pass trusted keys to check it (or verify=False to skip)",
+                f"{path} is signed: pass trusted keys to check it (or verify=False to skip it)",
                 reason="unknown-key",
             )
         return verify(data, trusted)
