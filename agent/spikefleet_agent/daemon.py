@@ -91,9 +91,11 @@ class Agent:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._locks.append(DeviceLock(cfg.state_dir / "agent.lock").acquire())
-        if cfg.backend == "akida-hw":
-            lock_name = f"akida-{cfg.device_index}.lock"
-            self._locks.append(DeviceLock(cfg.lock_dir / lock_name).acquire())
+        # every backend owns its device: a second agent on the same one fails here,
+        # the simulator's too (it stands in for a chip in tests and demos)
+        kind = "akida" if cfg.backend == "akida-hw" else cfg.backend
+        lock_name = f"{kind}-{cfg.device_index}.lock"
+        self._locks.append(DeviceLock(cfg.lock_dir / lock_name).acquire())
         self.inventory = [
             _device_pb(d) for d in inventory_mod.scan(self._usb_backend, self._pci_root)
         ]

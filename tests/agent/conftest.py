@@ -56,7 +56,7 @@ def standalone_agent(tmp_path: Path, signing_key: SigningKey) -> Iterator[Callab
             agent_id=name,
             backend=backend,
             state_dir=state,
-            lock_dir=tmp_path / "locks",
+            lock_dir=tmp_path / f"{name}-locks",
             trusted_keys=[tmp_path / "keys"],
             inference=InferenceConfig(address=address, token_file=token_file, **inference),
             telemetry=TelemetryConfig(interval_s=3600, metrics_port=_free_port() if metrics else 0),

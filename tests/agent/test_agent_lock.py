@@ -51,3 +51,34 @@ def test_lock_held_by_another_process_dies_with_it(tmp_path: Path) -> None:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_second_sim_agent_on_the_same_lock_dir_and_device_is_refused(tmp_path: Path) -> None:
+    from agent_helpers import make_key
+
+    from spikefleet_agent.config import AgentConfig, InferenceConfig, TelemetryConfig
+    from spikefleet_agent.daemon import Agent
+
+    make_key(tmp_path / "keys")
+
+    def agent(name: str, device_index: int = 0) -> Agent:
+        config = AgentConfig(
+            agent_id=name,
+            backend="sim",
+            device_index=device_index,
+            state_dir=tmp_path / name,
+            lock_dir=tmp_path / "locks",
+            trusted_keys=[tmp_path / "keys"],
+            inference=InferenceConfig(address="127.0.0.1:0"),
+            telemetry=TelemetryConfig(interval_s=3600),
+        ).validate()
+        return Agent(config, pci_root=tmp_path / "no-sysfs")
+
+    first = agent("one").start()
+    try:
+        with pytest.raises(DeviceBusyError, match=r"sim-0\.lock is locked by pid"):
+            agent("two").start()
+        other_device = agent("three", device_index=1).start()
+        other_device.stop()
+    finally:
+        first.stop()

@@ -45,7 +45,7 @@ def start_agent(
         config = AgentConfig(
             agent_id=agent_id,
             state_dir=tmp_path / agent_id,
-            lock_dir=tmp_path / "locks",
+            lock_dir=tmp_path / f"{agent_id}-locks",
             trusted_keys=[tmp_path / "keys"],
             labels=labels,
             server=ServerConfig(

@@ -169,7 +169,7 @@ def write_agent_config(root: Path, agent_id: str, server_port: int, keys: Path) 
     config = {
         "agent_id": agent_id,
         "state_dir": str(root / agent_id),
-        "lock_dir": str(root / "locks"),
+        "lock_dir": str(root / f"{agent_id}-locks"),  # one sim device per agent
         "trusted_keys": [str(keys)],
     }
     text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())

@@ -81,7 +81,7 @@ def test_the_agent_dials_a_tls_server_it_trusts_and_refuses_one_it_does_not(
             config = AgentConfig(
                 agent_id=name,
                 state_dir=tmp_path / name,
-                lock_dir=tmp_path / "locks",
+                lock_dir=tmp_path / f"{name}-locks",
                 trusted_keys=[tmp_path / "keys"],
                 server=ServerConfig(
                     address=server.address, tls_ca=str(tmp_path / ca), reconnect_min_s=0.05

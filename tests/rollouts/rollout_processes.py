@@ -42,7 +42,7 @@ class AgentProcess(Child):
         config = root / f"{agent_id}.toml"
         config.write_text(
             f'agent_id = "{agent_id}"\nstate_dir = "{root / agent_id}"\n'
-            f'lock_dir = "{root / "locks"}"\ntrusted_keys = ["{keys}"]\n'
+            f'lock_dir = "{root / f"{agent_id}-locks"}"\ntrusted_keys = ["{keys}"]\n'
             f'[labels]\nsite = "lab"\n'
             f'[server]\naddress = "127.0.0.1:{server_port}"\n'
             f'token_file = "{root / "agent.token"}"\n'

@@ -1,4 +1,4 @@
-"""spikefleet's int4 engine: Akida 1.0 programs run bit-exactly in numpy."""
+"""spikefleet's int4 engine: Akida 1.0 programs run bit-exactly, in C kernels driven from numpy."""
 
 from spikefleet.engine.engine import Engine, EngineResult
 
