@@ -43,7 +43,7 @@ def test_a_network_too_large_for_akd1000_is_refused_naming_the_layer(tmp_path: P
     frames = random_frames(1, (64, 64, 2))
     bundle = tmp_path / "wide.safetensors"
     spikefleet.extract(model, to_input(frames), bundle)
-    with pytest.raises(IncompatibleModelError, match="does not fit an AKD1000") as info:
+    with pytest.raises(IncompatibleModelError, match="does not map onto an AKD1000") as info:
         convert(bundle)
     assert info.value.layer == "layers.3"
     convert(bundle, options=ConvertOptions(hardware=False))  # the check is the mapping's

@@ -122,10 +122,14 @@ def test_beta_with_the_flag_converts_and_measures_fidelity_over_time(tmp_path: P
     assert hidden.rate_agreement < 0.9
 
 
-def test_reset_mechanism_at_beta_zero_is_a_note_not_a_refusal(tmp_path: Path) -> None:
-    model = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0, reset_mechanism="zero"), nn.Linear(6, 3))
+def test_reset_subtract_at_beta_zero_is_a_note_that_says_when_it_matters(
+    tmp_path: Path,
+) -> None:
+    model = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0), nn.Linear(6, 3))
     result = converted(model, tmp_path)
-    assert any("reset mechanism 'zero' is irrelevant at beta=0" in n for n in result.notes)
+    assert any("inhibited at t" in n and "reset_mechanism='zero'" in n for n in result.notes)
+    zero = Chain(nn.Flatten(), fc(), snn.Leaky(beta=0.0, reset_mechanism="zero"), nn.Linear(6, 3))
+    assert not any("inhibited" in n for n in converted(zero, tmp_path).notes)
 
 
 def test_non_positive_graded_spikes_are_refused(tmp_path: Path) -> None:
@@ -144,15 +148,23 @@ def test_inhibition_is_refused(tmp_path: Path) -> None:
     assert "inhibition" in str(error)
 
 
-def test_batchnorm_with_a_negative_scale_is_refused(tmp_path: Path) -> None:
+def test_batchnorm_of_any_sign_folds_and_keeps_the_spikes(tmp_path: Path) -> None:
     norm = nn.BatchNorm2d(4)
     with torch.no_grad():
-        norm.weight[1] = -0.5
+        norm.weight.copy_(torch.tensor([-0.5, 1.5, -2.0, 0.7]))
+        norm.bias.copy_(torch.tensor([0.3, -0.2, 1.2, 0.0]))
+        norm.running_mean.copy_(torch.tensor([0.5, -0.5, 1.0, 0.0]))
+        norm.running_var.copy_(torch.tensor([2.0, 0.5, 1.0, 3.0]))
     model = Chain(
         nn.Conv2d(2, 4, 3, padding=1), norm, snn.Leaky(beta=0.0), nn.Flatten(), nn.Linear(256, 3)
     )
-    error = refused(model, tmp_path)
-    assert error.layer == "layers.1"
+    frames = random_frames(64, SMALL, seed=3)
+    result = converted(model, tmp_path, calibration=frames)
+    assert any("float reference" in n for n in result.notes)  # torch's own spikes reproduced
+    assert result.report is not None
+    hidden = result.report.layers[0]
+    assert hidden.spike_agreement is not None and hidden.spike_agreement > 0.97
+    assert 0.05 < hidden.float_rate < 0.95  # the negative channels do fire, and not always
 
 
 @pytest.mark.parametrize(

@@ -253,7 +253,10 @@ def test_a_model_returning_spikes_keeps_the_last_activation(tmp_path: Path) -> N
 
     model = SpikingOutput()
     frames = random_frames(64, (8, 8, 2))
-    graph = spikefleet.extract(model, to_input(frames), tmp_path / "m.safetensors")
+    assert spikefleet.extract(model, to_input(frames)).output == "potential"  # the default
+    graph = spikefleet.extract(
+        model, to_input(frames), tmp_path / "m.safetensors", readout="spikes"
+    )
     assert graph.output == "spikes"
     program = convert(tmp_path / "m.safetensors", options=OFFLINE).program
     last = program.layers[-1]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from server_helpers import FC_ARCH, TOKENS, client_for, fc_model, malicious_pickle
 
@@ -247,3 +248,26 @@ def test_the_input_spec_sent_is_recorded_and_a_bad_one_refused(server: ServerApp
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "unknown key(s) sensor" in (error.details() or "")
+
+
+def test_a_hardware_refusal_names_the_layer_and_the_fix_in_one_line(
+    server: ServerApp, tmp_path: Path
+):
+    """A 5x5 conv without padding maps onto no AKD1000: the status says padding=2."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "conv1.weight": rng.normal(0, 0.3, (4, 2, 5, 5)).astype(np.float32),
+        "conv1.bias": np.zeros(4, np.float32),
+        "fc1.weight": rng.normal(0, 0.3, (10, 4 * 8 * 8)).astype(np.float32),
+        "fc1.bias": np.zeros(10, np.float32),
+    }
+    model = tmp_path / "tutorial"  # no suffix: the format is read from the content
+    save_file(weights, str(model))
+    with client_for(server) as client, pytest.raises(InvalidRequestError) as caught:
+        client.convert(model, arch="Input(12,12,2) Conv(4,5,p0) Leaky FC(10) Leaky", name="tut")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "conv1" in message and "padding=2" in message and "--no-hardware" in message
+    assert_left_nothing(server, "tut")

@@ -84,6 +84,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how events become the model's frames (JSON or TOML with tonic ToFrame keys); "
         "recorded in the program (default: the bundle's, else the documented default)",
     )
+    parser.add_argument(
+        "--readout",
+        choices=("potential", "spikes"),
+        help="read the last layer as its membrane potential (the default of bundles and "
+        "--arch alike) or as spikes; --arch can also end with Readout(spikes)",
+    )
     parser.add_argument("--name", help="program name (default: the model file's name)")
     parser.add_argument("--sign-key", metavar="KEY", help="sign with this private key")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -135,6 +141,7 @@ def convert_locally(args: argparse.Namespace) -> int:
         sign_key=key,
         hardware=not args.no_hardware,
         input_spec=load_input_spec(args.input_spec) if args.input_spec else None,
+        readout=args.readout,
     )
     with progress("converting", total=6) as advance:
         done = [0]

@@ -181,6 +181,14 @@ def convert_remotely(args: argparse.Namespace) -> int:
             labels = load_labels(args.labels)
             if args.limit is not None:
                 labels = labels[: args.limit]
+    arch = args.arch
+    if getattr(args, "readout", None):
+        if not arch:
+            raise SpikefleetError(
+                "--readout with --server travels in the architecture string: give --arch, "
+                "or choose the read-out at extract time (spikefleet.extract(..., readout=...))"
+            )
+        arch = f"{arch} Readout({args.readout})"
     shape = None
     if args.input_shape:
         try:
@@ -200,7 +208,7 @@ def convert_remotely(args: argparse.Namespace) -> int:
         info = client.convert(
             args.model,
             name=args.name,
-            arch=args.arch,
+            arch=arch,
             weights_bits=args.bits,
             allow_beta=args.allow_beta,
             allow_shift=args.allow_shift,

@@ -22,10 +22,11 @@ from typing import Any, Literal
 import numpy as np
 
 from spikefleet import __version__
+from spikefleet.convert.check import check_reference
 from spikefleet.convert.compat import lower
-from spikefleet.convert.fidelity import FidelityReport, measure
+from spikefleet.convert.fidelity import FidelityReport, measure, measure_multistep
 from spikefleet.convert.floatsim import run_float
-from spikefleet.convert.graph import Graph
+from spikefleet.convert.graph import Graph, OutputKind
 from spikefleet.convert.loaders import load_graph, model_name, source_digest
 from spikefleet.convert.quantize import quantize_stages
 from spikefleet.errors import (
@@ -35,7 +36,7 @@ from spikefleet.errors import (
     SpikefleetError,
 )
 from spikefleet.events.spec import InputSpec, default_input_spec
-from spikefleet.program.model import Program, Provenance
+from spikefleet.program.model import InputData, Program, Provenance
 
 log = logging.getLogger(__name__)  # a library: the application decides where records go
 
@@ -58,6 +59,8 @@ class ConvertOptions:
     accepts convolution padding Akida can only approximate with shifted windows;
     ``carry_membrane`` says whether the float model keeps its membranes across
     the frames of a calibration sequence (None: only when some beta != 0);
+    ``readout`` overrides what the last layer's result is (its membrane
+    ``"potential"``, the default of every path, or its ``"spikes"``);
     ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
     inputs when given, or "max"); ``input_spec`` says how events become the
     model's frames (default: the one the bundle carries, else
@@ -80,6 +83,7 @@ class ConvertOptions:
     hardware: bool = True
     nir_dt: float = 1e-4
     input_spec: InputSpec | None = None
+    readout: OutputKind | None = None
 
 
 @dataclass
@@ -129,14 +133,23 @@ def convert(
         digest, default_name = source_digest(source), model_name(source)
     if options.input_scale is not None:
         graph = replace(graph, input_scale=options.input_scale)
+    if options.readout is not None:
+        if options.readout not in ("potential", "spikes"):
+            raise ConversionError(f"readout {options.readout!r}: choose potential or spikes")
+        graph = replace(graph, output=options.readout)
     calibration = _check_calibration(graph, calibration, labels, options.input_bits)
 
     step(1, "checking compatibility")
     lowered = lower(graph, allow_beta=options.allow_beta, allow_shift=options.allow_shift)
     notes = list(lowered.notes)
+    checked = check_reference(graph, lowered.stages)
+    if checked is not None:
+        notes.append(checked.note())
 
     step(2, "running the float model")
     carry = options.carry_membrane
+    if carry is None and checked is not None and checked.semantics != "single":
+        carry = checked.semantics == "sequence"
     if carry is None:
         carry = any(
             np.any(np.asarray(neuron.beta) != 0)
@@ -149,6 +162,10 @@ def convert(
         if calibration is not None
         else None
     )
+    multistep = None
+    if calibration is not None and float_run is not None and carry and calibration.ndim == 5:
+        multistep = measure_multistep(lowered.stages, calibration, float_run)
+        notes.append(multistep.note())
     calibration_frames = float_spikes = None
     if calibration is not None and float_run is not None:
         # Calibrate on independent frames (the first of each sample when membranes carry).
@@ -198,6 +215,8 @@ def convert(
             float_run,
             quantized.always_on,
         )
+        if multistep is not None:
+            report.multistep = multistep.to_dict()
     program.provenance = Provenance(
         source_sha256=digest,
         converter_version=CONVERTER_VERSION,
@@ -277,11 +296,11 @@ def _attach_hardware(program: Program) -> list[str]:
     except IncompatibleModelError:
         raise
     except SpikefleetError as exc:
-        named = re.search(r"layer '([^']+)'", str(exc))
+        layer, remedy = hardware_remedy(program, str(exc))
         raise IncompatibleModelError(
-            f"the network does not fit an AKD1000: {exc}",
-            layer=named.group(1) if named else "network",
-            remedy="use fewer or smaller layers (fewer filters, smaller inputs)",
+            f"layer {layer!r} does not map onto an AKD1000: {_akida_reason(str(exc))}",
+            layer=layer,
+            remedy=remedy,
         ) from exc
     program.hardware = hardware
     with tempfile.TemporaryDirectory() as folder:
@@ -289,6 +308,62 @@ def _attach_hardware(program: Program) -> list[str]:
         save_fbz(program, path)
         program.fbz = path.read_bytes()
     return [f"AKD1000: maps onto {hardware.np_count} NPs"]
+
+
+def _akida_reason(message: str) -> str:
+    return message.split(": ", 1)[1] if "does not map onto" in message else message
+
+
+_NO_HARDWARE = "or pass --no-hardware (hardware=False) to convert for the software backend only"
+
+
+def hardware_remedy(program: Program, message: str) -> tuple[str, str]:
+    """(layer, fix) for akida's mapping refusal: the change to the model that makes it map."""
+    from spikefleet.program.model import Convolutional, Padding, Pooling
+
+    layers = [layer for layer in program.layers if not isinstance(layer, InputData)]
+    named = re.search(r"[Ll]ayer '?([A-Za-z0-9_.\-]+)'?", message)
+    by_name = {layer.name: layer for layer in layers}
+    culprit = by_name.get(named.group(1)) if named else None
+    convs = [layer for layer in layers if isinstance(layer, Convolutional)]
+    if "padding same" in message.lower():
+        culprit = culprit or next((c for c in convs if c.padding is Padding.VALID), None)
+        if isinstance(culprit, Convolutional):
+            k = culprit.kernel_size[0]
+            return culprit.name, (
+                f"AKD1000 convolutions pad 'same': give the {k}x{k} convolution "
+                f"padding={k // 2} (stride 1), or nn.ZeroPad2d before a stride-2 one, and "
+                f"retrain, {_NO_HARDWARE}"
+            )
+    if "stride 2" in message.lower():
+        culprit = culprit or next(
+            (c for c in convs if c.stride == 2 and c.kernel_size[0] != 3), None
+        )
+        if culprit is not None:
+            return culprit.name, (
+                f"AKD1000 runs stride 2 only with 3x3 kernels: use a 3x3 kernel there, or "
+                f"stride 1 and 2x2 max pooling, {_NO_HARDWARE}"
+            )
+    if "max pooling cannot be the last" in message or "FullyConnected" in message:
+        pooled = [c for c in convs if c.pooling is Pooling.MAX]
+        culprit = culprit or (pooled[-1] if pooled else None)
+        if culprit is not None:
+            return culprit.name, (
+                "on AKD1000 a max-pooled convolution must feed another convolution: pool an "
+                f"earlier layer, or add a convolution after it, {_NO_HARDWARE}"
+            )
+    if "average pooling" in message.lower():
+        culprit = culprit or next((c for c in convs if c.pooling is Pooling.GLOBAL_AVERAGE), None)
+        if culprit is not None:
+            return culprit.name, (
+                "AKD1000 averages maps of at most 32x32: downsample (stride 2) before the "
+                f"global pooling, {_NO_HARDWARE}"
+            )
+    if "pooling size" in message.lower():
+        return (culprit.name if culprit else "network"), f"use 2x2 max pooling, {_NO_HARDWARE}"
+    return (culprit.name if culprit else "network"), (
+        f"use fewer filters or smaller inputs on that layer, {_NO_HARDWARE}"
+    )
 
 
 def _encode(program: Program, key: Any) -> tuple[bytes, bool]:

@@ -17,6 +17,8 @@ Tokens (case-insensitive, separated by spaces, commas or ``->``):
 - ``GAP``: global average pooling; ``MaxPool(k[,sN])``: max pooling (stride k).
 - ``Flatten``: explicit flatten (implied before FC anyway).
 - ``Pad(left,right,top,bottom)``: zero padding before a Conv (``nn.ZeroPad2d``).
+- ``Readout(potential|spikes)``: last token; what the model's result is, the last
+  Leaky's membrane potential (the default, also ``membrane``) or its spikes.
 
 Weights are bound in order: each Conv/FC takes the next tensor group with a
 ``weight`` of matching rank, each BN the next group with ``running_mean``, each
@@ -46,7 +48,13 @@ from spikefleet.convert.graph import (
 from spikefleet.errors import ConversionError
 
 _TOKEN = re.compile(r"\s*(?:->|,)?\s*([A-Za-z]+)(\([^)]*\))?")
-_KNOWN = ("input", "conv", "fc", "leaky", "bn", "gap", "maxpool", "flatten", "pad")
+_KNOWN = ("input", "conv", "fc", "leaky", "bn", "gap", "maxpool", "flatten", "pad", "readout")
+_READOUTS = {
+    "potential": "potential",
+    "membrane": "potential",
+    "mem": "potential",
+    "spikes": "spikes",
+}
 
 
 @dataclass
@@ -79,7 +87,8 @@ def parse_arch(text: str) -> list[Token]:
         if kind not in _KNOWN:
             raise ConversionError(
                 f"architecture token {len(tokens) + 1} {token_text!r}: unknown layer "
-                f"{name!r}; use one of Input, Conv, FC, Leaky, BN, GAP, MaxPool, Flatten, Pad"
+                f"{name!r}; use one of Input, Conv, FC, Leaky, BN, GAP, MaxPool, Flatten, Pad, "
+                "Readout"
             )
         args = [a.strip() for a in arg_text[1:-1].split(",")] if arg_text else []
         tokens.append(Token(kind, [a for a in args if a], token_text, len(tokens) + 1))
@@ -174,6 +183,7 @@ def graph_from_arch(
     h, w, c = input_shape
     shape: tuple[int, ...] = (c, h, w)
     nodes: list[Node] = []
+    output = "potential"
 
     def take(queue: list[tuple[str, dict[str, np.ndarray]]], token: Token, what: str):
         if not queue:
@@ -301,6 +311,18 @@ def graph_from_arch(
             left, right, top, bottom = (_int(token, a, "padding") for a in token.args)
             nodes.append(Pad(f"pad{len(nodes)}", (left, right, top, bottom)))
             shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
+        elif token.kind == "readout":
+            if token is not tokens[-1] or len(token.args) != 1:
+                raise ConversionError(
+                    f"{token.where()}: Readout(potential) or Readout(spikes) ends the string"
+                )
+            choice = _READOUTS.get(token.args[0].lower())
+            if choice is None:
+                raise ConversionError(
+                    f"{token.where()}: read out 'potential' (membrane) or 'spikes', "
+                    f"not {token.args[0]!r}"
+                )
+            output = choice
         elif token.kind == "flatten":
             nodes.append(Flatten(f"flatten{len(nodes)}"))
             shape = (int(np.prod(shape)),)
@@ -311,7 +333,9 @@ def graph_from_arch(
         raise ConversionError(
             f"the weights hold layers the architecture string does not use: {', '.join(leftovers)}"
         )
-    return Graph(input_shape=(c, h, w), nodes=nodes)
+    return Graph(
+        input_shape=(c, h, w), nodes=nodes, output="spikes" if output == "spikes" else "potential"
+    )
 
 
 # snntorch's reset_mechanism_val: 0 subtract, 1 zero, 2 none

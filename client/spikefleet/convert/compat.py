@@ -79,6 +79,10 @@ class Stage:
     float_pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # torch's (top, bottom, left, right)
     threshold: F64 = field(default_factory=lambda: np.zeros(0))  # per output neuron
     output_gain: F64 | None = None  # graded-spike factor of the output layer, if spiking
+    # The model pools the Leaky's spikes (pool after the neuron): equal per frame to
+    # Akida's pooled potentials, but the float model keeps membranes per unpooled neuron.
+    pool_after: bool = False
+    output_node: str = ""  # the graph node whose output is this stage's output
 
 
 @dataclass
@@ -177,6 +181,7 @@ def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) 
         candidate = nodes[index] if index < len(nodes) else None
         if isinstance(candidate, Leaky):
             spike = candidate
+            stage.output_node = candidate.name
             index += 1
             # Max pooling after firing equals pooling the potentials before it.
             while index < len(nodes) and isinstance(nodes[index], MaxPool | Flatten | AvgPool):
@@ -189,6 +194,8 @@ def lower(graph: Graph, *, allow_beta: bool = False, allow_shift: bool = False) 
                     )
                 if isinstance(after, MaxPool):
                     _pool(stage, after)
+                    stage.pool_after = True
+                    stage.output_node = after.name
                 index += 1
         elif index < len(nodes):
             nxt = nodes[index]
@@ -373,12 +380,8 @@ def _fold_batchnorm(stage: Stage, norm: BatchNorm) -> None:
             f"has {factor.size} channels, {stage.name} has {stage.weight.shape[0]}",
             "check the architecture",
         )
-    if np.any(factor <= 0):
-        raise _refuse(
-            norm,
-            "a non-positive BatchNorm scale flips the spike condition",
-            "keep BatchNorm weights positive or fold it yourself",
-        )
+    # A negative gamma needs no special case: it scales weights and bias alike, and the
+    # neuron still compares the folded potential with its own threshold.
     shape = (-1,) + (1,) * (stage.weight.ndim - 1)
     stage.weight = stage.weight * factor.reshape(shape)
     stage.bias = (stage.bias - np.asarray(norm.running_mean)) * factor + np.asarray(norm.bias)
@@ -443,8 +446,11 @@ def _check_spike(spike: Leaky, stage: Stage, allow_beta: bool, notes: list[str])
             f"{spike.name}: beta={float(beta.reshape(-1)[0]):g} converted as beta=0 "
             "(no membrane between frames); see the measured fidelity"
         )
-    elif spike.reset_mechanism != "none":
+    elif spike.reset_mechanism == "subtract":
         notes.append(
-            f"{spike.name}: reset mechanism '{spike.reset_mechanism}' is irrelevant at beta=0 "
-            "with a fresh membrane per frame"
+            f"{spike.name}: beta=0 with reset 'subtract' is memoryless only when every step "
+            "starts at rest: run over time steps without a reset, a neuron that fired at t-1 "
+            "is inhibited at t, which Akida's per-frame neurons are not (measured on "
+            "calibration sequences when the model runs that way; reset_mechanism='zero' "
+            "makes them equal)"
         )

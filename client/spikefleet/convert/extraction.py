@@ -28,6 +28,7 @@ from spikefleet.convert.graph import (
     Node,
     OutputKind,
     Pad,
+    Reference,
     Unsupported,
     save_bundle,
 )
@@ -204,61 +205,146 @@ def _zero_padding(previous: Any, received: Any) -> Pad | None:
     return found[0] if found else None
 
 
+_RECORD_SAMPLES = 32  # samples of the sample batch whose outputs go into the bundle
+
+
+def _reset_state(model: Any) -> None:
+    """Every neuron starts at rest, as ``snntorch.utils.reset(net)`` does per sample."""
+    import snntorch
+
+    for module in model.modules():
+        if isinstance(module, snntorch.SpikingNeuron) and hasattr(module, "reset_mem"):
+            module.reset_mem()
+
+
+class _Recorder:
+    """Forward hooks on the atomic modules: call order, inputs and outputs of every call."""
+
+    def __init__(self, model: Any) -> None:
+        self.order: list[tuple[str, Any]] = []
+        self.calls: dict[str, list[tuple[Any, Any, Any]]] = {}
+        self.handles: list[Any] = []
+        skip_under: list[str] = []
+        for name, module in model.named_modules():
+            if not name or any(name.startswith(prefix + ".") for prefix in skip_under):
+                continue
+            if _atomic(module):
+                skip_under.append(name)
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Any:
+        import snntorch
+        import torch
+
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            if name not in self.calls:
+                self.order.append((name, module))
+                self.calls[name] = []
+            mem = None
+            if isinstance(module, snntorch.SpikingNeuron):
+                mem = getattr(module, "mem", None)
+                if not isinstance(mem, torch.Tensor) and isinstance(output, tuple):
+                    mem = output[1] if len(output) > 1 else None
+            mem = mem.detach().clone() if isinstance(mem, torch.Tensor) else None
+            self.calls[name].append((_first_tensor(inputs), output, mem))
+
+        return hook
+
+    def clear(self) -> None:
+        self.order.clear()
+        self.calls.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _run(model: Any, sample: Any, recorder: _Recorder, sequence: bool | None) -> tuple[Any, int]:
+    """Run the model as its user does; (the first step's input, number of time steps).
+
+    A ``[T, B, ...]`` sample goes to ``forward`` whole first (a time-loop forward
+    indexes it itself); if that fails, or the first layer saw the whole sequence
+    at once, the steps are fed one by one after a reset, as
+    ``spk, mem = net(x[t])`` loops do.
+    """
+    steps = int(sample.shape[0]) if sequence else 1
+    if sequence:
+        _reset_state(model)
+        try:
+            model(sample)
+            first = recorder.calls[recorder.order[0][0]][0][0] if recorder.order else None
+            whole = first is not None and first.dim() == sample.dim()
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            whole = True
+        if not whole:
+            return sample[0], steps
+        recorder.clear()
+        _reset_state(model)
+        for step in range(steps):
+            model(sample[step])
+        return sample[0], steps
+    _reset_state(model)
+    model(sample)
+    return sample, steps
+
+
 def extract(
     model: Any,
     sample_input: Any,
     path: str | os.PathLike[str] | None = None,
     *,
     input_spec: InputSpec | None = None,
+    readout: OutputKind = "potential",
+    sequence: bool | None = None,
 ) -> Graph:
-    """Record ``model``'s layer chain with one forward pass on ``sample_input``.
+    """Record ``model``'s layer chain and its own outputs on ``sample_input``.
 
-    ``sample_input`` is a batch as the model takes it, e.g. float (N, C, H, W)
-    event counts. ``input_spec`` says how the model's input frames were made
-    from events; it travels in the bundle into the converted program. Writes
-    the bundle to ``path`` when given; returns the graph.
+    ``sample_input`` is a batch as the model takes it: float (N, C, H, W) or (N, F)
+    event counts, or a sequence (T, N, C, H, W) / (T, N, F) for models run over
+    time steps (``sequence`` forces either reading; by default 5 and 3 dimensions
+    are sequences). The spikes and membranes of every neuron at every step go
+    into the bundle, so the converter can prove it reads the model as torch runs
+    it. ``readout`` is what the last layer's result is: its membrane potential
+    (default; what classifiers trained on membranes or spike counts both rank
+    by) or its spikes. ``input_spec`` says how the model's input frames were
+    made from events; it travels in the bundle into the converted program.
+    Writes the bundle to ``path`` when given.
     """
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise ConversionError(f"extract needs a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(sample_input, torch.Tensor) or sample_input.dim() not in (2, 4):
-        raise ConversionError("extract needs a sample batch tensor shaped (N, C, H, W) or (N, F)")
-    calls: list[tuple[str, Any, Any, Any]] = []
-    called: set[str] = set()
-    skip_under: list[str] = []
-    handles = []
-
-    def recorder(name: str):
-        def hook(module: Any, inputs: Any, output: Any) -> None:
-            if name in called:  # later time steps repeat the chain
-                return
-            called.add(name)
-            calls.append((name, module, _first_tensor(inputs), output))
-
-        return hook
-
-    for name, module in model.named_modules():
-        if not name or any(name.startswith(prefix + ".") for prefix in skip_under):
-            continue
-        if _atomic(module):
-            skip_under.append(name)
-            handles.append(module.register_forward_hook(recorder(name)))
+    if readout not in ("potential", "spikes"):
+        raise ConversionError(f"readout {readout!r}: choose 'potential' or 'spikes'")
+    if not isinstance(sample_input, torch.Tensor) or sample_input.dim() not in (2, 3, 4, 5):
+        raise ConversionError(
+            "extract needs a sample batch tensor shaped (N, C, H, W) or (N, F), "
+            "or a sequence (T, N, C, H, W) or (T, N, F)"
+        )
+    if sequence is None:
+        sequence = sample_input.dim() in (3, 5)
+    if sequence and sample_input.dim() not in (3, 5):
+        raise ConversionError("a sequence sample is shaped (T, N, C, H, W) or (T, N, F)")
+    sample_input = sample_input.detach().float()
+    recorder = _Recorder(model)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            result = model(sample_input)
+            first_input, steps = _run(model, sample_input, recorder, sequence)
     finally:
-        for handle in handles:
-            handle.remove()
+        recorder.remove()
+        _reset_state(model)
         model.train(was_training)
+    if not recorder.order:
+        raise ConversionError("extract: the forward pass called no layers")
 
     nodes: list[Node] = []
-    current = sample_input
+    current = first_input
     previous_name = "input"
-    last_spike: tuple[Any, Any] | None = None
-    for name, module, received, output in calls:
+    kept: list[str] = []  # nodes whose outputs the reference keeps
+    for name, module in recorder.order:
+        received, output, _ = recorder.calls[name][0]
         node = _node(name, module, output)
         if received is None:
             raise ConversionError(f"layer {name!r} was called without a tensor input")
@@ -279,32 +365,54 @@ def extract(
             current = _first_tensor(output)
             continue
         nodes.append(node)
-        out = _first_tensor(output)
-        if isinstance(node, Leaky):
-            mem = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            last_spike = (out, mem)
-        else:
-            last_spike = None
-        current = out
+        if isinstance(node, Leaky | MaxPool | AvgPool):
+            kept.append(name)
+        current = _first_tensor(output)
         previous_name = name
-    output_kind = _output_kind(result, current, last_spike)
-    dims = tuple(int(v) for v in sample_input.shape[1:])
-    input_shape = (dims[0], dims[1], dims[2]) if len(dims) == 3 else (dims[0], 1, 1)
-    graph = Graph(input_shape=input_shape, nodes=nodes, output=output_kind, input_spec=input_spec)
+    if nodes and isinstance(nodes[-1], Conv2d | Linear) and previous_name not in kept:
+        kept.append(previous_name)  # a model ending in a weighted layer: its output is the result
+    dims = tuple(int(v) for v in first_input.shape[1:])
+    input_shape = (dims[0], dims[1], dims[2]) if len(dims) == 3 else (int(np.prod(dims)), 1, 1)
+    graph = Graph(input_shape=input_shape, nodes=nodes, output=readout, input_spec=input_spec)
+    graph.reference = _reference(sample_input, sequence, steps, input_shape, recorder, kept)
     if path is not None:
         save_bundle(graph, path)
     return graph
 
 
-def _output_kind(result: Any, current: Any, last_spike: tuple[Any, Any] | None) -> OutputKind:
+def _reference(
+    sample: Any,
+    sequence: bool,
+    steps: int,
+    input_shape: tuple[int, int, int],
+    recorder: _Recorder,
+    kept: list[str],
+) -> Reference | None:
+    """The model's own outputs per step, or None when the calls do not form steps."""
     import torch
 
-    returned = _first_tensor(result)
-    if last_spike is None or returned is None:
-        return "potential"
-    spikes, mem = last_spike
-    if mem is not None and returned.shape == mem.shape and torch.equal(returned, mem):
-        return "potential"
-    if returned.shape == spikes.shape and torch.equal(returned, spikes):
-        return "spikes"
-    return "potential"
+    counts = {len(recorder.calls[name]) for name, _ in recorder.order}
+    if len(counts) != 1:
+        return None  # some layer ran more often than others: not one chain per step
+    calls = counts.pop()
+    if sequence and calls != steps:
+        return None
+    keep = slice(0, _RECORD_SAMPLES)
+    if sequence:
+        inputs = sample[:, keep]
+    else:
+        inputs = sample[keep].unsqueeze(0).expand(calls, *sample[keep].shape)
+    batch = inputs.shape[1]
+    inputs = inputs.reshape(calls, batch, *input_shape)
+    outputs: dict[str, np.ndarray] = {}
+    membranes: dict[str, np.ndarray] = {}
+    for name in kept:
+        per_call = recorder.calls[name]
+        outs = [_first_tensor(output) for _, output, _ in per_call]
+        if any(out is None or out.shape[0] < batch for out in outs):
+            return None
+        outputs[name] = torch.stack([out[:batch] for out in outs]).numpy().astype(np.float32)
+        mems = [mem for _, _, mem in per_call]
+        if all(mem is not None and mem.shape == outs[0].shape for mem in mems):
+            membranes[name] = torch.stack([m[:batch] for m in mems]).numpy().astype(np.float32)
+    return Reference(_numpy(inputs), outputs, membranes)

@@ -43,6 +43,7 @@ class FidelityReport:
     layers: list[LayerFidelity] = field(default_factory=list)
     weight_bits: int = 4
     notes: list[str] = field(default_factory=list)
+    multistep: dict[str, Any] | None = None  # see :class:`Multistep`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +80,58 @@ class FidelityReport:
             if layer.spike_agreement is not None:
                 rows.append((f"{layer.name} spike decisions equal", pct(layer.spike_agreement)))
         return rows
+
+
+@dataclass
+class Multistep:
+    """What Akida's per-frame neurons change for a model that carries membranes over steps.
+
+    SNNTorch runs a sequence with each Leaky's membrane (and its reset) carried
+    from step to step; an Akida neuron starts every frame at rest. Measured on
+    the calibration sequences: the share of top-1 answers and, per layer, of
+    spike decisions that stay the same when every frame starts at rest.
+    """
+
+    samples: int
+    steps: int
+    top1_agreement: float
+    spike_agreement: dict[str, float]
+    resets: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def note(self) -> str:
+        worst = min(self.spike_agreement.items(), key=lambda item: item[1], default=None)
+        layer = f"; spike decisions of {worst[0]} equal on {100 * worst[1]:.2f}%" if worst else ""
+        if self.top1_agreement == 1.0 and (worst is None or worst[1] == 1.0):
+            return (
+                f"time steps: per-frame Akida neurons give the same spikes and answers as the "
+                f"model's carried membranes on {self.samples} sequences of {self.steps} steps"
+            )
+        return (
+            f"time steps: the model carries membranes across steps (reset "
+            f"{'/'.join(self.resets)}), Akida starts every frame at rest: top-1 answers equal "
+            f"on {100 * self.top1_agreement:.2f}% of {self.samples} sequences{layer}; to make "
+            "them equal retrain with reset_mechanism='zero' and beta=0, or reset the neurons "
+            "every step (utils.reset(net) inside the time loop)"
+        )
+
+
+def measure_multistep(stages: list[Stage], sequences: np.ndarray, carried: FloatRun) -> Multistep:
+    """Compare SNNTorch's carried run of ``sequences`` (N, T, H, W, C) with per-frame starts."""
+    with_state = run_float(stages, sequences, carry_membrane=True, trace=True)
+    fresh = run_float(stages, sequences, carry_membrane=False, trace=True)
+    agreement: dict[str, float] = {}
+    for stage in stages:
+        if stage.spike is None:
+            continue
+        a = np.stack([out for _, out in with_state.trace[stage.name]])
+        b = np.stack([out for _, out in fresh.trace[stage.name]])
+        agreement[stage.name] = float((a == b).mean())
+    resets = sorted({s.spike.reset_mechanism for s in stages if s.spike is not None})
+    top1 = float((carried.outputs.argmax(1) == fresh.outputs.argmax(1)).mean())
+    return Multistep(len(sequences), int(sequences.shape[1]), top1, agreement, resets)
 
 
 def measure(

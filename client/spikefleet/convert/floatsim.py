@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spikefleet.convert.compat import Stage
+from spikefleet.convert.graph import Leaky
 
 F64 = npt.NDArray[np.float64]
 
@@ -28,6 +29,8 @@ class FloatRun:
     spike_counts: dict[str, npt.NDArray[np.int64]]  # per stage: spikes per sample
     # Spike maps (N*T, H, W, C) per stage, when frames are independent (stateless).
     spikes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    # With trace=True: per stage and step, (membrane, output) as (N, H, W, C).
+    trace: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 def _padded(stage: Stage, x: np.ndarray) -> np.ndarray:
@@ -55,7 +58,7 @@ def _conv_shape(stage: Stage) -> tuple[int, int, int]:
     )
 
 
-def stage_potentials(stage: Stage, x: np.ndarray) -> np.ndarray:
+def stage_potentials(stage: Stage, x: np.ndarray, *, pooled: bool = True) -> np.ndarray:
     """Potentials after pooling, (N, H, W, C), for input x (N, H, W, C).
 
     im2col and one matrix product, in float32 like torch (exact for the
@@ -76,10 +79,8 @@ def stage_potentials(stage: Stage, x: np.ndarray) -> np.ndarray:
     potential = potential + stage.bias.astype(np.float32)
     if stage.pool == "gap":
         return potential.mean(axis=(1, 2), keepdims=True)
-    if stage.pool == "max":
-        k, s = stage.pool_size, stage.pool_stride
-        windows = np.lib.stride_tricks.sliding_window_view(potential, (k, k), axis=(1, 2))
-        return windows[:, ::s, ::s].max(axis=(3, 4))
+    if stage.pool == "max" and pooled:
+        return _max_pool(stage, potential)
     return potential
 
 
@@ -124,42 +125,70 @@ def row_count(stage: Stage, n: int) -> int:
     return n * oh * ow
 
 
-def run_float(stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool = True) -> FloatRun:
+def _max_pool(stage: Stage, x: np.ndarray) -> np.ndarray:
+    k, s = stage.pool_size, stage.pool_stride
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
+    return windows[:, ::s, ::s].max(axis=(-2, -1))
+
+
+def neuron_step(
+    neuron: Leaky, previous: np.ndarray | None, current: np.ndarray, threshold: np.ndarray | float
+) -> np.ndarray:
+    """SNNTorch's ``Leaky.forward`` for one step: the new membrane (before any delayed reset).
+
+    The reset is decided from the previous step's membrane (``reset_delay=True``,
+    snntorch's default): at beta=0 with reset "subtract" a neuron that fired at
+    t-1 starts step t at ``current - threshold``.
+    """
+    if previous is None:
+        return current
+    values = np.clip(np.asarray(neuron.beta, dtype=np.float64), 0.0, 1.0)
+    beta: np.ndarray | float = values.reshape(-1) if values.size > 1 else float(values.flat[0])
+    fired = (previous > threshold).astype(np.float64)
+    if neuron.reset_mechanism == "subtract":
+        return beta * previous + current - fired * threshold
+    if neuron.reset_mechanism == "zero":
+        return beta * previous * (1 - fired) + current
+    return beta * previous + current
+
+
+def run_float(
+    stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool = True, trace: bool = False
+) -> FloatRun:
     """Run frames (N, H, W, C) or sequences (N, T, H, W, C) through the float stages.
 
     ``carry_membrane=False`` starts every frame of a sequence from rest, as a
     stateless beta = 0 network (and Akida) does; outputs are still summed.
+    ``trace`` keeps every stage's membrane and output per step (``FloatRun.trace``).
     """
     sequence = frames.ndim == 5
     steps = frames if sequence else frames[:, None]
     n, t = steps.shape[:2]
     counts = {stage.name: np.zeros(n, dtype=np.int64) for stage in stages}
-    membranes: list[F64 | None] = [None] * len(stages)
+    membranes: list[np.ndarray | None] = [None] * len(stages)
     total: F64 | None = None
     spike_maps: dict[str, list[npt.NDArray[np.bool_]]] = {}
+    traced: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for step in range(t):
         x: np.ndarray = steps[:, step].astype(np.float32)
         for index, stage in enumerate(stages):
-            current = stage_potentials(stage, x)
+            neuron = stage.spike or stage.readout
+            unpooled = stage.pool_after and carry_membrane and sequence
+            current = stage_potentials(stage, x, pooled=not unpooled)
             threshold = stage.threshold.reshape(1, 1, 1, -1) if stage.threshold.size else 0.0
             previous = membranes[index] if carry_membrane else None
-            spike_model = stage.spike or stage.readout
-            if previous is None or spike_model is None:
-                mem = current
-            else:
-                beta = float(np.asarray(spike_model.beta).reshape(-1)[0])
-                fired = (previous > threshold).astype(np.float64)
-                if spike_model.reset_mechanism == "subtract":
-                    mem = beta * previous + current - fired * threshold
-                elif spike_model.reset_mechanism == "zero":
-                    mem = beta * previous * (1 - fired) + current
-                else:
-                    mem = beta * previous + current
+            mem = current if neuron is None else neuron_step(neuron, previous, current, threshold)
             membranes[index] = mem
             if stage.spike is None:
                 x = mem
+                if trace:
+                    traced.setdefault(stage.name, []).append((mem, mem))
                 break
             spikes = (mem > threshold).astype(np.float32)
+            if unpooled:
+                spikes = _max_pool(stage, spikes)
+            if trace:
+                traced.setdefault(stage.name, []).append((mem, spikes))
             counts[stage.name] += spikes.reshape(n, -1).sum(axis=1).astype(np.int64)
             if not carry_membrane or not sequence:
                 spike_maps.setdefault(stage.name, []).append(spikes.astype(bool))
@@ -174,4 +203,4 @@ def run_float(stages: list[Stage], frames: np.ndarray, *, carry_membrane: bool =
         name: np.stack(per_step, axis=1).reshape(n * t, *per_step[0].shape[1:])
         for name, per_step in spike_maps.items()
     }
-    return FloatRun(total.astype(np.float64), counts, maps)
+    return FloatRun(total.astype(np.float64), counts, maps, traced)

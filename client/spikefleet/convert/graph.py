@@ -49,6 +49,7 @@ class _Brief:
 
 _GRAPH_KEY = "spikefleet.graph"
 _FORMAT_KEY = "format"
+_REF = "@reference/"  # tensor-name prefix of the recorded torch outputs
 
 
 @dataclass(eq=False, repr=False)
@@ -142,6 +143,25 @@ OutputKind: TypeAlias = Literal["potential", "spikes"]
 
 
 @dataclass(eq=False, repr=False)
+class Reference:
+    """What the user's torch model itself computed on the sample, step by step.
+
+    ``inputs`` (T, N, C, H, W) are what the model was fed (in its own units);
+    ``outputs[node]`` (T, N, ...) what a Leaky (its spikes) or a pooling node
+    returned at each step, in torch layout; ``membranes[leaky]`` the Leaky's
+    membrane after each step. The converter replays ``inputs`` through its
+    reading of the graph and must reproduce these.
+    """
+
+    inputs: FloatArray
+    outputs: dict[str, FloatArray] = field(default_factory=dict)
+    membranes: dict[str, FloatArray] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Reference(inputs={_short(self.inputs)}, outputs={list(self.outputs)})"
+
+
+@dataclass(eq=False, repr=False)
 class Graph:
     """A chain of nodes fed by input of ``input_shape`` (channels, height, width).
 
@@ -155,6 +175,7 @@ class Graph:
     output: OutputKind = "potential"
     input_scale: float = 1.0
     input_spec: InputSpec | None = None  # how the model's input frames were made
+    reference: Reference | None = None  # what torch computed on the extract sample
 
     def __repr__(self) -> str:
         nodes = "".join(f"\n    {node!r}," for node in self.nodes)
@@ -204,6 +225,14 @@ def graph_to_bundle(graph: Graph) -> tuple[dict[str, np.ndarray], dict[str, Any]
     }
     if graph.input_spec is not None:
         description["input_spec"] = graph.input_spec.to_dict()
+    if graph.reference is not None:
+        ref = graph.reference
+        tensors[f"{_REF}input"] = np.ascontiguousarray(ref.inputs, dtype=np.float32)
+        for name, value in ref.outputs.items():
+            tensors[f"{_REF}out:{name}"] = np.ascontiguousarray(value, dtype=np.float32)
+        for name, value in ref.membranes.items():
+            tensors[f"{_REF}mem:{name}"] = np.ascontiguousarray(value, dtype=np.float32)
+        description["reference"] = {"outputs": list(ref.outputs), "membranes": list(ref.membranes)}
     return tensors, description
 
 
@@ -227,12 +256,24 @@ def graph_from_bundle(tensors: dict[str, np.ndarray], description: dict[str, Any
             nodes.append(cls(**fields))
         c, h, w = (int(v) for v in description["input_shape"])
         spec = description.get("input_spec")
+        reference = None
+        recorded = description.get("reference")
+        if recorded is not None:
+            reference = Reference(
+                np.asarray(tensors[f"{_REF}input"], dtype=np.float32),
+                {n: np.asarray(tensors[f"{_REF}out:{n}"]) for n in recorded["outputs"]},
+                {n: np.asarray(tensors[f"{_REF}mem:{n}"]) for n in recorded["membranes"]},
+            )
+        output = description.get("output", "potential")
+        if output not in ("potential", "spikes"):
+            raise ValueError(f"output {output!r}")
         return Graph(
             input_shape=(c, h, w),
             nodes=nodes,
-            output=description.get("output", "potential"),
+            output=output,
             input_scale=float(description.get("input_scale", 1.0)),
             input_spec=None if spec is None else InputSpec.from_dict(spec),
+            reference=reference,
         )
     except InputSpecError as exc:
         raise ConversionError(f"bundle: {exc}") from None

@@ -59,12 +59,12 @@ def load_graph(
         raise ConversionError(f"{target}: no such file or directory")
     if target.is_dir():
         return _numpy_dir(target, arch, input_shape)
-    suffix = target.suffix.lower()
-    if suffix == ".nir":
+    kind = sniff(target)
+    if kind == "nir":
         from spikefleet.convert.nir_import import graph_from_nir
 
         return graph_from_nir(target, input_shape=input_shape, dt=nir_dt)
-    if suffix == ".safetensors":
+    if kind == "safetensors":
         tensors, metadata = read_safetensors(target)
         if is_bundle(metadata):
             if arch:
@@ -73,12 +73,36 @@ def load_graph(
                 )
             return load_bundle(target)
         return _with_arch(target, OrderedDict(tensors), arch, input_shape)
-    if suffix in (".pt", ".pth"):
+    if kind == "torch":
         return _with_arch(target, _torch_state_dict(target), arch, input_shape)
     raise ConversionError(
-        f"{target}: unknown model format {suffix!r}; give a bundle or state_dict "
-        "(.safetensors), a state_dict (.pt), a NIR graph (.nir) or a numpy directory"
+        f"{target}: not a model file spikefleet reads (by its content, whatever its name): "
+        "give a bundle from spikefleet.extract or a state_dict (safetensors), a torch "
+        "state_dict (torch.save), a NIR graph (nir.write) or a numpy directory"
     )
+
+
+def sniff(path: Path) -> str:
+    """The file's format from its first bytes: safetensors, torch, nir or unknown.
+
+    safetensors starts with an 8-byte little-endian header length and a JSON
+    object; torch.save writes a zip archive (or, before torch 1.6, a pickle);
+    NIR graphs are HDF5.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        raise ConversionError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "nir"
+    if len(head) >= 9 and head[8:9] == b"{":
+        length = int.from_bytes(head[:8], "little")
+        if 0 < length <= path.stat().st_size - 8:
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    return "unknown"
 
 
 def _with_arch(

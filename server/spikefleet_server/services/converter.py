@@ -140,13 +140,14 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         except RegistryError as exc:
             raise _Refused(invalid, "bad-options", str(exc)) from None
         filename = Path(options.filename).name
-        if not filename or Path(filename).suffix.lower() not in MODEL_SUFFIXES:
+        suffix = Path(filename).suffix.lower()
+        if not filename or (suffix and suffix not in MODEL_SUFFIXES):
             raise _Refused(
                 invalid,
                 "bad-options",
                 f"unsupported model file {options.filename!r}: upload one of "
-                f"{', '.join(MODEL_SUFFIXES)} (a bundle from spikefleet.extract, a state_dict "
-                "with --arch, or a NIR graph)",
+                f"{', '.join(MODEL_SUFFIXES)} or no suffix (a bundle from spikefleet.extract, "
+                "a state_dict with --arch, or a NIR graph; the converter reads the content)",
             )
         announced = options.total_size + options.calibration_size
         if announced > self.max_upload_bytes:
@@ -279,6 +280,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         assert outcome is not None
         if not outcome.ok:
             message = outcome.message.replace(f"{workdir}/", "").replace(str(workdir), "upload")
+            message = " ".join(message.split())  # one line: layer, reason, fix
             if outcome.error_kind == "timeout":
                 raise _Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", message)
             if outcome.error_kind == "internal":
