@@ -108,6 +108,26 @@ def float_accuracy(samples: list[ndigits.Sample]) -> float:
     return float((per_sample.argmax(axis=1) == labels).mean())
 
 
+def offline_answers(program_bytes: bytes, keys: Path, samples: list[ndigits.Sample]) -> np.ndarray:
+    """Each recording's class from the engine, offline: frames made by the program's own
+    input spec, answered by its decision rule (what the agents must reproduce live)."""
+    from spikefleet.engine import Engine
+    from spikefleet.events.binning import spec_frames
+    from spikefleet.events.decision import class_scores, decide
+    from spikefleet.program.codec import decode
+    from spikefleet.program.signing import SignedProgram, TrustedKeys, verify
+
+    program = decode(verify(SignedProgram.from_bytes(program_bytes), TrustedKeys.load(keys)))
+    engine = Engine(program)
+    spec = program.effective_input_spec
+    answers = []
+    for sample in samples:
+        outputs = engine.run(spec_frames(sample.events, spec)).outputs
+        scores = class_scores(outputs, program.output_scales)
+        answers.append(decide(scores, spec)[1])
+    return np.array(answers)
+
+
 def stream_share(
     address: str, samples: list[tuple[int, ndigits.Sample]], out: dict[int, tuple[int, float]]
 ) -> None:
@@ -115,9 +135,8 @@ def stream_share(
         for index, sample in samples:
             started = time.perf_counter()
             answer = None
-            for prediction in agent.stream_events(
-                [sample.events], sample_id=str(index), binning="ndigits-sample"
-            ):
+            # the agent bins the events by the program's own input spec, as training did
+            for prediction in agent.stream_events([sample.events], sample_id=str(index)):
                 answer = prediction.sample or answer
             assert answer is not None, f"agent {address} gave no sample result"
             out[index] = (answer.predicted_class, time.perf_counter() - started)
@@ -184,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                 arch=ARCH,
                 calibration=calib,
                 calibration_labels=labels[calib_idx],
+                input_spec=ndigits.INPUT_SPEC,
                 on_progress=lambda p: console.print(f"    {p.stage}: {p.fraction:.0%} {p.message}"),
             )
             keys = work / "keys"
             keys.mkdir()
             for key_id, pem in client.programs.trusted_keys().items():
                 (keys / f"{key_id}.pub").write_bytes(pem)
+            offline = offline_answers(client.programs.get(info.sha256), keys, test)
 
             step(f"starting {AGENTS} spikefleet-agent daemons (sim backend)")
             inference = []
@@ -262,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                     statuses.append(agent.status())
 
     int4_acc = float((predicted == labels).mean())
+    offline_acc = float((offline == labels).mean())
+    agree = int((predicted == offline).sum())
     frames = len(test) * 3
     out = Console()
     summary = Table(title="spikefleet demo: N-DIGITS test split through 3 sim agents")
@@ -270,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_row("test recordings", str(len(test)))
     summary.add_row("float SNNTorch accuracy", f"{float_acc:.2%}")
     summary.add_row("int4 program accuracy (agents)", f"{int4_acc:.2%}")
+    summary.add_row("int4 program accuracy (offline engine)", f"{offline_acc:.2%}")
+    summary.add_row("live answers equal offline", f"{agree} of {len(test)}")
     summary.add_row("program", f"{info.name} v{info.version} {info.sha256[:12]}")
     summary.add_row("frames/s (3 agents, events in)", f"{frames / elapsed:,.0f}")
     summary.add_row("latency per recording p50", f"{np.percentile(latency_ms, 50):.2f} ms")

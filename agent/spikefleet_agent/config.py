@@ -54,7 +54,10 @@ class InferenceConfig:
     max_streams: int = 64
     max_message_bytes: int = 16 * 1024 * 1024
     max_open_samples: int = 1024  # per stream
-    event_window_us: int = 10_000
+    event_window_us: int = 10_000  # time window for programs that record no input spec
+    max_frames_per_packet: int = 256  # frames one event packet may complete
+    max_sensor_pixels: int = 4096 * 4096  # sensor a stream's events may come from
+    max_stream_bytes: int = 64 * 1024 * 1024  # buffered events + filter state per stream
 
 
 @dataclass
@@ -91,6 +94,10 @@ class AgentConfig:
                 "trusted_keys is empty: pin the server's program-signing public key(s) "
                 '(trusted_keys = ["/etc/spikefleet/keys"]) so programs can be verified'
             )
+        for key in ("max_frames_per_packet", "max_sensor_pixels", "max_stream_bytes"):
+            value = getattr(self.inference, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise AgentConfigError(f"inference.{key} must be a positive integer, got {value!r}")
         if not _is_local(self.inference.address) and not self.inference.token_file:
             raise AgentConfigError(
                 f"inference.address {self.inference.address} is reachable from other hosts: "

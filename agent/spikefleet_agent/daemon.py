@@ -29,7 +29,7 @@ from spikefleet_agent.device.base import Backend
 from spikefleet_agent.device.factory import open_backend
 from spikefleet_agent.device.lock import DeviceLock
 from spikefleet_agent.inference.server import InferenceServer, serve
-from spikefleet_agent.inference.service import InferenceService
+from spikefleet_agent.inference.service import EventLimits, InferenceService
 from spikefleet_agent.programs.keyring import KeyChanges, KeyRing
 from spikefleet_agent.programs.slots import SlotStore
 from spikefleet_agent.runtime import Runtime
@@ -121,6 +121,11 @@ class Agent:
             status=self.status,
             max_open_samples=cfg.inference.max_open_samples,
             event_window_us=cfg.inference.event_window_us,
+            event_limits=EventLimits(
+                max_frames_per_packet=cfg.inference.max_frames_per_packet,
+                max_sensor_pixels=cfg.inference.max_sensor_pixels,
+                max_stream_bytes=cfg.inference.max_stream_bytes,
+            ),
             workers=cfg.inference.max_workers,
         )
         self._server = serve(

@@ -12,7 +12,7 @@ import pytest
 from agent_helpers import make_program, random_frames
 
 from spikefleet.client.agent import AgentClient, FrameBatch
-from spikefleet.datasets.ndigits import predict_sample, sample_frames
+from spikefleet.datasets import ndigits
 from spikefleet.engine import Engine
 from spikefleet.errors import (
     AgentConfigError,
@@ -21,7 +21,8 @@ from spikefleet.errors import (
     EngineError,
     FrameError,
 )
-from spikefleet.events import make_events, to_frames
+from spikefleet.events import make_events
+from spikefleet.events.binning import spec_frames
 from spikefleet.program.model import Program
 from spikefleet_agent.daemon import Agent
 
@@ -127,7 +128,8 @@ def test_raw_events_are_binned_into_frames_by_the_agent(
     with client_of(standalone_agent(program)) as client:
         predictions = list(client.stream_events(packets, sample_id="s", time_window_us=10_000))
     classes = np.concatenate([p.classes for p in predictions])
-    expected = to_frames(events, (34, 34, 2), time_window_us=10_000)
+    # a program without a spec bins by the documented default (10 ms windows, tonic's rules)
+    expected = spec_frames(events, program.effective_input_spec)
     np.testing.assert_array_equal(classes, Engine(program).predict(expected))
     assert predictions[-1].sample is not None
     assert predictions[-1].sample.frames == len(expected)
@@ -241,9 +243,10 @@ def test_a_second_agent_on_the_same_state_is_refused_and_the_first_keeps_serving
         assert len(client.infer(random_frames(1)).classes) == 1
 
 
-def test_ndigits_binning_answers_like_offline_evaluation(
+def test_a_program_with_the_ndigits_spec_answers_like_offline_evaluation(
     standalone_agent: StartAgent, program: Program
 ) -> None:
+    program.input_spec = ndigits.INPUT_SPEC
     rng = np.random.default_rng(7)
     n = 4000
     events = make_events(
@@ -253,23 +256,26 @@ def test_ndigits_binning_answers_like_offline_evaluation(
         rng.integers(0, 2, n).astype(bool),
     )
     with client_of(standalone_agent(program)) as client:
-        predictions = list(
-            client.stream_events(np.array_split(events, 9), sample_id="d", binning="ndigits-sample")
-        )
-    assert [len(p.classes) for p in predictions] == [0] * 8 + [3]  # frames come at the end
-    frames = sample_frames(events)
-    np.testing.assert_array_equal(predictions[-1].classes, Engine(program).predict(frames))
+        predictions = list(client.stream_events(np.array_split(events, 9), sample_id="d"))
+    frames = ndigits.sample_frames(events)
+    classes = np.concatenate([p.classes for p in predictions])
+    np.testing.assert_array_equal(classes, Engine(program).predict(frames))
     scores = Engine(program).run(frames).outputs.reshape(3, -1) * program.output_scales
     assert predictions[-1].sample is not None
-    assert predictions[-1].sample.predicted_class == predict_sample(scores)
+    assert predictions[-1].sample.predicted_class == ndigits.predict_sample(scores)
+    assert predictions[-1].decision == "sample_sum"
 
 
-def test_an_unknown_binning_is_invalid_argument(
+def test_a_stream_override_the_spec_forbids_is_invalid_argument(
     standalone_agent: StartAgent, program: Program
 ) -> None:
+    program.input_spec = ndigits.INPUT_SPEC
     events = make_events([1], [1], [0], [True])
-    with client_of(standalone_agent(program)) as client, pytest.raises(FrameError, match="binning"):
-        list(client.stream_events([events], binning="hexagons"))
+    with (
+        client_of(standalone_agent(program)) as client,
+        pytest.raises(FrameError, match="does not permit per-stream overrides"),
+    ):
+        list(client.stream_events([events], sample_id="s", time_window_us=5000))
 
 
 def test_an_address_in_use_is_a_config_error_that_names_it(

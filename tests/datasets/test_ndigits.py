@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from spikefleet.datasets import ndigits
 from spikefleet.errors import DatasetError, EventFormatError
 from spikefleet.events import make_events, read_nmnist
+from spikefleet.events.binning import spec_frames
 
 SUBSET = 30
 
@@ -96,10 +97,13 @@ def test_sample_frames_is_one_4bit_frame_per_saccade(subset):
         assert int(frames[k].sum()) == int(in_window.sum())
 
 
-def test_sample_frames_clips_and_keeps_late_events():
-    events = make_events([1] * 20 + [2], [1] * 20 + [2], [5] * 20 + [450_000], [True] * 21)
+def test_sample_frames_clips_and_drops_events_after_the_third_saccade():
+    events = make_events(
+        [1] * 20 + [2, 3], [1] * 20 + [2, 3], [5] * 20 + [299_999, 300_000], [True] * 22
+    )
     frames = ndigits.sample_frames(events)
-    assert frames[0, 1, 1, 1] == 15 and frames[2, 2, 2, 1] == 1
+    assert frames[0, 1, 1, 1] == 15 and frames[2, 2, 2, 1] == 1 and frames[:, 3, 3].sum() == 0
+    np.testing.assert_array_equal(frames, spec_frames(events, ndigits.INPUT_SPEC))
     with pytest.raises(EventFormatError, match="outside"):
         ndigits.sample_frames(make_events([34], [0], [0], [True]))
 

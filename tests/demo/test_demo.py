@@ -37,6 +37,8 @@ def test_demo_streams_the_test_split_through_three_agents_and_prints_the_table(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "int4 program accuracy (agents)" in done.stdout
     assert "test recordings" in done.stdout
+    # live StreamEvents answers, binned by the program's own spec, equal the offline engine's
+    assert "live answers equal offline" in done.stdout and "9 of 9" in done.stdout
     for agent in ("demo-0", "demo-1", "demo-2"):
         assert agent in done.stdout
     assert "missing" not in done.stdout

@@ -21,14 +21,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 import grpc
 import numpy as np
 
 from spikefleet.errors import EventFormatError, FrameError
-from spikefleet.events import EVENT_DTYPE, FrameAccumulator
+from spikefleet.events import EVENT_DTYPE, InputSpec, InputSpecError
+from spikefleet.events.binning import BinningLimitError, SpecBinner
+from spikefleet.events.decision import Decider
 from spikefleet.v1 import inference_pb2, inference_pb2_grpc
 from spikefleet_agent.device.base import RunResult
 from spikefleet_agent.runtime import Loaded, NoProgramError, Runtime
@@ -81,58 +83,39 @@ class _StreamState:
         )
 
 
-BINNING_NDIGITS = "ndigits-sample"
-MAX_SAMPLE_EVENTS = 2_000_000  # one buffered sample: 26 MB of events at most
+class _LimitExceeded(Exception):
+    """A client-steerable allocation would pass a configured bound (RESOURCE_EXHAUSTED)."""
 
 
-class _Binner(Protocol):
-    def push(self, events: np.ndarray) -> np.ndarray: ...
+@dataclass(frozen=True)
+class EventLimits:
+    """Bounds on what one StreamEvents client can make the agent allocate.
 
-    def flush(self) -> np.ndarray: ...
+    Each is an ``[inference]`` key of the agent config; a refusal names it."""
+
+    max_frames_per_packet: int = 256
+    max_sensor_pixels: int = 4096 * 4096
+    max_stream_bytes: int = 64 * 1024 * 1024  # buffered events and filter state, per stream
+
+    def frames_error(self, exc: BinningLimitError) -> _LimitExceeded:
+        if exc.limit == "max_frames_per_packet":
+            return _LimitExceeded(f"{exc} (inference.max_frames_per_packet)")
+        return _LimitExceeded(
+            f"{exc}: this stream may buffer at most {self.max_stream_bytes} bytes "
+            "(inference.max_stream_bytes)"
+        )
 
 
-class _Windows:
-    """Live binning into fixed time windows (spikefleet.events.FrameAccumulator)."""
+class _EventSample:
+    """One open sample (or the live stream, sample id ""): its binner and decision."""
 
-    def __init__(self, accumulator: FrameAccumulator) -> None:
-        self._accumulator = accumulator
-
-    def push(self, events: np.ndarray) -> np.ndarray:
-        return self._accumulator.push(events).frames
-
-    def flush(self) -> np.ndarray:
-        return self._accumulator.flush().frames
-
-
-class _WholeSample:
-    """Keeps one sample's events; its frames come at the end, as the reference task makes them."""
-
-    def __init__(self, shape: tuple[int, int, int]) -> None:
-        self._shape = shape
-        self._chunks: list[np.ndarray] = []
-        self._count = 0
-
-    def push(self, events: np.ndarray) -> np.ndarray:
-        self._count += len(events)
-        if self._count > MAX_SAMPLE_EVENTS:
-            raise EventFormatError(
-                f"a sample holds more than {MAX_SAMPLE_EVENTS} events: close it with "
-                "end_of_sample sooner, or bin live with time windows"
-            )
-        self._chunks.append(events.copy())
-        return np.zeros((0, *self._shape), np.uint8)
-
-    def flush(self) -> np.ndarray:
-        from spikefleet.datasets.ndigits import sample_frames
-
-        if not self._chunks:
-            return np.zeros((0, *self._shape), np.uint8)
-        frames = sample_frames(np.concatenate(self._chunks))
-        if frames.shape[1:] != self._shape:
-            raise EventFormatError(
-                f"ndigits-sample frames are {frames.shape[1:]}, the program takes {self._shape}"
-            )
-        return frames
+    def __init__(self, spec: InputSpec, sha256: str, limits: EventLimits, budget: int) -> None:
+        self.spec = spec
+        self.sha256 = sha256
+        self.binner = SpecBinner(
+            spec, max_frames=limits.max_frames_per_packet, max_events=max(budget, 0) // 16
+        )
+        self.decider = Decider(spec)
 
 
 def _empty_result() -> RunResult:
@@ -164,7 +147,14 @@ def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
     return np.frombuffer(batch.frames, dtype=np.uint8).reshape(shape)
 
 
-_REFUSALS = (FrameError, EventFormatError, NoProgramError, _TooManySamples)
+_REFUSALS = (
+    FrameError,
+    EventFormatError,
+    InputSpecError,
+    NoProgramError,
+    _TooManySamples,
+    _LimitExceeded,
+)
 
 
 def _frame_count(batch: inference_pb2.FrameBatch) -> int:
@@ -200,6 +190,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         status: Callable[[], inference_pb2.AgentStatus],
         max_open_samples: int = 1024,
         event_window_us: int = 10_000,
+        event_limits: EventLimits | None = None,
         max_batch_frames: int = 64,
         max_queued_frames: int = 256,
         inline_frames: int = 64,
@@ -210,6 +201,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         self._status = status
         self._max_open = max_open_samples
         self._event_window_us = event_window_us
+        self._limits = event_limits or EventLimits()
         self._max_batch_frames = max_batch_frames
         self._max_queued_frames = max_queued_frames
         self._inline_frames = inline_frames
@@ -222,7 +214,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     async def _refuse(self, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         if isinstance(exc, NoProgramError):
             kind, code = "no-program", grpc.StatusCode.FAILED_PRECONDITION
-        elif isinstance(exc, _TooManySamples):
+        elif isinstance(exc, _TooManySamples | _LimitExceeded):
             kind, code = "resource-exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED
         else:
             kind, code = "invalid-argument", grpc.StatusCode.INVALID_ARGUMENT
@@ -416,11 +408,17 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         request_iterator: AsyncIterator[inference_pb2.EventPacket],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[inference_pb2.Predictions]:
-        state = _StreamState(self._max_open)
-        binners: dict[str, _Binner] = {}
+        """Events binned by the program's input spec, answered per its decision rule.
+
+        Each sample id (the live stream is id "") has its own binner; a reply
+        covers the frames its packet completed. When the client half-closes,
+        the live stream's last windows are flushed into one more reply."""
+        samples: dict[str, _EventSample] = {}
+        last_seq = 0
         try:
             async for packet in request_iterator:
                 started = time.perf_counter()
+                last_seq = packet.seq
                 if len(packet.events) % EVENT_DTYPE.itemsize:
                     raise EventFormatError(
                         f"events holds {len(packet.events)} bytes, not a multiple of the "
@@ -429,46 +427,148 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                     )
                 events = np.frombuffer(packet.events, dtype=EVENT_DTYPE)
                 active = self._runtime.current()
-                binner = binners.get(packet.sample_id)
-                if binner is None:
-                    if len(binners) >= self._max_open:
-                        raise _TooManySamples(
-                            f"{self._max_open} samples are open on this stream: "
-                            "close samples with end_of_sample"
-                        )
-                    binner = binners[packet.sample_id] = self._binner(packet, active)
                 self._collector.record_events(len(events))
-                frames = binner.push(events)
-                if packet.end_of_sample:
-                    flushed = binner.flush()
-                    frames = np.concatenate([frames, flushed]) if len(frames) else flushed
-                    del binners[packet.sample_id]
-                result = await self._infer(frames, active) if len(frames) else _empty_result()
-                reply = self._reply(packet.seq, active, result, False)
-                sample = state.add(packet.sample_id, result, packet.end_of_sample)
-                if sample is not None:
-                    reply.sample.CopyFrom(sample)
-                if len(frames):
-                    self._collector.record(len(frames), result, time.perf_counter() - started)
-                yield reply
+                sample = self._sample(samples, packet, active)
+                try:
+                    frames = sample.binner.push(events).frames
+                    if packet.end_of_sample:
+                        flushed = sample.binner.flush().frames
+                        frames = np.concatenate([frames, flushed]) if len(frames) else flushed
+                        del samples[packet.sample_id]
+                except BinningLimitError as exc:
+                    raise self._limits.frames_error(exc) from None
+                self._check_memory(samples)
+                yield await self._event_reply(
+                    packet.seq,
+                    packet.sample_id,
+                    packet.end_of_sample,
+                    sample,
+                    frames,
+                    active,
+                    started,
+                )
+            live = samples.pop("", None)
+            if live is not None and (live.binner.events_in or live.binner.frames_out):
+                started = time.perf_counter()
+                active = self._runtime.current()
+                try:
+                    frames = live.binner.flush().frames
+                except BinningLimitError as exc:
+                    raise self._limits.frames_error(exc) from None
+                yield await self._event_reply(last_seq + 1, "", True, live, frames, active, started)
         except _REFUSALS as exc:
             await self._refuse(context, exc)
 
-    def _binner(self, packet: inference_pb2.EventPacket, active: Loaded) -> _Binner:
-        height, width, channels = active.program.input.shape
-        if packet.binning == BINNING_NDIGITS:
-            return _WholeSample((height, width, channels))
-        if packet.binning:
+    async def _event_reply(
+        self,
+        seq: int,
+        sample_id: str,
+        end: bool,
+        sample: _EventSample,
+        frames: np.ndarray,
+        active: Loaded,
+        started: float,
+    ) -> inference_pb2.Predictions:
+        result = await self._infer(frames, active) if len(frames) else _empty_result()
+        reply = self._reply(seq, active, result, False)
+        reply.decision = sample.spec.decision.value
+        reply.decisions.extend(sample.decider.add(result.scores).tolist())
+        if end:
+            sums = sample.decider.sums
+            reply.sample.CopyFrom(
+                inference_pb2.SampleResult(
+                    sample_id=sample_id,
+                    predicted_class=sample.decider.predicted,
+                    frames=sample.decider.frames,
+                    scores=[] if sums is None else sums.tolist(),
+                )
+            )
+        if len(frames):
+            self._collector.record(len(frames), result, time.perf_counter() - started)
+        return reply
+
+    def _check_memory(self, samples: dict[str, _EventSample]) -> None:
+        held = sum(s.binner.nbytes for s in samples.values())
+        if held > self._limits.max_stream_bytes:
+            raise _LimitExceeded(
+                f"this stream holds {held} bytes of buffered events and filter state over "
+                f"{len(samples)} open sample(s), more than inference.max_stream_bytes "
+                f"({self._limits.max_stream_bytes}): close samples sooner, or use shorter windows"
+            )
+
+    def _sample(
+        self, samples: dict[str, _EventSample], packet: inference_pb2.EventPacket, active: Loaded
+    ) -> _EventSample:
+        sample = samples.get(packet.sample_id)
+        if sample is not None and sample.sha256 == active.sha256:
+            return sample
+        if sample is None and len(samples) >= self._max_open:
+            raise _TooManySamples(
+                f"{self._max_open} samples are open on this stream: "
+                "close samples with end_of_sample (inference.max_open_samples)"
+            )
+        spec = self._stream_spec(packet, active)
+        if sample is not None and sample.spec == spec:
+            sample.sha256 = active.sha256  # same frames for the new program: keep the windows
+            return sample
+        held = sum(s.binner.nbytes for key, s in samples.items() if key != packet.sample_id)
+        budget = self._limits.max_stream_bytes - held
+        sample = samples[packet.sample_id] = _EventSample(spec, active.sha256, self._limits, budget)
+        self._check_memory(samples)
+        return sample
+
+    def _stream_spec(self, packet: inference_pb2.EventPacket, active: Loaded) -> InputSpec:
+        """The program's spec, with this stream's overrides where the program permits them."""
+        program = active.program
+        spec = program.input_spec
+        if spec is None:
+            spec = replace(program.effective_input_spec, time_window=self._event_window_us)
+        if not packet.sample_id and spec.per_sample_only:
             raise EventFormatError(
-                f"unknown binning {packet.binning!r}: use '' (time windows) or {BINNING_NDIGITS!r}"
+                f"this program's input spec bins {spec.binning.value} per sample: send "
+                "sample_id and end_of_sample with the events"
             )
-        return _Windows(
-            FrameAccumulator(
-                (packet.sensor_width or width, packet.sensor_height or height, channels),
-                time_window_us=packet.time_window_us or self._event_window_us,
-                bits=active.program.input.bits,
+        changes: dict[str, object] = {}
+        width, height, polarities = spec.sensor_size
+        sensor = (packet.sensor_width or width, packet.sensor_height or height, polarities)
+        if sensor != spec.sensor_size:
+            changes["sensor_size"] = sensor
+        if packet.time_window_us and packet.time_window_us != spec.time_window:
+            if spec.time_window is None:
+                raise EventFormatError(
+                    f"time_window_us applies to time binning; this program's spec bins by "
+                    f"{spec.binning.value}: leave time_window_us at 0"
+                )
+            changes["time_window"] = packet.time_window_us
+            changes["overlap"] = 0
+        if changes and not spec.allow_stream_override:
+            raise EventFormatError(
+                f"this program's input spec fixes {', '.join(sorted(changes))} and does not "
+                "permit per-stream overrides (allow_stream_override): leave sensor_width, "
+                "sensor_height and time_window_us at 0"
             )
-        )
+        pixels = sensor[0] * sensor[1]
+        if pixels > self._limits.max_sensor_pixels:
+            raise _LimitExceeded(
+                f"a {sensor[0]}x{sensor[1]} sensor has {pixels} pixels, more than "
+                f"inference.max_sensor_pixels ({self._limits.max_sensor_pixels})"
+            )
+        for key in sorted(changes):
+            self._collector.override(key)
+        if not packet.sample_id and spec.end_time is not None:
+            changes["end_time"] = None  # a live stream has no end
+        if not changes:
+            return spec
+        try:
+            overridden = replace(spec, **changes)  # type: ignore[arg-type]
+        except InputSpecError as exc:
+            raise EventFormatError(f"stream override: {exc}") from None
+        if overridden.input_shape != tuple(program.input.shape):
+            raise EventFormatError(
+                f"a {sensor[0]}x{sensor[1]} sensor makes frames of {overridden.input_shape} "
+                f"(H, W, C) but the program takes {tuple(program.input.shape)}"
+            )
+        return overridden
 
     async def Status(
         self, request: inference_pb2.StatusRequest, context: grpc.aio.ServicerContext

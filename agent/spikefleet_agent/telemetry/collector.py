@@ -37,6 +37,7 @@ class _Period:
     shadow_sha256: str = ""
     shadow_frames: int = 0
     shadow_agreements: int = 0
+    overrides: dict[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -66,6 +67,12 @@ class Metrics:
         self.spooled = Gauge(
             "spikefleet_agent_spooled_batches",
             "Telemetry batches waiting for the server",
+            registry=self.registry,
+        )
+        self.overrides = Counter(
+            "spikefleet_agent_stream_overrides",
+            "Event streams that overrode a key of the program's input spec",
+            ["key"],
             registry=self.registry,
         )
         self.installs = Counter(
@@ -127,6 +134,12 @@ class Collector:
             self._period.error_kinds[kind] = self._period.error_kinds.get(kind, 0) + 1
         self.metrics.errors.labels(kind=kind).inc()
 
+    def override(self, key: str) -> None:
+        """A stream overrode ``key`` of the program's input spec (which permits it)."""
+        with self._lock:
+            self._period.overrides[key] = self._period.overrides.get(key, 0) + 1
+        self.metrics.overrides.labels(key=key).inc()
+
     def shadow(self, sha256: str, frames: int, agreements: int) -> None:
         """Agreement of a shadow candidate; a period reports one candidate, so counts of
         one replaced mid-period (its evaluation was abandoned) are dropped, not mixed in."""
@@ -164,6 +177,7 @@ class Collector:
             shadow_sha256=period.shadow_sha256,
             shadow_frames=period.shadow_frames,
             shadow_agreements=period.shadow_agreements,
+            stream_overrides=period.overrides,
         )
         if period.latencies_ms:
             p50, p95, p99 = np.percentile(np.asarray(period.latencies_ms), [50, 95, 99])

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spikefleet.cli.output import print_json, print_table, progress
-from spikefleet.errors import FrameError, HardwareMappingError, SpikefleetError
+from spikefleet.errors import EventFormatError, FrameError, HardwareMappingError, SpikefleetError
+from spikefleet.events.binning import spec_frames
+from spikefleet.events.decision import class_scores, decide
 from spikefleet.program.files import load_program, save_program
 from spikefleet.program.model import Convolutional, FullyConnected, Program
 from spikefleet.program.signing import PUBLIC_SUFFIX, TrustedKeys, is_signed
@@ -25,11 +28,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="run a program on frames with the bit-exact int4 engine",
         description="Run PROGRAM on IN.npy (uint8, N x H x W x C, or S samples x T frames x "
-        "H x W x C) and save the last layer's outputs, exactly akida's Model.forward, to "
-        "OUT.npy; print each sample's class (the argmax of its frames' summed scores).",
+        "H x W x C), or on one recording's events made into frames by the program's input "
+        "spec, and save the last layer's outputs, exactly akida's Model.forward, to OUT.npy; "
+        "print each sample's class (the argmax of its frames' summed scores).",
     )
     run.add_argument("program", metavar="PROGRAM", help="plain or signed program file")
-    run.add_argument("--frames", required=True, metavar="IN.npy", help="uint8 frames (N,H,W,C)")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--frames", metavar="IN.npy", help="uint8 frames (N,H,W,C)")
+    source.add_argument(
+        "--events",
+        metavar="EVENTS",
+        help="one recording (.npy of EVENT_DTYPE records, N-MNIST .bin or .aedat4), binned by "
+        "the program's input spec and answered by its decision rule, as the agent does",
+    )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="with --events: bin as the agent bins a live stream (no sample end)",
+    )
     run.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="outputs file")
     run.add_argument(
         "--frames-per-sample",
@@ -106,11 +122,43 @@ def _load_frames(path: str) -> np.ndarray:
     return frames
 
 
+def _load_events(path: str) -> np.ndarray:
+    from spikefleet.events import as_events, read_aedat4, read_nmnist
+
+    suffix = Path(path).suffix.lower()
+    if not Path(path).is_file():
+        raise EventFormatError(f"events file {path} does not exist")
+    if suffix == ".bin":
+        return read_nmnist(path)
+    if suffix == ".aedat4":
+        return read_aedat4(path)
+    try:
+        events = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EventFormatError(
+            f"{path} is not a .npy of EVENT_DTYPE records, an N-MNIST .bin or an .aedat4: {exc}"
+        ) from None
+    return as_events(events)
+
+
 def _run(args: argparse.Namespace) -> int:
     from spikefleet.engine import Engine
 
     program = _load(args)
-    frames = _load_frames(args.frames)
+    spec = None
+    if args.events:
+        spec = program.effective_input_spec
+        if args.live and spec.end_time is not None:
+            spec = replace(spec, end_time=None)
+        frames = spec_frames(_load_events(args.events), spec)
+        if args.frames_per_sample is not None:
+            raise SpikefleetError(
+                "--frames-per-sample applies to --frames: with --events the recording is one sample"
+            )
+    else:
+        if args.live:
+            raise SpikefleetError("--live applies to --events: drop it or pass --events")
+        frames = _load_frames(args.frames)
     engine = Engine(program)
     sample_shape: tuple[int, ...] = ()
     per_sample = args.frames_per_sample
@@ -123,6 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         sample_shape, per_sample = frames.shape[:2], frames.shape[1]
         frames = frames.reshape(-1, *frames.shape[2:])
     frames = engine.check_frames(frames)
+    if spec is not None:
+        per_sample = max(len(frames), 1)  # the recording is one sample
     per_sample = per_sample or 1
     if per_sample < 1 or len(frames) % per_sample:
         raise FrameError(
@@ -165,6 +215,13 @@ def _run(args: argparse.Namespace) -> int:
     }
     if program.labels and all(0 <= c < len(program.labels) for c in report["classes"]):
         report["class_labels"] = [program.labels[c] for c in report["classes"]]
+    if spec is not None:
+        frame_scores = class_scores(outputs, program.output_scales)
+        decisions, predicted = decide(frame_scores, spec)
+        report["frame_classes"] = frame_scores.argmax(axis=1).tolist() if total else []
+        report["decision"] = spec.decision.value
+        report["decisions"] = decisions.tolist()
+        report["classes"] = [predicted]
     if args.spike_counts:
         report["mean_nonzero_outputs"] = {
             name: float(np.concatenate(values).mean()) if values else 0.0
@@ -173,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    hidden = ("mean_nonzero_outputs", "classes", "class_labels")
+    hidden = ("mean_nonzero_outputs", "classes", "class_labels", "frame_classes", "decisions")
     rows = [[key, value] for key, value in report.items() if key not in hidden]
     named = report.get("class_labels", report["classes"])
     shown = ", ".join(map(str, named[:CLASSES_SHOWN]))

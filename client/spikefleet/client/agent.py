@@ -42,6 +42,8 @@ class Prediction:
     program_sha256: str
     outputs: np.ndarray | None = None
     sample: SampleResult | None = None
+    decision: str = ""  # StreamEvents: the program's decision rule
+    decisions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per frame
 
 
 @dataclass
@@ -151,6 +153,8 @@ def _prediction(reply: inference_pb2.Predictions) -> Prediction:
         program_sha256=reply.program_sha256,
         outputs=outputs,
         sample=sample,
+        decision=reply.decision,
+        decisions=np.fromiter(reply.decisions, np.int64, len(reply.decisions)),
     )
 
 
@@ -214,12 +218,13 @@ class AgentClient:
         sample_id: str = "",
         time_window_us: int = 0,
         end_of_sample: bool = True,
-        binning: str = "",
     ) -> Iterator[Prediction]:
         """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample.
 
-        ``binning=""`` makes frames live from time windows; ``"ndigits-sample"`` makes
-        them at the end with the reference task's ``sample_frames``."""
+        The agent makes frames by the program's input spec and answers by its
+        decision rule; ``sample_id=""`` is the live stream (windows from the
+        spec, no sample boundaries). ``time_window_us`` overrides the spec's
+        window where the program permits it."""
         from spikefleet.events import as_events
 
         def requests() -> Iterator[inference_pb2.EventPacket]:
@@ -227,11 +232,11 @@ class AgentClient:
             seq = 0
             for packet in packets:
                 if previous is not None:
-                    yield self._packet(previous, seq, sample_id, time_window_us, False, binning)
+                    yield self._packet(previous, seq, sample_id, time_window_us, False)
                     seq += 1
                 previous = as_events(packet)
             if previous is not None:
-                yield self._packet(previous, seq, sample_id, time_window_us, end_of_sample, binning)
+                yield self._packet(previous, seq, sample_id, time_window_us, end_of_sample)
 
         call: Any = self._stub.StreamEvents(requests(), metadata=self._metadata)
         try:
@@ -244,7 +249,7 @@ class AgentClient:
 
     @staticmethod
     def _packet(
-        events: np.ndarray, seq: int, sample_id: str, window: int, end: bool, binning: str
+        events: np.ndarray, seq: int, sample_id: str, window: int, end: bool
     ) -> inference_pb2.EventPacket:
         return inference_pb2.EventPacket(
             events=np.ascontiguousarray(events).tobytes(),
@@ -252,7 +257,6 @@ class AgentClient:
             sample_id=sample_id,
             end_of_sample=end,
             time_window_us=window,
-            binning=binning,
         )
 
     def status(self) -> AgentStatus:

@@ -7,8 +7,10 @@ one saccade per 100 ms, written as N-MNIST .bin
 files plus ``index.json`` (label, split, sha256 per file). The same seed gives
 the same bytes, which the index records and :func:`load` checks.
 
-:func:`sample_frames` is the one definition of how a sample becomes network
-input; training, conversion calibration, fidelity checks and demos all use it.
+:data:`INPUT_SPEC` is how a sample becomes network input, an ordinary input
+spec (tonic's ``ToFrame(time_window=100000, start_time=0, end_time=300000)``,
+clipped to 4 bits); :func:`sample_frames` applies it, and the reference
+program carries it, so the agent bins live events the same way.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import NamedTuple
 import numpy as np
 
 from spikefleet.errors import DatasetError
+from spikefleet.events.binning import spec_frames
 from spikefleet.events.emulator import NMNIST_SACCADES, EmulatorConfig, emulate_saccades
-from spikefleet.events.frames import accumulate
 from spikefleet.events.nmnist import read_nmnist, write_nmnist
-from spikefleet.events.types import as_events, check_sensor_bounds
+from spikefleet.events.spec import Decision, InputSpec
 
 NAME = "ndigits"
 FORMAT_VERSION = 1
@@ -48,6 +50,16 @@ CONFIG = EmulatorConfig(
     noise_rate_hz=0.5,
 )
 FRAMES_PER_SAMPLE = len(CONFIG.saccades)
+#: One 100 ms frame per saccade from the sample's start, 4-bit counts, answers
+#: summed over the sample's frames.
+INPUT_SPEC = InputSpec(
+    sensor_size=SENSOR_SIZE,
+    time_window=CONFIG.saccade_us,
+    start_time=0,
+    end_time=CONFIG.saccade_us * FRAMES_PER_SAMPLE,
+    clip_bits=INPUT_BITS,
+    decision=Decision.SAMPLE_SUM,
+)
 SPLITS = ("train", "test")
 SIZE = 1797  # digits in scikit-learn's set
 _BATCH = 256
@@ -67,8 +79,9 @@ def default_root() -> Path:
 def sample_frames(events: np.ndarray) -> np.ndarray:
     """The network input for one recording: uint8 (3, 34, 34, 2), 4-bit.
 
-    One frame per saccade (0-100, 100-200, 200-300 ms; later events join the
-    last frame): per pixel, OFF and ON event counts clipped to 15.
+    One frame per saccade (0-100, 100-200, 200-300 ms; the emulator records
+    nothing later): per pixel, OFF and ON event counts clipped to 15, made by
+    :data:`INPUT_SPEC`.
 
     Why: a frame per saccade keeps each frame's edges sharp and their polarity
     tied to one motion direction, which makes the convolutions' local features
@@ -78,11 +91,10 @@ def sample_frames(events: np.ndarray) -> np.ndarray:
     :mod:`spikefleet.reference.model`). A sample's class is the argmax of
     the network's output summed over its frames (:func:`predict_sample`).
     """
-    events = as_events(events)
-    width, height, _ = SENSOR_SIZE
-    check_sensor_bounds(events, width, height)
-    index = np.clip(events["t"] // CONFIG.saccade_us, 0, FRAMES_PER_SAMPLE - 1)
-    return accumulate(events, index, FRAMES_PER_SAMPLE, SENSOR_SIZE, INPUT_BITS)
+    frames = spec_frames(events, INPUT_SPEC)
+    if len(frames) != FRAMES_PER_SAMPLE:  # no event at all: tonic's one empty frame
+        frames = np.zeros((FRAMES_PER_SAMPLE, *INPUT_SPEC.input_shape), np.uint8)
+    return frames
 
 
 def predict_sample(frame_scores: np.ndarray) -> int:

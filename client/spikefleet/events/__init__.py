@@ -1,15 +1,12 @@
-"""DVS events: tonic-compatible arrays, N-MNIST and AEDAT4 files, frames, live accumulation.
+"""DVS events: tonic-compatible arrays, N-MNIST and AEDAT4 files, and input specs.
+
+An :class:`InputSpec` says how events become a program's frames; the one
+implementation (:mod:`spikefleet.events.binning`) serves training pipelines,
+conversion, ``spikefleet run`` and the agent's live binning.
 
 Nothing here imports torch or scikit-learn.
 """
 
-from spikefleet.events.accumulator import (
-    DROP_LATE,
-    DROP_OUT_OF_BOUNDS,
-    AccumulatorStats,
-    Emitted,
-    FrameAccumulator,
-)
 from spikefleet.events.aedat4 import read_aedat4, write_aedat4
 from spikefleet.events.frames import to_frames
 from spikefleet.events.nmnist import decode_nmnist, encode_nmnist, read_nmnist, write_nmnist
@@ -28,15 +25,10 @@ from spikefleet.events.spec import (
 from spikefleet.events.types import EVENT_DTYPE, as_events, make_events
 
 __all__ = [
-    "DROP_LATE",
-    "DROP_OUT_OF_BOUNDS",
     "EVENT_DTYPE",
-    "AccumulatorStats",
     "Binning",
     "CropBox",
     "Decision",
-    "Emitted",
-    "FrameAccumulator",
     "InputSpec",
     "InputSpecError",
     "Polarity",

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spikefleet/v1/fleet.proto\x12\rspikefleet.v1\"5\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"Y\n\x13\x44\x65leteAgentResponse\x12\x15\n\rwas_connected\x18\x01 \x01(\x08\x12\x19\n\x11telemetry_batches\x18\x02 \x01(\x04\x12\x10\n\x08installs\x18\x03 \x01(\x04\"Z\n\rAssignRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"7\n\x0e\x41ssignResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x11\n\tconnected\x18\x02 \x01(\x08\"p\n\x06\x44\x65vice\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x11\n\tvendor_id\x18\x03 \x01(\r\x12\x12\n\nproduct_id\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xfd\x01\n\x08Register\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.spikefleet.v1.Register.LabelsEntry\x12(\n\tinventory\x18\x03 \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x05 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\tHeartbeat\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x02 \x01(\t\x12\x0e\n\x06health\x18\x03 \x01(\t\x12\x15\n\rshadow_sha256\x18\x04 \x01(\t\"\xbb\x05\n\x0eTelemetryBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rstart_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ms\x18\x03 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x07 \x01(\x04\x12\x13\n\x0bpredictions\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\n \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x0b \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x0c \x01(\x01\x12\x42\n\x0bspike_rates\x18\r \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.SpikeRatesEntry\x12\x17\n\x0f\x63lass_histogram\x18\x0e \x03(\x04\x12(\n\tinventory\x18\x0f \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x42\n\x0b\x65rror_kinds\x18\x10 \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.ErrorKindsEntry\x12\x15\n\rshadow_frames\x18\x11 \x01(\x04\x12\x19\n\x11shadow_agreements\x18\x12 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x13 \x01(\t\x12)\n\x05power\x18\x14 \x03(\x0b\x32\x1a.spikefleet.v1.DevicePower\x12\x15\n\rspool_dropped\x18\x15 \x01(\x04\x1a\x31\n\x0fSpikeRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x45rrorKindsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"X\n\x0b\x44\x65vicePower\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x12\n\nvoltage_mv\x18\x02 \x01(\x01\x12\x12\n\ncurrent_ma\x18\x03 \x01(\x01\x12\x10\n\x08power_mw\x18\x04 \x01(\x01\"\xe3\x01\n\rInstallReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.spikefleet.v1.InstallReport.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x04\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tINSTALLED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x12\x0f\n\x0bROLLED_BACK\x10\x04\"\xd7\x01\n\x0c\x41gentMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.spikefleet.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.spikefleet.v1.HeartbeatH\x00\x12\x32\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1d.spikefleet.v1.TelemetryBatchH\x00\x12/\n\x07install\x18\x04 \x01(\x0b\x32\x1c.spikefleet.v1.InstallReportH\x00\x42\x06\n\x04kind\"Y\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1a\n\x12last_telemetry_seq\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"Y\n\nAssignment\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\",\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07refused\x18\x02 \x01(\t\"\xaf\x01\n\rServerMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.spikefleet.v1.RegisteredH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.spikefleet.v1.AssignmentH\x00\x12\x34\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x1b.spikefleet.v1.TelemetryAckH\x00\x42\x06\n\x04kind\"%\n\x13\x46\x65tchProgramRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"0\n\x0cProgramChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x32\xa4\x01\n\x05\x46leet\x12H\n\x07\x43onnect\x12\x1b.spikefleet.v1.AgentMessage\x1a\x1c.spikefleet.v1.ServerMessage(\x01\x30\x01\x12Q\n\x0c\x46\x65tchProgram\x12\".spikefleet.v1.FetchProgramRequest\x1a\x1b.spikefleet.v1.ProgramChunk0\x01\x32\xa9\x01\n\nFleetAdmin\x12\x45\n\x06\x41ssign\x12\x1c.spikefleet.v1.AssignRequest\x1a\x1d.spikefleet.v1.AssignResponse\x12T\n\x0b\x44\x65leteAgent\x12!.spikefleet.v1.DeleteAgentRequest\x1a\".spikefleet.v1.DeleteAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spikefleet/v1/fleet.proto\x12\rspikefleet.v1\"5\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"Y\n\x13\x44\x65leteAgentResponse\x12\x15\n\rwas_connected\x18\x01 \x01(\x08\x12\x19\n\x11telemetry_batches\x18\x02 \x01(\x04\x12\x10\n\x08installs\x18\x03 \x01(\x04\"Z\n\rAssignRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\"7\n\x0e\x41ssignResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x11\n\tconnected\x18\x02 \x01(\x08\"p\n\x06\x44\x65vice\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x11\n\tvendor_id\x18\x03 \x01(\r\x12\x12\n\nproduct_id\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xfd\x01\n\x08Register\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.spikefleet.v1.Register.LabelsEntry\x12(\n\tinventory\x18\x03 \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0eprogram_sha256\x18\x05 \x01(\t\x12\x17\n\x0fprevious_sha256\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\tHeartbeat\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x02 \x01(\t\x12\x0e\n\x06health\x18\x03 \x01(\t\x12\x15\n\rshadow_sha256\x18\x04 \x01(\t\"\xc1\x06\n\x0eTelemetryBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rstart_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ms\x18\x03 \x01(\x03\x12\x16\n\x0eprogram_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x07 \x01(\x04\x12\x13\n\x0bpredictions\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\n \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x0b \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x0c \x01(\x01\x12\x42\n\x0bspike_rates\x18\r \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.SpikeRatesEntry\x12\x17\n\x0f\x63lass_histogram\x18\x0e \x03(\x04\x12(\n\tinventory\x18\x0f \x03(\x0b\x32\x15.spikefleet.v1.Device\x12\x42\n\x0b\x65rror_kinds\x18\x10 \x03(\x0b\x32-.spikefleet.v1.TelemetryBatch.ErrorKindsEntry\x12\x15\n\rshadow_frames\x18\x11 \x01(\x04\x12\x19\n\x11shadow_agreements\x18\x12 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x13 \x01(\t\x12)\n\x05power\x18\x14 \x03(\x0b\x32\x1a.spikefleet.v1.DevicePower\x12\x15\n\rspool_dropped\x18\x15 \x01(\x04\x12L\n\x10stream_overrides\x18\x16 \x03(\x0b\x32\x32.spikefleet.v1.TelemetryBatch.StreamOverridesEntry\x1a\x31\n\x0fSpikeRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x45rrorKindsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14StreamOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"X\n\x0b\x44\x65vicePower\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12\x12\n\nvoltage_mv\x18\x02 \x01(\x01\x12\x12\n\ncurrent_ma\x18\x03 \x01(\x01\x12\x10\n\x08power_mw\x18\x04 \x01(\x01\"\xe3\x01\n\rInstallReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.spikefleet.v1.InstallReport.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x04\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tINSTALLED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x12\x0f\n\x0bROLLED_BACK\x10\x04\"\xd7\x01\n\x0c\x41gentMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.spikefleet.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.spikefleet.v1.HeartbeatH\x00\x12\x32\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1d.spikefleet.v1.TelemetryBatchH\x00\x12/\n\x07install\x18\x04 \x01(\x0b\x32\x1c.spikefleet.v1.InstallReportH\x00\x42\x06\n\x04kind\"Y\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1a\n\x12last_telemetry_seq\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"Y\n\nAssignment\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x15\n\rshadow_sha256\x18\x03 \x01(\t\x12\x10\n\x08rollback\x18\x04 \x01(\x08\",\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07refused\x18\x02 \x01(\t\"\xaf\x01\n\rServerMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.spikefleet.v1.RegisteredH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.spikefleet.v1.AssignmentH\x00\x12\x34\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x1b.spikefleet.v1.TelemetryAckH\x00\x42\x06\n\x04kind\"%\n\x13\x46\x65tchProgramRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"0\n\x0cProgramChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x32\xa4\x01\n\x05\x46leet\x12H\n\x07\x43onnect\x12\x1b.spikefleet.v1.AgentMessage\x1a\x1c.spikefleet.v1.ServerMessage(\x01\x30\x01\x12Q\n\x0c\x46\x65tchProgram\x12\".spikefleet.v1.FetchProgramRequest\x1a\x1b.spikefleet.v1.ProgramChunk0\x01\x32\xa9\x01\n\nFleetAdmin\x12\x45\n\x06\x41ssign\x12\x1c.spikefleet.v1.AssignRequest\x1a\x1d.spikefleet.v1.AssignResponse\x12T\n\x0b\x44\x65leteAgent\x12!.spikefleet.v1.DeleteAgentRequest\x1a\".spikefleet.v1.DeleteAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_options = b'8\001'
   _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._loaded_options = None
   _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_options = b'8\001'
+  _globals['_TELEMETRYBATCH_STREAMOVERRIDESENTRY']._loaded_options = None
+  _globals['_TELEMETRYBATCH_STREAMOVERRIDESENTRY']._serialized_options = b'8\001'
   _globals['_DELETEAGENTREQUEST']._serialized_start=44
   _globals['_DELETEAGENTREQUEST']._serialized_end=97
   _globals['_DELETEAGENTRESPONSE']._serialized_start=99
@@ -54,33 +56,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=709
   _globals['_HEARTBEAT']._serialized_end=800
   _globals['_TELEMETRYBATCH']._serialized_start=803
-  _globals['_TELEMETRYBATCH']._serialized_end=1502
-  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_start=1402
-  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_end=1451
-  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_start=1453
-  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_end=1502
-  _globals['_DEVICEPOWER']._serialized_start=1504
-  _globals['_DEVICEPOWER']._serialized_end=1592
-  _globals['_INSTALLREPORT']._serialized_start=1595
-  _globals['_INSTALLREPORT']._serialized_end=1822
-  _globals['_INSTALLREPORT_STATUS']._serialized_start=1733
-  _globals['_INSTALLREPORT_STATUS']._serialized_end=1822
-  _globals['_AGENTMESSAGE']._serialized_start=1825
-  _globals['_AGENTMESSAGE']._serialized_end=2040
-  _globals['_REGISTERED']._serialized_start=2042
-  _globals['_REGISTERED']._serialized_end=2131
-  _globals['_ASSIGNMENT']._serialized_start=2133
-  _globals['_ASSIGNMENT']._serialized_end=2222
-  _globals['_TELEMETRYACK']._serialized_start=2224
-  _globals['_TELEMETRYACK']._serialized_end=2268
-  _globals['_SERVERMESSAGE']._serialized_start=2271
-  _globals['_SERVERMESSAGE']._serialized_end=2446
-  _globals['_FETCHPROGRAMREQUEST']._serialized_start=2448
-  _globals['_FETCHPROGRAMREQUEST']._serialized_end=2485
-  _globals['_PROGRAMCHUNK']._serialized_start=2487
-  _globals['_PROGRAMCHUNK']._serialized_end=2535
-  _globals['_FLEET']._serialized_start=2538
-  _globals['_FLEET']._serialized_end=2702
-  _globals['_FLEETADMIN']._serialized_start=2705
-  _globals['_FLEETADMIN']._serialized_end=2874
+  _globals['_TELEMETRYBATCH']._serialized_end=1636
+  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_start=1480
+  _globals['_TELEMETRYBATCH_SPIKERATESENTRY']._serialized_end=1529
+  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_start=1531
+  _globals['_TELEMETRYBATCH_ERRORKINDSENTRY']._serialized_end=1580
+  _globals['_TELEMETRYBATCH_STREAMOVERRIDESENTRY']._serialized_start=1582
+  _globals['_TELEMETRYBATCH_STREAMOVERRIDESENTRY']._serialized_end=1636
+  _globals['_DEVICEPOWER']._serialized_start=1638
+  _globals['_DEVICEPOWER']._serialized_end=1726
+  _globals['_INSTALLREPORT']._serialized_start=1729
+  _globals['_INSTALLREPORT']._serialized_end=1956
+  _globals['_INSTALLREPORT_STATUS']._serialized_start=1867
+  _globals['_INSTALLREPORT_STATUS']._serialized_end=1956
+  _globals['_AGENTMESSAGE']._serialized_start=1959
+  _globals['_AGENTMESSAGE']._serialized_end=2174
+  _globals['_REGISTERED']._serialized_start=2176
+  _globals['_REGISTERED']._serialized_end=2265
+  _globals['_ASSIGNMENT']._serialized_start=2267
+  _globals['_ASSIGNMENT']._serialized_end=2356
+  _globals['_TELEMETRYACK']._serialized_start=2358
+  _globals['_TELEMETRYACK']._serialized_end=2402
+  _globals['_SERVERMESSAGE']._serialized_start=2405
+  _globals['_SERVERMESSAGE']._serialized_end=2580
+  _globals['_FETCHPROGRAMREQUEST']._serialized_start=2582
+  _globals['_FETCHPROGRAMREQUEST']._serialized_end=2619
+  _globals['_PROGRAMCHUNK']._serialized_start=2621
+  _globals['_PROGRAMCHUNK']._serialized_end=2669
+  _globals['_FLEET']._serialized_start=2672
+  _globals['_FLEET']._serialized_end=2836
+  _globals['_FLEETADMIN']._serialized_start=2839
+  _globals['_FLEETADMIN']._serialized_end=3008
 # @@protoc_insertion_point(module_scope)

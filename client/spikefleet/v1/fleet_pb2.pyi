@@ -99,7 +99,7 @@ class Heartbeat(_message.Message):
     def __init__(self, unix_ms: _Optional[int] = ..., program_sha256: _Optional[str] = ..., health: _Optional[str] = ..., shadow_sha256: _Optional[str] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("seq", "start_unix_ms", "end_unix_ms", "program_sha256", "backend", "frames", "events", "predictions", "errors", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "spike_rates", "class_histogram", "inventory", "error_kinds", "shadow_frames", "shadow_agreements", "shadow_sha256", "power", "spool_dropped")
+    __slots__ = ("seq", "start_unix_ms", "end_unix_ms", "program_sha256", "backend", "frames", "events", "predictions", "errors", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "spike_rates", "class_histogram", "inventory", "error_kinds", "shadow_frames", "shadow_agreements", "shadow_sha256", "power", "spool_dropped", "stream_overrides")
     class SpikeRatesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,13 @@ class TelemetryBatch(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class ErrorKindsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class StreamOverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +142,7 @@ class TelemetryBatch(_message.Message):
     SHADOW_SHA256_FIELD_NUMBER: _ClassVar[int]
     POWER_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     start_unix_ms: int
     end_unix_ms: int
@@ -156,7 +164,8 @@ class TelemetryBatch(_message.Message):
     shadow_sha256: str
     power: _containers.RepeatedCompositeFieldContainer[DevicePower]
     spool_dropped: int
-    def __init__(self, seq: _Optional[int] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., program_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., frames: _Optional[int] = ..., events: _Optional[int] = ..., predictions: _Optional[int] = ..., errors: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., spike_rates: _Optional[_Mapping[str, float]] = ..., class_histogram: _Optional[_Iterable[int]] = ..., inventory: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., error_kinds: _Optional[_Mapping[str, int]] = ..., shadow_frames: _Optional[int] = ..., shadow_agreements: _Optional[int] = ..., shadow_sha256: _Optional[str] = ..., power: _Optional[_Iterable[_Union[DevicePower, _Mapping]]] = ..., spool_dropped: _Optional[int] = ...) -> None: ...
+    stream_overrides: _containers.ScalarMap[str, int]
+    def __init__(self, seq: _Optional[int] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., program_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., frames: _Optional[int] = ..., events: _Optional[int] = ..., predictions: _Optional[int] = ..., errors: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., spike_rates: _Optional[_Mapping[str, float]] = ..., class_histogram: _Optional[_Iterable[int]] = ..., inventory: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., error_kinds: _Optional[_Mapping[str, int]] = ..., shadow_frames: _Optional[int] = ..., shadow_agreements: _Optional[int] = ..., shadow_sha256: _Optional[str] = ..., power: _Optional[_Iterable[_Union[DevicePower, _Mapping]]] = ..., spool_dropped: _Optional[int] = ..., stream_overrides: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DevicePower(_message.Message):
     __slots__ = ("unix_ms", "voltage_mv", "current_ma", "power_mw")

@@ -23,7 +23,7 @@ class FrameBatch(_message.Message):
     def __init__(self, frames: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., return_outputs: _Optional[bool] = ...) -> None: ...
 
 class EventPacket(_message.Message):
-    __slots__ = ("events", "seq", "sample_id", "end_of_sample", "sensor_width", "sensor_height", "time_window_us", "binning")
+    __slots__ = ("events", "seq", "sample_id", "end_of_sample", "sensor_width", "sensor_height", "time_window_us")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,7 +31,6 @@ class EventPacket(_message.Message):
     SENSOR_WIDTH_FIELD_NUMBER: _ClassVar[int]
     SENSOR_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TIME_WINDOW_US_FIELD_NUMBER: _ClassVar[int]
-    BINNING_FIELD_NUMBER: _ClassVar[int]
     events: bytes
     seq: int
     sample_id: str
@@ -39,8 +38,7 @@ class EventPacket(_message.Message):
     sensor_width: int
     sensor_height: int
     time_window_us: int
-    binning: str
-    def __init__(self, events: _Optional[bytes] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., time_window_us: _Optional[int] = ..., binning: _Optional[str] = ...) -> None: ...
+    def __init__(self, events: _Optional[bytes] = ..., seq: _Optional[int] = ..., sample_id: _Optional[str] = ..., end_of_sample: _Optional[bool] = ..., sensor_width: _Optional[int] = ..., sensor_height: _Optional[int] = ..., time_window_us: _Optional[int] = ...) -> None: ...
 
 class SampleResult(_message.Message):
     __slots__ = ("sample_id", "predicted_class", "frames", "scores")
@@ -55,7 +53,7 @@ class SampleResult(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., predicted_class: _Optional[int] = ..., frames: _Optional[int] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Predictions(_message.Message):
-    __slots__ = ("seq", "classes", "program_sha256", "outputs", "output_shape", "output_dtype", "sample", "frames")
+    __slots__ = ("seq", "classes", "program_sha256", "outputs", "output_shape", "output_dtype", "sample", "frames", "decision", "decisions")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +62,8 @@ class Predictions(_message.Message):
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     classes: _containers.RepeatedScalarFieldContainer[int]
     program_sha256: str
@@ -72,7 +72,9 @@ class Predictions(_message.Message):
     output_dtype: str
     sample: SampleResult
     frames: int
-    def __init__(self, seq: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., program_sha256: _Optional[str] = ..., outputs: _Optional[bytes] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[str] = ..., sample: _Optional[_Union[SampleResult, _Mapping]] = ..., frames: _Optional[int] = ...) -> None: ...
+    decision: str
+    decisions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seq: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., program_sha256: _Optional[str] = ..., outputs: _Optional[bytes] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_dtype: _Optional[str] = ..., sample: _Optional[_Union[SampleResult, _Mapping]] = ..., frames: _Optional[int] = ..., decision: _Optional[str] = ..., decisions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
