@@ -372,7 +372,6 @@ class AsyncAgentClient:
         sample_id: str = "",
         time_window_us: int = 0,
         end_of_sample: bool = True,
-        binning: str = "",
     ) -> AsyncIterator[Prediction]:
         """Predictions for raw EVENT_DTYPE packets; the last packet closes the sample
         (the same contract as :meth:`AgentClient.stream_events`)."""
@@ -383,15 +382,11 @@ class AsyncAgentClient:
             seq = 0
             async for packet in _items(packets):
                 if previous is not None:
-                    yield AgentClient._packet(
-                        previous, seq, sample_id, time_window_us, False, binning
-                    )
+                    yield AgentClient._packet(previous, seq, sample_id, time_window_us, False)
                     seq += 1
                 previous = as_events(packet)
             if previous is not None:
-                yield AgentClient._packet(
-                    previous, seq, sample_id, time_window_us, end_of_sample, binning
-                )
+                yield AgentClient._packet(previous, seq, sample_id, time_window_us, end_of_sample)
 
         async for prediction in self._duplex(self._stub.StreamEvents, requests()):
             yield prediction
