@@ -190,16 +190,16 @@ def telemetry_ingest(root: Path, batches: int = 5000, agents: int = 100) -> dict
     """Server side of the channel: telemetry batches stored per second, committed one by
     one vs grouped by the fleet's TelemetryWriter (the server's SQLite: WAL, synchronous=FULL)."""
     from spikefleet.v1 import fleet_pb2
-    from spikefleet_server.db import Database
     from spikefleet_server.fleet import FleetStore
     from spikefleet_server.fleet.ingest import TelemetryWriter
+    from spikefleet_server.storage import open_database
 
     def batch(i: int) -> fleet_pb2.TelemetryBatch:
         return fleet_pb2.TelemetryBatch(
             seq=i // agents + 1, frames=320, class_histogram=list(range(10)), latency_p99_ms=1.0
         )
 
-    db = Database(root / "one-by-one.db")
+    db = open_database(root / "one-by-one.db")
     store = FleetStore(db)
     single = min(batches, 1000)
     start = time.perf_counter()
@@ -208,7 +208,7 @@ def telemetry_ingest(root: Path, batches: int = 5000, agents: int = 100) -> dict
     one_by_one = single / (time.perf_counter() - start)
     db.close()
 
-    db = Database(root / "grouped.db")
+    db = open_database(root / "grouped.db")
     writer = TelemetryWriter(FleetStore(db))
     acked = threading.Semaphore(0)
     start = time.perf_counter()

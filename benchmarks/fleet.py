@@ -48,10 +48,10 @@ from spikefleet.program.codec import encode
 from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
-from spikefleet_server.db import Database
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
 from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
+from spikefleet_server.storage import open_database
 
 BIN = Path(sys.executable).parent
 DEPLOYER, AGENT = "bench-deployer", "bench-agent"
@@ -84,7 +84,7 @@ class Server:
     def __init__(self, root: Path, grpc_threads: int) -> None:
         data = root / "server"
         key = load_or_create(data / "keys" / "signing.key")
-        db = Database(data / "spikefleet.db")
+        db = open_database(data / "spikefleet.db")
         registry = Registry(data / "programs", db, key)
         self.old = registry.put(encode(program(1)), name="old").sha256
         self.new = registry.put(encode(program(2)), name="new").sha256

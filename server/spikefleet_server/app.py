@@ -1,19 +1,20 @@
 """The spikefleet-server process, composable: core services plus area extensions.
 
-``ServerApp(config)`` opens the data dir (one SQLite file ``spikefleet.db`` in
-WAL mode, the program store, the signing key), builds the converter and
+``ServerApp(config)`` opens the data dir (the database ``spikefleet.db``, its
+schema upgraded by :mod:`spikefleet_server.storage.migrations`, the program
+store, the signing key), builds the converter and
 registry services, health, reflection and metrics, and serves them behind the
 auth interceptor. Another area (fleet control, rollouts) joins with a module
 that has ``install(app: ServerApp) -> None``, listed in
 :data:`spikefleet_server.config.DEFAULT_EXTENSIONS` (the ``extensions`` setting overrides the list;
 ``spikefleet-server serve`` installs them in order); ``install`` may:
 
-- create its tables: ``app.db.ensure_schema("CREATE TABLE IF NOT EXISTS ...")``
-  and use ``app.db.connection()`` / ``app.db.transaction()``;
+- use its tables (declared in :mod:`spikefleet_server.storage.schema`, created by a
+  migration) through ``app.db.read()`` / ``app.db.write()``;
 - serve programs and describe them: ``app.registry.get_bytes(sha256)``,
   ``app.registry.describe(ref)``;
-- guard deletes: ``app.registry.usage = fn`` where ``fn(sha256)`` returns the
-  agents that run or are assigned that program;
+- guard deletes: ``app.registry.usage = fn`` where ``fn(conn, sha256)`` returns the
+  agents that run or are assigned that program (inside the delete's transaction);
 - add a servicer with who may call each method::
 
       app.add_service(
@@ -55,13 +56,13 @@ from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
 from spikefleet_server.config import ServerConfig
 from spikefleet_server.conversion import ConversionPool
-from spikefleet_server.db import Database
 from spikefleet_server.keys import load_or_create, published
 from spikefleet_server.loop_thread import LoopThread
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.registry import Registry
 from spikefleet_server.services.converter import ConverterServicer
 from spikefleet_server.services.registry import RegistryServicer
+from spikefleet_server.storage import Database, check_schema, upgrade
 
 log = structlog.get_logger("spikefleet_server.app")
 
@@ -90,6 +91,14 @@ class ServerApp:
         self.metrics = Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.data_dir / "spikefleet.db")
+        if config.db_upgrade:
+            before, after = upgrade(self.db)
+            if before != after:
+                log.info(
+                    "app.schema_upgraded", database=self.db.describe(), before=before, after=after
+                )
+        else:
+            check_schema(self.db)
         self.signing_key = load_or_create(config.signing_key_path)
         self.registry = Registry(config.data_dir / "programs", self.db, self.signing_key)
         self.metrics.watch_registry(self.registry.stats)

@@ -1,4 +1,5 @@
-"""Command line of spikefleet-server: ``serve``, ``token create`` and ``keys`` (rotation)."""
+"""Command line of spikefleet-server: ``serve``, ``check-config``, ``db upgrade``,
+``token create`` and ``keys`` (rotation)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.insecure_loopback:
         overrides["insecure_loopback"] = True
+    if args.no_db_upgrade:
+        overrides["db_upgrade"] = False
     tls = {
         k: v
         for k, v in (("cert", args.tls_cert), ("key", args.tls_key), ("client_ca", args.client_ca))
@@ -68,6 +71,20 @@ def _check_config(args: argparse.Namespace) -> int:
         f"config ok: listen {config.listen} ({tls}), data dir {config.data_dir}, "
         f"{len(config.tokens)} token(s), signing key {key_id}"
     )
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from spikefleet_server.storage import Database, upgrade
+
+    config = load_config(args.config, overrides={"data_dir": args.data_dir}, check=False)
+    db = Database(config.data_dir / "spikefleet.db")
+    try:
+        before, after = upgrade(db)
+    finally:
+        db.close()
+    change = "already current" if before == after else f"upgraded from {before or 'none'}"
+    print(f"database {db.describe()}: schema {after} ({change})")
     return 0
 
 
@@ -114,6 +131,11 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-bytes", type=int, help="largest model upload accepted")
     parser.add_argument("--workers", type=int, help="conversion worker processes")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--no-db-upgrade",
+        action="store_true",
+        help="do not migrate the database schema at start; refuse one that is not current",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="json lines, or console text for people (auto: console on a terminal, else json)",
     )
     serve.set_defaults(func=_serve)
+
+    db = sub.add_parser("db", help="the database's schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_upgrade = db_sub.add_parser(
+        "upgrade", help="migrate the schema to this release's, keeping every row"
+    )
+    db_upgrade.add_argument("--config", type=Path, help="TOML config file")
+    db_upgrade.add_argument("--data-dir", type=Path, help="where the database lives")
+    db_upgrade.set_defaults(func=_db_upgrade)
 
     check = sub.add_parser(
         "check-config",

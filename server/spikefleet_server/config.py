@@ -80,6 +80,7 @@ class ServerConfig:
     telemetry_rate_bytes_per_s: int = 64 * 1024
     telemetry_retention_days: float = 30.0
     telemetry_max_batches_per_agent: int = 600_000
+    db_upgrade: bool = True  # migrate the database's schema at start (else refuse an old one)
     tls: TLSConfig = field(default_factory=TLSConfig)
     tokens: tuple[TokenEntry, ...] = ()
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
@@ -263,7 +264,10 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> ServerConfig:
+    """The configuration from these sources; ``check`` False skips the serving checks
+    (TLS, listen address) for commands that only open the data dir."""
     config = ServerConfig()
     if path is not None:
         try:
@@ -277,4 +281,4 @@ def load_config(
     config = _apply(config, from_env(os.environ if environ is None else environ), "environment")
     if overrides:
         config = _apply(config, {k: v for k, v in overrides.items() if v is not None}, "flags")
-    return config.check()
+    return config.check() if check else config

@@ -1,4 +1,4 @@
-"""Signed programs, stored content-addressed on disk, with metadata in SQLite.
+"""Signed programs, stored content-addressed on disk, with metadata in the database.
 
 A program's file (``programs/<aa>/<sha256>.sfp``, the SignedProgram envelope)
 is written with write-temp, fsync, rename *before* its row commits, so a crash
@@ -12,43 +12,28 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection
 
 from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.program.atomic import atomic_write
 from spikefleet.program.signing import SignedProgram, SigningKey, sign
-from spikefleet_server.db import Database
+from spikefleet_server.storage import Database
+from spikefleet_server.storage.schema import program_versions, programs
+from spikefleet_server.storage.sql import insert
 
 log = structlog.get_logger("spikefleet_server.registry")
 
-ProgramUsage = Callable[[str], Sequence[str]]
-"""Given a program sha256, the agents that run or are assigned it (empty: free to delete)."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS programs (
-    sha256 TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    labels TEXT NOT NULL,
-    fidelity TEXT NOT NULL,
-    created_unix_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    key_id TEXT NOT NULL,
-    source_sha256 TEXT NOT NULL,
-    UNIQUE (name, version)
-);
-CREATE TABLE IF NOT EXISTS program_versions (
-    name TEXT PRIMARY KEY,
-    last_version INTEGER NOT NULL
-);
-"""
+ProgramUsage = Callable[[Connection, str], Sequence[str]]
+"""Given the delete's connection and a program sha256, the agents that run or are
+assigned that program (empty: free to delete)."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -70,15 +55,15 @@ class ProgramRecord:
 
 def _record(row: Any) -> ProgramRecord:
     return ProgramRecord(
-        sha256=row["sha256"],
-        name=row["name"],
-        version=row["version"],
-        labels=json.loads(row["labels"]),
-        fidelity=json.loads(row["fidelity"]),
-        created_unix_ms=row["created_unix_ms"],
-        size=row["size"],
-        key_id=row["key_id"],
-        source_sha256=row["source_sha256"],
+        sha256=row.sha256,
+        name=row.name,
+        version=row.version,
+        labels=json.loads(row.labels),
+        fidelity=json.loads(row.fidelity),
+        created_unix_ms=row.created_unix_ms,
+        size=row.size,
+        key_id=row.key_id,
+        source_sha256=row.source_sha256,
     )
 
 
@@ -92,6 +77,9 @@ def check_name(name: str) -> str:
 
 
 class Registry:
+    """The registry area: ``db`` holds the metadata (tables ``programs`` and
+    ``program_versions``), ``root`` the signed program files."""
+
     def __init__(
         self,
         root: str | Path,
@@ -105,7 +93,6 @@ class Registry:
         self.signing_key = signing_key
         self.usage = usage
         self.root.mkdir(parents=True, exist_ok=True)
-        db.ensure_schema(SCHEMA)
         self._remove_orphans()
 
     def _path(self, sha256: str) -> Path:
@@ -113,7 +100,8 @@ class Registry:
 
     def _remove_orphans(self) -> None:
         """Files a crash left behind: temp files, and programs whose row never committed."""
-        known = {r["sha256"] for r in self.db.connection().execute("SELECT sha256 FROM programs")}
+        with self.db.read() as conn:
+            known = set(conn.scalars(sa.select(programs.c.sha256)))
         for path in self.root.glob("*/*"):
             orphan = path.name.endswith(".tmp") or path.stem not in known
             if orphan and path.is_file():
@@ -143,20 +131,18 @@ class Registry:
         path = self._path(signed.sha256)
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, envelope)
-        with self.db.transaction() as conn:
-            again = conn.execute("SELECT * FROM programs WHERE sha256 = ?", (signed.sha256,))
-            row = again.fetchone()
+        with self.db.write() as conn:
+            row = conn.execute(
+                sa.select(programs).where(programs.c.sha256 == signed.sha256).with_for_update()
+            ).first()
             if row is not None:
                 return _record(row)
-            last = conn.execute(
-                "SELECT last_version FROM program_versions WHERE name = ?", (name,)
-            ).fetchone()
-            version = (last["last_version"] if last else 0) + 1
-            conn.execute(
-                "INSERT INTO program_versions (name, last_version) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version",
-                (name, version),
-            )
+            bump = insert(conn, program_versions).values(name=name, last_version=1)
+            bump = bump.on_conflict_do_update(
+                index_elements=[program_versions.c.name],
+                set_={"last_version": program_versions.c.last_version + 1},
+            ).returning(program_versions.c.last_version)
+            version = int(conn.execute(bump).scalar_one())
             record = ProgramRecord(
                 sha256=signed.sha256,
                 name=name,
@@ -169,61 +155,64 @@ class Registry:
                 source_sha256=source_sha256,
             )
             conn.execute(
-                "INSERT INTO programs (sha256, name, version, labels, fidelity, "
-                "created_unix_ms, size, key_id, source_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.sha256,
-                    record.name,
-                    record.version,
-                    json.dumps(record.labels, sort_keys=True),
-                    json.dumps(record.fidelity, sort_keys=True),
-                    record.created_unix_ms,
-                    record.size,
-                    record.key_id,
-                    record.source_sha256,
-                ),
+                sa.insert(programs).values(
+                    sha256=record.sha256,
+                    name=record.name,
+                    version=record.version,
+                    labels=json.dumps(record.labels, sort_keys=True),
+                    fidelity=json.dumps(record.fidelity, sort_keys=True),
+                    created_unix_ms=record.created_unix_ms,
+                    size=record.size,
+                    key_id=record.key_id,
+                    source_sha256=record.source_sha256,
+                )
             )
         log.info("registry.stored", sha256=record.sha256, name=name, version=version)
         return record
 
     @staticmethod
-    def require(conn: sqlite3.Connection, sha256: str) -> None:
+    def require(conn: Connection, sha256: str) -> None:
         """Inside another area's write transaction on the same database: raise
-        ProgramNotFoundError unless the program is stored (see :meth:`delete`)."""
-        if conn.execute("SELECT 1 FROM programs WHERE sha256 = ?", (sha256,)).fetchone() is None:
+        ProgramNotFoundError unless the program is stored, and keep it stored until that
+        transaction ends (see :meth:`delete`)."""
+        found = conn.execute(
+            sa.select(programs.c.sha256)
+            .where(programs.c.sha256 == sha256)
+            .with_for_update(read=True)
+        ).first()
+        if found is None:
             raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
 
     def _find_sha(self, sha256: str) -> ProgramRecord | None:
-        row = (
-            self.db.connection()
-            .execute("SELECT * FROM programs WHERE sha256 = ?", (sha256,))
-            .fetchone()
-        )
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(programs).where(programs.c.sha256 == sha256)).first()
         return _record(row) if row is not None else None
 
     def describe(self, ref: str, version: int | None = None) -> ProgramRecord:
         """The program a sha256 (or a unique prefix of 8+ hex digits) or a name names;
         with a name, ``version`` picks one (default: the latest)."""
-        conn = self.db.connection()
         ref = ref.strip()
         if not ref:
             raise ProgramNotFoundError("no program given: pass a sha256 or a name")
-        if version is None and len(ref) >= MIN_PREFIX and _HEX.match(ref.lower()):
-            rows = conn.execute(
-                "SELECT * FROM programs WHERE sha256 LIKE ? LIMIT 2", (ref.lower() + "%",)
-            ).fetchall()
-            if len(rows) == 1:
-                return _record(rows[0])
-            if len(rows) > 1:
-                raise RegistryError(f"sha256 prefix {ref!r} matches several programs: give more")
-        if version is None or version == 0:
-            row = conn.execute(
-                "SELECT * FROM programs WHERE name = ? ORDER BY version DESC LIMIT 1", (ref,)
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT * FROM programs WHERE name = ? AND version = ?", (ref, version)
-            ).fetchone()
+        with self.db.read() as conn:
+            if version is None and len(ref) >= MIN_PREFIX and _HEX.match(ref.lower()):
+                rows = conn.execute(
+                    sa.select(programs)
+                    .where(programs.c.sha256.startswith(ref.lower(), autoescape=True))
+                    .limit(2)
+                ).all()
+                if len(rows) == 1:
+                    return _record(rows[0])
+                if len(rows) > 1:
+                    raise RegistryError(
+                        f"sha256 prefix {ref!r} matches several programs: give more"
+                    )
+            query = sa.select(programs).where(programs.c.name == ref)
+            if version is None or version == 0:
+                query = query.order_by(programs.c.version.desc()).limit(1)
+            else:
+                query = query.where(programs.c.version == version)
+            row = conn.execute(query).first()
         if row is None:
             which = f"{ref!r} version {version}" if version else repr(ref)
             raise ProgramNotFoundError(
@@ -249,13 +238,11 @@ class Registry:
         latest_only: bool = False,
     ) -> list[ProgramRecord]:
         """Programs by name then version; ``labels`` must all match."""
-        query = "SELECT * FROM programs"
-        params: tuple[str, ...] = ()
+        query = sa.select(programs).order_by(programs.c.name, programs.c.version)
         if name:
-            query += " WHERE name = ?"
-            params = (name,)
-        rows = self.db.connection().execute(query + " ORDER BY name, version", params)
-        records = [_record(r) for r in rows]
+            query = query.where(programs.c.name == name)
+        with self.db.read() as conn:
+            records = [_record(r) for r in conn.execute(query)]
         if labels:
             records = [r for r in records if all(r.labels.get(k) == v for k, v in labels.items())]
         if latest_only:
@@ -268,30 +255,31 @@ class Registry:
     def delete(self, sha256: str) -> ProgramRecord:
         """Remove a program, unless :attr:`usage` says agents run or are assigned it.
 
-        The check and the delete share one write transaction, and assignments check
-        the program inside theirs (:meth:`require`), so neither can slip between."""
-        with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM programs WHERE sha256 = ?", (sha256,)).fetchone()
+        The check and the delete share one write transaction holding the program's row,
+        and assignments check the program inside theirs (:meth:`require`), so neither
+        can slip between."""
+        with self.db.write() as conn:
+            row = conn.execute(
+                sa.select(programs).where(programs.c.sha256 == sha256).with_for_update()
+            ).first()
             if row is None:
                 raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
             record = _record(row)
-            users = list(self.usage(sha256)) if self.usage is not None else []
+            users = list(self.usage(conn, sha256)) if self.usage is not None else []
             if users:
                 shown = ", ".join(sorted(users)[:5]) + (" ..." if len(users) > 5 else "")
                 raise ProgramInUseError(
                     f"program {record.name} v{record.version} ({sha256[:12]}) is in use by "
                     f"{len(users)} agent(s): {shown}; roll them to another program first"
                 )
-            conn.execute("DELETE FROM programs WHERE sha256 = ?", (sha256,))
+            conn.execute(sa.delete(programs).where(programs.c.sha256 == sha256))
         self._path(sha256).unlink(missing_ok=True)
         log.info("registry.deleted", sha256=sha256, name=record.name, version=record.version)
         return record
 
     def stats(self) -> tuple[int, int]:
         """(number of programs, total bytes stored)."""
-        row = (
-            self.db.connection()
-            .execute("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM programs")
-            .fetchone()
-        )
-        return int(row["n"]), int(row["b"])
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(programs.c.size), 0))
+        with self.db.read() as conn:
+            count, size = conn.execute(query).one()
+        return int(count), int(size)

@@ -61,7 +61,7 @@ def test_errors_are_named_exceptions(server: ServerApp):
         assert caught.value.code == "NOT_FOUND"
         with pytest.raises(AuthError, match="needs role admin"):
             viewer.programs.delete(record.sha256)
-    server.registry.usage = lambda sha: ["edge-3"] if sha == record.sha256 else []
+    server.registry.usage = lambda conn, sha: ["edge-3"] if sha == record.sha256 else []
     try:
         with client_for(server, "admin") as admin, pytest.raises(ConflictError, match="edge-3"):
             admin.programs.delete(record.sha256)

@@ -12,9 +12,9 @@ import pytest
 
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
-from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
 from spikefleet_server.loop_thread import LoopThread
+from spikefleet_server.storage import Database, open_database
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
@@ -40,7 +40,7 @@ class FleetServer:
     _loop: LoopThread | None = None
 
     def start(self) -> FleetServer:
-        self._db = Database(self.db)
+        self._db = open_database(self.db)
         store = FleetStore(self._db)
         self.service = FleetService(
             store,

@@ -20,10 +20,10 @@ from spikefleet.program.model import Program
 from spikefleet.program.signing import SigningKey
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
-from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetStore, TelemetryRecord
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
+from spikefleet_server.storage import open_database
 
 BIN = Path(sys.executable).parent
 AGENT_TOKEN = "agent-token-for-tests"
@@ -113,7 +113,7 @@ class ServerSetup:
     def store(self, programs: dict[str, Program], key: SigningKey) -> dict[str, str]:
         """Put ``programs`` in the registry signed by ``key``, as a server signing with it
         would; returns and remembers name -> sha256."""
-        db = Database(self.data_dir / "spikefleet.db")
+        db = open_database(self.data_dir / "spikefleet.db")
         try:
             registry = Registry(self.data_dir / "programs", db, key)
             stored = {n: registry.put(encode(p), name=n).sha256 for n, p in programs.items()}
@@ -124,7 +124,7 @@ class ServerSetup:
 
     def telemetry(self, agent_id: str) -> list[TelemetryRecord]:
         """The telemetry stored for ``agent_id``, in seq order."""
-        db = Database(self.data_dir / "spikefleet.db")
+        db = open_database(self.data_dir / "spikefleet.db")
         try:
             return FleetStore(db).telemetry(agent_id)
         finally:

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from fleet_helpers import FleetServer, self_signed_loopback_cert, wait_for
+from sqlalchemy.engine import Connection
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.program.signing import SigningKey
 from spikefleet_agent.config import AgentConfig, InferenceConfig, ServerConfig, TelemetryConfig
 from spikefleet_agent.daemon import Agent
-from spikefleet_server.db import Database
 from spikefleet_server.fleet.store import FleetStore
 from spikefleet_server.registry import Registry
+from spikefleet_server.storage import open_database
 
 
 def test_an_agent_registers_with_its_identity(
@@ -125,7 +126,7 @@ def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(tmp_pa
     the program inside its assignment transaction, so an assignment racing a delete
     waits for it and then finds the program gone, instead of pointing an agent at a
     program that no longer exists."""
-    db = Database(tmp_path / "spikefleet.db")
+    db = open_database(tmp_path / "spikefleet.db")
     registry = Registry(tmp_path / "programs", db, SigningKey.generate())
     store = FleetStore(db, require_program=registry.require)
     record = registry.put(b"program", name="digits")
@@ -139,11 +140,11 @@ def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(tmp_pa
 
     racer = threading.Thread(target=assign)
 
-    def usage_while_deleting(sha256: str) -> list[str]:
+    def usage_while_deleting(conn: Connection, sha256: str) -> list[str]:
         racer.start()  # the assignment starts while the delete holds the write lock
         racer.join(0.5)
         assert racer.is_alive(), "the assignment did not wait for the delete"
-        return store.usage(sha256)
+        return store.usage_in(conn, sha256)
 
     registry.usage = usage_while_deleting
     registry.delete(record.sha256)

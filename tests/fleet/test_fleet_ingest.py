@@ -7,16 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spikefleet.v1 import fleet_pb2
-from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetStore
 from spikefleet_server.fleet.ingest import TelemetryWriter
 from spikefleet_server.fleet.store import IngestResult
+from spikefleet_server.storage import open_database
 
 
 def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
     tmp_path: Path,
 ) -> None:
-    db = Database(tmp_path / "server.db")
+    db = open_database(tmp_path / "server.db")
     store = FleetStore(db)
     writer = TelemetryWriter(store)
     acked: list[tuple[str, int, bool, int]] = []

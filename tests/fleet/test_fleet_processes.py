@@ -21,8 +21,8 @@ from fleet_processes import (
 from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine
-from spikefleet_server.db import Database
 from spikefleet_server.fleet import FleetStore
+from spikefleet_server.storage import open_database
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_telemetry_sent_while_the_server_was_down_arrives_once_in_order(
             restarted.stop()
     agent.stop()
 
-    db = Database(setup.data_dir / "spikefleet.db")
+    db = open_database(setup.data_dir / "spikefleet.db")
     try:
         records = FleetStore(db).telemetry("edge-1")
     finally:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from spikefleet.errors import RolloutNotFoundError
-from spikefleet_server.db import Database
 from spikefleet_server.rollouts.model import (
     GateResult,
     Gates,
@@ -16,6 +15,7 @@ from spikefleet_server.rollouts.model import (
     RolloutSpec,
 )
 from spikefleet_server.rollouts.store import ConcurrentUpdateError, RolloutStore
+from spikefleet_server.storage import open_database
 
 SPEC = RolloutSpec(
     "cd" * 32,
@@ -44,7 +44,7 @@ def rollout() -> Rollout:
 
 
 def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -> None:
-    db = Database(tmp_path / "s.db")
+    db = open_database(tmp_path / "s.db")
     store = RolloutStore(db)
     created = store.create(rollout(), ["created"])
     created.stage = "install"
@@ -53,7 +53,7 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
     store.save(created, ["canary shadow passed"], [created.agents[0]])
     db.close()
 
-    again = RolloutStore(Database(tmp_path / "s.db")).get("r1")
+    again = RolloutStore(open_database(tmp_path / "s.db")).get("r1")
     assert again.spec == SPEC
     assert (again.stage, again.version, again.canary) == ("install", 1, True)
     assert [(a.agent_id, a.status) for a in again.agents] == [
@@ -65,7 +65,7 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
 
 
 def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
-    store = RolloutStore(Database(tmp_path / "s.db"))
+    store = RolloutStore(open_database(tmp_path / "s.db"))
     first = store.create(rollout(), [])
     stale = store.get("r1")
     first.state = "paused"
@@ -78,7 +78,7 @@ def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
 
 
 def test_listing_and_unknown_ids(tmp_path: Path) -> None:
-    store = RolloutStore(Database(tmp_path / "s.db"))
+    store = RolloutStore(open_database(tmp_path / "s.db"))
     done = rollout()
     done.rollout_id, done.state = "r0", "succeeded"
     store.create(done, [])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -76,12 +77,13 @@ def test_logs_are_json_lines_with_the_request_context(capsys: pytest.CaptureFixt
 
 def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: Path):
     module = types.ModuleType("fake_fleet_extension")
+    running = sa.Table("running", sa.MetaData(), sa.Column("sha256", sa.Text))
 
     def install(app: ServerApp) -> None:
-        app.db.ensure_schema("CREATE TABLE IF NOT EXISTS running (sha256 TEXT)")
-        app.registry.usage = lambda sha: [
-            "edge-1"
-            for _ in app.db.connection().execute("SELECT 1 FROM running WHERE sha256 = ?", (sha,))
+        with app.db.write() as conn:
+            running.create(conn, checkfirst=True)
+        app.registry.usage = lambda conn, sha: [
+            "edge-1" for _ in conn.execute(sa.select(running).where(running.c.sha256 == sha))
         ]
         app.add_service("fake.Service", lambda server: None, {"Ping": Role.AGENT})
 
@@ -94,8 +96,8 @@ def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: 
         del sys.modules[module.__name__]
     assert app.access["/fake.Service/Ping"] is Role.AGENT
     record = app.registry.put(b"running program", name="live")
-    with app.db.transaction() as conn:
-        conn.execute("INSERT INTO running VALUES (?)", (record.sha256,))
+    with app.db.write() as conn:
+        conn.execute(sa.insert(running).values(sha256=record.sha256))
     app.start()
     try:
         with client_for(app, "admin") as client, pytest.raises(ConflictError) as caught:

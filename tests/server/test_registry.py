@@ -6,15 +6,17 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
-from spikefleet_server.db import Database
 from spikefleet_server.registry import Registry
+from spikefleet_server.storage import open_database
 
 
 def open_registry(root: Path, key: SigningKey) -> Registry:
-    return Registry(root / "programs", Database(root / "spikefleet.db"), key)
+    return Registry(root / "programs", open_database(root / "spikefleet.db"), key)
 
 
 @pytest.fixture
@@ -87,24 +89,26 @@ def test_delete_removes_row_and_file_but_versions_never_reuse(tmp_path: Path, ke
 
 
 def test_delete_is_refused_while_agents_use_the_program(tmp_path: Path, key: SigningKey):
-    db = Database(tmp_path / "spikefleet.db")
-    db.ensure_schema("CREATE TABLE IF NOT EXISTS assignments (agent_id TEXT, sha256 TEXT)")
+    db = open_database(tmp_path / "spikefleet.db")
+    assignments = sa.Table(
+        "assignments", sa.MetaData(), sa.Column("agent_id", sa.Text), sa.Column("sha256", sa.Text)
+    )
+    with db.write() as conn:
+        assignments.create(conn)
 
-    def agents_using(sha256: str) -> list[str]:
-        rows = db.connection().execute(
-            "SELECT agent_id FROM assignments WHERE sha256 = ?", (sha256,)
-        )
-        return [row["agent_id"] for row in rows]
+    def agents_using(conn: Connection, sha256: str) -> list[str]:
+        rows = conn.execute(sa.select(assignments.c.agent_id).where(assignments.c.sha256 == sha256))
+        return [row.agent_id for row in rows]
 
     registry = Registry(tmp_path / "programs", db, key, usage=agents_using)
     record = registry.put(b"deployed", name="digits")
-    with db.transaction() as conn:
-        conn.execute("INSERT INTO assignments VALUES ('edge-7', ?)", (record.sha256,))
+    with db.write() as conn:
+        conn.execute(sa.insert(assignments).values(agent_id="edge-7", sha256=record.sha256))
     with pytest.raises(ProgramInUseError, match=r"in use by 1 agent.*edge-7"):
         registry.delete(record.sha256)
     assert registry.get_bytes(record.sha256)
-    with db.transaction() as conn:
-        conn.execute("DELETE FROM assignments")
+    with db.write() as conn:
+        conn.execute(sa.delete(assignments))
     assert registry.delete(record.sha256) == record
 
 

@@ -43,7 +43,7 @@ def install(app: ServerApp) -> None:
         max_batches_per_agent=config.telemetry_max_batches_per_agent,
     )
     service = FleetService(store, app.registry.get_bytes, metrics=metrics, limits=limits)
-    app.registry.usage = store.usage
+    app.registry.usage = store.usage_in
     app.add_service(
         SERVICE_NAME,
         lambda server: fleet_pb2_grpc.add_FleetServicer_to_server(service, server),

@@ -464,15 +464,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self._writer.submit(session.agent_id, batch, stored, problem or "")
 
     def _install(self, agent_id: str, report: fleet_pb2.InstallReport) -> InstallRecord:
-        # the agent's state first: whoever sees the install record sees its effect too
-        if report.status in (
-            fleet_pb2.InstallReport.INSTALLED,
-            fleet_pb2.InstallReport.ROLLED_BACK,
-        ):
-            self.store.set_program(agent_id, report.sha256)
-        if report.status == fleet_pb2.InstallReport.ROLLED_BACK:
-            self.store.settle_rollback(agent_id, report.generation, report.sha256)
-        record = self.store.record_install(agent_id, report)
+        record = self.store.record_install(agent_id, report)  # and its effect
         self.metrics.installs.labels(status=record.status).inc()
         log.info(
             "fleet.install_report",

@@ -1,76 +1,29 @@
-"""Fleet state in the server's SQLite file: agents, assignments, installs, telemetry.
+"""Fleet state in the server's database: agents, assignments, installs, telemetry.
 
-Telemetry rows are keyed by (agent_id, seq) and inserted with OR IGNORE, so a
-batch the agent re-sends after a reconnect is stored exactly once. Each batch of a
-group commit is inserted under its own savepoint: one the database refuses is
-reported as refused, and the others of the group are still stored.
+Telemetry rows are keyed by (agent_id, seq) and inserted with ON CONFLICT DO
+NOTHING, so a batch the agent re-sends after a reconnect is stored exactly once.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spikefleet.v1 import fleet_pb2
-from spikefleet_server.db import Database
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_agents (
-    agent_id TEXT PRIMARY KEY,
-    labels TEXT NOT NULL,
-    inventory TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    program_sha256 TEXT NOT NULL,
-    previous_sha256 TEXT NOT NULL,
-    version TEXT NOT NULL,
-    health TEXT NOT NULL,
-    connected INTEGER NOT NULL,
-    shadow_sha256 TEXT NOT NULL DEFAULT '',
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_assignments (
-    agent_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    shadow_sha256 TEXT NOT NULL,
-    rollback INTEGER NOT NULL,
-    generation INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_installs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent_id TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    generation INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS fleet_installs_agent ON fleet_installs (agent_id, id);
-CREATE TABLE IF NOT EXISTS fleet_telemetry (
-    agent_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    start_ms INTEGER NOT NULL,
-    end_ms INTEGER NOT NULL,
-    program_sha256 TEXT NOT NULL,
-    frames INTEGER NOT NULL,
-    predictions INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    latency_p99_ms REAL NOT NULL,
-    shadow_sha256 TEXT NOT NULL,
-    shadow_frames INTEGER NOT NULL,
-    shadow_agreements INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (agent_id, seq)
-);
-CREATE INDEX IF NOT EXISTS fleet_telemetry_received ON fleet_telemetry (received_ms);
-"""
+from spikefleet.v1 import fleet_pb2
+from spikefleet_server.storage import Database
+from spikefleet_server.storage.schema import (
+    fleet_agents,
+    fleet_assignments,
+    fleet_installs,
+    fleet_telemetry,
+)
+from spikefleet_server.storage.sql import insert
 
 
 def _now_ms() -> int:
@@ -133,7 +86,14 @@ class IngestResult:
 
 # Errors a single row can cause (a value the database cannot hold); anything else
 # (disk full, I/O) fails the whole transaction and the writer retries the group.
-_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError)
+_ROW_ERRORS = (
+    sa.exc.IntegrityError,
+    sa.exc.DataError,
+    sa.exc.InterfaceError,
+    sa.exc.ProgrammingError,
+    OverflowError,
+    ValueError,
+)
 
 
 @dataclass
@@ -156,98 +116,120 @@ def _device_dict(device: fleet_pb2.Device) -> dict[str, Any]:
 
 
 class FleetStore:
-    """The fleet tables in the server's shared Database (per-thread connections)."""
+    """The fleet tables in the server's database."""
 
     def __init__(
         self,
         db: Database,
         *,
-        require_program: Callable[[sqlite3.Connection, str], None] | None = None,
+        require_program: Callable[[Connection, str], None] | None = None,
     ) -> None:
         """``require_program(conn, sha256)`` raises unless the program exists; it runs
         inside the assignment's transaction (the registry's deletes check usage in
         theirs), so a program can't be deleted between the check and the assignment."""
         self.db = db
         self._require_program = require_program
-        db.ensure_schema(_SCHEMA)
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        return self.db.connection().execute(sql, args)
 
     # -- agents ----------------------------------------------------------------
 
     def register(self, reg: fleet_pb2.Register) -> None:
         now = _now_ms()
-        self._exec(
-            """INSERT INTO fleet_agents VALUES (?,?,?,?,?,?,?,?,1,'',?,?)
-               ON CONFLICT(agent_id) DO UPDATE SET labels=excluded.labels,
-               inventory=excluded.inventory, backend=excluded.backend,
-               program_sha256=excluded.program_sha256, previous_sha256=excluded.previous_sha256,
-               version=excluded.version, health=excluded.health, connected=1,
-               last_seen_ms=excluded.last_seen_ms""",
-            (
-                reg.agent_id,
-                json.dumps(dict(reg.labels), sort_keys=True),
-                json.dumps([_device_dict(d) for d in reg.inventory]),
-                reg.backend,
-                reg.program_sha256,
-                reg.previous_sha256,
-                reg.version,
-                "ok" if reg.program_sha256 else "no-program",
-                now,
-                now,
-            ),
-        )
+        with self.db.write() as conn:
+            values = {
+                "labels": json.dumps(dict(reg.labels), sort_keys=True),
+                "inventory": json.dumps([_device_dict(d) for d in reg.inventory]),
+                "backend": reg.backend,
+                "program_sha256": reg.program_sha256,
+                "previous_sha256": reg.previous_sha256,
+                "version": reg.version,
+                "health": "ok" if reg.program_sha256 else "no-program",
+                "connected": True,
+                "last_seen_ms": now,
+            }
+            statement = insert(conn, fleet_agents).values(
+                agent_id=reg.agent_id, shadow_sha256="", first_seen_ms=now, **values
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[fleet_agents.c.agent_id],
+                    set_={key: statement.excluded[key] for key in values},
+                )
+            )
 
     def heartbeat(self, agent_id: str, beat: fleet_pb2.Heartbeat) -> None:
-        self._exec(
-            """UPDATE fleet_agents SET program_sha256=?, health=?, shadow_sha256=?,
-               last_seen_ms=? WHERE agent_id=?""",
-            (beat.program_sha256, beat.health, beat.shadow_sha256, _now_ms(), agent_id),
-        )
+        with self.db.write() as conn:
+            conn.execute(
+                sa.update(fleet_agents)
+                .where(fleet_agents.c.agent_id == agent_id)
+                .values(
+                    program_sha256=beat.program_sha256,
+                    health=beat.health,
+                    shadow_sha256=beat.shadow_sha256,
+                    last_seen_ms=_now_ms(),
+                )
+            )
 
     def set_connected(self, agent_id: str, connected: bool) -> None:
-        self._exec(
-            "UPDATE fleet_agents SET connected=?, last_seen_ms=? WHERE agent_id=?",
-            (int(connected), _now_ms(), agent_id),
-        )
+        with self.db.write() as conn:
+            conn.execute(
+                sa.update(fleet_agents)
+                .where(fleet_agents.c.agent_id == agent_id)
+                .values(connected=connected, last_seen_ms=_now_ms())
+            )
 
     def set_program(self, agent_id: str, sha256: str) -> None:
-        self._exec(
-            """UPDATE fleet_agents SET previous_sha256=CASE WHEN program_sha256 != ?
-               THEN program_sha256 ELSE previous_sha256 END, program_sha256=?,
-               health='ok' WHERE agent_id=?""",
-            (sha256, sha256, agent_id),
+        with self.db.write() as conn:
+            self._set_program(conn, agent_id, sha256)
+
+    @staticmethod
+    def _set_program(conn: Connection, agent_id: str, sha256: str) -> None:
+        agents = fleet_agents.c
+        conn.execute(
+            sa.update(fleet_agents)
+            .where(agents.agent_id == agent_id)
+            .values(
+                previous_sha256=sa.case(
+                    (agents.program_sha256 != sha256, agents.program_sha256),
+                    else_=agents.previous_sha256,
+                ),
+                program_sha256=sha256,
+                health="ok",
+            )
         )
 
     def agents(self) -> list[AgentRecord]:
-        rows = self._exec("SELECT * FROM fleet_agents ORDER BY agent_id").fetchall()
-        return [self._agent(row) for row in rows]
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(fleet_agents).order_by(fleet_agents.c.agent_id))
+            return [self._agent(row) for row in rows]
 
     def agent(self, agent_id: str) -> AgentRecord | None:
-        row = self._exec("SELECT * FROM fleet_agents WHERE agent_id=?", (agent_id,)).fetchone()
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(fleet_agents).where(fleet_agents.c.agent_id == agent_id)
+            ).first()
         return self._agent(row) if row else None
 
     @staticmethod
-    def _agent(row: tuple[Any, ...]) -> AgentRecord:
+    def _agent(row: Any) -> AgentRecord:
         return AgentRecord(
-            agent_id=row[0],
-            labels=json.loads(row[1]),
-            inventory=json.loads(row[2]),
-            backend=row[3],
-            program_sha256=row[4],
-            previous_sha256=row[5],
-            version=row[6],
-            health=row[7],
-            connected=bool(row[8]),
-            shadow_sha256=row[9],
-            first_seen_ms=row[10],
-            last_seen_ms=row[11],
+            agent_id=row.agent_id,
+            labels=json.loads(row.labels),
+            inventory=json.loads(row.inventory),
+            backend=row.backend,
+            program_sha256=row.program_sha256,
+            previous_sha256=row.previous_sha256,
+            version=row.version,
+            health=row.health,
+            connected=bool(row.connected),
+            shadow_sha256=row.shadow_sha256,
+            first_seen_ms=row.first_seen_ms,
+            last_seen_ms=row.last_seen_ms,
         )
 
     def mark_all_disconnected(self) -> None:
-        """At server start nobody is connected yet, whatever the file says."""
-        self._exec("UPDATE fleet_agents SET connected=0")
+        """At server start nobody is connected yet, whatever the database says."""
+        with self.db.write() as conn:
+            conn.execute(sa.update(fleet_agents).values(connected=False))
 
     # -- assignments -----------------------------------------------------------
 
@@ -255,56 +237,113 @@ class FleetStore:
         self, agent_id: str, sha256: str, shadow_sha256: str = "", rollback: bool = False
     ) -> AssignmentRecord:
         now = _now_ms()
-        with self.db.transaction() as conn:
+        with self.db.write() as conn:
             if self._require_program is not None:
                 for program in filter(None, (sha256, shadow_sha256)):
                     self._require_program(conn, program)
-            row = conn.execute(
-                "SELECT generation FROM fleet_assignments WHERE agent_id=?", (agent_id,)
-            ).fetchone()
-            generation = (row[0] if row else 0) + 1
-            conn.execute(
-                "INSERT OR REPLACE INTO fleet_assignments VALUES (?,?,?,?,?,?)",
-                (agent_id, sha256, shadow_sha256, int(rollback), generation, now),
+            values = {
+                "sha256": sha256,
+                "shadow_sha256": shadow_sha256,
+                "rollback": rollback,
+                "updated_ms": now,
+            }
+            statement = insert(conn, fleet_assignments).values(
+                agent_id=agent_id, generation=1, **values
             )
+            statement = statement.on_conflict_do_update(
+                index_elements=[fleet_assignments.c.agent_id],
+                set_={"generation": fleet_assignments.c.generation + 1, **values},
+            ).returning(fleet_assignments.c.generation)
+            generation = int(conn.execute(statement).scalar_one())
         return AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
 
     def assignment(self, agent_id: str) -> AssignmentRecord | None:
-        row = self._exec("SELECT * FROM fleet_assignments WHERE agent_id=?", (agent_id,)).fetchone()
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(fleet_assignments).where(fleet_assignments.c.agent_id == agent_id)
+            ).first()
         if row is None:
             return None
-        return AssignmentRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+        return AssignmentRecord(
+            row.agent_id,
+            row.sha256,
+            row.shadow_sha256,
+            bool(row.rollback),
+            row.generation,
+            row.updated_ms,
+        )
 
     def usage(self, sha256: str) -> list[str]:
-        """Agents that run, keep for rollback, or are assigned ``sha256`` (registry deletes)."""
-        rows = self._exec(
-            """SELECT agent_id FROM fleet_agents WHERE program_sha256=?1 OR previous_sha256=?1
-                   OR shadow_sha256=?1
-               UNION SELECT agent_id FROM fleet_assignments WHERE sha256=?1 OR shadow_sha256=?1
-               ORDER BY agent_id""",
-            (sha256,),
-        ).fetchall()
-        return [row[0] for row in rows]
+        """Agents that run, keep for rollback, or are assigned ``sha256``."""
+        with self.db.read() as conn:
+            return self.usage_in(conn, sha256)
+
+    @staticmethod
+    def usage_in(conn: Connection, sha256: str) -> list[str]:
+        """:meth:`usage` inside the caller's transaction (the registry's delete)."""
+        agents, assigned = fleet_agents.c, fleet_assignments.c
+        query = sa.union(
+            sa.select(agents.agent_id).where(
+                sa.or_(
+                    agents.program_sha256 == sha256,
+                    agents.previous_sha256 == sha256,
+                    agents.shadow_sha256 == sha256,
+                )
+            ),
+            sa.select(assigned.agent_id).where(
+                sa.or_(assigned.sha256 == sha256, assigned.shadow_sha256 == sha256)
+            ),
+        ).order_by("agent_id")
+        return list(conn.scalars(query))
 
     def settle_rollback(self, agent_id: str, generation: int, sha256: str) -> None:
         """A rollback is done: the desired program is now the one rolled back to."""
-        self._exec(
-            """UPDATE fleet_assignments SET sha256=?, rollback=0
-               WHERE agent_id=? AND generation=? AND rollback=1""",
-            (sha256, agent_id, generation),
+        with self.db.write() as conn:
+            self._settle_rollback(conn, agent_id, generation, sha256)
+
+    @staticmethod
+    def _settle_rollback(conn: Connection, agent_id: str, generation: int, sha256: str) -> None:
+        assigned = fleet_assignments.c
+        conn.execute(
+            sa.update(fleet_assignments)
+            .where(
+                assigned.agent_id == agent_id,
+                assigned.generation == generation,
+                assigned.rollback.is_(True),
+            )
+            .values(sha256=sha256, rollback=False)
         )
 
     # -- installs --------------------------------------------------------------
 
     def record_install(self, agent_id: str, report: fleet_pb2.InstallReport) -> InstallRecord:
+        """Store an install report, and its effect on the agent's state first (in the same
+        transaction): whoever sees the report sees the program it installed."""
         now = _now_ms()
         status = fleet_pb2.InstallReport.Status.Name(report.status)
-        cursor = self._exec(
-            "INSERT INTO fleet_installs VALUES (NULL,?,?,?,?,?,?,?)",
-            (agent_id, report.sha256, status, report.reason, report.detail, report.generation, now),
-        )
+        with self.db.write() as conn:
+            if report.status in (
+                fleet_pb2.InstallReport.INSTALLED,
+                fleet_pb2.InstallReport.ROLLED_BACK,
+            ):
+                self._set_program(conn, agent_id, report.sha256)
+            if report.status == fleet_pb2.InstallReport.ROLLED_BACK:
+                self._settle_rollback(conn, agent_id, report.generation, report.sha256)
+            row_id = conn.execute(
+                sa.insert(fleet_installs)
+                .values(
+                    agent_id=agent_id,
+                    sha256=report.sha256,
+                    status=status,
+                    reason=report.reason,
+                    detail=report.detail,
+                    generation=report.generation,
+                    at_ms=now,
+                )
+                .returning(fleet_installs.c.id)
+            ).scalar_one()
         return InstallRecord(
-            int(cursor.lastrowid or 0),
+            int(row_id),
             agent_id,
             report.sha256,
             status,
@@ -315,16 +354,20 @@ class FleetStore:
         )
 
     def installs(self, agent_id: str | None = None, after_id: int = 0) -> list[InstallRecord]:
-        if agent_id is None:
-            rows = self._exec(
-                "SELECT * FROM fleet_installs WHERE id > ? ORDER BY id", (after_id,)
-            ).fetchall()
-        else:
-            rows = self._exec(
-                "SELECT * FROM fleet_installs WHERE agent_id=? AND id > ? ORDER BY id",
-                (agent_id, after_id),
-            ).fetchall()
-        return [InstallRecord(*tuple(row)) for row in rows]
+        query = (
+            sa.select(fleet_installs)
+            .where(fleet_installs.c.id > after_id)
+            .order_by(fleet_installs.c.id)
+        )
+        if agent_id is not None:
+            query = query.where(fleet_installs.c.agent_id == agent_id)
+        with self.db.read() as conn:
+            return [
+                InstallRecord(
+                    r.id, r.agent_id, r.sha256, r.status, r.reason, r.detail, r.generation, r.at_ms
+                )
+                for r in conn.execute(query)
+            ]
 
     # -- telemetry -------------------------------------------------------------
 
@@ -336,125 +379,156 @@ class FleetStore:
         self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str] = ()
     ) -> list[IngestResult]:
         """Store batches, and refresh the last_seen of the ``seen`` agents, in one
-        transaction (one fsync); per batch, whether it was new or why it was refused."""
-        now = _now_ms()
-        stored = []
-        with self.db.transaction() as conn:
-            conn.executemany(
-                "UPDATE fleet_agents SET last_seen_ms=? WHERE agent_id=?",
-                [(now, agent_id) for agent_id in seen],
-            )
-            for agent_id, batch in items:
-                conn.execute("SAVEPOINT batch")
-                try:
-                    new = self._insert_batch(conn, now, agent_id, batch)
-                except _ROW_ERRORS as exc:
-                    conn.execute("ROLLBACK TO batch")
-                    stored.append(IngestResult(False, f"not storable: {exc}"))
-                else:
-                    stored.append(IngestResult(new))
-                finally:
-                    conn.execute("RELEASE batch")
-        return stored
+        transaction (one fsync); per batch, whether it was new or why it was refused.
 
-    @staticmethod
-    def _insert_batch(
-        conn: sqlite3.Connection, now: int, agent_id: str, batch: fleet_pb2.TelemetryBatch
-    ) -> bool:
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO fleet_telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                agent_id,
-                batch.seq,
-                now,
-                batch.start_unix_ms,
-                batch.end_unix_ms,
-                batch.program_sha256,
-                batch.frames,
-                batch.predictions,
-                batch.errors,
-                batch.latency_p99_ms,
-                batch.shadow_sha256,
-                batch.shadow_frames,
-                batch.shadow_agreements,
-                batch.SerializeToString(),
-            ),
-        )
-        return cursor.rowcount == 1
+        The group goes in as one multi-row insert; only if the database refuses a row
+        of it is each batch inserted alone, under its own savepoint, so one bad batch
+        is refused and the others of the group are still stored."""
+        now = _now_ms()
+        with self.db.write() as conn:
+            if seen:
+                conn.execute(
+                    sa.update(fleet_agents)
+                    .where(fleet_agents.c.agent_id == sa.bindparam("agent"))
+                    .values(last_seen_ms=now),
+                    [{"agent": agent_id} for agent_id in seen],
+                )
+            if not items:
+                return []
+            rows = [_telemetry_row(agent_id, batch, now) for agent_id, batch in items]
+            try:
+                with conn.begin_nested():
+                    inserted = _insert_telemetry(conn, rows)
+            except _ROW_ERRORS:
+                return [_insert_alone(conn, row) for row in rows]
+        stored = []
+        for agent_id, batch in items:  # a batch sent twice in one group is new only once
+            key = (agent_id, batch.seq)
+            stored.append(IngestResult(key in inserted))
+            inserted.discard(key)
+        return stored
 
     def prune_telemetry(self, older_than_ms: int, max_per_agent: int) -> int:
         """Delete batches received before ``older_than_ms`` (0: none) and all but the
         newest ``max_per_agent`` of each agent (0: no cap); return how many went."""
+        t = fleet_telemetry.c
         deleted = 0
-        with self.db.transaction() as conn:
+        with self.db.write() as conn:
             if older_than_ms:
                 deleted += conn.execute(
-                    "DELETE FROM fleet_telemetry WHERE received_ms < ?", (older_than_ms,)
+                    sa.delete(fleet_telemetry).where(t.received_ms < older_than_ms)
                 ).rowcount
             if max_per_agent:
-                over = conn.execute(
-                    """SELECT agent_id FROM fleet_telemetry GROUP BY agent_id
-                       HAVING COUNT(*) > ?""",
-                    (max_per_agent,),
-                ).fetchall()
-                for (agent_id,) in over:
+                over = conn.scalars(
+                    sa.select(t.agent_id)
+                    .group_by(t.agent_id)
+                    .having(sa.func.count() > max_per_agent)
+                ).all()
+                for agent_id in over:
+                    newest_dropped = (
+                        sa.select(t.seq)
+                        .where(t.agent_id == agent_id)
+                        .order_by(t.seq.desc())
+                        .limit(1)
+                        .offset(max_per_agent)
+                        .scalar_subquery()
+                    )
                     deleted += conn.execute(
-                        """DELETE FROM fleet_telemetry WHERE agent_id=?1 AND seq <= (
-                             SELECT seq FROM fleet_telemetry WHERE agent_id=?1
-                             ORDER BY seq DESC LIMIT 1 OFFSET ?2)""",
-                        (agent_id, max_per_agent),
+                        sa.delete(fleet_telemetry).where(
+                            t.agent_id == agent_id, t.seq <= newest_dropped
+                        )
                     ).rowcount
         return deleted
 
     def delete_agent(self, agent_id: str) -> tuple[int, int] | None:
         """Forget an agent (record, assignment, installs, telemetry) in one transaction;
         (telemetry rows, install rows) deleted, or None if it was unknown."""
-        with self.db.transaction() as conn:
-            found = conn.execute("DELETE FROM fleet_agents WHERE agent_id=?", (agent_id,)).rowcount
-            assigned = conn.execute(
-                "DELETE FROM fleet_assignments WHERE agent_id=?", (agent_id,)
-            ).rowcount
-            installs = conn.execute(
-                "DELETE FROM fleet_installs WHERE agent_id=?", (agent_id,)
-            ).rowcount
-            telemetry = conn.execute(
-                "DELETE FROM fleet_telemetry WHERE agent_id=?", (agent_id,)
-            ).rowcount
-        if not (found or assigned or installs or telemetry):
+        with self.db.write() as conn:
+            counts = [
+                conn.execute(sa.delete(table).where(table.c.agent_id == agent_id)).rowcount
+                for table in (fleet_agents, fleet_assignments, fleet_installs, fleet_telemetry)
+            ]
+        if not any(counts):
             return None
-        return telemetry, installs
+        return counts[3], counts[2]
 
     def last_telemetry_seq(self, agent_id: str) -> int:
-        row = self._exec(
-            "SELECT MAX(seq) FROM fleet_telemetry WHERE agent_id=?", (agent_id,)
-        ).fetchone()
-        return int(row[0] or 0)
+        with self.db.read() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(fleet_telemetry.c.seq)).where(
+                    fleet_telemetry.c.agent_id == agent_id
+                )
+            ).scalar()
+        return int(value or 0)
 
     def telemetry(
         self, agent_id: str, after_seq: int = 0, limit: int = 10_000
     ) -> list[TelemetryRecord]:
-        rows = self._exec(
-            """SELECT agent_id, seq, received_ms, body FROM fleet_telemetry
-               WHERE agent_id=? AND seq > ? ORDER BY seq LIMIT ?""",
-            (agent_id, after_seq, limit),
-        ).fetchall()
-        return [
-            TelemetryRecord(r[0], r[1], r[2], fleet_pb2.TelemetryBatch.FromString(r[3]))
-            for r in rows
-        ]
+        t = fleet_telemetry.c
+        query = (
+            sa.select(t.agent_id, t.seq, t.received_ms, t.body)
+            .where(t.agent_id == agent_id, t.seq > after_seq)
+            .order_by(t.seq)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            return [_telemetry_record(r) for r in conn.execute(query)]
 
     def telemetry_since(
         self, since_ms: int, agent_ids: list[str] | None = None
     ) -> list[TelemetryRecord]:
         """Batches received at or after ``since_ms`` (for health gates), oldest first."""
-        rows = self._exec(
-            """SELECT agent_id, seq, received_ms, body FROM fleet_telemetry
-               WHERE received_ms >= ? ORDER BY received_ms, agent_id, seq""",
-            (since_ms,),
-        ).fetchall()
+        t = fleet_telemetry.c
+        query = (
+            sa.select(t.agent_id, t.seq, t.received_ms, t.body)
+            .where(t.received_ms >= since_ms)
+            .order_by(t.received_ms, t.agent_id, t.seq)
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
         wanted = set(agent_ids) if agent_ids is not None else None
-        return [
-            TelemetryRecord(r[0], r[1], r[2], fleet_pb2.TelemetryBatch.FromString(r[3]))
-            for r in rows
-            if wanted is None or r[0] in wanted
-        ]
+        return [_telemetry_record(r) for r in rows if wanted is None or r.agent_id in wanted]
+
+
+def _insert_telemetry(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """Insert rows not stored yet; the (agent_id, seq) of those inserted."""
+    statement = (
+        insert(conn, fleet_telemetry)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[fleet_telemetry.c.agent_id, fleet_telemetry.c.seq])
+        .returning(fleet_telemetry.c.agent_id, fleet_telemetry.c.seq)
+    )
+    return {(r.agent_id, r.seq) for r in conn.execute(statement)}
+
+
+def _insert_alone(conn: Connection, row: dict[str, Any]) -> IngestResult:
+    try:
+        with conn.begin_nested():
+            return IngestResult(bool(_insert_telemetry(conn, [row])))
+    except _ROW_ERRORS as exc:
+        return IngestResult(False, f"not storable: {getattr(exc, 'orig', None) or exc}")
+
+
+def _telemetry_row(agent_id: str, batch: fleet_pb2.TelemetryBatch, now: int) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "seq": batch.seq,
+        "received_ms": now,
+        "start_ms": batch.start_unix_ms,
+        "end_ms": batch.end_unix_ms,
+        "program_sha256": batch.program_sha256,
+        "frames": batch.frames,
+        "predictions": batch.predictions,
+        "errors": batch.errors,
+        "latency_p99_ms": batch.latency_p99_ms,
+        "shadow_sha256": batch.shadow_sha256,
+        "shadow_frames": batch.shadow_frames,
+        "shadow_agreements": batch.shadow_agreements,
+        "body": batch.SerializeToString(),
+    }
+
+
+def _telemetry_record(row: Any) -> TelemetryRecord:
+    return TelemetryRecord(
+        row.agent_id, row.seq, row.received_ms, fleet_pb2.TelemetryBatch.FromString(row.body)
+    )

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spikefleet.errors import RolloutSpecError, ServerConfigError, SpikefleetError
-from spikefleet_server.db import Database
 from spikefleet_server.rollouts.controller import RolloutController
 from spikefleet_server.rollouts.fleet_view import FleetAdapter
 from spikefleet_server.rollouts.model import Gates, Rollout, RolloutSpec
 from spikefleet_server.rollouts.service import ROLES, SERVICE_NAME, add_to_server
 from spikefleet_server.rollouts.store import RolloutStore
+from spikefleet_server.storage import Database
 
 if TYPE_CHECKING:
     from spikefleet_server.app import ServerApp

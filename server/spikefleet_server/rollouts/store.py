@@ -1,4 +1,4 @@
-"""Rollouts in the server's SQLite file: every controller step is one transaction.
+"""Rollouts in the server's database: every controller step is one transaction.
 
 A server killed at any moment finds each rollout exactly as its last committed
 step left it, and the controller carries on from there.
@@ -7,12 +7,13 @@ step left it, and the controller carries on from there.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from spikefleet.errors import RolloutNotFoundError
-from spikefleet_server.db import Database
 from spikefleet_server.rollouts.model import (
     ACTIVE_STATES,
     GateResult,
@@ -22,42 +23,9 @@ from spikefleet_server.rollouts.model import (
     RolloutEvent,
     RolloutSpec,
 )
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    rollout_id TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    state TEXT NOT NULL,
-    phase INTEGER NOT NULL,
-    phases INTEGER NOT NULL,
-    canary INTEGER NOT NULL,
-    stage TEXT NOT NULL,
-    stage_started_ms INTEGER NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    gates TEXT NOT NULL DEFAULT '[]',
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    version INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rollouts_state ON rollouts(state);
-CREATE TABLE IF NOT EXISTS rollout_agents (
-    rollout_id TEXT NOT NULL REFERENCES rollouts(rollout_id),
-    agent_id TEXT NOT NULL,
-    phase INTEGER NOT NULL,
-    from_sha256 TEXT NOT NULL,
-    status TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    status_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (rollout_id, agent_id)
-);
-CREATE TABLE IF NOT EXISTS rollout_events (
-    rollout_id TEXT NOT NULL REFERENCES rollouts(rollout_id),
-    seq INTEGER NOT NULL,
-    unix_ms INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    PRIMARY KEY (rollout_id, seq)
-);
-"""
+from spikefleet_server.storage import Database
+from spikefleet_server.storage.schema import rollout_agents, rollout_events, rollouts
+from spikefleet_server.storage.sql import insert
 
 EVENTS_SHOWN = 200
 
@@ -78,154 +46,180 @@ def spec_from_json(text: str) -> RolloutSpec:
 
 
 class RolloutStore:
-    """The rollout tables in the server's shared SQLite database."""
+    """The rollout tables in the server's database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.ensure_schema(SCHEMA)
 
     def create(self, rollout: Rollout, events: list[str]) -> Rollout:
-        with self.db.transaction() as conn:
+        with self.db.write() as conn:
             conn.execute(
-                "INSERT INTO rollouts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rollout.rollout_id,
-                    spec_to_json(rollout.spec),
-                    rollout.state,
-                    rollout.phase,
-                    rollout.phases,
-                    int(rollout.canary),
-                    rollout.stage,
-                    rollout.stage_started_unix_ms,
-                    rollout.reason,
-                    _gates_json(rollout.gates),
-                    rollout.created_unix_ms,
-                    rollout.updated_unix_ms,
-                    rollout.version,
-                ),
+                sa.insert(rollouts).values(
+                    rollout_id=rollout.rollout_id,
+                    spec=spec_to_json(rollout.spec),
+                    state=str(rollout.state),
+                    phase=rollout.phase,
+                    phases=rollout.phases,
+                    canary=rollout.canary,
+                    stage=str(rollout.stage),
+                    stage_started_ms=rollout.stage_started_unix_ms,
+                    reason=rollout.reason,
+                    gates=_gates_json(rollout.gates),
+                    created_ms=rollout.created_unix_ms,
+                    updated_ms=rollout.updated_unix_ms,
+                    version=rollout.version,
+                )
             )
             _write_agents(conn, rollout, rollout.agents)
             _append_events(conn, rollout.rollout_id, rollout.updated_unix_ms, events)
-        return self.get(rollout.rollout_id)
+            return self._get(conn, rollout.rollout_id)
 
     def save(
         self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None = None
     ) -> Rollout:
         """Commit the rollout (row, ``changed`` agents or all, new events) in one transaction,
         if nobody else committed it since it was read."""
-        with self.db.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE rollouts SET state=?, phase=?, stage=?, stage_started_ms=?, reason=?,"
-                " gates=?, updated_ms=?, version=version+1 WHERE rollout_id=? AND version=?",
-                (
-                    rollout.state,
-                    rollout.phase,
-                    rollout.stage,
-                    rollout.stage_started_unix_ms,
-                    rollout.reason,
-                    _gates_json(rollout.gates),
-                    rollout.updated_unix_ms,
-                    rollout.rollout_id,
-                    rollout.version,
-                ),
+        with self.db.write() as conn:
+            result = conn.execute(
+                sa.update(rollouts)
+                .where(
+                    rollouts.c.rollout_id == rollout.rollout_id,
+                    rollouts.c.version == rollout.version,
+                )
+                .values(
+                    state=str(rollout.state),
+                    phase=rollout.phase,
+                    stage=str(rollout.stage),
+                    stage_started_ms=rollout.stage_started_unix_ms,
+                    reason=rollout.reason,
+                    gates=_gates_json(rollout.gates),
+                    updated_ms=rollout.updated_unix_ms,
+                    version=rollouts.c.version + 1,
+                )
             )
-            if cursor.rowcount != 1:
+            if result.rowcount != 1:
                 raise ConcurrentUpdateError(f"rollout {rollout.rollout_id} changed meanwhile")
             _write_agents(conn, rollout, rollout.agents if changed is None else changed)
             _append_events(conn, rollout.rollout_id, rollout.updated_unix_ms, events)
-        return self.get(rollout.rollout_id)
+            return self._get(conn, rollout.rollout_id)
 
     def get(self, rollout_id: str) -> Rollout:
-        conn = self.db.connection()
-        row = conn.execute("SELECT * FROM rollouts WHERE rollout_id=?", (rollout_id,)).fetchone()
+        with self.db.read() as conn:
+            return self._get(conn, rollout_id)
+
+    def version(self, rollout_id: str) -> int:
+        """The rollout's committed version (cheap: for watchers waiting for a change)."""
+        with self.db.read() as conn:
+            version = conn.execute(
+                sa.select(rollouts.c.version).where(rollouts.c.rollout_id == rollout_id)
+            ).scalar()
+        if version is None:
+            raise _not_found(rollout_id)
+        return int(version)
+
+    def _get(self, conn: Connection, rollout_id: str) -> Rollout:
+        row = conn.execute(sa.select(rollouts).where(rollouts.c.rollout_id == rollout_id)).first()
         if row is None:
-            raise RolloutNotFoundError(
-                f"no rollout {rollout_id!r}: `spikefleet rollout status` lists them"
-            )
-        return self._load(conn, tuple(row))
+            raise _not_found(rollout_id)
+        return self._load(conn, row)
 
     def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
-        conn = self.db.connection()
+        query = sa.select(rollouts).order_by(rollouts.c.created_ms, rollouts.c.rollout_id)
         if active_only:
-            marks = ",".join("?" * len(ACTIVE_STATES))
-            rows = conn.execute(
-                f"SELECT * FROM rollouts WHERE state IN ({marks}) ORDER BY created_ms",
-                tuple(sorted(ACTIVE_STATES)),
-            ).fetchall()
-        else:
-            rows = conn.execute("SELECT * FROM rollouts ORDER BY created_ms").fetchall()
-        return [self._load(conn, tuple(row)) for row in rows]
+            query = query.where(rollouts.c.state.in_(sorted(ACTIVE_STATES)))
+        with self.db.read() as conn:
+            return [self._load(conn, row) for row in conn.execute(query).all()]
 
     @staticmethod
-    def _load(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Rollout:
-        rid, spec, state, phase, phases, canary, stage, started, reason, gates = row[:10]
-        created, updated, version = row[10:]
+    def _load(conn: Connection, row: Any) -> Rollout:
+        a = rollout_agents.c
         agents = [
-            RolloutAgent(*tuple(r))
+            RolloutAgent(r.agent_id, r.phase, r.from_sha256, r.status, r.detail, r.status_ms)
             for r in conn.execute(
-                "SELECT agent_id, phase, from_sha256, status, detail, status_ms"
-                " FROM rollout_agents WHERE rollout_id=? ORDER BY phase, agent_id",
-                (rid,),
+                sa.select(a.agent_id, a.phase, a.from_sha256, a.status, a.detail, a.status_ms)
+                .where(a.rollout_id == row.rollout_id)
+                .order_by(a.phase, a.agent_id)
             )
         ]
+        e = rollout_events.c
+        newest = (
+            sa.select(e.seq, e.unix_ms, e.message)
+            .where(e.rollout_id == row.rollout_id)
+            .order_by(e.seq.desc())
+            .limit(EVENTS_SHOWN)
+            .subquery()
+        )
         events = [
-            RolloutEvent(*tuple(r))
+            RolloutEvent(r.unix_ms, r.message)
             for r in conn.execute(
-                "SELECT unix_ms, message FROM (SELECT seq, unix_ms, message FROM rollout_events"
-                " WHERE rollout_id=? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                (rid, EVENTS_SHOWN),
+                sa.select(newest.c.unix_ms, newest.c.message).order_by(newest.c.seq)
             )
         ]
         return Rollout(
-            rollout_id=rid,
-            spec=spec_from_json(spec),
-            state=state,
-            phase=phase,
-            phases=phases,
-            stage=stage,
-            stage_started_unix_ms=started,
-            created_unix_ms=created,
-            updated_unix_ms=updated,
-            canary=bool(canary),
-            version=version,
-            reason=reason,
+            rollout_id=row.rollout_id,
+            spec=spec_from_json(row.spec),
+            state=row.state,
+            phase=row.phase,
+            phases=row.phases,
+            stage=row.stage,
+            stage_started_unix_ms=row.stage_started_ms,
+            created_unix_ms=row.created_ms,
+            updated_unix_ms=row.updated_ms,
+            canary=bool(row.canary),
+            version=row.version,
+            reason=row.reason,
             agents=agents,
             events=events,
-            gates=[GateResult(**g) for g in json.loads(gates)],
+            gates=[GateResult(**g) for g in json.loads(row.gates)],
         )
 
 
-def _write_agents(conn: sqlite3.Connection, rollout: Rollout, agents: list[RolloutAgent]) -> None:
-    conn.executemany(
-        "INSERT INTO rollout_agents VALUES (?,?,?,?,?,?,?)"
-        " ON CONFLICT(rollout_id, agent_id) DO UPDATE SET phase=excluded.phase,"
-        " status=excluded.status, detail=excluded.detail, status_ms=excluded.status_ms",
+def _not_found(rollout_id: str) -> RolloutNotFoundError:
+    return RolloutNotFoundError(
+        f"no rollout {rollout_id!r}: `spikefleet rollout status` lists them"
+    )
+
+
+def _write_agents(conn: Connection, rollout: Rollout, agents: list[RolloutAgent]) -> None:
+    if not agents:
+        return
+    statement = insert(conn, rollout_agents)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[rollout_agents.c.rollout_id, rollout_agents.c.agent_id],
+            set_={
+                key: statement.excluded[key] for key in ("phase", "status", "detail", "status_ms")
+            },
+        ),
         [
-            (
-                rollout.rollout_id,
-                a.agent_id,
-                a.phase,
-                a.from_sha256,
-                a.status,
-                a.detail,
-                a.status_unix_ms,
-            )
+            {
+                "rollout_id": rollout.rollout_id,
+                "agent_id": a.agent_id,
+                "phase": a.phase,
+                "from_sha256": a.from_sha256,
+                "status": str(a.status),
+                "detail": a.detail,
+                "status_ms": a.status_unix_ms,
+            }
             for a in agents
         ],
     )
 
 
-def _append_events(
-    conn: sqlite3.Connection, rollout_id: str, unix_ms: int, events: list[str]
-) -> None:
+def _append_events(conn: Connection, rollout_id: str, unix_ms: int, events: list[str]) -> None:
     if not events:
         return
-    (last,) = conn.execute(
-        "SELECT COALESCE(MAX(seq), 0) FROM rollout_events WHERE rollout_id=?", (rollout_id,)
-    ).fetchone()
-    conn.executemany(
-        "INSERT INTO rollout_events VALUES (?,?,?,?)",
-        [(rollout_id, last + i, unix_ms, msg) for i, msg in enumerate(events, start=1)],
+    last = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.max(rollout_events.c.seq), 0)).where(
+            rollout_events.c.rollout_id == rollout_id
+        )
+    ).scalar_one()
+    conn.execute(
+        sa.insert(rollout_events),
+        [
+            {"rollout_id": rollout_id, "seq": last + i, "unix_ms": unix_ms, "message": msg}
+            for i, msg in enumerate(events, start=1)
+        ],
     )
 
 
