@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from server_helpers import config_values
 
+from spikefleet.errors import ProgramInUseError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
 from spikefleet_server.app import ServerApp
 from spikefleet_server.cli import main
@@ -129,3 +130,26 @@ def test_without_upgrade_at_start_an_old_schema_is_refused_naming_the_command(
     release_0_1_0.make(tmp_path / "data", SigningKey.generate())
     with pytest.raises(SchemaError, match=r"run 'spikefleet-server db upgrade'"):
         ServerApp(_config(tmp_path / "data", db_upgrade=False))
+
+
+def test_the_same_migrations_and_stores_run_on_postgresql(postgres_url: str, tmp_path: Path):
+    db = Database(postgres_url)
+    try:
+        assert upgrade(db) == (None, head_revision())
+        assert upgrade(db) == (head_revision(), head_revision())
+        with db.read() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        registry = Registry(tmp_path / "programs", db, SigningKey.generate())
+        fleet = FleetStore(db, require_program=registry.require)
+        registry.usage = fleet.usage_in
+        first = registry.put(b"one", name="digits")
+        assert registry.put(b"two", name="digits").version == 2
+        assert registry.put(b"one", name="digits") == first
+        fleet.register(release_0_1_0.fleet_pb2.Register(agent_id="edge-1"))
+        assert [fleet.assign("edge-1", first.sha256).generation for _ in range(2)] == [1, 2]
+        batches = [("edge-1", release_0_1_0.fleet_pb2.TelemetryBatch(seq=s)) for s in (1, 2, 1)]
+        assert fleet.ingest_many(batches, ["edge-1"]) == [True, True, False]
+        with pytest.raises(ProgramInUseError, match="edge-1"):
+            registry.delete(first.sha256)
+    finally:
+        db.close()
