@@ -148,7 +148,7 @@ def test_the_same_migrations_and_stores_run_on_postgresql(postgres_url: str, tmp
         fleet.register(release_0_1_0.fleet_pb2.Register(agent_id="edge-1"))
         assert [fleet.assign("edge-1", first.sha256).generation for _ in range(2)] == [1, 2]
         batches = [("edge-1", release_0_1_0.fleet_pb2.TelemetryBatch(seq=s)) for s in (1, 2, 1)]
-        assert fleet.ingest_many(batches, ["edge-1"]) == [True, True, False]
+        assert [r.new for r in fleet.ingest_many(batches, ["edge-1"])] == [True, True, False]
         with pytest.raises(ProgramInUseError, match="edge-1"):
             registry.delete(first.sha256)
     finally:
