@@ -9,6 +9,12 @@ Measures, from a client in this process (``AsyncAgentClient``):
 Frames are 34x34x2 4-bit event-count frames with about 10% active pixels; the
 program is the reference network's shape (Conv 32 s2 -> Conv 64 s2 GAP -> FC 10)
 with random int4 weights. Run: ``.venv/bin/python benchmarks/agent_stream.py``.
+
+``--events`` measures raw events through ``StreamEvents``, binned by the
+program's input spec (10 ms windows; 346x260 and 1280x720 sensors, downsampled
+to the program's input), against the frames path (``Stream`` with the same
+frames, made offline) in the same run, and the binning alone in this process.
+Events/s per agent core = events / the agent's CPU seconds.
 """
 
 from __future__ import annotations
@@ -222,6 +228,115 @@ def telemetry_ingest(root: Path, batches: int = 5000, agents: int = 100) -> dict
     return {"one_by_one_batches_per_s": one_by_one, "grouped_batches_per_s": grouped}
 
 
+EVENT_SENSORS = {
+    # sensor -> (downsample, events per 10 ms window)
+    "346x260": ((346, 260, 2), (2, 2), 100_000),
+    "1280x720": ((1280, 720, 2), (8, 8), 200_000),
+}
+
+
+def event_recording(sensor: tuple[int, int, int], events: int, duration_us: int) -> np.ndarray:
+    from spikefleet.events import EVENT_DTYPE
+
+    rng = np.random.default_rng(0)
+    out = np.empty(events, EVENT_DTYPE)
+    out["x"] = rng.integers(0, sensor[0], events)
+    out["y"] = rng.integers(0, sensor[1], events)
+    out["t"] = np.sort(rng.integers(0, duration_us, events))
+    out["p"] = rng.integers(0, 2, events).astype(bool)
+    return out
+
+
+def binning_alone(spec: object, packets: list[np.ndarray]) -> float:
+    """Events/s per core of SpecBinner.push in this process (no gRPC, no engine)."""
+    from spikefleet.events.binning import SpecBinner
+
+    binner = SpecBinner(spec)  # type: ignore[arg-type]
+    start = time.process_time()
+    for packet in packets:
+        binner.push(packet)
+    return sum(len(p) for p in packets) / (time.process_time() - start)
+
+
+def events_phase(name: str, seconds: float, packet_events: int) -> dict:
+    """One sensor: StreamEvents with the spec vs Stream with the same frames, one agent."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.agent_process import AgentProcess
+    from support.programs import program_for
+
+    from spikefleet.events import InputSpec, WindowStart
+    from spikefleet.events.binning import spec_frames
+
+    sensor, downsample, per_window = EVENT_SENSORS[name]
+    spec = InputSpec(
+        sensor_size=sensor,
+        time_window=10_000,
+        window_start=WindowStart.ABSOLUTE,
+        downsample=downsample,
+        clip_bits=4,
+    )
+    program = program_for(spec, seed=1)
+    windows = 50
+    events = event_recording(sensor, per_window * windows, 10_000 * windows)
+    data = events.tobytes()
+    size = events.dtype.itemsize
+    packets = [
+        np.frombuffer(data[i * size : (i + packet_events) * size], events.dtype)
+        for i in range(0, len(events), packet_events)
+    ]
+    frames = spec_frames(events, spec)
+    result: dict = {
+        "sensor": name,
+        "frame_shape": list(spec.input_shape),
+        "events_per_window": per_window,
+        "events_per_packet": packet_events,
+        "binning_alone_events_per_s_per_core": binning_alone(spec, packets),
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        AgentProcess(program, Path(tmp)) as agent,
+        AgentClient(agent.address) as client,
+    ):
+        list(client.stream_events(packets[:4], sample_id=""))  # warm-up
+        sent = answered = 0
+        meter_cpu, wall = cpu_seconds(agent.proc.pid), time.perf_counter()  # type: ignore[union-attr]
+        offset = 0
+        while time.perf_counter() - wall < seconds:
+            # the stream's clock moves on, so each round is new live time
+            shifted = []
+            for packet in packets:
+                moved = packet.copy()
+                moved["t"] += offset
+                shifted.append(moved)
+            offset += 10_000 * windows
+            for reply in client.stream_events(shifted, sample_id=""):
+                answered += len(reply.classes)
+            sent += len(events)
+        wall = time.perf_counter() - wall
+        agent_cpu = cpu_seconds(agent.proc.pid) - meter_cpu  # type: ignore[union-attr]
+        result["stream_events"] = {
+            "events_per_s": sent / wall,
+            "events_per_s_per_agent_core": sent / agent_cpu,
+            "frames_per_s": answered / wall,
+            "agent_cpu_share": agent_cpu / wall,
+        }
+        # the frames path: the same frames, made offline, 10 a message
+        meter_cpu, wall = cpu_seconds(agent.proc.pid), time.perf_counter()  # type: ignore[union-attr]
+        done = 0
+        while time.perf_counter() - wall < seconds:
+            batches = [frames[i : i + 10] for i in range(0, len(frames), 10)]
+            done += sum(len(p.classes) for p in client.stream(batches))
+        wall = time.perf_counter() - wall
+        agent_cpu = cpu_seconds(agent.proc.pid) - meter_cpu  # type: ignore[union-attr]
+        result["frames_path"] = {
+            "frames_per_s": done / wall,
+            "frames_per_s_per_agent_core": done / agent_cpu,
+            "equivalent_events_per_s": done / wall * per_window,
+            "agent_cpu_share": agent_cpu / wall,
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -232,7 +347,22 @@ def main() -> None:
     parser.add_argument(
         "--ingest", action="store_true", help="measure the server's telemetry ingest instead"
     )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="measure raw events through StreamEvents with the program's input spec instead",
+    )
+    parser.add_argument("--packet-events", type=int, default=50_000)
     args = parser.parse_args()
+    if args.events:
+        results = {
+            "events": [
+                events_phase(name, args.seconds, args.packet_events) for name in EVENT_SENSORS
+            ],
+            "load_average_1min": os.getloadavg()[0],
+        }
+        print(json.dumps(results, indent=2, default=float))
+        return
     if args.ingest:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(telemetry_ingest(Path(tmp)), indent=2))

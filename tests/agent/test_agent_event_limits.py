@@ -62,22 +62,40 @@ def test_a_26_byte_packet_cannot_make_a_frame_per_microsecond(agent: AgentProces
     error = stream(agent.address, [packet])
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     details = error.details() or ""
-    assert "completes 250000 frames" in details and "inference.max_frames_per_packet" in details
+    assert "spans 250001 windows" in details and "inference.max_frames_per_packet" in details
     still_serves(agent)
 
 
-def test_150_open_samples_cannot_hold_unbounded_events(agent: AgentProcess) -> None:
+def many_samples(count: int, n: int = 50_000) -> list[inference_pb2.EventPacket]:
+    """``count`` samples of ``n`` events each (650 kB a packet), none closed, all in one
+    still-open 10 ms window."""
     rng = np.random.default_rng(0)
-    n = 50_000  # 650 kB per packet, all in one open 10 ms window
     events = np.empty(n, EVENT_DTYPE)
     events["x"], events["y"] = rng.integers(0, 34, n), rng.integers(0, 34, n)
     events["t"], events["p"] = np.sort(rng.integers(0, 5_000, n)), True
     data = events.tobytes()
-    packets = [inference_pb2.EventPacket(events=data, sample_id=f"s{i}", seq=i) for i in range(150)]
-    error = stream(agent.address, packets)
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "inference.max_stream_bytes" in (error.details() or "")
+    return [inference_pb2.EventPacket(events=data, sample_id=f"s{i}", seq=i) for i in range(count)]
+
+
+def test_150_open_samples_hold_counts_not_events(agent: AgentProcess) -> None:
+    with grpc.insecure_channel(agent.address) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        replies = list(stub.StreamEvents(iter(many_samples(150)), timeout=120))
+    assert len(replies) == 150 and all(r.frames == 0 for r in replies)  # windows still open
     still_serves(agent)
+
+
+def test_buffered_events_are_bounded_per_stream(tmp_path: Path) -> None:
+    program = make_program(1)
+    # overlapping windows keep their events until complete
+    program.input_spec = InputSpec(
+        sensor_size=(34, 34, 2), time_window=10_000, overlap=5_000, clip_bits=4
+    )
+    with AgentProcess(program, tmp_path, max_stream_bytes=16 * 1024 * 1024) as agent:
+        error = stream(agent.address, many_samples(150))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "inference.max_stream_bytes" in (error.details() or "")
+        still_serves(agent)
 
 
 def test_overrides_are_checked_against_the_program(agent: AgentProcess) -> None:

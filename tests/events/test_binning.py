@@ -198,7 +198,7 @@ def test_late_events_are_dropped_and_counted() -> None:
 def test_limits_refuse_before_allocating() -> None:
     spec = InputSpec(sensor_size=(1280, 720, 2), time_window=1)
     events = make_events(np.zeros(1000), np.zeros(1000), np.arange(1000), np.ones(1000, bool))
-    with pytest.raises(BinningLimitError, match="completes 999 frames, more than the 64") as info:
+    with pytest.raises(BinningLimitError, match="spans 1000 windows, more than the 64") as info:
         SpecBinner(spec, max_frames=64).push(events)
     assert info.value.limit == "max_frames_per_packet"
     counted = InputSpec(sensor_size=(8, 8, 2), n_event_bins=2)

@@ -78,8 +78,12 @@ class _Pixels:
             col_step, row_step, self.channel_step = channels, frame_w * channels, 1
         else:
             col_step, row_step, self.channel_step = 1, frame_w, frame_w * frame_h
-        self.col = np.where((xs >= 0) & (xs < cw), col * col_step, _OUT)
-        self.row = np.where((ys >= 0) & (ys < ch), row * row_step, _OUT)
+        # int32 tables gathered with np.take are several times faster than int64 fancy
+        # indexing; frames of 2**29 values or more (none a program takes) use int64.
+        self.dtype = np.int32 if self.size < (1 << 29) else np.int64
+        out = -(1 << 30) if self.dtype == np.int32 else _OUT
+        self.col = np.where((xs >= 0) & (xs < cw), col * col_step, out).astype(self.dtype)
+        self.row = np.where((ys >= 0) & (ys < ch), row * row_step, out).astype(self.dtype)
         self.cropped = crop is not None
         self.split = spec.polarity is Polarity.SPLIT
         self.width, self.height = width, height
@@ -98,10 +102,10 @@ class _Pixels:
 
     def __call__(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The (checked) events' pixel indices, and which of them the crop keeps."""
-        x, y = events["x"], events["y"]
-        pix = self.row[y] + self.col[x]
+        pix = np.take(self.row, events["y"])
+        pix += np.take(self.col, events["x"])
         if self.split:
-            pix += events["p"].astype(np.int64) * self.channel_step
+            pix += events["p"].view(np.uint8).astype(self.dtype) * self.channel_step
         return pix, pix >= 0
 
 
@@ -215,8 +219,13 @@ class SpecBinner:
     ``layout`` "nhwc" gives uint8 (N, H, W, C) program frames (counts clipped to
     the spec's clip_bits, else to 255); "tonic" gives (N, P, H, W) int16 as
     tonic's ToFrame does (clipped only when the spec says so). ``max_frames``
-    bounds the frames one push may make and ``max_events`` the events held
-    between pushes; both raise :class:`BinningLimitError` before allocating.
+    bounds the windows one push may make or open, ``max_events`` the events held
+    between pushes and ``max_bytes`` the memory held for open windows; each
+    raises :class:`BinningLimitError` before allocating.
+
+    Windows that do not overlap (the usual case) are counted as events arrive,
+    into the open windows' count buffers, so no event is held; overlapping and
+    per-sample bins keep the events until their windows are complete.
     """
 
     def __init__(
@@ -226,11 +235,13 @@ class SpecBinner:
         layout: Layout = "nhwc",
         max_frames: int | None = None,
         max_events: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.spec = spec
         self.layout = layout
         self.max_frames = max_frames
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self._pixels = _Pixels(spec, layout)
         self._filters = _Filters(spec)
         frame_w, frame_h, channels = spec.frame_size
@@ -241,6 +252,10 @@ class SpecBinner:
         per_sample = self._binning in (Binning.N_TIME_BINS, Binning.N_EVENT_BINS)
         self._window = 0 if per_sample else spec.amount
         self._stride = int(self._window - spec.overlap) if self._window else 0
+        self._direct = self._window > 0 and self._stride == self._window
+        self._size = self._pixels.size
+        self._open = np.zeros(0, np.int64)  # counts of the open windows next, next + 1, ...
+        self._open_windows = 0
         self._origin: int | None = None  # start of window 0 (us, or event index)
         self._next = 0  # first window not yet emitted
         self._seen = 0  # events kept so far (event-count binning's clock)
@@ -267,7 +282,7 @@ class SpecBinner:
     @property
     def nbytes(self) -> int:
         """Memory this binner holds: buffered events and filter state."""
-        return self._buffered * 16 + self._filters.nbytes
+        return self._buffered * 16 + self._open.nbytes + self._filters.nbytes
 
     def push(self, events: np.ndarray) -> Binned:
         """Add a packet; return the frames of every window it completed."""
@@ -283,7 +298,7 @@ class SpecBinner:
         if self._binning is Binning.TIME_WINDOW:
             out = self._push_time(events["t"].astype(np.int64), pix, dropped)
         elif self._binning is Binning.EVENT_COUNT:
-            out = self._push_count(pix)
+            out = self._push_count_direct(pix) if self._direct else self._push_count(pix)
         else:
             self._hold(events["t"].astype(np.int64), pix)
             out = self._empty()
@@ -354,11 +369,21 @@ class SpecBinner:
         complete = (self._newest - origin - self._window) // self._stride + 1
         if cap is not None:
             complete = min(complete, cap)
-        self._hold(t, pix)
-        return self._emit_time(complete)
+        if not self._direct:
+            self._hold(t, pix)
+            return self._emit_time(complete)
+        first = (int(t.min()) - origin) // self._window
+        last = (int(t.max()) - origin) // self._window
+        if first == last:
+            self._count_into(first - self._next, pix)
+        else:
+            self._count_into((t - origin) // self._window - self._next, pix, last - self._next)
+        return self._release(complete)
 
     def _emit_time(self, upto: int) -> Binned:
         """Emit windows [next, upto); keep the events later windows still need."""
+        if self._direct:
+            return self._release(upto)
         count = upto - self._next
         if count <= 0:
             return self._empty()
@@ -419,6 +444,19 @@ class SpecBinner:
         self._next = upto
         return Binned(frames=frames, window_start=starts)
 
+    def _push_count_direct(self, pix: np.ndarray) -> Binned:
+        """Groups of ``event_count`` events, counted as they arrive."""
+        if not len(pix):
+            return self._empty()
+        size, begin = self._window, self._seen
+        self._seen += len(pix)
+        first, last = begin // size, (self._seen - 1) // size
+        self._check_frames(last - self._next + 1)
+        for k in range(first, last + 1):
+            lo, hi = max(k * size - begin, 0), min((k + 1) * size - begin, len(pix))
+            self._count_into(k - self._next, pix[lo:hi])
+        return self._release(self._seen // size)
+
     def _flush_count(self) -> Binned:
         total = self._seen
         size = min(self._window, total)  # tonic: fewer events than one window make one frame
@@ -427,6 +465,8 @@ class SpecBinner:
             n = -(-span // self._stride) + 1
         else:
             n = span // self._stride + 1
+        if self._direct:
+            return self._release(int(n))
         return self._emit_count(int(n), size)
 
     # ---------------------------------------------------------------- bins per sample
@@ -491,10 +531,54 @@ class SpecBinner:
     def _check_frames(self, count: int) -> None:
         if self.max_frames is not None and count > self.max_frames:
             raise BinningLimitError(
-                f"this packet completes {count} frames, more than the {self.max_frames} "
-                "allowed per packet: send smaller packets, or use longer windows",
+                f"this packet spans {count} windows, more than the {self.max_frames} "
+                "frames allowed per packet: send smaller packets, or use longer windows",
                 "max_frames_per_packet",
             )
+
+    def _count_into(self, window: int | np.ndarray, pix: np.ndarray, last: int = -1) -> None:
+        """Add the events' counts to open window ``window`` (relative to next), or to
+        each event's own window when ``window`` is an array whose largest is ``last``."""
+        size = self._size
+        needed = (window if isinstance(window, int) else last) + 1
+        if needed > self._open_windows:
+            self._check_frames(needed)
+            grow = (needed - self._open_windows) * size * 8
+            if self.max_bytes is not None and self.nbytes + grow > self.max_bytes:
+                raise BinningLimitError(
+                    f"binning would hold {self.nbytes + grow} bytes of open windows, more "
+                    f"than the {self.max_bytes} allowed: use shorter windows or smaller frames",
+                    "max_stream_bytes",
+                )
+            extra = np.zeros(needed * size - len(self._open), np.int64)
+            self._open = np.concatenate([self._open, extra]) if len(self._open) else extra
+            self._open_windows = needed
+        # np.add.at on an int64 buffer costs no more than a bincount on small frames
+        # and touches only the counted pixels of large ones.
+        if isinstance(window, int):
+            if len(pix):
+                np.add.at(self._open[window * size : (window + 1) * size], pix, 1)
+            return
+        np.add.at(self._open, window * size + pix, 1)
+
+    def _release(self, upto: int) -> Binned:
+        """Emit the direct windows [next, upto) from their count buffers."""
+        count = upto - self._next
+        if count <= 0:
+            return self._empty()
+        self._check_frames(count)
+        size = self._size
+        have = min(count, self._open_windows)
+        counts = self._open[: have * size]
+        if count > have:
+            counts = np.concatenate([counts, np.zeros((count - have) * size, np.int64)])
+        frames = self._finish(counts, count)
+        self._open = self._open[have * size :].copy()
+        self._open_windows -= have
+        assert self._origin is not None
+        starts = self._origin + np.arange(self._next, upto, dtype=np.int64) * self._stride
+        self._next = upto
+        return Binned(frames=frames, window_start=starts)
 
     def _count_frames(self, frame: np.ndarray, pix: np.ndarray, count: int) -> np.ndarray:
         size = self._pixels.size
@@ -518,13 +602,18 @@ class SpecBinner:
         return self._count_frames(frame, pix[take], count)
 
     def _finish(self, counts: np.ndarray, count: int) -> np.ndarray:
+        """Counts -> frames in one pass: saturated and cast straight into the output."""
         bits = self.spec.clip_bits
         if self.layout == "nhwc":
-            np.minimum(counts, (1 << bits) - 1 if bits else 255, out=counts)
-            return counts.astype(np.uint8).reshape(count, *self._shape)
+            out = np.empty(len(counts), np.uint8)
+            np.minimum(counts, (1 << bits) - 1 if bits else 255, out=out, casting="unsafe")
+            return out.reshape(count, *self._shape)
+        out16 = np.empty(len(counts), np.int16)
         if bits:
-            np.minimum(counts, (1 << bits) - 1, out=counts)
-        return counts.astype(np.int16).reshape(count, *self._shape)
+            np.minimum(counts, (1 << bits) - 1, out=out16, casting="unsafe")
+        else:
+            out16[:] = counts  # wraps as tonic's int16 np.add.at does
+        return out16.reshape(count, *self._shape)
 
     def _empty(self) -> Binned:
         dtype = np.uint8 if self.layout == "nhwc" else np.int16
