@@ -43,6 +43,7 @@ REQUIRED_PAGES = [
     "telemetry.md",
     "program-format.md",
     "brainchip.md",
+    "training-to-edge.md",
 ]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 SEPARATORS = {"|", "||", "&&", ";", "&"}
