@@ -196,35 +196,40 @@ def telemetry_ingest(root: Path, batches: int = 5000, agents: int = 100) -> dict
     """Server side of the channel: telemetry batches stored per second, committed one by
     one vs grouped by the fleet's TelemetryWriter (the server's SQLite: WAL, synchronous=FULL)."""
     from spikefleet.v1 import fleet_pb2
-    from spikefleet_server.fleet import FleetStore
     from spikefleet_server.fleet.ingest import TelemetryWriter
     from spikefleet_server.storage import open_database
+    from spikefleet_server.telemetry import TelemetryStore
 
     def batch(i: int) -> fleet_pb2.TelemetryBatch:
         return fleet_pb2.TelemetryBatch(
             seq=i // agents + 1, frames=320, class_histogram=list(range(10)), latency_p99_ms=1.0
         )
 
-    db = open_database(root / "one-by-one.db")
-    store = FleetStore(db)
-    single = min(batches, 1000)
-    start = time.perf_counter()
-    for i in range(single):
-        store.ingest(f"edge-{i % agents}", batch(i))
-    one_by_one = single / (time.perf_counter() - start)
-    db.close()
+    async def measure() -> tuple[float, float]:
+        db = open_database(root / "one-by-one.db")
+        store = TelemetryStore(db)
+        single = min(batches, 1000)
+        start = time.perf_counter()
+        for i in range(single):
+            await store.ingest(f"edge-{i % agents}", batch(i))
+        one_by_one = single / (time.perf_counter() - start)
+        db.close()
 
-    db = open_database(root / "grouped.db")
-    writer = TelemetryWriter(FleetStore(db))
-    acked = threading.Semaphore(0)
-    start = time.perf_counter()
-    for i in range(batches):
-        writer.submit(f"edge-{i % agents}", batch(i), lambda new: acked.release())
-    for _ in range(batches):
-        acked.acquire()
-    grouped = batches / (time.perf_counter() - start)
-    writer.close()
-    db.close()
+        db = open_database(root / "grouped.db")
+        writer = TelemetryWriter(TelemetryStore(db))
+        writer.start()
+        acked = asyncio.Semaphore(0)
+        start = time.perf_counter()
+        for i in range(batches):
+            writer.submit(f"edge-{i % agents}", batch(i), lambda new: acked.release())
+        for _ in range(batches):
+            await acked.acquire()
+        grouped = batches / (time.perf_counter() - start)
+        await writer.close()
+        db.close()
+        return one_by_one, grouped
+
+    one_by_one, grouped = asyncio.run(measure())
     return {"one_by_one_batches_per_s": one_by_one, "grouped_batches_per_s": grouped}
 
 

@@ -86,8 +86,8 @@ class Server:
         key = load_or_create(data / "keys" / "signing.key")
         db = open_database(data / "spikefleet.db")
         registry = Registry(data / "programs", db, key)
-        self.old = registry.put(encode(program(1)), name="old").sha256
-        self.new = registry.put(encode(program(2)), name="new").sha256
+        self.old = asyncio.run(registry.put(encode(program(1)), name="old")).sha256
+        self.new = asyncio.run(registry.put(encode(program(2)), name="new")).sha256
         db.close()
         self.db_path = data / "spikefleet.db"
         with socket.socket() as sock:

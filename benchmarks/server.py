@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +25,11 @@ from safetensors.numpy import save_file
 from spikefleet.client import Client
 from spikefleet.convert import ConvertOptions, convert
 from spikefleet.errors import InvalidRequestError
-from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+from support.aio import Blocking
+from support.server import serving
 
 ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 TOKEN = "bench-token"
@@ -82,7 +86,8 @@ def main() -> None:
         )
     )
 
-    with ServerApp(config) as app, Client(f"127.0.0.1:{app.port}", token=TOKEN) as client:
+    with serving(config) as running, Client(running.address, token=TOKEN) as client:
+        app = Blocking(running.app, running.call)
         started = time.perf_counter()
         client.convert(
             path, arch=ARCH, name="warm-up", calibration=frames, calibration_labels=labels

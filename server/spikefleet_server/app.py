@@ -1,48 +1,37 @@
-"""The spikefleet-server process, composable: core services plus area extensions.
+"""The spikefleet-server process, wired in one place.
 
-``ServerApp(config)`` opens the data dir (the database ``spikefleet.db``, its
-schema upgraded by :mod:`spikefleet_server.storage.migrations`, the program
-store, the signing key), builds the converter and
-registry services, health, reflection and metrics, and serves them behind the
-auth interceptor. Another area (fleet control, rollouts) joins with a module
-that has ``install(app: ServerApp) -> None``, listed in
-:data:`spikefleet_server.config.DEFAULT_EXTENSIONS` (the ``extensions`` setting overrides the list;
-``spikefleet-server serve`` installs them in order); ``install`` may:
+``ServerApp(config)`` builds every part as a typed attribute, in the order they
+depend on each other:
 
-- use its tables (declared in :mod:`spikefleet_server.storage.schema`, created by a
-  migration) through ``app.db.read()`` / ``app.db.write()``;
-- serve programs and describe them: ``app.registry.get_bytes(sha256)``,
-  ``app.registry.describe(ref)``;
-- guard deletes: ``app.registry.usage = fn`` where ``fn(conn, sha256)`` returns the
-  agents that run or are assigned that program (inside the delete's transaction);
-- add a servicer with who may call each method::
+- ``db``: the database (:mod:`spikefleet_server.storage`), its schema upgraded
+  (or checked, with ``db_upgrade = false``);
+- ``registry``: signed programs (files) with their metadata in ``db``;
+- ``converter``: the Convert servicer over the conversion worker ``pool``;
+- ``fleet``: agents' control streams, assignments, installs and telemetry ingest
+  (:class:`~spikefleet_server.fleet.FleetService`); it guards the registry's
+  deletes (a program agents run or are assigned is not deleted);
+- ``rollouts``: the rollout controller
+  (:class:`~spikefleet_server.rollouts.RolloutController`), woken by the fleet's
+  events.
 
-      app.add_service(
-          "spikefleet.v1.Fleet",
-          lambda server: fleet_pb2_grpc.add_FleetServicer_to_server(servicer, server),
-          {"Connect": Role.AGENT, "FetchProgram": frozenset({Role.AGENT, Role.VIEWER})},
-      )
+``config.extensions`` says which of the fleet and rollouts services are served
+(both by default). Everything runs on one asyncio event loop: :meth:`start` and
+:meth:`stop` are coroutines (``spikefleet-server serve`` runs them under
+``asyncio.run``), every servicer method is async, and blocking work happens on
+the storage threads or in the conversion worker processes. Calls pass three
+interceptors: observability (request id, log line, metrics) outermost, then
+authentication (:mod:`spikefleet_server.auth`), then the decode guard (bytes that
+are not the method's message are INVALID_ARGUMENT).
 
-- end its long-lived streams when the server starts draining:
-  ``app.on_drain.append(fn)`` (``fn`` runs on the server's event loop, so it must not block);
-- run code at stop: ``app.on_stop.append(fn)``.
-
-The server is ``grpc.aio``: it runs on an event loop in its own thread
-(:class:`~spikefleet_server.loop_thread.LoopThread`), so one connected agent is a
-coroutine, not a thread. Servicers may be async (the fleet's Connect) or sync
-(they run on the ``grpc_threads`` pool, see :mod:`spikefleet_server.sync_handlers`).
-
-Everything must be installed before :meth:`ServerApp.start`.
+Another service can join before :meth:`start` with :meth:`add_service`, saying
+who may call each method.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import shutil
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -50,25 +39,47 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from spikefleet.errors import ServerConfigError
-from spikefleet.v1 import converter_pb2_grpc, registry_pb2_grpc
+from spikefleet.errors import RolloutSpecError, ServerConfigError, SpikefleetError
+from spikefleet.v1 import converter_pb2_grpc, fleet_pb2_grpc, registry_pb2_grpc, rollout_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
-from spikefleet_server.config import ServerConfig
+from spikefleet_server.config import FLEET, ROLLOUTS, ServerConfig
 from spikefleet_server.conversion import ConversionPool
+from spikefleet_server.fleet import (
+    FLEET_ACCESS,
+    FLEET_ADMIN_ACCESS,
+    FleetAdminService,
+    FleetMetrics,
+    FleetService,
+    FleetStore,
+    TelemetryLimits,
+)
 from spikefleet_server.keys import load_or_create, published
-from spikefleet_server.loop_thread import LoopThread
 from spikefleet_server.metrics import Metrics
+from spikefleet_server.observability import ObservabilityInterceptor
 from spikefleet_server.registry import Registry
+from spikefleet_server.rollouts import (
+    ROLES as ROLLOUT_ACCESS,
+)
+from spikefleet_server.rollouts import (
+    FleetAdapter,
+    RolloutController,
+    RolloutsServicer,
+    RolloutStore,
+)
 from spikefleet_server.services.converter import ConverterServicer
 from spikefleet_server.services.registry import RegistryServicer
-from spikefleet_server.storage import Database, check_schema, upgrade
+from spikefleet_server.storage import open_database
+from spikefleet_server.telemetry import TelemetryStore
 
 log = structlog.get_logger("spikefleet_server.app")
 
 
 CONVERTER = "spikefleet.v1.ConverterService"
 REGISTRY = "spikefleet.v1.RegistryService"
+FLEET_SERVICE = "spikefleet.v1.Fleet"
+FLEET_ADMIN_SERVICE = "spikefleet.v1.FleetAdmin"
+ROLLOUTS_SERVICE = "spikefleet.v1.Rollouts"
 
 CORE_ACCESS: dict[str, Mapping[str, Access]] = {
     CONVERTER: {"Convert": Role.DEPLOYER},
@@ -86,35 +97,23 @@ CORE_ACCESS: dict[str, Mapping[str, Access]] = {
 
 
 class ServerApp:
-    def __init__(self, config: ServerConfig, *, extensions: Sequence[str] = ()) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.data_dir / "spikefleet.db")
-        if config.db_upgrade:
-            before, after = upgrade(self.db)
-            if before != after:
-                log.info(
-                    "app.schema_upgraded", database=self.db.describe(), before=before, after=after
-                )
-        else:
-            check_schema(self.db)
-        self.signing_key = load_or_create(config.signing_key_path)
-        self.registry = Registry(config.data_dir / "programs", self.db, self.signing_key)
+        self.db = open_database(
+            config.data_dir / "spikefleet.db",
+            migrate=config.db_upgrade,
+            threads=config.grpc_threads,
+        )
+        try:
+            self.signing_key = load_or_create(config.signing_key_path)
+            self.registry = Registry(config.data_dir / "programs", self.db, self.signing_key)
+        except BaseException:
+            self.db.close()
+            raise
         self.metrics.watch_registry(self.registry.stats)
-        self.access: dict[str, Access] = {}
-        self.on_drain: list[Callable[[], None]] = []
-        self.on_stop: list[Callable[[], None]] = []
-        self._services: list[tuple[str, Callable[[grpc.aio.Server], None]]] = []
-        self.server: grpc.aio.Server | None = None
-        self.loop = LoopThread("grpc-aio")
-        self.rpc_pool = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="rpc")
-        self._terminated = threading.Event()
-        self.port = 0
-        self.metrics_port = 0
-        self._metrics_server: Any = None
-        self.health_port = 0
-        self._health_server: grpc.aio.Server | None = None
+
         self.pool = ConversionPool(config.workers, config.log_level)
         uploads = config.data_dir / "uploads"
         shutil.rmtree(uploads, ignore_errors=True)  # what a crash mid-upload left
@@ -126,7 +125,36 @@ class ServerApp:
             self.metrics,
             config.convert_timeout_seconds or None,
         )
+
+        fleet_store = FleetStore(self.db, require_program=self.registry.require)
+        self.registry.usage = fleet_store.usage_in  # no deleting what agents run
+        self.fleet = FleetService(
+            fleet_store,
+            TelemetryStore(self.db),
+            self.registry.get_bytes,
+            metrics=FleetMetrics.create(self.metrics.registry),
+            limits=TelemetryLimits(
+                max_batch_bytes=config.telemetry_max_batch_bytes,
+                rate_bytes_per_s=config.telemetry_rate_bytes_per_s,
+                retention_days=config.telemetry_retention_days,
+                max_batches_per_agent=config.telemetry_max_batches_per_agent,
+            ),
+        )
+        adapter = FleetAdapter(self.fleet)
+        self.rollouts = RolloutController(
+            RolloutStore(self.db), adapter, adapter, resolve_program=self._resolve_program
+        )
+        self.fleet.subscribe(lambda event: self.rollouts.wake(event.agent_id, event.kind))
+
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_server: Any = None
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
+        self.access: dict[str, Access] = {}
+        self._services: list[tuple[str, Callable[[grpc.aio.Server], None]]] = []
         self.add_service(
             CONVERTER,
             lambda s: converter_pb2_grpc.add_ConverterServiceServicer_to_server(self.converter, s),
@@ -140,26 +168,35 @@ class ServerApp:
             lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, s),
             CORE_ACCESS[REGISTRY],
         )
+        if FLEET in config.extensions:
+            self.add_service(
+                FLEET_SERVICE,
+                lambda s: fleet_pb2_grpc.add_FleetServicer_to_server(self.fleet, s),
+                FLEET_ACCESS,
+            )
+            admin = FleetAdminService(self.fleet)
+            self.add_service(
+                FLEET_ADMIN_SERVICE,
+                lambda s: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, s),
+                FLEET_ADMIN_ACCESS,
+            )
+        if ROLLOUTS in config.extensions:
+            servicer = RolloutsServicer(self.rollouts)
+            self.add_service(
+                ROLLOUTS_SERVICE,
+                lambda s: rollout_pb2_grpc.add_RolloutsServicer_to_server(servicer, s),
+                ROLLOUT_ACCESS,
+            )
         self._grant(health.SERVICE_NAME, CORE_ACCESS[health.SERVICE_NAME])
         for name in (reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"):
             self._grant(name, CORE_ACCESS[name])
-        for module_name in extensions:
-            self._install(module_name)
 
-    def _install(self, module_name: str) -> None:
+    async def _resolve_program(self, ref: str) -> str:
+        """A rollout's program reference (sha256, unique prefix, or name = latest version)."""
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            log.info("app.extension_absent", extension=module_name)
-            return
-        install = getattr(module, "install", None)
-        if install is None:
-            log.info("app.extension_without_install", extension=module_name)
-            return
-        install(self)
-        log.info("app.extension_installed", extension=module_name)
+            return (await self.registry.describe(ref)).sha256
+        except SpikefleetError as exc:
+            raise RolloutSpecError(f"cannot roll out {ref!r}: {exc}") from None
 
     def _grant(self, service: str, access: Mapping[str, Access]) -> None:
         for method, who in access.items():
@@ -172,10 +209,10 @@ class ServerApp:
         add_to_server: Callable[[grpc.aio.Server], None],
         access: Mapping[str, Access],
     ) -> None:
-        """Serve a servicer; ``access`` maps each method name to who may call it
-        (methods left out are refused for everyone)."""
+        """Serve a servicer (async methods only); ``access`` maps each method name to who
+        may call it (methods left out are refused for everyone)."""
         if self.server is not None:
-            raise RuntimeError("add_service after start(): install extensions first")
+            raise RuntimeError("add_service after start(): add services first")
         self._grant(service_name, access)
         self._services.append((service_name, add_to_server))
 
@@ -190,19 +227,19 @@ class ServerApp:
             require_client_auth=client_ca is not None,
         )
 
-    def start(self) -> int:
-        """Bind and serve; returns the gRPC port (useful with port 0)."""
-        return self.loop.run(self._start())
-
-    async def _start(self) -> int:
+    async def start(self) -> int:
+        """Bind and serve on the running loop; returns the gRPC port (useful with port 0)."""
         config = self.config
         tokens = TokenTable((Principal(t.name, t.role, t.agents), t.sha256) for t in config.tokens)
-        interceptor = AuthInterceptor(
-            tokens, self.access, self.metrics.observe_rpc, pool=self.rpc_pool
-        )
-        # the decode guard innermost: a caller is authenticated before its bytes are judged
+        # observability outermost (refused calls are logged and counted too); the decode
+        # guard innermost: a caller is authenticated before its bytes are judged
         server = grpc.aio.server(
-            interceptors=[interceptor, DecodeGuard()], options=config.grpc_options()
+            interceptors=[
+                ObservabilityInterceptor(self.metrics.observe_rpc),
+                AuthInterceptor(tokens, self.access),
+                DecodeGuard(),
+            ],
+            options=config.grpc_options(),
         )
         for _name, add in self._services:
             add(server)
@@ -221,6 +258,9 @@ class ServerApp:
             raise ServerConfigError(f"cannot listen on {config.listen}: {exc}") from None
         if port == 0:
             raise ServerConfigError(f"cannot listen on {config.listen} (in use or not local)")
+        await self.fleet.start()
+        if ROLLOUTS in config.extensions:
+            await self.rollouts.start()
         await server.start()
         self.server, self.port = server, port
         for name in ["", *names]:
@@ -238,6 +278,7 @@ class ServerApp:
             metrics_port=self.metrics_port or None,
             health_port=self.health_port or None,
             key_id=self.signing_key.key_id,
+            database=self.db.describe(),
         )
         return port
 
@@ -253,46 +294,26 @@ class ServerApp:
         await server.start()
         return server, port
 
-    def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, end the agents' streams, let in-flight calls finish for up to
-        ``grace`` seconds, close."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, end the agents' streams and rollout watches, let other
+        in-flight calls finish for up to ``grace`` seconds, close everything."""
         if self.server is not None:
-            self.loop.run(self._drain(self.server, grace))
+            await self.health.enter_graceful_shutdown()
+            log.info("app.draining", grace=grace)
+            stopping = asyncio.ensure_future(self.server.stop(grace))
+            await asyncio.sleep(0)  # the server refuses new calls from here on
+            self.fleet.drain()
+            await self.rollouts.stop()
+            await stopping
             self.server = None
-        for hook in self.on_stop:
-            hook()
-        self.loop.close()
-        self.rpc_pool.shutdown(wait=True, cancel_futures=True)
-        self.pool.shutdown()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server = None
-        self.db.close()
-        self._terminated.set()
-        log.info("app.stopped")
-
-    async def _drain(self, server: grpc.aio.Server, grace: float | None) -> None:
-        await self.health.enter_graceful_shutdown()
-        log.info("app.draining", grace=grace)
-        stopping = asyncio.ensure_future(server.stop(grace))
-        await asyncio.sleep(0)  # the server refuses new calls from here on
-        for hook in self.on_drain:
-            try:
-                hook()
-            except Exception:
-                log.exception("app.drain_hook_failed")
-        await stopping
+        await self.rollouts.stop()
+        await self.fleet.close()
         if self._health_server is not None:
             await self._health_server.stop(None)
             self._health_server = None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (True) or ``timeout`` passed (False)."""
-        return self._terminated.wait(timeout)
-
-    def __enter__(self) -> ServerApp:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop(grace=self.config.drain_seconds)
+        await asyncio.to_thread(self.pool.shutdown)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
+        await asyncio.to_thread(self.db.close)
+        log.info("app.stopped")

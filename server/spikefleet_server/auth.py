@@ -1,26 +1,23 @@
 """Bearer tokens with roles, checked for every call by one server interceptor.
 
 ``viewer < deployer < admin`` is a ladder; ``agent`` (edge agents) stands
-apart, so an agent token can do only what agents do. The interceptor also
-gives each call a request id (``x-request-id`` from the caller, or a new one),
-binds it and the caller into structlog's context, logs the call and counts it.
+apart, so an agent token can do only what agents do. :class:`AuthInterceptor`
+only decides who may call what: it binds the caller for the method
+(:func:`current_principal`, and ``caller`` in structlog's context) and refuses
+the rest. Request ids, logs and metrics are :mod:`spikefleet_server.observability`'s.
 A method missing from the access table is refused: new services must say who
 may call them (see :meth:`spikefleet_server.app.ServerApp.add_service`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import enum
 import fnmatch
 import hashlib
 import hmac
-import inspect
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +25,7 @@ import grpc
 import structlog
 
 from spikefleet.errors import ServerConfigError
-from spikefleet_server import sync_handlers
+from spikefleet_server.rpc import wrap_handler
 
 log = structlog.get_logger("spikefleet_server.rpc")
 
@@ -126,36 +123,12 @@ def _bearer(metadata: Iterable[tuple[str, Any]]) -> str | None:
     return None
 
 
-def _metadata_value(metadata: Iterable[tuple[str, Any]], name: str) -> str | None:
-    for key, value in metadata:
-        if key == name:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
-QUIET_PREFIXES = ("/grpc.health.v1.Health/",)
-"""Calls logged at debug level when they succeed (probes every few seconds)."""
-
-CallObserver = Callable[[str, str, float], None]
-"""(method, status code name, seconds) after every call, for metrics."""
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks, logs and counts every call on the grpc.aio server; sync servicer methods
-    are run on ``pool`` (see :mod:`spikefleet_server.sync_handlers`)."""
+    """Lets each call through only if the access table allows its caller."""
 
-    def __init__(
-        self,
-        tokens: TokenTable,
-        access: Mapping[str, Access],
-        observer: CallObserver | None = None,
-        *,
-        pool: Executor,
-    ) -> None:
+    def __init__(self, tokens: TokenTable, access: Mapping[str, Access]) -> None:
         self.tokens = tokens
         self.access = access  # read at call time, so services added later are covered
-        self.observer = observer
-        self.pool = pool
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -163,7 +136,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         method: str = details.method
         metadata = tuple(details.invocation_metadata or ())
-        return self._wrap(handler, method, metadata)
+        return wrap_handler(handler, method, lambda context: self._call(method, metadata, context))
 
     def _check(
         self, method: str, metadata: tuple[tuple[str, Any], ...]
@@ -193,102 +166,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return None, "", principal
 
-    def _wrap(self, handler: Any, method: str, metadata: tuple[tuple[str, Any], ...]) -> Any:
-        kind = next(k for k in _FACTORIES if getattr(handler, k) is not None)
-        behavior = getattr(handler, kind)
-        request_streaming, response_streaming = kind.startswith("stream"), kind.endswith("stream")
-        if not sync_handlers.is_async(behavior):
-            bridges = (sync_handlers.unary_response, sync_handlers.stream_response)
-            behavior = bridges[response_streaming](behavior, self.pool, request_streaming)
-        call = _Call(self, method, metadata)
-        guard = _guard_stream if response_streaming else _guard_unary
-        guarded = guard(call, behavior)
-        return _FACTORIES[kind](
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-class _Call:
-    """One call's request id, caller and timing: set up before the method, logged after."""
-
-    def __init__(
-        self, interceptor: AuthInterceptor, method: str, metadata: tuple[tuple[str, Any], ...]
-    ) -> None:
-        self.interceptor = interceptor
-        self.method = method
-        self.metadata = metadata
-        self.started = 0.0
-
-    async def begin(self, context: grpc.aio.ServicerContext) -> None:
-        """Bind the call's context; aborts the call if the caller may not make it."""
-        request_id = _metadata_value(self.metadata, "x-request-id") or uuid.uuid4().hex
-        code, message, principal = self.interceptor._check(self.method, self.metadata)
+    @asynccontextmanager
+    async def _call(
+        self, method: str, metadata: tuple[tuple[str, Any], ...], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        code, message, principal = self._check(method, metadata)
         _principal.set(principal)
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id,
-            method=self.method,
-            caller=principal.name if principal else None,
-        )
-        self.started = time.perf_counter()
-        context.set_trailing_metadata((("x-request-id", request_id),))
-        if code is not None:
-            log.warning("rpc.refused", code=code.name, reason=message)
-            await context.abort(code, message)
-
-    def end(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
-        seconds = time.perf_counter() - self.started
-        if isinstance(error, asyncio.CancelledError):
-            status = "CANCELLED"
-        else:
-            code = context.code()
-            status = getattr(code, "name", None) or ("UNKNOWN" if error is not None else "OK")
-        quiet = self.method.startswith(QUIET_PREFIXES) and status == "OK"
-        (log.debug if quiet else log.info)("rpc.done", code=status, seconds=round(seconds, 4))
-        if self.interceptor.observer is not None:
-            self.interceptor.observer(self.method, status, seconds)
-        structlog.contextvars.clear_contextvars()
-        _principal.set(None)
-
-
-def _guard_unary(call: _Call, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        error: BaseException | None = None
+        structlog.contextvars.bind_contextvars(caller=principal.name if principal else None)
         try:
-            await call.begin(context)
-            return await behavior(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
+            if code is not None:
+                log.warning("rpc.refused", code=code.name, reason=message)
+                await context.abort(code, message)
+            yield
         finally:
-            call.end(context, error)
-
-    return run
-
-
-def _guard_stream(call: _Call, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        error: BaseException | None = None
-        try:
-            await call.begin(context)
-            if inspect.iscoroutinefunction(behavior):  # the reader/writer API
-                await behavior(request, context)
-            else:
-                async for response in behavior(request, context):
-                    yield response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            call.end(context, error)
-
-    return run
-
-
-_FACTORIES: dict[str, Callable[..., Any]] = {
-    "unary_unary": grpc.unary_unary_rpc_method_handler,
-    "unary_stream": grpc.unary_stream_rpc_method_handler,
-    "stream_unary": grpc.stream_unary_rpc_method_handler,
-    "stream_stream": grpc.stream_stream_rpc_method_handler,
-}
+            _principal.set(None)

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, overrides=_overrides(args))
     logs.configure(config.log_level, args.log_format)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    app = ServerApp(config, extensions=config.extensions)
-    port = app.start()
-    print(f"spikefleet-server listening on port {port}", file=sys.stderr, flush=True)
-    stop.wait()
-    app.stop(grace=config.drain_seconds)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        app = ServerApp(config)
+        port = await app.start()
+        print(f"spikefleet-server listening on port {port}", file=sys.stderr, flush=True)
+        await stop.wait()
+        await app.stop(grace=config.drain_seconds)
+
+    asyncio.run(serve())
     return 0
 
 

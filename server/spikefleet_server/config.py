@@ -35,8 +35,10 @@ from spikefleet_server.auth import Role
 
 ENV_PREFIX = "SPIKEFLEET_SERVER_"
 
-DEFAULT_EXTENSIONS = ("spikefleet_server.fleet", "spikefleet_server.rollouts")
-"""Modules with ``install(app)`` that add the other areas' services (see ``app``)."""
+FLEET = "spikefleet_server.fleet"
+ROLLOUTS = "spikefleet_server.rollouts"
+DEFAULT_EXTENSIONS = (FLEET, ROLLOUTS)
+"""The areas served besides conversion and the registry (``ServerApp`` wires each)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class ServerConfig:
     max_upload_bytes: int = 64 * 1024 * 1024
     workers: int = 1
     convert_timeout_seconds: float = 900.0  # from a job's start in a worker; 0 = none
-    grpc_threads: int = 16
+    grpc_threads: int = 16  # storage threads: the blocking work (database, files) of calls
     # Close each client connection after this long (gRPC GOAWAY, then a grace of a tenth
     # of it, 1-60 s): agents redial, so a fleet rebalances over replicas added since.
     # 0 = never (one server); replicas behind one address want e.g. 1800.
@@ -223,7 +225,16 @@ def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> Serv
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
                 raise ServerConfigError(f"{source}: extensions must be a list of module names")
-            changes["extensions"] = tuple(i.strip() for i in items if i.strip())
+            chosen = tuple(i.strip() for i in items if i.strip())
+            unknown = [name for name in chosen if name not in DEFAULT_EXTENSIONS]
+            if unknown:
+                raise ServerConfigError(
+                    f"{source}: unknown extension {unknown[0]!r}: the areas are "
+                    + ", ".join(DEFAULT_EXTENSIONS)
+                )
+            if ROLLOUTS in chosen and FLEET not in chosen:
+                raise ServerConfigError(f"{source}: extension {ROLLOUTS} needs {FLEET} too")
+            changes["extensions"] = chosen
         elif key == "tls":
             if not isinstance(value, Mapping):
                 raise ServerConfigError(f"{source}: tls must be a table")

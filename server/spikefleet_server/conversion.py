@@ -1,21 +1,22 @@
-"""Conversions in a pool of worker processes, so the RPC threads never run torch.
+"""Conversions in a pool of worker processes, so the server's event loop never runs torch.
 
 Workers are started with the ``spawn`` context (no forked gRPC or SQLite state).
 Each job reports progress through one queue shared by all workers (handed over
 at worker start, the only way a multiprocessing queue reaches a pool worker);
-a dispatcher thread routes each event to its job's caller. A worker returns a
+a dispatcher thread routes each event to its job's caller on the event loop. A worker returns a
 plain tuple rather than raising, so every failure crosses the process boundary
 with its kind and message intact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -161,13 +162,25 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
     return ConversionOutcome(program=result.data, fidelity=fidelity)
 
 
+class _LoopQueue:
+    """A job's progress events, put by the dispatcher thread, read on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
+
+    def put(self, item: tuple[str, float] | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
 class ConversionPool:
     def __init__(self, workers: int, log_level: str = "info") -> None:
         self.workers = workers
         self.log_level = log_level
         self._context = multiprocessing.get_context("spawn")
         self._events: Any = self._context.Queue()
-        self._listeners: dict[str, queue.Queue[tuple[str, float] | None]] = {}
+        self._listeners: dict[str, _LoopQueue] = {}
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
@@ -197,9 +210,9 @@ class ConversionPool:
             if listener is not None:
                 listener.put((description, fraction))
 
-    def run(
+    async def run(
         self, job: ConversionJob, timeout: float | None = None
-    ) -> Iterator[tuple[str, float] | ConversionOutcome]:
+    ) -> AsyncIterator[tuple[str, float] | ConversionOutcome]:
         """Progress events ``(description, fraction)`` of the job, then its outcome.
 
         ``timeout`` counts from the job's start in a worker (not its wait in the
@@ -207,7 +220,7 @@ class ConversionPool:
         cannot be cancelled otherwise (other running jobs then fail as well).
         """
         job_id = uuid.uuid4().hex
-        events: queue.Queue[tuple[str, float] | None] = queue.Queue()
+        events = _LoopQueue(asyncio.get_running_loop())
         self._listeners[job_id] = events
         try:
             pool, future = self._submit(job_id, job)
@@ -216,8 +229,8 @@ class ConversionPool:
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    event = events.get(timeout=wait)
-                except queue.Empty:
+                    event = await asyncio.wait_for(events.queue.get(), wait)
+                except TimeoutError:
                     self._kill(pool)
                     yield ConversionOutcome(
                         error_kind="timeout",
@@ -230,8 +243,9 @@ class ConversionPool:
                 if deadline is None and timeout:
                     deadline = time.monotonic() + timeout
                 yield event
-            while not events.empty():  # progress the dispatcher routed after the end
-                late = events.get_nowait()
+            await asyncio.sleep(0)  # progress the dispatcher routed just before the end
+            while not events.queue.empty():
+                late = events.queue.get_nowait()
                 if late is not None:
                     yield late
             try:

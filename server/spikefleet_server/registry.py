@@ -10,6 +10,7 @@ twice returns the first record instead of a new version.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -78,7 +79,8 @@ def check_name(name: str) -> str:
 
 class Registry:
     """The registry area: ``db`` holds the metadata (tables ``programs`` and
-    ``program_versions``), ``root`` the signed program files."""
+    ``program_versions``), ``root`` the signed program files. Its methods are async and
+    do their blocking work (files, transactions) on the storage threads."""
 
     def __init__(
         self,
@@ -111,7 +113,7 @@ class Registry:
         if missing:
             log.error("registry.files_missing", sha256=missing)
 
-    def put(
+    async def put(
         self,
         program: bytes,
         *,
@@ -122,6 +124,18 @@ class Registry:
     ) -> ProgramRecord:
         """Sign and store ``program``; the next version of ``name``, or the existing
         record when these exact program bytes are already stored."""
+        return await self.db.run(
+            self._put, program, name, dict(labels or {}), dict(fidelity or {}), source_sha256
+        )
+
+    def _put(
+        self,
+        program: bytes,
+        name: str,
+        labels: dict[str, str],
+        fidelity: dict[str, Any],
+        source_sha256: str,
+    ) -> ProgramRecord:
         check_name(name)
         signed = sign(program, self.signing_key)
         existing = self._find_sha(signed.sha256)
@@ -147,8 +161,8 @@ class Registry:
                 sha256=signed.sha256,
                 name=name,
                 version=version,
-                labels=dict(labels or {}),
-                fidelity=dict(fidelity or {}),
+                labels=labels,
+                fidelity=fidelity,
                 created_unix_ms=int(time.time() * 1000),
                 size=len(envelope),
                 key_id=signed.key_id,
@@ -188,9 +202,12 @@ class Registry:
             row = conn.execute(sa.select(programs).where(programs.c.sha256 == sha256)).first()
         return _record(row) if row is not None else None
 
-    def describe(self, ref: str, version: int | None = None) -> ProgramRecord:
+    async def describe(self, ref: str, version: int | None = None) -> ProgramRecord:
         """The program a sha256 (or a unique prefix of 8+ hex digits) or a name names;
         with a name, ``version`` picks one (default: the latest)."""
+        return await self.db.run(self._describe, ref, version)
+
+    def _describe(self, ref: str, version: int | None) -> ProgramRecord:
         ref = ref.strip()
         if not ref:
             raise ProgramNotFoundError("no program given: pass a sha256 or a name")
@@ -220,8 +237,11 @@ class Registry:
             )
         return _record(row)
 
-    def get_bytes(self, sha256: str) -> bytes:
+    async def get_bytes(self, sha256: str) -> bytes:
         """The signed program (SignedProgram envelope) with this exact sha256."""
+        return await self.db.run(self._get_bytes, sha256)
+
+    def _get_bytes(self, sha256: str) -> bytes:
         record = self._find_sha(sha256)
         if record is None:
             raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
@@ -230,7 +250,7 @@ class Registry:
             raise RegistryError(f"stored file of program {sha256} is corrupt")
         return data
 
-    def list(
+    async def list(
         self,
         *,
         name: str | None = None,
@@ -238,6 +258,11 @@ class Registry:
         latest_only: bool = False,
     ) -> list[ProgramRecord]:
         """Programs by name then version; ``labels`` must all match."""
+        return await self.db.run(self._list, name, dict(labels or {}), latest_only)
+
+    def _list(
+        self, name: str | None, labels: dict[str, str], latest_only: bool
+    ) -> builtins.list[ProgramRecord]:
         query = sa.select(programs).order_by(programs.c.name, programs.c.version)
         if name:
             query = query.where(programs.c.name == name)
@@ -252,12 +277,15 @@ class Registry:
             records = list(newest.values())
         return records
 
-    def delete(self, sha256: str) -> ProgramRecord:
+    async def delete(self, sha256: str) -> ProgramRecord:
         """Remove a program, unless :attr:`usage` says agents run or are assigned it.
 
         The check and the delete share one write transaction holding the program's row,
         and assignments check the program inside theirs (:meth:`require`), so neither
         can slip between."""
+        return await self.db.run(self._delete, sha256)
+
+    def _delete(self, sha256: str) -> ProgramRecord:
         with self.db.write() as conn:
             row = conn.execute(
                 sa.select(programs).where(programs.c.sha256 == sha256).with_for_update()
@@ -278,7 +306,7 @@ class Registry:
         return record
 
     def stats(self) -> tuple[int, int]:
-        """(number of programs, total bytes stored)."""
+        """(number of programs, total bytes stored); blocking, for the metrics thread."""
         query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(programs.c.size), 0))
         with self.db.read() as conn:
             count, size = conn.execute(query).one()

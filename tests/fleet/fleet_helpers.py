@@ -6,15 +6,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from support.aio import Blocking, LoopThread
 
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
-from spikefleet_server.loop_thread import LoopThread
 from spikefleet_server.storage import Database, open_database
+from spikefleet_server.telemetry import TelemetryStore
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
@@ -42,9 +44,14 @@ class FleetServer:
     def start(self) -> FleetServer:
         self._db = open_database(self.db)
         store = FleetStore(self._db)
+
+        async def program(sha256: str) -> bytes:
+            return self.programs[sha256]
+
         self.service = FleetService(
             store,
-            self.programs.__getitem__,
+            TelemetryStore(self._db),
+            program,
             heartbeat_interval_ms=200,
             limits=self.limits,
             prune_interval_s=self.prune_interval_s,
@@ -54,6 +61,7 @@ class FleetServer:
         return self
 
     async def _start(self, service: FleetService) -> None:
+        await service.start()
         server = grpc.aio.server(interceptors=[DecodeGuard()])
         fleet_pb2_grpc.add_FleetServicer_to_server(service, server)
         if self.tls is None:
@@ -69,8 +77,8 @@ class FleetServer:
         if self._server is not None and self._loop is not None:
             self._loop.run(self._server.stop(grace=None))
             self._server = None
-        if self.service is not None:
-            self.service.close()
+        if self.service is not None and self._loop is not None:
+            self._loop.run(self.service.close())
         if self._loop is not None:
             self._loop.close()
             self._loop = None
@@ -83,9 +91,10 @@ class FleetServer:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def fleet(self) -> FleetService:
-        assert self.service is not None, "server is stopped"
-        return self.service
+    def fleet(self) -> Any:
+        """The FleetService, its coroutines run to their result on the server's loop."""
+        assert self.service is not None and self._loop is not None, "server is stopped"
+        return Blocking(self.service, self._loop.run)
 
 
 def self_signed_loopback_cert() -> tuple[bytes, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -20,10 +21,10 @@ from spikefleet.program.model import Program
 from spikefleet.program.signing import SigningKey
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
-from spikefleet_server.fleet import FleetStore, TelemetryRecord
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
+from spikefleet_server.telemetry import TelemetryRecord, TelemetryStore
 
 BIN = Path(sys.executable).parent
 AGENT_TOKEN = "agent-token-for-tests"
@@ -116,7 +117,9 @@ class ServerSetup:
         db = open_database(self.data_dir / "spikefleet.db")
         try:
             registry = Registry(self.data_dir / "programs", db, key)
-            stored = {n: registry.put(encode(p), name=n).sha256 for n, p in programs.items()}
+            stored = {
+                n: asyncio.run(registry.put(encode(p), name=n)).sha256 for n, p in programs.items()
+            }
         finally:
             db.close()
         self.programs.update(stored)
@@ -126,7 +129,7 @@ class ServerSetup:
         """The telemetry stored for ``agent_id``, in seq order."""
         db = open_database(self.data_dir / "spikefleet.db")
         try:
-            return FleetStore(db).telemetry(agent_id)
+            return asyncio.run(TelemetryStore(db).of_agent(agent_id))
         finally:
             db.close()
 

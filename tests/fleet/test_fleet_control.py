@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fleet_helpers import FleetServer, self_signed_loopback_cert, wait_for
 from sqlalchemy.engine import Connection
+from support.aio import Blocking
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.program.signing import SigningKey
@@ -53,7 +54,7 @@ def test_telemetry_survives_a_server_outage_exactly_once_and_in_order(
     for _ in range(3):
         agent.collector.record_events(10)
         agent.flush_telemetry()
-    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 3, "3 batches")
+    wait_for(lambda: fleet_server.fleet.telemetry.last_seq("edge-1") == 3, "3 batches")
 
     fleet_server.stop()
     wait_for(lambda: not agent.control.connected.is_set(), "the agent to notice the outage")
@@ -64,7 +65,7 @@ def test_telemetry_survives_a_server_outage_exactly_once_and_in_order(
 
     fleet_server.start()  # same port, same database file
     wait_for(lambda: agent.spool.depth() == 0, "the spool to drain")
-    records = fleet_server.fleet.store.telemetry("edge-1")
+    records = fleet_server.fleet.telemetry.of_agent("edge-1")
     assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [r.batch.events for r in records] == [10, 10, 10, 100, 101, 102, 103, 104]
 
@@ -109,15 +110,15 @@ def test_an_agent_reinstalled_under_the_same_id_keeps_its_telemetry_apart(
     for _ in range(3):
         agent.collector.record_events(1)
         agent.flush_telemetry()
-    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 3, "3 batches")
+    wait_for(lambda: fleet_server.fleet.telemetry.last_seq("edge-1") == 3, "3 batches")
     agent.stop()
     shutil.rmtree(tmp_path / "edge-1")  # the host was re-imaged
 
     again = start_agent("edge-1")
     again.collector.record_events(50)
     again.flush_telemetry()  # spooled before it even registered
-    wait_for(lambda: fleet_server.fleet.store.last_telemetry_seq("edge-1") == 4, "the new batch")
-    records = fleet_server.fleet.store.telemetry("edge-1")
+    wait_for(lambda: fleet_server.fleet.telemetry.last_seq("edge-1") == 4, "the new batch")
+    records = fleet_server.fleet.telemetry.of_agent("edge-1")
     assert [(r.seq, r.batch.events) for r in records] == [(1, 1), (2, 1), (3, 1), (4, 50)]
 
 
@@ -127,8 +128,8 @@ def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(tmp_pa
     waits for it and then finds the program gone, instead of pointing an agent at a
     program that no longer exists."""
     db = open_database(tmp_path / "spikefleet.db")
-    registry = Registry(tmp_path / "programs", db, SigningKey.generate())
-    store = FleetStore(db, require_program=registry.require)
+    registry = Blocking(Registry(tmp_path / "programs", db, SigningKey.generate()))
+    store = Blocking(FleetStore(db, require_program=registry.require))
     record = registry.put(b"program", name="digits")
     outcome: list[object] = []
 

@@ -24,7 +24,7 @@ from spikefleet_server.fleet import TelemetryLimits
 
 
 def server_seqs(server: FleetServer, agent_id: str) -> list[int]:
-    return [r.seq for r in server.fleet.store.telemetry(agent_id)]
+    return [r.seq for r in server.fleet.telemetry.of_agent(agent_id)]
 
 
 def test_a_forged_seq_at_the_top_of_the_range_never_cuts_the_real_agent_off(
@@ -43,7 +43,7 @@ def test_a_forged_seq_at_the_top_of_the_range_never_cuts_the_real_agent_off(
         agent.collector.record_events(events)
         agent.flush_telemetry()
     wait_for(lambda: agent.spool.depth() == 0, "the real agent's telemetry to be acked")
-    stored = {r.seq: r.batch.events for r in fleet_server.fleet.store.telemetry("edge-1")}
+    stored = {r.seq: r.batch.events for r in fleet_server.fleet.telemetry.of_agent("edge-1")}
     assert stored == {1: 10, 2: 20, 2**63 - 1: 0}
 
     program = make_program(3)
@@ -97,7 +97,7 @@ def test_poisoned_batches_from_one_agent_never_lose_another_agents_telemetry(
     assert all("frames" in ack.refused for ack in acks)
     for i, agent in enumerate(agents):
         wait_for(lambda agent=agent: agent.spool.depth() == 0, f"edge-{i}'s spool to drain")
-        records = fleet_server.fleet.store.telemetry(f"edge-{i}")
+        records = fleet_server.fleet.telemetry.of_agent(f"edge-{i}")
         assert [(r.seq, r.batch.events) for r in records] == [(n, n) for n in range(1, 16)]
     assert server_seqs(fleet_server, "mallory") == []
 

@@ -119,7 +119,7 @@ def test_shadow_program_runs_beside_the_active_one_and_agreement_is_reported(
         prediction = client.infer(frames)
     assert prediction.program_sha256 == sha1  # clients only ever see the active program
     agent.flush_telemetry()
-    wait_for(lambda: fleet_server.fleet.store.telemetry("edge-1"), "telemetry")
-    batch = fleet_server.fleet.store.telemetry("edge-1")[-1].batch
+    wait_for(lambda: fleet_server.fleet.telemetry.of_agent("edge-1"), "telemetry")
+    batch = fleet_server.fleet.telemetry.of_agent("edge-1")[-1].batch
     agree = int((Engine(active_program).predict(frames) == Engine(candidate).predict(frames)).sum())
     assert (batch.shadow_sha256, batch.shadow_frames, batch.shadow_agreements) == (sha2, 50, agree)

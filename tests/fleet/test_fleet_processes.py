@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ from fleet_processes import (
 from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine
-from spikefleet_server.fleet import FleetStore
 from spikefleet_server.storage import open_database
+from spikefleet_server.telemetry import TelemetryStore
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +174,7 @@ def test_telemetry_sent_while_the_server_was_down_arrives_once_in_order(
 
     db = open_database(setup.data_dir / "spikefleet.db")
     try:
-        records = FleetStore(db).telemetry("edge-1")
+        records = asyncio.run(TelemetryStore(db).of_agent("edge-1"))
     finally:
         db.close()
     seqs = [r.seq for r in records]

@@ -12,10 +12,11 @@ from typing import Any
 
 import grpc
 from fleet_helpers import wait_for
+from support.aio import Blocking
+from support.server import serving
 
 from spikefleet.client import Client
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
-from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
 from spikefleet_server.rollouts.simagents import SimAgent, start_agents
 
@@ -24,7 +25,7 @@ AGENT_METADATA = (("authorization", f"Bearer {AGENT}"),)
 
 
 @contextmanager
-def running_app(data_dir: Path, **extra: Any) -> Iterator[ServerApp]:
+def running_app(data_dir: Path, **extra: Any) -> Iterator[Any]:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "data_dir": data_dir,
@@ -36,15 +37,11 @@ def running_app(data_dir: Path, **extra: Any) -> Iterator[ServerApp]:
     }
     values.update(extra)
     config = load_config(None, environ={}, overrides=values)
-    app = ServerApp(config, extensions=config.extensions)
-    app.start()
-    try:
-        yield app
-    finally:
-        app.stop(grace=config.drain_seconds)
+    with serving(config) as running:
+        yield Blocking(running.app, running.call)
 
 
-def sim_agents(app: ServerApp, count: int) -> list[SimAgent]:
+def sim_agents(app: Any, count: int) -> list[SimAgent]:
     return start_agents(
         lambda: grpc.insecure_channel(f"127.0.0.1:{app.port}"),
         count,
@@ -60,7 +57,7 @@ def test_the_server_holds_many_more_agent_streams_than_it_has_threads(tmp_path: 
         agents = sim_agents(app, 40)
         try:
             wait_for(lambda: all(a.acked_seq >= 3 for a in agents), "telemetry acks from all")
-            assert len(app.fleet.connected()) == 40  # type: ignore[attr-defined]
+            assert len(app.fleet.connected()) == 40
             with Client(f"127.0.0.1:{app.port}", token=VIEWER) as client:
                 assert client.programs.list() == []  # unary calls still get a thread
         finally:
@@ -122,7 +119,7 @@ def test_fleet_metrics_and_cancelled_streams_show_on_the_servers_metrics(tmp_pat
 BOUND = "edge-07-token"
 
 
-def connect_as(app: ServerApp, agent_id: str, token: str) -> grpc.RpcError | str:
+def connect_as(app: Any, agent_id: str, token: str) -> grpc.RpcError | str:
     """Register ``agent_id`` with ``token``: the first server message's kind, or the error."""
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         register = fleet_pb2.AgentMessage(register=fleet_pb2.Register(agent_id=agent_id))
@@ -148,5 +145,5 @@ def test_an_agent_token_bound_to_ids_registers_only_as_those_agents(tmp_path: Pa
         assert isinstance(refused, grpc.RpcError)
         assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "may register only as edge-07, not 'edge-08'" in (refused.details() or "")
-        assert "edge-08" not in [a.agent_id for a in app.fleet.store.agents()]  # type: ignore[attr-defined]
+        assert "edge-08" not in [a.agent_id for a in app.fleet.store.agents()]
         assert connect_as(app, "edge-08", AGENT) == "registered"  # an unbound token: any id

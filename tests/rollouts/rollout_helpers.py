@@ -13,12 +13,13 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from support.aio import Blocking
+from support.server import serving
 
 from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutsClient, RolloutStatus
 from spikefleet.program.codec import encode
 from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
-from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
 from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 
@@ -78,17 +79,14 @@ def small_program(seed: int, name: str) -> Program:
 
 
 @contextmanager
-def running_app(data_dir: Path) -> Iterator[ServerApp]:
+def running_app(data_dir: Path) -> Iterator[Any]:
+    """A real server on a loop thread, as a ServerApp whose coroutines block."""
     config = load_config(None, environ={}, overrides=config_values(data_dir))
-    app = ServerApp(config, extensions=config.extensions)
-    app.start()
-    try:
-        yield app
-    finally:
-        app.stop(grace=2)
+    with serving(config, grace=2) as running:
+        yield Blocking(running.app, running.call)
 
 
-def put_programs(app: ServerApp, names: dict[str, int]) -> dict[str, str]:
+def put_programs(app: Any, names: dict[str, int]) -> dict[str, str]:
     """Sign and store one small program per name (value = seed); name -> sha256."""
     return {
         name: app.registry.put(encode(small_program(seed, name)), name=name).sha256

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.aio import Blocking
 
 from spikefleet.errors import RolloutNotFoundError
 from spikefleet_server.rollouts.model import (
@@ -45,7 +46,7 @@ def rollout() -> Rollout:
 
 def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -> None:
     db = open_database(tmp_path / "s.db")
-    store = RolloutStore(db)
+    store = Blocking(RolloutStore(db))
     created = store.create(rollout(), ["created"])
     created.stage = "install"
     created.agents[0].status = "installing"
@@ -53,7 +54,7 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
     store.save(created, ["canary shadow passed"], [created.agents[0]])
     db.close()
 
-    again = RolloutStore(open_database(tmp_path / "s.db")).get("r1")
+    again = Blocking(RolloutStore(open_database(tmp_path / "s.db"))).get("r1")
     assert again.spec == SPEC
     assert (again.stage, again.version, again.canary) == ("install", 1, True)
     assert [(a.agent_id, a.status) for a in again.agents] == [
@@ -65,7 +66,7 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
 
 
 def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
-    store = RolloutStore(open_database(tmp_path / "s.db"))
+    store = Blocking(RolloutStore(open_database(tmp_path / "s.db")))
     first = store.create(rollout(), [])
     stale = store.get("r1")
     first.state = "paused"
@@ -78,7 +79,7 @@ def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
 
 
 def test_listing_and_unknown_ids(tmp_path: Path) -> None:
-    store = RolloutStore(open_database(tmp_path / "s.db"))
+    store = Blocking(RolloutStore(open_database(tmp_path / "s.db")))
     done = rollout()
     done.rollout_id, done.state = "r0", "succeeded"
     store.create(done, [])

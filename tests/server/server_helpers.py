@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
+from support.aio import Blocking
+from support.server import serving
 
 from spikefleet.client import Client
 from spikefleet_server import logs
-from spikefleet_server.app import ServerApp
 from spikefleet_server.config import hash_token, load_config
 
 TOKENS = {"viewer": "viewer-token", "deployer": "deployer-token", "admin": "admin-token"}
@@ -38,17 +39,16 @@ def config_values(data_dir: Path, **extra: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def running_server(data_dir: Path, **extra: Any) -> Iterator[ServerApp]:
+def running_server(data_dir: Path, **extra: Any) -> Iterator[Any]:
+    """A real server on a loop thread; what it yields is the ServerApp with its coroutine
+    methods made blocking (``app.registry.put(...)`` runs on the server's loop)."""
     logs.configure("info")  # JSON on stderr, as in production: stdout is the CLI's
-    app = ServerApp(load_config(None, environ={}, overrides=config_values(data_dir, **extra)))
-    app.start()
-    try:
-        yield app
-    finally:
-        app.stop(grace=5)
+    config = load_config(None, environ={}, overrides=config_values(data_dir, **extra))
+    with serving(config, grace=5) as running:
+        yield Blocking(running.app, running.call)
 
 
-def client_for(app: ServerApp, role: str | None = "deployer") -> Client:
+def client_for(app: Any, role: str | None = "deployer") -> Client:
     return Client(f"127.0.0.1:{app.port}", token=TOKENS[role] if role else None)
 
 

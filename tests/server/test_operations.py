@@ -1,10 +1,9 @@
-"""Operations: health, reflection, Prometheus metrics, JSON logs, extensions."""
+"""Operations: health, reflection, Prometheus metrics, JSON logs, added services."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
-import types
 import urllib.request
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server_helpers import FC_ARCH, client_for, config_values, fc_model, running_server
+from support.server import serve_app
 
-from spikefleet.errors import ConflictError, InvalidRequestError
+from spikefleet.errors import ConflictError, InvalidRequestError, ServerConfigError
 from spikefleet_server import logs
 from spikefleet_server.app import ServerApp
 from spikefleet_server.auth import Role
@@ -75,33 +75,27 @@ def test_logs_are_json_lines_with_the_request_context(capsys: pytest.CaptureFixt
     assert line["method"] == "/x/Y" and line["level"] == "info" and "timestamp" in line
 
 
-def test_an_extension_adds_its_tables_service_access_and_delete_guard(tmp_path: Path):
-    module = types.ModuleType("fake_fleet_extension")
+def test_a_service_added_to_the_app_gets_its_access_and_can_guard_deletes(tmp_path: Path):
     running = sa.Table("running", sa.MetaData(), sa.Column("sha256", sa.Text))
-
-    def install(app: ServerApp) -> None:
-        with app.db.write() as conn:
-            running.create(conn, checkfirst=True)
-        app.registry.usage = lambda conn, sha: [
-            "edge-1" for _ in conn.execute(sa.select(running).where(running.c.sha256 == sha))
-        ]
-        app.add_service("fake.Service", lambda server: None, {"Ping": Role.AGENT})
-
-    module.install = install  # type: ignore[attr-defined]
-    sys.modules[module.__name__] = module
-    try:
-        config = load_config(None, environ={}, overrides=config_values(tmp_path / "data"))
-        app = ServerApp(config, extensions=["fake_fleet_extension", "no_such_extension_x"])
-    finally:
-        del sys.modules[module.__name__]
+    config = load_config(None, environ={}, overrides=config_values(tmp_path / "data"))
+    app = ServerApp(config)
+    with app.db.write() as conn:
+        running.create(conn, checkfirst=True)
+    app.registry.usage = lambda conn, sha: [
+        "edge-1" for _ in conn.execute(sa.select(running).where(running.c.sha256 == sha))
+    ]
+    app.add_service("fake.Service", lambda server: None, {"Ping": Role.AGENT})
     assert app.access["/fake.Service/Ping"] is Role.AGENT
-    record = app.registry.put(b"running program", name="live")
+    record = asyncio.run(app.registry.put(b"running program", name="live"))
     with app.db.write() as conn:
         conn.execute(sa.insert(running).values(sha256=record.sha256))
-    app.start()
-    try:
+    with serve_app(app, grace=1):
         with client_for(app, "admin") as client, pytest.raises(ConflictError) as caught:
             client.programs.delete(record.sha256)
         assert "edge-1" in str(caught.value) and caught.value.code == "FAILED_PRECONDITION"
-    finally:
-        app.stop(grace=1)
+
+
+def test_an_unknown_area_is_refused_by_name(tmp_path: Path):
+    values = config_values(tmp_path / "data", extensions=["spikefleet_server.fleet", "nope_x"])
+    with pytest.raises(ServerConfigError, match="unknown extension 'nope_x'"):
+        load_config(None, environ={}, overrides=values)

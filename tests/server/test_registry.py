@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from support.aio import Blocking
 
 from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
@@ -15,8 +17,8 @@ from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
 
 
-def open_registry(root: Path, key: SigningKey) -> Registry:
-    return Registry(root / "programs", open_database(root / "spikefleet.db"), key)
+def open_registry(root: Path, key: SigningKey) -> Any:
+    return Blocking(Registry(root / "programs", open_database(root / "spikefleet.db"), key))
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def test_delete_is_refused_while_agents_use_the_program(tmp_path: Path, key: Sig
         rows = conn.execute(sa.select(assignments.c.agent_id).where(assignments.c.sha256 == sha256))
         return [row.agent_id for row in rows]
 
-    registry = Registry(tmp_path / "programs", db, key, usage=agents_using)
+    registry = Blocking(Registry(tmp_path / "programs", db, key, usage=agents_using))
     record = registry.put(b"deployed", name="digits")
     with db.write() as conn:
         conn.execute(sa.insert(assignments).values(agent_id="edge-7", sha256=record.sha256))

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from server_helpers import config_values
+from support.aio import Blocking
 
 from spikefleet.errors import ProgramInUseError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
@@ -29,6 +30,7 @@ from spikefleet_server.storage import (
     upgrade,
 )
 from spikefleet_server.storage.schema import metadata
+from spikefleet_server.telemetry import TelemetryStore
 
 
 def test_a_database_made_by_0_1_0_upgrades_and_keeps_every_row(
@@ -44,7 +46,7 @@ def test_a_database_made_by_0_1_0_upgrades_and_keeps_every_row(
 
     db = Database(tmp_path / "data" / "spikefleet.db")
     try:
-        registry = Registry(tmp_path / "data" / "programs", db, key)
+        registry = Blocking(Registry(tmp_path / "data" / "programs", db, key))
         records = registry.list()
         assert {r.sha256: (r.name, r.version) for r in records} == made.programs
         assert all(
@@ -54,7 +56,8 @@ def test_a_database_made_by_0_1_0_upgrades_and_keeps_every_row(
         assert verify(registry.get_bytes(new), TrustedKeys([key.public_key])) == b"program two"
         assert registry.put(b"program three", name="digits").version == 3  # counter kept
 
-        fleet = FleetStore(db)
+        fleet = Blocking(FleetStore(db))
+        telemetry = Blocking(TelemetryStore(db))
         agents = {a.agent_id: a for a in fleet.agents()}
         assert sorted(agents) == made.agents
         assert (agents["edge-01"].program_sha256, agents["edge-01"].previous_sha256) == (new, old)
@@ -70,13 +73,13 @@ def test_a_database_made_by_0_1_0_upgrades_and_keeps_every_row(
         ]
         assert fleet.usage(old) == ["edge-01", "edge-02"]
         for agent_id, seqs in made.telemetry.items():
-            rows = fleet.telemetry(agent_id)
+            rows = telemetry.of_agent(agent_id)
             assert [r.seq for r in rows] == seqs
             assert [r.batch.frames for r in rows] == [100 * s for s in seqs]
-        assert fleet.ingest("edge-02", release_0_1_0.fleet_pb2.TelemetryBatch(seq=1)) is False
-        assert fleet.ingest("edge-02", release_0_1_0.fleet_pb2.TelemetryBatch(seq=2)) is True
+        assert telemetry.ingest("edge-02", release_0_1_0.fleet_pb2.TelemetryBatch(seq=1)) is False
+        assert telemetry.ingest("edge-02", release_0_1_0.fleet_pb2.TelemetryBatch(seq=2)) is True
 
-        rollout = RolloutStore(db).get(made.rollout_id)
+        rollout = Blocking(RolloutStore(db)).get(made.rollout_id)
         assert (rollout.state, rollout.phase, rollout.phases, rollout.canary) == (
             "rolling-back",
             1,
@@ -139,8 +142,9 @@ def test_the_same_migrations_and_stores_run_on_postgresql(postgres_url: str, tmp
         assert upgrade(db) == (head_revision(), head_revision())
         with db.read() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-        registry = Registry(tmp_path / "programs", db, SigningKey.generate())
-        fleet = FleetStore(db, require_program=registry.require)
+        registry = Blocking(Registry(tmp_path / "programs", db, SigningKey.generate()))
+        fleet = Blocking(FleetStore(db, require_program=registry.require))
+        telemetry = Blocking(TelemetryStore(db))
         registry.usage = fleet.usage_in
         first = registry.put(b"one", name="digits")
         assert registry.put(b"two", name="digits").version == 2
@@ -148,7 +152,7 @@ def test_the_same_migrations_and_stores_run_on_postgresql(postgres_url: str, tmp
         fleet.register(release_0_1_0.fleet_pb2.Register(agent_id="edge-1"))
         assert [fleet.assign("edge-1", first.sha256).generation for _ in range(2)] == [1, 2]
         batches = [("edge-1", release_0_1_0.fleet_pb2.TelemetryBatch(seq=s)) for s in (1, 2, 1)]
-        assert [r.new for r in fleet.ingest_many(batches, ["edge-1"])] == [True, True, False]
+        assert [r.new for r in telemetry.ingest_many(batches, ["edge-1"])] == [True, True, False]
         with pytest.raises(ProgramInUseError, match="edge-1"):
             registry.delete(first.sha256)
     finally:

@@ -8,20 +8,22 @@ An ack tells the agent it may delete the batch from its spool, and acks are
 cumulative (every batch up to that seq), so one goes out only after the batch
 and every earlier batch of that agent is durably committed or refused.
 Committing each batch alone costs one fsync per batch (about 270 batches/s
-measured here); one writer thread that commits whatever has queued up meanwhile
+measured here); one writer task that commits whatever has queued up meanwhile
 keeps that guarantee at fleet scale. Batches of one agent arrive from one
 reader and stay in FIFO order: a group the database cannot commit (disk full,
 I/O error) is retried, with backoff, before anything queued after it, so no
 later ack can ever cover a batch that was not stored. A batch refused at the
 boundary or by the database is acked as refused, in its place in that order.
 
-The same thread prunes old telemetry (retention) every ``prune_interval_s``.
+The writer is an asyncio task on the server's loop (the transactions run on the
+storage threads; the ``done`` callbacks, which send the acks, on the loop). It
+also prunes old telemetry (retention) every ``prune_interval_s``.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -29,11 +31,11 @@ import structlog
 
 from spikefleet.v1 import fleet_pb2
 from spikefleet_server.fleet.limits import TelemetryLimits
-from spikefleet_server.fleet.store import FleetStore, IngestResult
+from spikefleet_server.telemetry import IngestResult, TelemetryStore
 
 log = structlog.get_logger(__name__)
 
-Done = Callable[[IngestResult], None]  # called after the commit (or the refusal)
+Done = Callable[[IngestResult], None]  # called on the loop after the commit (or refusal)
 # batch None: a last_seen refresh; refused set: acked as refused, not stored
 _Item = tuple[str, fleet_pb2.TelemetryBatch | None, Done | None, str]
 
@@ -45,7 +47,7 @@ PRUNE_INTERVAL_S = 60.0
 class TelemetryWriter:
     def __init__(
         self,
-        store: FleetStore,
+        store: TelemetryStore,
         max_group: int = 1000,
         *,
         limits: TelemetryLimits | None = None,
@@ -56,10 +58,15 @@ class TelemetryWriter:
         self._limits = limits or TelemetryLimits()
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0  # prune once at start
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fleet-telemetry", daemon=True)
-        self._thread.start()
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start committing, on the running loop."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="fleet-telemetry")
 
     def submit(
         self,
@@ -69,29 +76,37 @@ class TelemetryWriter:
         refused: str = "",
     ) -> None:
         """Store ``batch`` (or, with ``refused``, only ack it as refused, in order)."""
-        self._queue.put((agent_id, batch, done, refused))
+        self._queue.put_nowait((agent_id, batch, done, refused))
 
     def seen(self, agent_id: str) -> None:
         """Refresh the agent's last_seen with the next group."""
-        self._queue.put((agent_id, None, None, ""))
+        self._queue.put_nowait((agent_id, None, None, ""))
 
     def pending(self) -> int:
         """Batches and refreshes submitted and not yet committed (how far ingest lags)."""
         return self._queue.qsize()
 
-    def close(self, timeout: float = 10.0) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop (a group that keeps failing is given up:
         its agents still hold it and resend it to the next server)."""
-        self._queue.put(None)
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
         self._stopping.set()
-        self._thread.join(timeout)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         while True:
-            self._maybe_prune()
+            await self._maybe_prune()
             try:
-                first = self._queue.get(timeout=self._prune_interval_s)
-            except queue.Empty:
+                first = await asyncio.wait_for(self._queue.get(), self._prune_interval_s)
+            except TimeoutError:
                 continue
             if first is None:
                 return
@@ -100,13 +115,13 @@ class TelemetryWriter:
             while len(group) < self._max_group:
                 try:
                     item = self._queue.get_nowait()
-                except queue.Empty:
+                except asyncio.QueueEmpty:
                     break
                 if item is None:
                     stop = True
                     break
                 group.append(item)
-            results = self._commit(group)
+            results = await self._commit(group)
             if results is not None:
                 for done, result in results:
                     try:
@@ -116,14 +131,14 @@ class TelemetryWriter:
             if stop or results is None:
                 return
 
-    def _commit(self, group: list[_Item]) -> list[tuple[Done, IngestResult]] | None:
+    async def _commit(self, group: list[_Item]) -> list[tuple[Done, IngestResult]] | None:
         """Commit the group, retrying until it succeeds; None when stopping first."""
-        batches = [(a, b, d) for a, b, d, refused in group if b is not None and not refused]
+        batches = [(a, b) for a, b, _, refused in group if b is not None and not refused]
         seen = [a for a, b, _, _ in group if b is None]
         delay, failures = RETRY_MIN_S, 0
         while True:
             try:
-                stored = self._store.ingest_many([(a, b) for a, b, _ in batches], seen)
+                stored = await self._store.ingest_many(batches, seen)
                 break
             except Exception as exc:
                 failures += 1
@@ -136,7 +151,9 @@ class TelemetryWriter:
                         attempts=failures,
                         error=str(exc),
                     )
-                if self._stopping.wait(delay):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
                     log.warning("fleet.telemetry_not_committed", items=len(group))
                     return None  # no acks: the agents keep these and resend them
                 delay = min(RETRY_MAX_S, delay * 2)
@@ -152,7 +169,7 @@ class TelemetryWriter:
                 out.append((done, result))
         return out
 
-    def _maybe_prune(self) -> None:
+    async def _maybe_prune(self) -> None:
         now = time.monotonic()
         if now < self._next_prune:
             return
@@ -164,7 +181,7 @@ class TelemetryWriter:
         if not older_than and not limits.max_batches_per_agent:
             return
         try:
-            deleted = self._store.prune_telemetry(older_than, limits.max_batches_per_agent)
+            deleted = await self._store.prune(older_than, limits.max_batches_per_agent)
         except Exception:
             log.exception("fleet.telemetry_prune_failed")
             return

@@ -5,14 +5,21 @@ the fleet reports, issues the assignments that follow (idempotent: they set
 the agents' desired state), and commits the new rollout state in one
 transaction. Nothing lives only in memory, so a server restarted at any point
 reconciles desired against reported state and carries on.
+
+:meth:`RolloutController.run` is an asyncio task on the server's loop. It steps
+the active rollouts when something they wait for may have happened: a fleet
+event about one of their agents (connected, disconnected, install report,
+telemetry; see :meth:`wake`), or the next deadline one of them has (a bake or
+shadow period ending, an install timing out). Between those it sleeps.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import structlog
@@ -53,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 FAILED_INSTALL_STATUSES = frozenset({"FAILED", "REFUSED"})
 TOUCHED = frozenset({SHADOWING, INSTALLING, INSTALLED, FAILED, OFFLINE, AGENT_ROLLING_BACK})
+COALESCE_S = 0.05  # fleet events within this long of each other wake the controller once
+MAX_SLEEP_S = 30.0  # a safety net: never sleep longer than this with rollouts active
+JUST_DUE_MS = 500  # a deadline this recent may have passed after the step looked
 
 
 class RolloutController:
@@ -62,46 +72,64 @@ class RolloutController:
         fleet: FleetView,
         assigner: Assigner,
         *,
-        resolve_program: Callable[[str], str] | None = None,
+        resolve_program: Callable[[str], Awaitable[str]] | None = None,
         clock: Callable[[], float] = time.time,
-        tick_s: float = 0.2,
     ) -> None:
         self.store = store
         self.fleet = fleet
         self.assigner = assigner
         self._resolve_program = resolve_program
         self._clock = clock
-        self._tick_s = tick_s
-        self._lock = threading.RLock()
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()  # set (and replaced) at every commit
+        self._wake = asyncio.Event()
+        self._watched: set[str] = set()  # agents of active rollouts: their events wake us
+        self._wants_telemetry = False  # a canary is past its bake, waiting for shadow frames
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = False  # set by stop(): watchers end their streams
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Reconcile every active rollout, then step them in a background thread."""
-        self.reconcile()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
-        self._thread.start()
+    async def start(self) -> None:
+        """Reconcile every active rollout, then step them in a task (on the running loop)."""
+        self.stopping = False
+        await self.reconcile()
+        self._task = asyncio.create_task(self.run(), name="rollouts")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        with self._changed:
-            self._changed.notify_all()
+    async def stop(self) -> None:
+        """Stop stepping (the server is draining); a later :meth:`start` resumes."""
+        self.stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._notify()  # watchers re-read and see the server going
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._tick_s):
+    def wake(self, agent_id: str = "", kind: str = "") -> None:
+        """Fleet event ``kind`` happened to ``agent_id`` (any agent if ""): step the
+        rollouts it is in. Telemetry only matters to a canary waiting for shadow frames
+        (gates read stored telemetry when a bake ends). Call on the loop (the fleet's
+        subscribers are)."""
+        if kind == "telemetry" and not self._wants_telemetry:
+            return
+        if not agent_id or agent_id in self._watched:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Step the active rollouts whenever woken or at their next deadline, until cancelled."""
+        while True:
             try:
-                self.step_all()
+                wait_s = await self.step_all()
             except Exception:
                 log.exception("rollouts.step_failed")
+                wait_s = MAX_SLEEP_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+            self._wake.clear()
+            await asyncio.sleep(COALESCE_S)  # a burst of fleet events is one step
 
-    def reconcile(self) -> None:
+    async def reconcile(self) -> None:
         """Bring every active rollout up to date with what the agents report (after a restart).
 
         Nothing is re-sent: the fleet stores each assignment before the step that made
@@ -109,7 +137,7 @@ class RolloutController:
         (and the step assigns it again) or its desired state is already stored and is
         delivered when it reconnects. Re-sending a rollback would roll back twice.
         """
-        for rollout in self.store.list_rollouts(active_only=True):
+        for rollout in await self.store.list_rollouts(active_only=True):
             log.info(
                 "rollouts.resumed",
                 rollout=rollout.rollout_id,
@@ -118,18 +146,18 @@ class RolloutController:
                 stage=rollout.stage,
             )
             if rollout.state != PAUSED:
-                self.step(rollout.rollout_id)
+                await self.step(rollout.rollout_id)
 
     # -- requests --------------------------------------------------------------------------
 
-    def create(self, spec: RolloutSpec) -> Rollout:
+    async def create(self, spec: RolloutSpec) -> Rollout:
         if self._resolve_program is not None:
-            spec = replace(spec, program_sha256=self._resolve_program(spec.program_sha256))
+            spec = replace(spec, program_sha256=await self._resolve_program(spec.program_sha256))
         spec.validate()
-        with self._lock:
-            targets = self.fleet.agents(spec.selector)
+        async with self._lock:
+            targets = await self.fleet.agents(spec.selector)
             phases, canary = plan_phases(spec, targets)
-            busy = self._agents_in_active_rollouts()
+            busy = await self._agents_in_active_rollouts()
             clash = sorted({a.agent_id for a in targets} & busy.keys())
             if clash:
                 raise RolloutStateError(
@@ -156,7 +184,7 @@ class RolloutController:
                 ],
             )
             sizes = "+".join(str(len(ids)) for ids in phases)
-            created = self.store.create(
+            created = await self.store.create(
                 rollout,
                 [
                     f"created: program {spec.program_sha256[:12]} to {len(targets)} agents "
@@ -165,17 +193,17 @@ class RolloutController:
             )
             log.info("rollouts.created", rollout=created.rollout_id, targets=len(targets))
         self._notify()
-        return self.step(created.rollout_id)
+        return await self.step(created.rollout_id)
 
-    def get(self, rollout_id: str) -> Rollout:
-        return self.store.get(rollout_id)
+    async def get(self, rollout_id: str) -> Rollout:
+        return await self.store.get(rollout_id)
 
-    def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
-        return self.store.list_rollouts(active_only=active_only)
+    async def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
+        return await self.store.list_rollouts(active_only=active_only)
 
-    def pause(self, rollout_id: str, reason: str = "") -> Rollout:
-        with self._lock:
-            rollout = self.store.get(rollout_id)
+    async def pause(self, rollout_id: str, reason: str = "") -> Rollout:
+        async with self._lock:
+            rollout = await self.store.get(rollout_id)
             if rollout.state == PAUSED:
                 return rollout
             if rollout.state != RUNNING:
@@ -183,11 +211,11 @@ class RolloutController:
                     f"rollout {rollout_id} is {rollout.state}: only a running rollout can pause"
                 )
             rollout.state = PAUSED
-            return self._commit(rollout, [f"paused{': ' + reason if reason else ''}"])
+            return await self._commit(rollout, [f"paused{': ' + reason if reason else ''}"])
 
-    def resume(self, rollout_id: str) -> Rollout:
-        with self._lock:
-            rollout = self.store.get(rollout_id)
+    async def resume(self, rollout_id: str) -> Rollout:
+        async with self._lock:
+            rollout = await self.store.get(rollout_id)
             if rollout.state == RUNNING:
                 return rollout
             if rollout.state != PAUSED:
@@ -196,12 +224,14 @@ class RolloutController:
                 )
             rollout.state = RUNNING
             rollout.stage_started_unix_ms = self._now_ms()
-            self._commit(rollout, [f"resumed: {rollout.stage} of phase {rollout.phase} restarts"])
-        return self.step(rollout_id)
+            await self._commit(
+                rollout, [f"resumed: {rollout.stage} of phase {rollout.phase} restarts"]
+            )
+        return await self.step(rollout_id)
 
-    def abort(self, rollout_id: str, reason: str = "") -> Rollout:
-        with self._lock:
-            rollout = self.store.get(rollout_id)
+    async def abort(self, rollout_id: str, reason: str = "") -> Rollout:
+        async with self._lock:
+            rollout = await self.store.get(rollout_id)
             if rollout.state not in (RUNNING, PAUSED):
                 raise RolloutStateError(
                     f"rollout {rollout_id} is {rollout.state}: only a running or paused "
@@ -209,39 +239,61 @@ class RolloutController:
                 )
             for agent in rollout.agents:
                 if agent.status == SHADOWING:
-                    self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                    await self.assigner.assign(agent.agent_id, "", shadow_sha256="")
                     self._set(agent, PENDING, "shadow cleared by abort")
             rollout.state = ABORTED
             rollout.reason = reason or "aborted by request"
-            return self._commit(rollout, [f"aborted: {rollout.reason}; agents keep what they run"])
+            return await self._commit(
+                rollout, [f"aborted: {rollout.reason}; agents keep what they run"]
+            )
 
-    def rollback(self, rollout_id: str, reason: str = "") -> Rollout:
-        with self._lock:
-            rollout = self.store.get(rollout_id)
+    async def rollback(self, rollout_id: str, reason: str = "") -> Rollout:
+        async with self._lock:
+            rollout = await self.store.get(rollout_id)
             if rollout.state in (ROLLING_BACK, ROLLED_BACK):
                 raise RolloutStateError(f"rollout {rollout_id} is already {rollout.state}")
             self._begin_rollback(rollout, reason or "rollback requested")
-            self._commit(rollout, [f"rolling back: {rollout.reason}"])
-        return self.step(rollout_id)
+            await self._commit(rollout, [f"rolling back: {rollout.reason}"])
+        return await self.step(rollout_id)
 
     # -- the state machine -----------------------------------------------------------------
 
-    def step_all(self) -> None:
-        for rollout in self.store.list_rollouts(active_only=True):
+    async def step_all(self) -> float:
+        """Step every active rollout; the seconds until the earliest deadline among them."""
+        watched: set[str] = set()
+        deadlines: list[int] = []
+        stepped: list[Rollout] = []
+        for rollout in await self.store.list_rollouts(active_only=True):
             if rollout.state != PAUSED:
-                self.step(rollout.rollout_id)
+                rollout = await self.step(rollout.rollout_id)
+            stepped.append(rollout)
+            if rollout.state in ACTIVE_STATES:
+                watched.update(a.agent_id for a in rollout.agents)
+                deadlines.extend(_deadlines(rollout))
+        self._watched = watched
+        now = self._now_ms()
+        self._wants_telemetry = any(
+            r.state == RUNNING
+            and r.stage == SHADOW
+            and now >= r.stage_started_unix_ms + r.spec.bake_s * 1000
+            for r in stepped
+        )
+        if any(now - JUST_DUE_MS < d <= now for d in deadlines):
+            return COALESCE_S  # one fell due while stepping: look again at once
+        upcoming = [(d - now) / 1000.0 for d in deadlines if d > now]
+        return min([MAX_SLEEP_S, *upcoming])
 
-    def step(self, rollout_id: str) -> Rollout:
+    async def step(self, rollout_id: str) -> Rollout:
         """Advance one rollout as far as the fleet's reported state allows; commit if it moved."""
-        with self._lock:
-            rollout = self.store.get(rollout_id)
+        async with self._lock:
+            rollout = await self.store.get(rollout_id)
             before = _fingerprint(rollout)
             agents_before = [(a.status, a.detail) for a in rollout.agents]
             events: list[str] = []
             if rollout.state == RUNNING:
-                self._step_running(rollout, events)
+                await self._step_running(rollout, events)
             elif rollout.state == ROLLING_BACK:
-                self._step_rolling_back(rollout, events)
+                await self._step_rolling_back(rollout, events)
             if _fingerprint(rollout) == before and not events:
                 return rollout
             changed = [
@@ -249,13 +301,13 @@ class RolloutController:
                 for agent, old in zip(rollout.agents, agents_before, strict=True)
                 if (agent.status, agent.detail) != old
             ]
-            return self._commit(rollout, events, changed)
+            return await self._commit(rollout, events, changed)
 
-    def _step_running(self, rollout: Rollout, events: list[str]) -> None:
+    async def _step_running(self, rollout: Rollout, events: list[str]) -> None:
         spec = rollout.spec
         candidate = spec.program_sha256
         now = self._now_ms()
-        views = self._views(rollout)
+        views = await self._views(rollout)
         # Late news from earlier phases: an offline agent that came back and installed.
         for agent in rollout.agents_through(rollout.phase):
             if agent.status in (INSTALLING, OFFLINE):
@@ -274,11 +326,11 @@ class RolloutController:
         if rollout.stage == SHADOW:
             for agent in phase_agents:
                 if agent.status == PENDING:
-                    self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
+                    await self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
                     self._set(agent, SHADOWING, "", now)
             if elapsed_s < spec.bake_s:
                 return
-            telemetry = self.fleet.telemetry(
+            telemetry = await self.fleet.telemetry(
                 [a.agent_id for a in phase_agents],
                 rollout.stage_started_unix_ms,
                 shadow_sha256=candidate,
@@ -303,7 +355,7 @@ class RolloutController:
         if rollout.stage == INSTALL:
             for agent in phase_agents:
                 if agent.status in (PENDING, SHADOWING):
-                    self.assigner.assign(agent.agent_id, candidate)
+                    await self.assigner.assign(agent.agent_id, candidate)
                     self._set(agent, INSTALLING, "", now)
                     self._track_install(rollout, agent, views.get(agent.agent_id), now, events)
             if any(a.status == INSTALLING for a in phase_agents):
@@ -330,7 +382,7 @@ class RolloutController:
             running = [
                 a.agent_id for a in rollout.agents_through(rollout.phase) if a.status == INSTALLED
             ]
-            telemetry = self.fleet.telemetry(
+            telemetry = await self.fleet.telemetry(
                 running, rollout.stage_started_unix_ms, program_sha256=candidate
             )
             results = [install, *gate_rules.bake_gates(spec.gates, telemetry)]
@@ -349,7 +401,7 @@ class RolloutController:
                 return
             rollout.phase += 1
             self._enter(rollout, INSTALL, now)
-            self._step_running(rollout, events)
+            await self._step_running(rollout, events)
 
     def _track_install(
         self,
@@ -395,19 +447,19 @@ class RolloutController:
         rollout.stage_started_unix_ms = self._now_ms()
         log.warning("rollouts.rolling_back", rollout=rollout.rollout_id, reason=reason)
 
-    def _step_rolling_back(self, rollout: Rollout, events: list[str]) -> None:
+    async def _step_rolling_back(self, rollout: Rollout, events: list[str]) -> None:
         candidate = rollout.spec.program_sha256
         now = self._now_ms()
-        views = self._views(rollout)
+        views = await self._views(rollout)
         for agent in rollout.agents:
             if agent.status == PENDING:
                 continue
             view = views.get(agent.agent_id)
             if agent.status == SHADOWING:
-                self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                await self.assigner.assign(agent.agent_id, "", shadow_sha256="")
                 self._set(agent, AGENT_ROLLED_BACK, "shadow cleared", now)
             elif agent.status in TOUCHED - {AGENT_ROLLING_BACK}:
-                self._assign_rollback(rollout, agent, view)
+                await self._assign_rollback(rollout, agent, view)
                 self._set(agent, AGENT_ROLLING_BACK, "", now)
             if agent.status == AGENT_ROLLING_BACK:
                 if view is not None and view.program_sha256 != candidate:
@@ -427,7 +479,7 @@ class RolloutController:
             back = sum(a.status == AGENT_ROLLED_BACK for a in rollout.agents)
             events.append(f"rolled back {back} agents: {rollout.reason}")
 
-    def _assign_rollback(
+    async def _assign_rollback(
         self, rollout: Rollout, agent: RolloutAgent, view: AgentView | None
     ) -> None:
         """Desired state back to what the agent ran before the rollout.
@@ -437,36 +489,38 @@ class RolloutController:
         does not install the candidate when it reconnects.
         """
         if view is None or view.program_sha256 == rollout.spec.program_sha256:
-            self.assigner.assign(agent.agent_id, agent.from_sha256, rollback=True)
+            await self.assigner.assign(agent.agent_id, agent.from_sha256, rollback=True)
         else:
-            self.assigner.assign(agent.agent_id, agent.from_sha256)
+            await self.assigner.assign(agent.agent_id, agent.from_sha256)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def wait_for_change(self, rollout_id: str, version: int, timeout_s: float) -> Rollout:
+    async def wait_for_change(self, rollout_id: str, version: int, timeout_s: float) -> Rollout:
         """The rollout once its version passes ``version`` (or as it is after the timeout)."""
         deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
-                rollout = self.store.get(rollout_id)
-                remaining = deadline - time.monotonic()
-                if rollout.version != version or remaining <= 0 or self._stop.is_set():
-                    return rollout
-                self._changed.wait(remaining)
+        while True:
+            changed = self._changed  # before reading: a commit after the read sets it
+            rollout = await self.store.get(rollout_id)
+            remaining = deadline - time.monotonic()
+            if rollout.version != version or remaining <= 0:
+                return rollout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
 
-    def _commit(
+    async def _commit(
         self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None = None
     ) -> Rollout:
         rollout.updated_unix_ms = self._now_ms()
-        saved = self.store.save(rollout, events, changed)
+        saved = await self.store.save(rollout, events, changed)
         for message in events:
             log.info("rollouts.event", rollout=rollout.rollout_id, message=message)
         self._notify()
         return saved
 
     def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._wake.set()  # the run loop refreshes its deadlines and watched agents
 
     def _enter(self, rollout: Rollout, stage: str, now: int) -> None:
         rollout.stage = stage
@@ -478,18 +532,40 @@ class RolloutController:
             agent.detail = detail
             agent.status_unix_ms = self._now_ms() if now is None else now
 
-    def _views(self, rollout: Rollout) -> dict[str, AgentView]:
-        return {view.agent_id: view for view in self.fleet.agents(rollout.spec.selector)}
+    async def _views(self, rollout: Rollout) -> dict[str, AgentView]:
+        return {view.agent_id: view for view in await self.fleet.agents(rollout.spec.selector)}
 
-    def _agents_in_active_rollouts(self) -> dict[str, str]:
+    async def _agents_in_active_rollouts(self) -> dict[str, str]:
         return {
             agent.agent_id: rollout.rollout_id
-            for rollout in self.store.list_rollouts(active_only=True)
+            for rollout in await self.store.list_rollouts(active_only=True)
             for agent in rollout.agents
         }
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _deadlines(rollout: Rollout) -> list[int]:
+    """When (unix ms) a rollout's state changes with no event from the fleet: a bake or
+    shadow period ends, the extra wait for shadow frames ends, an install times out."""
+    spec = rollout.spec
+    bake_ms, timeout_ms = int(spec.bake_s * 1000), int(spec.install_timeout_s * 1000)
+    started = rollout.stage_started_unix_ms
+    found: list[int] = []
+    if rollout.state == RUNNING:
+        if rollout.stage in (SHADOW, BAKE):
+            found.append(started + bake_ms)
+        if rollout.stage == SHADOW:
+            found.append(started + bake_ms + timeout_ms)
+        found.extend(
+            a.status_unix_ms + timeout_ms for a in rollout.agents if a.status == INSTALLING
+        )
+    elif rollout.state == ROLLING_BACK:
+        found.extend(
+            a.status_unix_ms + timeout_ms for a in rollout.agents if a.status == AGENT_ROLLING_BACK
+        )
+    return found
 
 
 def _fingerprint(rollout: Rollout) -> tuple[object, ...]:

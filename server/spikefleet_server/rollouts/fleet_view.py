@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,36 +15,37 @@ class FleetAdapter:
     """FleetView and Assigner over a FleetService.
 
     The newest install report per agent is kept in memory and refreshed
-    incrementally (install ids only grow), so listing a large fleet every
-    controller tick costs one small query.
+    incrementally (install ids only grow), so listing a large fleet at every
+    controller step costs one small query.
     """
 
     def __init__(self, fleet: FleetService) -> None:
         self._fleet = fleet
-        self._lock = threading.Lock()
         self._installs: dict[str, InstallRecord] = {}
         self._after_id = 0
 
-    def assign(
+    async def assign(
         self, agent_id: str, sha256: str, *, shadow_sha256: str = "", rollback: bool = False
     ) -> object:
-        return self._fleet.assign(agent_id, sha256, shadow_sha256=shadow_sha256, rollback=rollback)
+        return await self._fleet.assign(
+            agent_id, sha256, shadow_sha256=shadow_sha256, rollback=rollback
+        )
 
-    def agents(self, selector: dict[str, str] | None = None) -> list[AgentView]:
-        installs = self._latest_installs()
+    async def agents(self, selector: dict[str, str] | None = None) -> list[AgentView]:
+        installs = await self._latest_installs()
         return [
             self._view(record, installs.get(record.agent_id))
-            for record in self._fleet.agents()
+            for record in await self._fleet.agents()
             if selector is None or matches(record.labels, selector)
         ]
 
-    def agent(self, agent_id: str) -> AgentView | None:
-        record = self._fleet.store.agent(agent_id)
+    async def agent(self, agent_id: str) -> AgentView | None:
+        record = await self._fleet.store.agent(agent_id)
         if record is None:
             return None
-        return self._view(record, self._latest_installs().get(agent_id))
+        return self._view(record, (await self._latest_installs()).get(agent_id))
 
-    def telemetry(
+    async def telemetry(
         self,
         agent_ids: Sequence[str],
         since_unix_ms: int,
@@ -57,7 +57,7 @@ class FleetAdapter:
             return TelemetrySummary()
         frames = errors = shadow_frames = agreements = batches = 0
         p99 = 0.0
-        for record in self._fleet.store.telemetry_since(since_unix_ms, list(agent_ids)):
+        for record in await self._fleet.telemetry.since(since_unix_ms, agent_ids):
             batch = record.batch
             if program_sha256 and batch.program_sha256 != program_sha256:
                 continue
@@ -77,12 +77,11 @@ class FleetAdapter:
             batches=batches,
         )
 
-    def _latest_installs(self) -> dict[str, InstallRecord]:
-        with self._lock:
-            for record in self._fleet.store.installs(after_id=self._after_id):
-                self._installs[record.agent_id] = record
-                self._after_id = max(self._after_id, record.id)
-            return dict(self._installs)
+    async def _latest_installs(self) -> dict[str, InstallRecord]:
+        for record in await self._fleet.store.installs(after_id=self._after_id):
+            self._installs[record.agent_id] = record
+            self._after_id = max(self._after_id, record.id)
+        return dict(self._installs)
 
     @staticmethod
     def _view(record: AgentRecord, install: InstallRecord | None) -> AgentView:

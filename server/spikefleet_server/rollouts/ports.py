@@ -1,4 +1,4 @@
-"""What the rollout controller needs from the fleet, as two small Protocols.
+"""What the rollout controller needs from the fleet, as two small async Protocols.
 
 The fleet (agents table, control stream, telemetry ingest) lives in
 ``spikefleet_server.fleet``; keeping the controller behind these ports lets it
@@ -14,13 +14,13 @@ from spikefleet_server.rollouts.model import AgentView, TelemetrySummary
 
 
 class FleetView(Protocol):
-    def agents(self, selector: dict[str, str] | None = None) -> list[AgentView]:
+    async def agents(self, selector: dict[str, str] | None = None) -> list[AgentView]:
         """Every known agent whose labels match ``selector`` (all when None), by id."""
         ...
 
-    def agent(self, agent_id: str) -> AgentView | None: ...
+    async def agent(self, agent_id: str) -> AgentView | None: ...
 
-    def telemetry(
+    async def telemetry(
         self,
         agent_ids: Sequence[str],
         since_unix_ms: int,
@@ -37,7 +37,7 @@ class FleetView(Protocol):
 
 
 class Assigner(Protocol):
-    def assign(
+    async def assign(
         self, agent_id: str, sha256: str, *, shadow_sha256: str = "", rollback: bool = False
     ) -> object:
         """Make this the agent's desired state (persisted; sent now or when it reconnects).

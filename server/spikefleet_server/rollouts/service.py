@@ -1,8 +1,12 @@
-"""The Rollouts gRPC servicer: requests in, controller calls, status codes out."""
+"""The Rollouts gRPC servicer: requests in, controller calls, status codes out.
+
+Every method is a coroutine on the server's loop; WatchRollout waits for the
+controller's next commit without holding a thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -48,21 +52,21 @@ def _code(exc: RolloutError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-def _abort(context: grpc.ServicerContext, exc: RolloutError) -> NoReturn:
-    context.abort(_code(exc), str(exc))
+async def _abort(context: grpc.aio.ServicerContext, exc: RolloutError) -> NoReturn:
+    await context.abort(_code(exc), str(exc))
     raise AssertionError("grpc's abort raises")
 
 
-def _call(context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+async def _call(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
     try:
-        return fn()
+        return await call
     except RolloutError as exc:
-        _abort(context, exc)
+        await _abort(context, exc)
 
 
-def _need_id(context: grpc.ServicerContext, rollout_id: str) -> str:
+async def _need_id(context: grpc.aio.ServicerContext, rollout_id: str) -> str:
     if not rollout_id:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rollout_id is empty")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rollout_id is empty")
     return rollout_id
 
 
@@ -70,74 +74,76 @@ class RolloutsServicer(rollout_pb2_grpc.RolloutsServicer):
     def __init__(self, controller: RolloutController) -> None:
         self.controller = controller
 
-    def ListAgents(
-        self, request: rollout_pb2.ListAgentsRequest, context: grpc.ServicerContext
+    async def ListAgents(
+        self, request: rollout_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.ListAgentsResponse:
-        agents = self.controller.fleet.agents(dict(request.selector) or None)
+        agents = await self.controller.fleet.agents(dict(request.selector) or None)
         return rollout_pb2.ListAgentsResponse(agents=[agent_to_proto(a) for a in agents])
 
-    def CreateRollout(
-        self, request: rollout_pb2.CreateRolloutRequest, context: grpc.ServicerContext
+    async def CreateRollout(
+        self, request: rollout_pb2.CreateRolloutRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         if not request.HasField("spec"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "CreateRolloutRequest.spec is missing")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "CreateRolloutRequest.spec is missing"
+            )
         spec = spec_from_proto(request.spec)
-        return rollout_to_proto(_call(context, lambda: self.controller.create(spec)))
+        return rollout_to_proto(await _call(context, self.controller.create(spec)))
 
-    def GetRollout(
-        self, request: rollout_pb2.GetRolloutRequest, context: grpc.ServicerContext
+    async def GetRollout(
+        self, request: rollout_pb2.GetRolloutRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
-        rollout_id = _need_id(context, request.rollout_id)
-        return rollout_to_proto(_call(context, lambda: self.controller.get(rollout_id)))
+        rollout_id = await _need_id(context, request.rollout_id)
+        return rollout_to_proto(await _call(context, self.controller.get(rollout_id)))
 
-    def ListRollouts(
-        self, request: rollout_pb2.ListRolloutsRequest, context: grpc.ServicerContext
+    async def ListRollouts(
+        self, request: rollout_pb2.ListRolloutsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.ListRolloutsResponse:
-        rollouts = self.controller.list_rollouts(active_only=request.active_only)
+        rollouts = await self.controller.list_rollouts(active_only=request.active_only)
         return rollout_pb2.ListRolloutsResponse(rollouts=[rollout_to_proto(r) for r in rollouts])
 
-    def WatchRollout(
-        self, request: rollout_pb2.GetRolloutRequest, context: grpc.ServicerContext
-    ) -> Iterator[rollout_pb2.Rollout]:
-        rollout_id = _need_id(context, request.rollout_id)
-        rollout = _call(context, lambda: self.controller.get(rollout_id))
+    async def WatchRollout(
+        self, request: rollout_pb2.GetRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rollout_pb2.Rollout]:
+        rollout_id = await _need_id(context, request.rollout_id)
+        rollout = await _call(context, self.controller.get(rollout_id))
         yield rollout_to_proto(rollout)
-        while rollout.state not in FINAL_STATES and context.is_active():
+        while rollout.state not in FINAL_STATES:
             version = rollout.version
-            rollout = self.controller.wait_for_change(rollout_id, version, WATCH_POLL_S)
+            rollout = await self.controller.wait_for_change(rollout_id, version, WATCH_POLL_S)
             if rollout.version != version:
                 yield rollout_to_proto(rollout)
+            elif self.controller.stopping:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again"
+                )
 
-    def PauseRollout(
-        self, request: rollout_pb2.RolloutActionRequest, context: grpc.ServicerContext
+    async def PauseRollout(
+        self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
-        rollout_id = _need_id(context, request.rollout_id)
+        rollout_id = await _need_id(context, request.rollout_id)
         return rollout_to_proto(
-            _call(context, lambda: self.controller.pause(rollout_id, request.reason))
+            await _call(context, self.controller.pause(rollout_id, request.reason))
         )
 
-    def ResumeRollout(
-        self, request: rollout_pb2.RolloutActionRequest, context: grpc.ServicerContext
+    async def ResumeRollout(
+        self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
-        rollout_id = _need_id(context, request.rollout_id)
-        return rollout_to_proto(_call(context, lambda: self.controller.resume(rollout_id)))
+        rollout_id = await _need_id(context, request.rollout_id)
+        return rollout_to_proto(await _call(context, self.controller.resume(rollout_id)))
 
-    def AbortRollout(
-        self, request: rollout_pb2.RolloutActionRequest, context: grpc.ServicerContext
+    async def AbortRollout(
+        self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
-        rollout_id = _need_id(context, request.rollout_id)
+        rollout_id = await _need_id(context, request.rollout_id)
         return rollout_to_proto(
-            _call(context, lambda: self.controller.abort(rollout_id, request.reason))
+            await _call(context, self.controller.abort(rollout_id, request.reason))
         )
 
-    def RollbackRollout(
-        self, request: rollout_pb2.RolloutActionRequest, context: grpc.ServicerContext
+    async def RollbackRollout(
+        self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
-        rollout_id = _need_id(context, request.rollout_id)
+        rollout_id = await _need_id(context, request.rollout_id)
         return rollout_to_proto(
-            _call(context, lambda: self.controller.rollback(rollout_id, request.reason))
+            await _call(context, self.controller.rollback(rollout_id, request.reason))
         )
-
-
-def add_to_server(controller: RolloutController, server: grpc.Server) -> None:
-    rollout_pb2_grpc.add_RolloutsServicer_to_server(RolloutsServicer(controller), server)

@@ -46,12 +46,16 @@ def spec_from_json(text: str) -> RolloutSpec:
 
 
 class RolloutStore:
-    """The rollout tables in the server's database."""
+    """The rollouts area: the rollout tables in the server's database (async methods,
+    transactions on the storage threads)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, rollout: Rollout, events: list[str]) -> Rollout:
+    async def create(self, rollout: Rollout, events: list[str]) -> Rollout:
+        return await self.db.run(self._create, rollout, events)
+
+    def _create(self, rollout: Rollout, events: list[str]) -> Rollout:
         with self.db.write() as conn:
             conn.execute(
                 sa.insert(rollouts).values(
@@ -74,11 +78,16 @@ class RolloutStore:
             _append_events(conn, rollout.rollout_id, rollout.updated_unix_ms, events)
             return self._get(conn, rollout.rollout_id)
 
-    def save(
+    async def save(
         self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None = None
     ) -> Rollout:
         """Commit the rollout (row, ``changed`` agents or all, new events) in one transaction,
         if nobody else committed it since it was read."""
+        return await self.db.run(self._save, rollout, events, changed)
+
+    def _save(
+        self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None
+    ) -> Rollout:
         with self.db.write() as conn:
             result = conn.execute(
                 sa.update(rollouts)
@@ -103,12 +112,18 @@ class RolloutStore:
             _append_events(conn, rollout.rollout_id, rollout.updated_unix_ms, events)
             return self._get(conn, rollout.rollout_id)
 
-    def get(self, rollout_id: str) -> Rollout:
+    async def get(self, rollout_id: str) -> Rollout:
+        return await self.db.run(self._read_one, rollout_id)
+
+    def _read_one(self, rollout_id: str) -> Rollout:
         with self.db.read() as conn:
             return self._get(conn, rollout_id)
 
-    def version(self, rollout_id: str) -> int:
+    async def version(self, rollout_id: str) -> int:
         """The rollout's committed version (cheap: for watchers waiting for a change)."""
+        return await self.db.run(self._version, rollout_id)
+
+    def _version(self, rollout_id: str) -> int:
         with self.db.read() as conn:
             version = conn.execute(
                 sa.select(rollouts.c.version).where(rollouts.c.rollout_id == rollout_id)
@@ -123,7 +138,10 @@ class RolloutStore:
             raise _not_found(rollout_id)
         return self._load(conn, row)
 
-    def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
+    async def list_rollouts(self, *, active_only: bool = False) -> list[Rollout]:
+        return await self.db.run(self._list, active_only)
+
+    def _list(self, active_only: bool) -> list[Rollout]:
         query = sa.select(rollouts).order_by(rollouts.c.created_ms, rollouts.c.rollout_id)
         if active_only:
             query = query.where(rollouts.c.state.in_(sorted(ACTIVE_STATES)))

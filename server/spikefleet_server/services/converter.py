@@ -7,12 +7,13 @@ start's clean-up).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from spikefleet.v1 import converter_pb2, converter_pb2_grpc
 from spikefleet_server.conversion import ConversionJob, ConversionOutcome, ConversionPool
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.registry import Registry, check_name
+from spikefleet_server.rpc import Refusal
 from spikefleet_server.services.messages import program_info
 
 log = structlog.get_logger("spikefleet_server.converter")
@@ -111,24 +113,25 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         self.convert_timeout = convert_timeout
         uploads.mkdir(parents=True, exist_ok=True)
 
-    def Convert(
-        self, request_iterator: Iterator[converter_pb2.ConvertRequest], context: Any
-    ) -> Iterator[converter_pb2.ConvertReply]:
+    async def Convert(
+        self, request_iterator: AsyncIterator[converter_pb2.ConvertRequest], context: Any
+    ) -> AsyncIterator[converter_pb2.ConvertReply]:
         workdir = self.uploads / uuid.uuid4().hex
         try:
-            yield from self._convert(request_iterator, workdir)
+            async for reply in self._convert(aiter(request_iterator), workdir):
+                yield reply
         except _Refused as refused:
             self.metrics.conversions.labels("failed").inc()
             self.metrics.conversion_failures.labels(refused.reason).inc()
             log.warning("convert.refused", reason=refused.reason, message=str(refused))
-            self._abort(context, refused)
+            await self._abort(context, refused)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
     @staticmethod
-    def _abort(context: Any, refused: _Refused) -> NoReturn:
-        context.abort(refused.code, str(refused))
-        raise AssertionError("unreachable")
+    async def _abort(context: Any, refused: _Refused) -> NoReturn:
+        # the status goes out once Convert has unwound: the upload's files are gone by then
+        raise Refusal(refused.code, str(refused))
 
     def _options(self, first: converter_pb2.ConvertRequest | None) -> converter_pb2.ConvertOptions:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -188,13 +191,13 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                 raise _Refused(invalid, "bad-options", str(exc)) from None
         return options
 
-    def _receive(
+    async def _receive(
         self,
-        request_iterator: Iterator[converter_pb2.ConvertRequest],
+        request_iterator: AsyncIterator[converter_pb2.ConvertRequest],
         options: converter_pb2.ConvertOptions,
         model_path: Path,
         calibration_path: Path,
-    ) -> Iterator[converter_pb2.ConvertReply]:
+    ) -> AsyncIterator[converter_pb2.ConvertReply]:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         parts = {
             "chunk": _Part("model", model_path, options.total_size, options.upload_sha256),
@@ -209,7 +212,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         received = 0
         next_report = 0.1
         try:
-            for request in request_iterator:
+            async for request in request_iterator:
                 kind = request.WhichOneof("part")
                 if kind not in parts:
                     raise _Refused(invalid, "bad-options", "options sent twice in one upload")
@@ -222,7 +225,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                         f"upload exceeds the server's limit of {self.max_upload_bytes} bytes "
                         "(max_upload_bytes)",
                     )
-                parts[kind].write(data)
+                await asyncio.to_thread(parts[kind].write, data)  # file I/O off the loop
                 if received / total >= next_report:
                     next_report += 0.1
                     yield _progress(
@@ -236,10 +239,10 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         for part in parts.values():
             part.check()
 
-    def _convert(
-        self, request_iterator: Iterator[converter_pb2.ConvertRequest], workdir: Path
-    ) -> Iterator[converter_pb2.ConvertReply]:
-        options = self._options(next(request_iterator, None))
+    async def _convert(
+        self, request_iterator: AsyncIterator[converter_pb2.ConvertRequest], workdir: Path
+    ) -> AsyncIterator[converter_pb2.ConvertReply]:
+        options = self._options(await anext(request_iterator, None))
         workdir.mkdir()
         path = workdir / Path(options.filename).name
         calibration = workdir / "calibration.npz"
@@ -249,7 +252,8 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             filename=path.name,
             total_size=options.total_size,
         )
-        yield from self._receive(request_iterator, options, path, calibration)
+        async for reply in self._receive(request_iterator, options, path, calibration):
+            yield reply
         log.info("convert.received", filename=path.name, size=options.total_size)
         yield _progress("queued", UPLOAD_SHARE, "waiting for a conversion worker")
         started = time.perf_counter()
@@ -269,7 +273,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             input_spec_json=options.input_spec_json,
         )
         outcome: ConversionOutcome | None = None
-        for event in self.pool.run(job, self.convert_timeout):
+        async for event in self.pool.run(job, self.convert_timeout):
             if isinstance(event, ConversionOutcome):
                 outcome = event
             else:
@@ -294,7 +298,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                 f"cannot convert {path.name}: {message}",
             )
         yield _progress("sign", 0.92, "signing and storing the program")
-        record = self.registry.put(
+        record = await self.registry.put(
             outcome.program,
             name=options.name,
             labels=dict(options.labels),

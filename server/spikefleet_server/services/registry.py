@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -16,14 +17,14 @@ from spikefleet_server.services.messages import program_info
 CHUNK = 64 * 1024
 
 
-def _abort(context: Any, exc: RegistryError) -> NoReturn:
+async def _abort(context: Any, exc: RegistryError) -> NoReturn:
     if isinstance(exc, ProgramNotFoundError):
         code = grpc.StatusCode.NOT_FOUND
     elif isinstance(exc, ProgramInUseError):
         code = grpc.StatusCode.FAILED_PRECONDITION
     else:
         code = grpc.StatusCode.INVALID_ARGUMENT
-    context.abort(code, str(exc))
+    await context.abort(code, str(exc))
     raise AssertionError("unreachable")
 
 
@@ -36,58 +37,60 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.registry = registry
         self.published_keys = published_keys
 
-    def _resolve(self, ref: registry_pb2.ProgramRef) -> ProgramRecord:
+    async def _resolve(self, ref: registry_pb2.ProgramRef) -> ProgramRecord:
         if ref.sha256:
-            return self.registry.describe(ref.sha256)
+            return await self.registry.describe(ref.sha256)
         if ref.name:
-            return self.registry.describe(ref.name, ref.version or None)
+            return await self.registry.describe(ref.name, ref.version or None)
         raise ProgramNotFoundError("no program given: set sha256, or name (and version)")
 
-    def List(
+    async def List(
         self, request: registry_pb2.ListProgramsRequest, context: Any
     ) -> registry_pb2.ListProgramsResponse:
-        records = self.registry.list(
+        records = await self.registry.list(
             name=request.name or None,
             labels=dict(request.labels),
             latest_only=request.latest_only,
         )
         return registry_pb2.ListProgramsResponse(programs=[program_info(r) for r in records])
 
-    def Describe(self, request: registry_pb2.ProgramRef, context: Any) -> converter_pb2.ProgramInfo:
-        try:
-            return program_info(self._resolve(request))
-        except RegistryError as exc:
-            _abort(context, exc)
-
-    def Get(
+    async def Describe(
         self, request: registry_pb2.ProgramRef, context: Any
-    ) -> Iterator[registry_pb2.ProgramData]:
+    ) -> converter_pb2.ProgramInfo:
         try:
-            record = self._resolve(request)
-            data = self.registry.get_bytes(record.sha256)
+            return program_info(await self._resolve(request))
         except RegistryError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
+
+    async def Get(
+        self, request: registry_pb2.ProgramRef, context: Any
+    ) -> AsyncIterator[registry_pb2.ProgramData]:
+        try:
+            record = await self._resolve(request)
+            data = await self.registry.get_bytes(record.sha256)
+        except RegistryError as exc:
+            await _abort(context, exc)
         yield registry_pb2.ProgramData(chunk=data[:CHUNK], info=program_info(record))
         for start in range(CHUNK, len(data), CHUNK):
             yield registry_pb2.ProgramData(chunk=data[start : start + CHUNK])
 
-    def Delete(
+    async def Delete(
         self, request: registry_pb2.ProgramRef, context: Any
     ) -> registry_pb2.DeleteProgramResponse:
         try:
-            record = self._resolve(request)
-            deleted = self.registry.delete(record.sha256)
+            record = await self._resolve(request)
+            deleted = await self.registry.delete(record.sha256)
         except RegistryError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
         return registry_pb2.DeleteProgramResponse(deleted=program_info(deleted))
 
-    def TrustedKeys(
+    async def TrustedKeys(
         self, request: registry_pb2.TrustedKeysRequest, context: Any
     ) -> registry_pb2.TrustedKeysResponse:
         try:
-            published = self.published_keys()
+            published = await asyncio.to_thread(self.published_keys)  # reads key files
         except KeyFileError as exc:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the server's trusted_keys_dir holds a bad key file: {exc}",
             )

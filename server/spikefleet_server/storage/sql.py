@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,3 +16,8 @@ def insert(conn: Connection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, the unit of every timestamp column."""
+    return int(time.time() * 1000)

@@ -20,7 +20,7 @@ from alembic.util.exc import CommandError
 
 from spikefleet.errors import ServerConfigError
 from spikefleet_server import __version__
-from spikefleet_server.storage.database import Database
+from spikefleet_server.storage.database import STORAGE_THREADS, Database
 
 _HERE = Path(__file__).resolve().parent
 UPGRADE_COMMAND = "spikefleet-server db upgrade"
@@ -91,10 +91,12 @@ def check_schema(db: Database) -> str:
     return revision
 
 
-def open_database(target: str | os.PathLike[str], *, migrate: bool = True) -> Database:
+def open_database(
+    target: str | os.PathLike[str], *, migrate: bool = True, threads: int = STORAGE_THREADS
+) -> Database:
     """Open the database at ``target`` (path or URL) with this server's schema: upgraded
     to it (``migrate``), or checked to be it (SchemaError otherwise)."""
-    db = Database(target)
+    db = Database(target, threads=threads)
     try:
         if migrate:
             upgrade(db)

@@ -1,0 +1,223 @@
+"""The telemetry area: agents' batches in the server's database, stored exactly once.
+
+Rows are keyed by (agent_id, seq) and inserted with ON CONFLICT DO NOTHING, so a
+batch the agent re-sends after a reconnect is stored once. A group of batches
+(the fleet's group commit) is one multi-row insert in one transaction; a row the
+database refuses is refused alone (savepoints) and the rest of the group stored.
+Retention (age, rows per agent) is :meth:`TelemetryStore.prune`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from spikefleet.v1 import fleet_pb2
+from spikefleet_server.storage import Database
+from spikefleet_server.storage.schema import fleet_agents, fleet_telemetry
+from spikefleet_server.storage.sql import insert, now_ms
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """One batch of a group commit: stored for the first time, already there, or refused."""
+
+    new: bool
+    refused: str = ""  # why the database could not store it ("" = stored or duplicate)
+
+
+# Errors a single row can cause (a value the database cannot hold); anything else
+# (disk full, I/O) fails the whole transaction and the writer retries the group.
+_ROW_ERRORS = (
+    sa.exc.IntegrityError,
+    sa.exc.DataError,
+    sa.exc.InterfaceError,
+    sa.exc.ProgrammingError,
+    OverflowError,
+    ValueError,
+)
+
+
+@dataclass
+class TelemetryRecord:
+    agent_id: str
+    seq: int
+    received_ms: int
+    batch: fleet_pb2.TelemetryBatch = field(repr=False)
+
+
+class TelemetryStore:
+    """The ``fleet_telemetry`` table; every method runs on the storage threads."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ingest(self, agent_id: str, batch: fleet_pb2.TelemetryBatch) -> bool:
+        """Store one batch; False if this (agent, seq) was already stored or was refused."""
+        return (await self.ingest_many([(agent_id, batch)]))[0].new
+
+    async def ingest_many(
+        self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str] = ()
+    ) -> list[IngestResult]:
+        """Store batches, and refresh the last_seen of the ``seen`` agents, in one
+        transaction (one fsync); per batch, whether it was new or why it was refused.
+
+        The group goes in as one multi-row insert; only if the database refuses a row
+        of it is each batch inserted alone, under its own savepoint, so one bad batch
+        is refused and the others of the group are still stored."""
+        return await self.db.run(self._ingest_many, items, seen)
+
+    def _ingest_many(
+        self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str]
+    ) -> list[IngestResult]:
+        now = now_ms()
+        with self.db.write() as conn:
+            if seen:
+                conn.execute(
+                    sa.update(fleet_agents)
+                    .where(fleet_agents.c.agent_id == sa.bindparam("agent"))
+                    .values(last_seen_ms=now),
+                    [{"agent": agent_id} for agent_id in seen],
+                )
+            if not items:
+                return []
+            rows = [_row(agent_id, batch, now) for agent_id, batch in items]
+            try:
+                with conn.begin_nested():
+                    inserted = _insert(conn, rows)
+            except _ROW_ERRORS:
+                return [_insert_alone(conn, row) for row in rows]
+        stored = []
+        for agent_id, batch in items:  # a batch sent twice in one group is new only once
+            key = (agent_id, batch.seq)
+            stored.append(IngestResult(key in inserted))
+            inserted.discard(key)
+        return stored
+
+    async def prune(self, older_than_ms: int, max_per_agent: int) -> int:
+        """Delete batches received before ``older_than_ms`` (0: none) and all but the
+        newest ``max_per_agent`` of each agent (0: no cap); return how many went."""
+        return await self.db.run(self._prune, older_than_ms, max_per_agent)
+
+    def _prune(self, older_than_ms: int, max_per_agent: int) -> int:
+        t = fleet_telemetry.c
+        deleted = 0
+        with self.db.write() as conn:
+            if older_than_ms:
+                deleted += conn.execute(
+                    sa.delete(fleet_telemetry).where(t.received_ms < older_than_ms)
+                ).rowcount
+            if max_per_agent:
+                over = conn.scalars(
+                    sa.select(t.agent_id)
+                    .group_by(t.agent_id)
+                    .having(sa.func.count() > max_per_agent)
+                ).all()
+                for agent_id in over:
+                    newest_dropped = (
+                        sa.select(t.seq)
+                        .where(t.agent_id == agent_id)
+                        .order_by(t.seq.desc())
+                        .limit(1)
+                        .offset(max_per_agent)
+                        .scalar_subquery()
+                    )
+                    deleted += conn.execute(
+                        sa.delete(fleet_telemetry).where(
+                            t.agent_id == agent_id, t.seq <= newest_dropped
+                        )
+                    ).rowcount
+        return deleted
+
+    async def last_seq(self, agent_id: str) -> int:
+        """The highest seq stored for the agent (0: none)."""
+        return await self.db.run(self._last_seq, agent_id)
+
+    def _last_seq(self, agent_id: str) -> int:
+        with self.db.read() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(fleet_telemetry.c.seq)).where(
+                    fleet_telemetry.c.agent_id == agent_id
+                )
+            ).scalar()
+        return int(value or 0)
+
+    async def of_agent(
+        self, agent_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[TelemetryRecord]:
+        """The agent's batches after ``after_seq``, by seq."""
+        t = fleet_telemetry.c
+        query = (
+            sa.select(t.agent_id, t.seq, t.received_ms, t.body)
+            .where(t.agent_id == agent_id, t.seq > after_seq)
+            .order_by(t.seq)
+            .limit(limit)
+        )
+        return await self.db.run(self._records, query)
+
+    async def since(
+        self, since_ms: int, agent_ids: Sequence[str] | None = None
+    ) -> list[TelemetryRecord]:
+        """Batches received at or after ``since_ms`` (for health gates), oldest first."""
+        t = fleet_telemetry.c
+        query = (
+            sa.select(t.agent_id, t.seq, t.received_ms, t.body)
+            .where(t.received_ms >= since_ms)
+            .order_by(t.received_ms, t.agent_id, t.seq)
+        )
+        records = await self.db.run(self._records, query)
+        if agent_ids is None:
+            return records
+        wanted = set(agent_ids)
+        return [r for r in records if r.agent_id in wanted]
+
+    def _records(self, query: Any) -> list[TelemetryRecord]:
+        with self.db.read() as conn:
+            return [
+                TelemetryRecord(
+                    r.agent_id, r.seq, r.received_ms, fleet_pb2.TelemetryBatch.FromString(r.body)
+                )
+                for r in conn.execute(query)
+            ]
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """Insert rows not stored yet; the (agent_id, seq) of those inserted."""
+    statement = (
+        insert(conn, fleet_telemetry)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[fleet_telemetry.c.agent_id, fleet_telemetry.c.seq])
+        .returning(fleet_telemetry.c.agent_id, fleet_telemetry.c.seq)
+    )
+    return {(r.agent_id, r.seq) for r in conn.execute(statement)}
+
+
+def _insert_alone(conn: Connection, row: dict[str, Any]) -> IngestResult:
+    try:
+        with conn.begin_nested():
+            return IngestResult(bool(_insert(conn, [row])))
+    except _ROW_ERRORS as exc:
+        return IngestResult(False, f"not storable: {getattr(exc, 'orig', None) or exc}")
+
+
+def _row(agent_id: str, batch: fleet_pb2.TelemetryBatch, now: int) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "seq": batch.seq,
+        "received_ms": now,
+        "start_ms": batch.start_unix_ms,
+        "end_ms": batch.end_unix_ms,
+        "program_sha256": batch.program_sha256,
+        "frames": batch.frames,
+        "predictions": batch.predictions,
+        "errors": batch.errors,
+        "latency_p99_ms": batch.latency_p99_ms,
+        "shadow_sha256": batch.shadow_sha256,
+        "shadow_frames": batch.shadow_frames,
+        "shadow_agreements": batch.shadow_agreements,
+        "body": batch.SerializeToString(),
+    }
