@@ -195,10 +195,15 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         return lock
 
     async def _register(self, session: _Session, register: fleet_pb2.Register) -> None:
-        async with self._write_lock(session.agent_id):
-            if self._sessions.get(session.agent_id) is not session:
-                return  # it already went away (or was replaced): don't mark it connected
-            await self.store.register(register)
+        async def write() -> None:
+            async with self._write_lock(session.agent_id):
+                if self._sessions.get(session.agent_id) is not session:
+                    return  # it already went away (or was replaced): don't mark it connected
+                await self.store.register(register)
+
+        # a task of its own that keeps the agent's lock until the write is done, even when
+        # the stream drops meanwhile: its "disconnected" write then comes after it
+        await asyncio.shield(asyncio.ensure_future(write()))
 
     async def _disconnected(self, agent_id: str) -> bool:
         """Record the agent as gone, after any of its writes still in flight, unless a
