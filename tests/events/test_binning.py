@@ -207,3 +207,29 @@ def test_limits_refuse_before_allocating() -> None:
     with pytest.raises(BinningLimitError, match="more than the 1500") as info:
         binner.push(events)
     assert info.value.limit == "max_buffered_events"
+
+
+def test_the_c_loop_is_built_and_counts_what_numpy_counts() -> None:
+    spec = InputSpec(
+        sensor_size=(1280, 720, 2),
+        time_window=3_000,
+        window_start=WindowStart.ABSOLUTE,
+        crop=center_crop((1280, 720, 2), (1000, 600)),
+        downsample=(7, 5),
+        clip_bits=4,
+    )
+    assert SpecBinner(spec).use_kernel, (
+        "spikefleet.events._binning is not built: pip install -e client"
+    )
+    events = make_recording(spec, 9, 200_000, 40_000)
+    events["t"] += 987_654
+    events["p"].view(np.uint8)[::7] = 2  # any non-zero byte is ON, in both
+    fast, slow = SpecBinner(spec), SpecBinner(spec)
+    slow.use_kernel = False
+    for packet in np.array_split(events, 13):
+        a, b = fast.push(packet), slow.push(packet)
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.window_start, b.window_start)
+    np.testing.assert_array_equal(fast.flush().frames, slow.flush().frames)
+    late = make_events([500], [300], [987_654], [True])
+    assert fast.push(late).dropped == slow.push(late).dropped == {"late": 1}

@@ -22,6 +22,7 @@ emitted is dropped and counted (``dropped["late"]``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -31,7 +32,14 @@ from spikefleet.errors import EventFormatError
 from spikefleet.events.spec import Binning, InputSpec, Polarity, WindowStart
 from spikefleet.events.types import as_events
 
+_kernel: ModuleType | None
+try:  # the C loop beside this file; numpy does the same where it is not built
+    from spikefleet.events import _binning as _kernel
+except ImportError:  # pragma: no cover - an install from before the extension existed
+    _kernel = None
+
 Layout = Literal["nhwc", "tonic"]
+_INT64_MAX = (1 << 63) - 1
 _OUT = -(1 << 40)  # table entry for a cropped-out row or column: any sum stays negative
 
 
@@ -105,7 +113,8 @@ class _Pixels:
         pix = np.take(self.row, events["y"])
         pix += np.take(self.col, events["x"])
         if self.split:
-            pix += events["p"].view(np.uint8).astype(self.dtype) * self.channel_step
+            on = events["p"].view(np.uint8) != 0  # any non-zero byte is ON, as in C
+            pix += on.astype(self.dtype) * self.channel_step
         return pix, pix >= 0
 
 
@@ -253,6 +262,14 @@ class SpecBinner:
         self._window = 0 if per_sample else spec.amount
         self._stride = int(self._window - spec.overlap) if self._window else 0
         self._direct = self._window > 0 and self._stride == self._window
+        # the C loop serves direct time windows over int32 tables with no filters
+        self.use_kernel = (
+            _kernel is not None
+            and self._direct
+            and self._binning is Binning.TIME_WINDOW
+            and self._pixels.dtype == np.int32
+            and not self._filters.active
+        )
         self._size = self._pixels.size
         self._open = np.zeros(0, np.int64)  # counts of the open windows next, next + 1, ...
         self._open_windows = 0
@@ -289,6 +306,9 @@ class SpecBinner:
         events = as_events(events)
         self.events_in += len(events)
         dropped: dict[str, int] = {}
+        if self.use_kernel:
+            out = self._push_time_kernel(events, dropped)
+            return self._pushed(out, dropped)
         self._pixels.check(events)
         if self._filters.active:
             events = self._filters(events)
@@ -302,6 +322,9 @@ class SpecBinner:
         else:
             self._hold(events["t"].astype(np.int64), pix)
             out = self._empty()
+        return self._pushed(out, dropped)
+
+    def _pushed(self, out: Binned, dropped: dict[str, int]) -> Binned:
         out.dropped = dropped
         for reason, n in dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -378,6 +401,54 @@ class SpecBinner:
             self._count_into(first - self._next, pix)
         else:
             self._count_into((t - origin) // self._window - self._next, pix, last - self._next)
+        return self._release(complete)
+
+    def _push_time_kernel(self, events: np.ndarray, dropped: dict[str, int]) -> Binned:
+        """_push_time for direct windows, in two C passes over the packed records."""
+        assert _kernel is not None
+        data = np.ascontiguousarray(events)
+        pixels = self._pixels
+        bad, kept, tmin, tmax = _kernel.scan(
+            data, pixels.width, pixels.height, pixels.row, pixels.col
+        )
+        if bad >= 0:
+            pixels.check(events)  # raises, naming the first
+        if not kept:
+            return self._empty()
+        self._reached += kept
+        self._newest = tmax if self._newest is None else max(self._newest, tmax)
+        if self._origin is None:
+            first = tmin
+            if self.spec.window_start is WindowStart.ABSOLUTE:
+                first = first // self._stride * self._stride
+            self._origin = first
+        origin, window = self._origin, self._window
+        earliest = origin + self._next * window
+        cap = self._cap()
+        end = _INT64_MAX if cap is None else origin + (cap - 1) * window + window
+        complete = (self._newest - origin - window) // window + 1
+        if cap is not None:
+            complete = min(complete, cap)
+        last = (min(tmax, end - 1) - origin) // window
+        if tmax >= earliest and last >= self._next:
+            self._count_into(last - self._next, np.zeros(0, np.int32))  # size the buffers
+        late, after = _kernel.count(
+            data,
+            pixels.row,
+            pixels.col,
+            pixels.channel_step if pixels.split else 0,
+            origin,
+            window,
+            self._next,
+            min(max(earliest, -_INT64_MAX), _INT64_MAX),
+            min(end, _INT64_MAX),
+            self._open,
+            self._size,
+        )
+        if late:
+            dropped["late"] = late
+        if after:
+            dropped["after_end"] = after
         return self._release(complete)
 
     def _emit_time(self, upto: int) -> Binned:
