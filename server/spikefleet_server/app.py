@@ -40,7 +40,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from spikefleet.errors import RolloutSpecError, ServerConfigError, SpikefleetError
-from spikefleet.v1 import converter_pb2_grpc, fleet_pb2_grpc, registry_pb2_grpc, rollout_pb2_grpc
+from spikefleet.v1 import (
+    converter_pb2_grpc,
+    fleet_pb2_grpc,
+    registry_pb2_grpc,
+    rollout_pb2_grpc,
+    telemetry_pb2_grpc,
+)
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
 from spikefleet_server.config import FLEET, ROLLOUTS, ServerConfig
@@ -54,6 +60,9 @@ from spikefleet_server.fleet import (
     FleetStore,
     TelemetryLimits,
 )
+from spikefleet_server.fleet.query import ROLES as TELEMETRY_QUERY_ACCESS
+from spikefleet_server.fleet.query import SERVICE_NAME as TELEMETRY_QUERY_SERVICE
+from spikefleet_server.fleet.query import TelemetryQueryService
 from spikefleet_server.keys import load_or_create, published
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.observability import ObservabilityInterceptor
@@ -179,6 +188,12 @@ class ServerApp:
                 FLEET_ADMIN_SERVICE,
                 lambda s: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, s),
                 FLEET_ADMIN_ACCESS,
+            )
+            query = TelemetryQueryService(fleet_store, self.fleet.telemetry)
+            self.add_service(
+                TELEMETRY_QUERY_SERVICE,
+                lambda s: telemetry_pb2_grpc.add_TelemetryQueryServicer_to_server(query, s),
+                TELEMETRY_QUERY_ACCESS,
             )
         if ROLLOUTS in config.extensions:
             servicer = RolloutsServicer(self.rollouts)

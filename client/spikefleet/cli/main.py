@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "spikefleet.cli.server_commands",
     "spikefleet.cli.rollout_commands",
     "spikefleet.cli.agent_commands",
+    "spikefleet.cli.telemetry_commands",
     "spikefleet.cli.data_commands",
 ]
 

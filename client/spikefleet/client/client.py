@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -30,6 +30,9 @@ from spikefleet.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from spikefleet.client.telemetry import TelemetrySummary
 
 CHUNK = 256 * 1024
 
@@ -266,6 +269,37 @@ class Client:
             ),
         )
         return Assignment(agent, sha256, shadow_sha256, rollback, reply.generation, reply.connected)
+
+    def telemetry(
+        self,
+        *,
+        since: int | str | None = None,
+        until: int | str | None = None,
+        agents: Sequence[str] = (),
+        programs: Sequence[str] = (),
+    ) -> TelemetrySummary:
+        """What agents reported, summed up per agent and per program by the server.
+
+        ``since``/``until`` are unix ms or text such as ``"1h"`` (ago) or an ISO time
+        (the period each batch covers must end inside; default: everything stored, up
+        to now). ``agents`` take ids or unique prefixes, ``programs`` anything
+        :meth:`Programs.resolve` takes; given, only their periods count."""
+        from spikefleet.client.telemetry import TelemetrySummary, parse_time
+        from spikefleet.v1 import telemetry_pb2, telemetry_pb2_grpc
+
+        def when(value: int | str | None) -> int:
+            if value is None:
+                return 0
+            return parse_time(value) if isinstance(value, str) else int(value)
+
+        request = telemetry_pb2.TelemetryQueryRequest(
+            since_unix_ms=when(since),
+            until_unix_ms=when(until),
+            agent_ids=[self.resolve_agent(a) for a in agents],
+            program_sha256s=[self.programs.resolve(p).sha256 for p in programs],
+        )
+        stub = telemetry_pb2_grpc.TelemetryQueryStub(self.channel)
+        return TelemetrySummary.from_proto(self._call(stub.Summarize, request))
 
     def _call(self, method: Any, request: Any) -> Any:
         try:

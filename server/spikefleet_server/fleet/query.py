@@ -1,0 +1,215 @@
+"""The TelemetryQuery service: stored telemetry summed up per agent and per program.
+
+What ``spikefleet telemetry`` shows. The summary is built while paging through
+each agent's batches (:data:`PAGE` at a time), so a query holds one page and
+the running sums, never the whole range. It reads only through
+:class:`AgentSource` (the fleet store) and :class:`TelemetrySource` (the
+telemetry store), whose reads run on the storage threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from spikefleet.v1 import fleet_pb2, telemetry_pb2, telemetry_pb2_grpc
+from spikefleet_server.auth import Role
+
+SERVICE_NAME = "spikefleet.v1.TelemetryQuery"
+ROLES = {"Summarize": Role.VIEWER}
+PAGE = 2_000
+MAX_FILTERS = 10_000
+"""Agent ids or sha256s one request may name: bounds the request's own size."""
+
+
+class _Record(Protocol):
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def batch(self) -> fleet_pb2.TelemetryBatch: ...
+
+
+class _Agent(Protocol):
+    @property
+    def agent_id(self) -> str: ...
+
+
+class AgentSource(Protocol):
+    """Who might have reported: the fleet store."""
+
+    async def agents(self) -> Sequence[_Agent]: ...
+
+
+class TelemetrySource(Protocol):
+    """The stored batches, per agent by seq: the telemetry store."""
+
+    async def of_agent(
+        self, agent_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> Sequence[_Record]: ...
+
+
+@dataclass
+class _Sums:
+    """Running sums of one agent's or one program's periods."""
+
+    key: str
+    batches: int = 0
+    frames: int = 0
+    events: int = 0
+    predictions: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    first_ms: int = 0
+    last_ms: int = 0
+    p50: list[tuple[float, int]] = field(default_factory=list)  # (value, frames) per period
+    p99: list[tuple[float, int]] = field(default_factory=list)
+    classes: list[int] = field(default_factory=list)
+    spike_sums: dict[str, float] = field(default_factory=dict)
+    spike_frames: dict[str, int] = field(default_factory=dict)
+    shadow_frames: int = 0
+    shadow_agreements: int = 0
+    related: set[str] = field(default_factory=set)
+    # per agent: frames and milliseconds its periods covered, for frames/s
+    covered: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, batch: fleet_pb2.TelemetryBatch, related: str, agent_id: str) -> None:
+        self.batches += 1
+        self.frames += batch.frames
+        self.events += batch.events
+        self.predictions += batch.predictions
+        self.errors += batch.errors
+        for kind, count in batch.error_kinds.items():
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + count
+        start, end = batch.start_unix_ms, batch.end_unix_ms
+        self.first_ms = start if not self.first_ms else min(self.first_ms, start)
+        self.last_ms = max(self.last_ms, end)
+        frames, covered_ms = self.covered.get(agent_id, (0, 0))
+        self.covered[agent_id] = (frames + batch.frames, covered_ms + max(0, end - start))
+        if batch.frames:
+            self.p50.append((batch.latency_p50_ms, batch.frames))
+            self.p99.append((batch.latency_p99_ms, batch.frames))
+        if len(batch.class_histogram) > len(self.classes):
+            self.classes.extend([0] * (len(batch.class_histogram) - len(self.classes)))
+        for index, count in enumerate(batch.class_histogram):
+            self.classes[index] += count
+        for layer, rate in batch.spike_rates.items():
+            self.spike_sums[layer] = self.spike_sums.get(layer, 0.0) + rate * batch.frames
+            self.spike_frames[layer] = self.spike_frames.get(layer, 0) + batch.frames
+        self.shadow_frames += batch.shadow_frames
+        self.shadow_agreements += batch.shadow_agreements
+        if related:
+            self.related.add(related)
+
+    def frames_per_s(self) -> float:
+        """Each agent's frames over the time its periods covered, summed over agents:
+        the rate while running, not diluted by gaps in the range."""
+        return sum(frames * 1000 / ms for frames, ms in self.covered.values() if ms > 0)
+
+    def to_proto(self) -> telemetry_pb2.TelemetryStats:
+        return telemetry_pb2.TelemetryStats(
+            key=self.key,
+            batches=self.batches,
+            frames=self.frames,
+            events=self.events,
+            predictions=self.predictions,
+            errors=self.errors,
+            error_kinds=self.error_kinds,
+            first_unix_ms=self.first_ms,
+            last_unix_ms=self.last_ms,
+            frames_per_s=self.frames_per_s(),
+            latency_p50_ms=weighted_percentile(self.p50, 0.50),
+            latency_p99_ms=weighted_percentile(self.p99, 0.99),
+            class_histogram=self.classes,
+            spike_rates={
+                layer: total / self.spike_frames[layer]
+                for layer, total in self.spike_sums.items()
+                if self.spike_frames[layer]
+            },
+            shadow_frames=self.shadow_frames,
+            shadow_agreements=self.shadow_agreements,
+            related=sorted(self.related),
+        )
+
+
+def weighted_percentile(values: Iterable[tuple[float, int]], q: float) -> float:
+    """The value below which a fraction ``q`` of the weight lies (0 when there is none)."""
+    ordered = sorted(values)
+    total = sum(weight for _, weight in ordered)
+    if not total:
+        return 0.0
+    target = q * total
+    seen = 0
+    for value, weight in ordered:
+        seen += weight
+        if seen >= target:
+            return value
+    return ordered[-1][0]
+
+
+async def summarize(
+    agents: AgentSource,
+    source: TelemetrySource,
+    request: telemetry_pb2.TelemetryQueryRequest,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> telemetry_pb2.TelemetrySummary:
+    """Sum up the stored periods ``request`` selects (by the time each period ended)."""
+    since = request.since_unix_ms
+    until = request.until_unix_ms or now_ms()
+    wanted_agents = set(request.agent_ids)
+    wanted_programs = set(request.program_sha256s)
+    by_agent: dict[str, _Sums] = {}
+    by_program: dict[str, _Sums] = {}
+    for agent in await agents.agents():
+        agent_id = agent.agent_id
+        if wanted_agents and agent_id not in wanted_agents:
+            continue
+        after = 0
+        while True:
+            page = await source.of_agent(agent_id, after_seq=after, limit=PAGE)
+            for record in page:
+                batch = record.batch
+                if not since <= batch.end_unix_ms <= until:
+                    continue
+                sha = batch.program_sha256
+                if wanted_programs and sha not in wanted_programs:
+                    continue
+                by_agent.setdefault(agent_id, _Sums(agent_id)).add(batch, sha, agent_id)
+                by_program.setdefault(sha, _Sums(sha)).add(batch, agent_id, agent_id)
+            if len(page) < PAGE:
+                break
+            after = page[-1].seq
+    return telemetry_pb2.TelemetrySummary(
+        since_unix_ms=since,
+        until_unix_ms=until,
+        agents=[by_agent[key].to_proto() for key in sorted(by_agent)],
+        programs=[by_program[key].to_proto() for key in sorted(by_program)],
+    )
+
+
+class TelemetryQueryService(telemetry_pb2_grpc.TelemetryQueryServicer):
+    def __init__(self, agents: AgentSource, source: TelemetrySource) -> None:
+        self._agents = agents
+        self._source = source
+
+    async def Summarize(
+        self, request: telemetry_pb2.TelemetryQueryRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.TelemetrySummary:
+        if request.since_unix_ms < 0 or request.until_unix_ms < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "times must be >= 0 (unix ms)")
+        if request.until_unix_ms and request.since_unix_ms > request.until_unix_ms:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"since ({request.since_unix_ms}) is after until ({request.until_unix_ms})",
+            )
+        if len(request.agent_ids) + len(request.program_sha256s) > MAX_FILTERS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_FILTERS} agent ids and program sha256s per query",
+            )
+        return await summarize(self._agents, self._source, request)
