@@ -68,6 +68,7 @@ def test_the_cli_prints_its_table_on_stdout_and_nothing_else(tmp_path: Path) -> 
         line.lstrip().startswith("{") or "convert.done" in line for line in lines
     )
     assert out.is_file()
+    assert "input_spec=" not in done.stdout  # a note names the flag, not the argument
 
 
 def test_printing_an_extracted_graph_shows_its_layers_not_its_weights() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from spikefleet.cli.advice import cli_advice
 from spikefleet.cli.output import print_json, print_table, progress
 from spikefleet.errors import ConversionError
 
@@ -185,5 +186,5 @@ def convert_locally(args: argparse.Namespace) -> int:
         rows.extend(result.report.rows())
     print_table(f"converted {result.program.name}", ("measure", "value"), rows)
     for note in result.notes:
-        print(f"note: {note}")
+        print(f"note: {cli_advice(note)}")
     return 0

@@ -12,18 +12,8 @@ import importlib
 import sys
 
 from spikefleet import __version__
+from spikefleet.cli.advice import cli_advice
 from spikefleet.errors import SpikefleetError
-
-# Library errors name the argument that would change the outcome; on the command
-# line the same advice names the flag.
-ARGUMENT_FLAGS = (
-    (
-        "pass trusted keys to check it (or verify=False to skip it)",
-        "pass --trusted KEY.pub (or a directory of .pub files) to check it",
-    ),
-    ("pass allow_beta=True", "pass --allow-beta"),
-    ("pass allow_shift=True", "pass --allow-shift"),
-)
 
 # Subcommand modules, in the order they appear in --help.
 COMMAND_MODULES = [
@@ -50,13 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
-
-
-def cli_advice(message: str) -> str:
-    """``message`` with library arguments replaced by the flags that set them."""
-    for argument, flag in ARGUMENT_FLAGS:
-        message = message.replace(argument, flag)
-    return message
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,7 +161,7 @@ def _agents(args: argparse.Namespace) -> int:
         f"{len(agents)} agents",
         ["agent", "labels", "backend", "program", "shadow", "health", "connected", "last seen"],
         [_agent_row(a) for a in agents],
-        ids=("agent", "program", "shadow"),
+        ids=("agent", "backend", "program", "shadow", "health"),
     )
     return 0
 
@@ -262,7 +262,7 @@ def _status(args: argparse.Namespace) -> int:
             ]
             for r in rollouts
         ],
-        ids=("rollout", "program"),
+        ids=("rollout", "program", "state"),
     )
     return 0
 

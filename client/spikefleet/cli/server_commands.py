@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spikefleet.cli.advice import cli_advice
 from spikefleet.cli.output import print_fields, print_json, print_table
 from spikefleet.client.connect import client_from_args
 from spikefleet.errors import SpikefleetError
@@ -239,5 +240,5 @@ def convert_remotely(args: argparse.Namespace) -> int:
         rows.extend(FidelityReport.from_dict(info.fidelity).rows())
     print_table(f"converted {info.name} on {client.address}", ["measure", "value"], rows)
     for note in info.fidelity.get("notes", []):
-        print(f"note: {note}")
+        print(f"note: {cli_advice(note)}")
     return 0

@@ -140,7 +140,7 @@ def _renderables(summary: TelemetrySummary, names: dict[str, str], by: str) -> l
                 "agent",
                 summary.agents,
                 lambda s: s.key,
-                lambda s: ", ".join(names.get(p, p[:12]) for p in s.related) or "-",
+                lambda s: "\n".join(names.get(p, p[:12]) for p in s.related) or "-",
                 "programs",
             )
         )
@@ -167,7 +167,7 @@ def _table(
 ) -> Table:
     table = Table(title=title)
     table.add_column(what, no_wrap=True, overflow="ignore")
-    table.add_column(other_name, overflow="fold")
+    table.add_column(other_name, no_wrap=True, overflow="ignore")
     for column in ("frames", "frames/s", "p50 ms", "p99 ms", "errors", "shadow"):
         table.add_column(column, justify="right", no_wrap=True)
     for stats in rows:

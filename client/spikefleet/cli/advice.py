@@ -1,0 +1,22 @@
+"""Library advice in CLI words: an error or note naming an argument names its flag."""
+
+from __future__ import annotations
+
+# Library errors name the argument that would change the outcome; on the command
+# line the same advice names the flag.
+ARGUMENT_FLAGS = (
+    (
+        "pass trusted keys to check it (or verify=False to skip it)",
+        "pass --trusted KEY.pub (or a directory of .pub files) to check it",
+    ),
+    ("pass allow_beta=True", "pass --allow-beta"),
+    ("pass allow_shift=True", "pass --allow-shift"),
+    ("pass input_spec= (or --input-spec FILE)", "pass --input-spec FILE"),
+)
+
+
+def cli_advice(message: str) -> str:
+    """``message`` with library arguments replaced by the flags that set them."""
+    for argument, flag in ARGUMENT_FLAGS:
+        message = message.replace(argument, flag)
+    return message
