@@ -106,6 +106,10 @@ def serve(
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # event packets run to megabytes: read them in large chunks
+                ("grpc.experimental.tcp_read_chunk_size", 1 << 20),
+                ("grpc.experimental.tcp_min_read_chunk_size", 1 << 16),
+                ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
             ],
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(service, server)
