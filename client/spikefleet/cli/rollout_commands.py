@@ -161,7 +161,7 @@ def _agents(args: argparse.Namespace) -> int:
         f"{len(agents)} agents",
         ["agent", "labels", "backend", "program", "shadow", "health", "connected", "last seen"],
         [_agent_row(a) for a in agents],
-        ids=("agent", "backend", "program", "shadow", "health"),
+        ids=("agent", "program", "shadow"),
     )
     return 0
 

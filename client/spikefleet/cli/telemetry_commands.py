@@ -126,55 +126,55 @@ def _show(summary: TelemetrySummary, names: dict[str, str], args: Any, console: 
 
 def _range_text(summary: TelemetrySummary) -> str:
     def clock(ms: int) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "start"
+        return time.strftime("%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "start"
 
     return f"{clock(summary.since_unix_ms)} to {clock(summary.until_unix_ms)}"
 
 
 def _renderables(summary: TelemetrySummary, names: dict[str, str], by: str) -> list[Any]:
+    """Tables whose identifier column is never cut: at 80 columns the numbers fold first."""
+
+    def program(sha: str) -> str:
+        return names.get(sha, sha[:12])
+
     parts: list[Any] = []
+    span = _range_text(summary)
     if by in ("agent", "both"):
+        parts.append(_table(f"per agent, {span}, latency in ms", "agent", summary.agents, str))
         parts.append(
-            _table(
-                f"per agent, {_range_text(summary)}",
+            _details(
                 "agent",
                 summary.agents,
                 lambda s: s.key,
-                lambda s: "\n".join(names.get(p, p[:12]) for p in s.related) or "-",
-                "programs",
+                ("programs", lambda s: " ".join(program(p) for p in s.related) or "-"),
             )
         )
-        parts.append(_details("agent", summary.agents, lambda s: s.key))
     if by in ("program", "both"):
         parts.append(
-            _table(
-                f"per program, {_range_text(summary)}",
+            _table(f"per program, {span}, latency in ms", "program", summary.programs, program)
+        )
+        parts.append(
+            _details(
                 "program",
                 summary.programs,
-                lambda s: s.key[:12],
-                lambda s: names.get(s.key, "?"),
-                "name",
+                lambda s: program(s.key),
+                ("agents", lambda s: str(len(s.related))),
             )
         )
-        parts.append(_details("program", summary.programs, lambda s: names.get(s.key, s.key[:12])))
     if not summary.agents and not summary.programs:
         parts.append("no telemetry in this range (widen it with --since, e.g. --since 1d)")
     return parts
 
 
-def _table(
-    title: str, what: str, rows: list[TelemetryStats], key: Any, other: Any, other_name: str
-) -> Table:
+def _table(title: str, what: str, rows: list[TelemetryStats], label: Any) -> Table:
     table = Table(title=title)
     table.add_column(what, no_wrap=True, overflow="ignore")
-    table.add_column(other_name, no_wrap=True, overflow="ignore")
-    for column in ("frames", "frames/s", "p50 ms", "p99 ms", "errors", "shadow"):
-        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("frames", "frames/s", "p50", "p99", "errors", "shadow"):
+        table.add_column(column, justify="right", overflow="fold")
     for stats in rows:
         agreement = stats.shadow_agreement
         table.add_row(
-            key(stats),
-            other(stats),
+            label(stats.key),
             str(stats.frames),
             f"{stats.frames_per_s:.1f}",
             f"{stats.latency_p50_ms:.2f}",
@@ -185,10 +185,11 @@ def _table(
     return table
 
 
-def _details(what: str, rows: list[TelemetryStats], label: Any) -> Table:
+def _details(what: str, rows: list[TelemetryStats], label: Any, extra: tuple[str, Any]) -> Table:
     """Per agent or program: predictions per class, spike rates per layer, errors by kind."""
     table = Table(title=f"per {what}: classes, spike rates per layer, errors")
     table.add_column(what, no_wrap=True, overflow="ignore")
+    table.add_column(extra[0], overflow="fold")
     table.add_column("predictions per class", overflow="fold")
     table.add_column("spike rates", overflow="fold")
     table.add_column("errors by kind", overflow="fold")
@@ -196,5 +197,5 @@ def _details(what: str, rows: list[TelemetryStats], label: Any) -> Table:
         classes = " ".join(f"{i}:{n}" for i, n in enumerate(stats.class_histogram) if n)
         rates = " ".join(f"{layer}={rate:.3g}" for layer, rate in stats.spike_rates.items())
         kinds = " ".join(f"{kind}={n}" for kind, n in sorted(stats.error_kinds.items()))
-        table.add_row(label(stats), classes or "-", rates or "-", kinds or "-")
+        table.add_row(label(stats), extra[1](stats), classes or "-", rates or "-", kinds or "-")
     return table
