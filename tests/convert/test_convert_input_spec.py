@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from convert_models import RefLikeNet, random_frames, to_input
 
@@ -70,3 +71,34 @@ def test_cli_input_spec_file_is_recorded(
     assert main([*args, "--input-spec", str(spec_file)]) == 1
     err = capsys.readouterr().err
     assert "unknown key(s) time_windw" in err and len(err.strip().splitlines()) == 1
+
+
+def test_calibration_recordings_are_binned_by_the_input_spec(tmp_path: Path) -> None:
+    from support.events import recording
+
+    from spikefleet.convert.calibration import load_calibration
+    from spikefleet.events import write_nmnist
+    from spikefleet.events.binning import spec_frames
+
+    rng = np.random.default_rng(4)
+    for label in (0, 1):
+        (tmp_path / str(label)).mkdir()
+        for i in range(3):
+            write_nmnist(
+                tmp_path / str(label) / f"{i}.bin", recording(rng, (34, 34), 800 + 150 * i, 290_000)
+            )
+    spec = InputSpec(
+        sensor_size=(34, 34, 2), time_window=50_000, start_time=0, end_time=300_000, clip_bits=4
+    )
+    frames, labels = load_calibration(tmp_path, input_spec=spec)
+    assert (
+        frames.shape == (6, 6, 34, 34, 2)
+        and labels is not None
+        and list(labels) == [0] * 3 + [1] * 3
+    )
+    first = sorted((tmp_path / "0").glob("*.bin"))[0]
+    from spikefleet.events import read_nmnist
+
+    np.testing.assert_array_equal(frames[0], spec_frames(read_nmnist(first), spec))
+    with pytest.raises(ConversionError, match="the same number for each"):
+        load_calibration(tmp_path, input_spec=InputSpec(sensor_size=(34, 34, 2), event_count=97))

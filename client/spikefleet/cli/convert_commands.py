@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikefleet.cli.advice import cli_advice
 from spikefleet.cli.output import print_json, print_table, progress
 from spikefleet.errors import ConversionError
+
+if TYPE_CHECKING:
+    from spikefleet.events.spec import InputSpec
 
 _ARCH_HELP = """\
 architecture strings (--arch), tokens separated by spaces:
@@ -119,14 +122,15 @@ def convert_locally(args: argparse.Namespace) -> int:
     """Convert on this machine and write the program file."""
     from spikefleet.convert import ConvertOptions, convert
     from spikefleet.convert.calibration import load_calibration, load_labels
-    from spikefleet.events.spec import load_input_spec
     from spikefleet.program.files import save_program
     from spikefleet.program.signing import SigningKey
 
     key = SigningKey.load(args.sign_key) if args.sign_key else None
     frames = labels = None
     if args.calib:
-        frames, labels = load_calibration(args.calib, split=args.split, limit=args.limit)
+        frames, labels = load_calibration(
+            args.calib, split=args.split, limit=args.limit, input_spec=_spec_of(args)
+        )
     if args.labels:
         labels = load_labels(args.labels)
         if args.limit is not None:
@@ -141,7 +145,7 @@ def convert_locally(args: argparse.Namespace) -> int:
         name=args.name,
         sign_key=key,
         hardware=not args.no_hardware,
-        input_spec=load_input_spec(args.input_spec) if args.input_spec else None,
+        input_spec=_spec_of(args),
         readout=args.readout,
     )
     with progress("converting", total=6) as advance:
@@ -188,3 +192,14 @@ def convert_locally(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {cli_advice(note)}")
     return 0
+
+
+def _spec_of(args: argparse.Namespace) -> InputSpec | None:
+    """--input-spec, read once (calibration recordings are binned by it too)."""
+    if not getattr(args, "input_spec", None):
+        return None
+    if not hasattr(args, "_input_spec"):
+        from spikefleet.events.spec import load_input_spec
+
+        args._input_spec = load_input_spec(args.input_spec)
+    return args._input_spec

@@ -7,13 +7,16 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikefleet.cli.advice import cli_advice
 from spikefleet.cli.output import print_fields, print_json, print_table
 from spikefleet.client.connect import client_from_args
 from spikefleet.errors import SpikefleetError
 from spikefleet.program.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from spikefleet.events.spec import InputSpec
 
 
 def _labels(pairs: list[str] | None) -> dict[str, str]:
@@ -169,7 +172,6 @@ def convert_remotely(args: argparse.Namespace) -> int:
     store, then write the signed program it returns."""
     from spikefleet.cli.output import progress
     from spikefleet.client import ConvertProgress
-    from spikefleet.events.spec import load_input_spec
 
     if args.sign_key:
         raise SpikefleetError("with --server the server signs the program: drop --sign-key")
@@ -177,7 +179,9 @@ def convert_remotely(args: argparse.Namespace) -> int:
     if args.calib:
         from spikefleet.convert.calibration import load_calibration, load_labels
 
-        frames, labels = load_calibration(args.calib, split=args.split, limit=args.limit)
+        frames, labels = load_calibration(
+            args.calib, split=args.split, limit=args.limit, input_spec=_spec_of(args)
+        )
         if args.labels:
             labels = load_labels(args.labels)
             if args.limit is not None:
@@ -219,7 +223,7 @@ def convert_remotely(args: argparse.Namespace) -> int:
             input_scale=args.input_scale,
             clip=args.clip,
             hardware=not args.no_hardware,
-            input_spec=load_input_spec(args.input_spec) if args.input_spec else None,
+            input_spec=_spec_of(args),
             on_progress=report,
         )
         data = client.programs.get(info.sha256)
@@ -242,3 +246,14 @@ def convert_remotely(args: argparse.Namespace) -> int:
     for note in info.fidelity.get("notes", []):
         print(f"note: {cli_advice(note)}")
     return 0
+
+
+def _spec_of(args: argparse.Namespace) -> InputSpec | None:
+    """--input-spec, read once (calibration recordings are binned by it too)."""
+    if not getattr(args, "input_spec", None):
+        return None
+    if not hasattr(args, "_input_spec"):
+        from spikefleet.events.spec import load_input_spec
+
+        args._input_spec = load_input_spec(args.input_spec)
+    return args._input_spec

@@ -3,8 +3,9 @@
 Accepted: an N-DIGITS root (``index.json``; one split), a directory of
 N-MNIST recordings in class folders (``DIR/<label>/*.bin``), a ``.npz`` with
 ``frames`` (and optionally ``labels``), or a ``.npy`` of frames. Recordings
-become frames through ``spikefleet.datasets.ndigits.sample_frames``, the one
-definition the reference model was trained with.
+become frames by the model's input spec when one is given (the same code the
+agent bins live events with), else by the N-DIGITS spec
+(``spikefleet.datasets.ndigits.sample_frames``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from spikefleet.errors import ConversionError
+from spikefleet.events.spec import InputSpec
 
 
 def load_calibration(
-    path: str | os.PathLike[str], *, split: str = "test", limit: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    input_spec: InputSpec | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     source = Path(path)
     labels: np.ndarray | None = None
@@ -27,7 +33,7 @@ def load_calibration(
 
         frames, labels = ndigits.load_frames(source, split)
     elif source.is_dir():
-        frames, labels = _class_folders(source, limit)
+        frames, labels = _class_folders(source, limit, input_spec)
     elif source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as data:
             if "frames" not in data:
@@ -49,9 +55,12 @@ def load_calibration(
     return frames, labels
 
 
-def _class_folders(root: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _class_folders(
+    root: Path, limit: int | None, spec: InputSpec | None
+) -> tuple[np.ndarray, np.ndarray]:
     from spikefleet.datasets.ndigits import sample_frames
     from spikefleet.events import read_nmnist
+    from spikefleet.events.binning import spec_frames
 
     frames: list[np.ndarray] = []
     labels: list[int] = []
@@ -61,12 +70,19 @@ def _class_folders(root: Path, limit: int | None) -> tuple[np.ndarray, np.ndarra
                 f"{folder}: class folders must be named by their integer label (0, 1, ...)"
             )
         for recording in sorted(folder.glob("*.bin")):
-            frames.append(sample_frames(read_nmnist(recording)))
+            events = read_nmnist(recording)
+            frames.append(sample_frames(events) if spec is None else spec_frames(events, spec))
             labels.append(int(folder.name))
             if limit is not None and len(labels) >= limit:
                 break
     if not frames:
         raise ConversionError(f"{root}: no N-MNIST .bin recordings in class folders")
+    if len({len(f) for f in frames}) > 1:
+        raise ConversionError(
+            f"{root}: the input spec makes {min(map(len, frames))} to "
+            f"{max(map(len, frames))} frames per recording; calibration needs the same number "
+            "for each: give the spec start_time and end_time, or n_time_bins"
+        )
     return np.stack(frames), np.asarray(labels, dtype=np.int64)  # (S, frames, H, W, C)
 
 
