@@ -99,7 +99,7 @@ def test_fbz_round_trip_keeps_layers_and_outputs(
     save_fbz(program, path)
     loaded = load_fbz(path)
     assert loaded.fbz == path.read_bytes()
-    assert loaded.name == "model"
+    assert loaded.name == program.name  # travels in the trailer, whatever the file name
     assert_same_layers(program, loaded)
     frames = random_frames(seed, program, 3)
     expected = akida.Model(str(path)).forward(frames)

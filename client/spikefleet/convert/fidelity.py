@@ -44,6 +44,10 @@ class FidelityReport:
     weight_bits: int = 4
     notes: list[str] = field(default_factory=list)
     multistep: dict[str, Any] | None = None  # see :class:`Multistep`
+    # Whether the program's spikes equal the float reference's on every calibration
+    # frame (every spiking layer, every decision) and its answers too: for a model
+    # fine-tuned with spikefleet.qat, the proof that the program computes that model.
+    certificate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +83,15 @@ class FidelityReport:
             )
             if layer.spike_agreement is not None:
                 rows.append((f"{layer.name} spike decisions equal", pct(layer.spike_agreement)))
+        if self.certificate is not None:
+            proven = self.certificate["spikes_equal"] and self.certificate["top1_equal"]
+            rows.append(
+                (
+                    "certificate",
+                    f"{'every' if proven else 'NOT every'} spike and answer equal on "
+                    f"{self.certificate['frames']} calibration frames",
+                )
+            )
         return rows
 
 
@@ -188,6 +201,14 @@ def measure(
                 _spike_agreement(program, stage.name, float_run, flat),
             )
         )
+    agreements = [layer.spike_agreement for layer in report.layers]
+    if agreements and all(value is not None for value in agreements):
+        report.certificate = {
+            "frames": len(flat),
+            "spikes_equal": all(value == 1.0 for value in agreements),
+            "top1_equal": report.top1_agreement == 1.0,
+            "layers": [layer.name for layer in report.layers],
+        }
     return report
 
 

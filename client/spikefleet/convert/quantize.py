@@ -40,7 +40,7 @@ F64 = npt.NDArray[np.float64]
 ClipMethod = Literal["max", "mse"]
 
 _INT32 = np.iinfo(np.int32)
-_CLIP_GRID = np.linspace(0.5, 1.0, 26)
+_CLIP_GRID = np.linspace(0.5, 1.0, 14)
 
 
 def weight_range(bits: int) -> tuple[int, int]:
@@ -105,6 +105,100 @@ def choose_scales(
         best = np.where(better, cost, best)
         chosen = np.where(better, scales, chosen)
     return chosen
+
+
+def optimise_rounding(
+    rows: F64,
+    scales: F64,
+    inputs: F64,
+    target: F64,
+    low: int,
+    high: int,
+    boundary: F64 | None = None,
+    passes: int = 8,
+) -> F64:
+    """Integer weights (out, fan_in) rounded up or down to fit the layer's real inputs.
+
+    Rounding each weight to nearest is optimal for the weights, not for the
+    potentials they make: errors of correlated inputs add up. Starting from
+    nearest, each pass moves, per output channel, the weights whose other
+    rounding (floor or ceil of w/s, the AdaRound search space) lowers the
+    squared error of the potentials on ``inputs`` the most; the mean error is
+    left to the threshold (bias) correction, so the inputs are centred. For a
+    spiking layer (``boundary`` given) rows whose float potential lies near the
+    firing boundary weigh more: they are the decisions a small error flips.
+    """
+    ratio = rows / scales[:, None]
+    floor = np.clip(np.floor(ratio), low, high)
+    ceil = np.clip(np.ceil(ratio), low, high)
+    q = np.clip(np.rint(ratio), low, high)
+    x = inputs - inputs.mean(axis=0, keepdims=True)
+    if boundary is not None:
+        spread = target.std(axis=0) + 1e-12
+        weight = 1.0 / (1.0 + ((target - boundary[None, :]) / (0.25 * spread[None, :])) ** 2)
+    else:
+        weight = np.ones_like(target)
+    weight = weight / weight.mean(axis=0, keepdims=True)
+    error = x @ ((q - ratio) * scales[:, None]).T  # (rows, out), centred potential error
+    energy = (x * x).T @ weight  # (fan_in, out): sum_r w_r x_ri^2
+    per_pass = max(1, rows.shape[1] // 8)
+    for _ in range(passes):
+        other = np.where(q == floor, ceil, floor)
+        delta = other - q  # (out, fan_in) in {-1, 0, 1}
+        if not np.any(delta):
+            break
+        pull = (x.T @ (weight * error)).T  # (out, fan_in)
+        gain = 2 * scales[:, None] * delta * pull + (scales[:, None] * delta) ** 2 * energy.T
+        gain = np.where(delta != 0, gain, 0.0)
+        if not np.any(gain < 0):
+            break
+        cut = np.partition(gain, per_pass - 1, axis=1)[:, per_pass - 1 : per_pass]
+        move = (gain < 0) & (gain <= cut)
+        change = np.where(move, delta, 0.0)
+        q = q + change
+        error = error + x @ (change * scales[:, None]).T
+    return q
+
+
+def fewest_flips(
+    potentials: F64, fires: npt.NDArray[np.bool_], start: npt.NDArray[np.int32]
+) -> npt.NDArray[np.int32]:
+    """Per channel, the integer threshold t for which ``potentials > t`` best matches ``fires``.
+
+    ``potentials`` (rows, out) are the quantized layer's integer potentials on
+    calibration inputs, ``fires`` the float model's decisions there. Ties go to
+    the threshold nearest ``start`` (the mean-corrected one), and a channel whose
+    calibration rows never come near its threshold keeps ``start``.
+    """
+    result = start.copy()
+    for j in range(potentials.shape[1]):
+        p = potentials[:, j]
+        f = fires[:, j]
+        candidates = np.unique(np.concatenate([p, p - 1, [float(start[j])]]))
+        order = np.argsort(p)
+        sorted_p, sorted_f = p[order], f[order]
+        # rows with p <= t stay silent: firing ones among them are misses, the rest false fires
+        below = np.searchsorted(sorted_p, candidates, side="right")
+        fired_below = np.concatenate([[0], np.cumsum(sorted_f)])[below]
+        silent_above = (len(p) - below) - (int(sorted_f.sum()) - fired_below)
+        cost = fired_below + silent_above
+        best = cost.min()
+        choices = candidates[cost == best]
+        result[j] = int(choices[np.argmin(np.abs(choices - start[j]))])
+    return result
+
+
+def on_grid(rows: F64, bits: int) -> F64 | None:
+    """Per-channel scales if every weight is already an integer multiple of max|w|/top."""
+    low, high = weight_range(bits)
+    if low == 0:
+        return None
+    peak = np.abs(rows).max(axis=1)
+    scales = np.where(peak > 0, peak / high, 1.0)
+    ratio = rows / scales[:, None]
+    if np.all(np.abs(ratio - np.rint(ratio)) <= 1e-4):
+        return scales
+    return None
 
 
 def integer_threshold(value: F64) -> npt.NDArray[np.int32]:
@@ -174,6 +268,7 @@ def quantize_stages(
     calibration: np.ndarray | None = None,
     float_spikes: list[np.ndarray] | None = None,
     max_rows: int = 4096,
+    rounding: bool = True,
 ) -> Quantized:
     """Akida layers for ``stages``.
 
@@ -201,6 +296,7 @@ def quantize_stages(
     if calibration is not None and len(calibration):
         x_float = x_quant = calibration.astype(np.float32)
     biases: list[F64] = []
+    result_notes: list[str] = []
     for index, stage in enumerate(stages):
         rows = stage.weight.reshape(stage.weight.shape[0], -1)
         inputs = target = None
@@ -210,8 +306,24 @@ def quantize_stages(
             inputs = stage_rows(stage, x_quant, pick)
             target = stage_rows(stage, x_float, pick) @ rows.T
         boundary = stage.threshold - stage.bias if stage.spike is not None else None
-        scales = choose_scales(rows, bits, clip, inputs, boundary, target)
-        q = _quantize_rows(rows, scales, low, high)
+        grid = on_grid(rows, bits)
+        if grid is not None:  # quantization-aware training made them: take them as they are
+            scales = grid
+            q = _quantize_rows(rows, scales, low, high)
+            result_notes.append(
+                f"{stage.name}: weights already on the int{bits} grid (quantization-aware "
+                "training), taken as they are"
+            )
+            inputs = target = None
+        else:
+            scales = choose_scales(rows, bits, clip, inputs, boundary, target)
+            q = _quantize_rows(rows, scales, low, high)
+        # Rounding is optimised where its proxy is the quantity that matters: the
+        # read-out's potentials are the class scores. (On spiking layers the squared
+        # potential error measured no better than rounding to nearest.)
+        optimise = rounding and stage.spike is None
+        if optimise and inputs is not None and target is not None and len(inputs) > 1:
+            q = optimise_rounding(rows, scales, inputs, target, low, high, boundary)
         correction = np.zeros(len(scales))
         if inputs is not None and target is not None and len(inputs):
             correction = (inputs @ (q * scales[:, None]).T - target).mean(axis=0)
@@ -221,7 +333,11 @@ def quantize_stages(
             area = pre_h * pre_w
         if stage.spike is not None:
             real = area * (stage.threshold - stage.bias + correction) / scales
-            thresholds.append(integer_threshold(real))
+            threshold = integer_threshold(real)
+            if inputs is not None and target is not None and len(inputs) and boundary is not None:
+                potentials = np.rint(area * (inputs @ q.T))
+                threshold = fewest_flips(potentials, target > boundary, threshold)
+            thresholds.append(threshold)
         else:
             thresholds.append(np.zeros(len(scales), np.int32))
         biases.append(stage.bias - correction)
@@ -240,6 +356,7 @@ def quantize_stages(
             x_float = x_quant = None
 
     result = Quantized([InputData("input", (h, w, c), input_bits)], None, all_scales)
+    result.notes.extend(result_notes)
     last = stages[-1]
     in_shapes = [stage.in_shape for stage in stages]
     if last.spike is None:

@@ -1,0 +1,133 @@
+"""spikefleet.qat: fine-tuned with the converter's own int4 grid, the program computes the
+fine-tuned network spike for spike (the fidelity report's certificate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from spikefleet import qat
+from spikefleet.convert import ConvertOptions, convert
+from spikefleet.engine import Engine
+from spikefleet.errors import ConversionError
+
+SIZE = (12, 12, 2)
+
+
+def frames(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse count frames whose class is the quadrant holding most events."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 16, (n, *SIZE)) * (rng.random((n, *SIZE)) < 0.2)
+    labels = rng.integers(0, 4, n)
+    for i, label in enumerate(labels):
+        top, left = divmod(int(label), 2)
+        counts[i, top * 6 : top * 6 + 6, left * 6 : left * 6 + 6] += rng.integers(0, 6, (6, 6, 2))
+    return np.clip(counts, 0, 15).astype(np.uint8), labels
+
+
+def as_input(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float()
+
+
+class ConvGap(nn.Module):
+    """conv -> Leaky -> conv -> global average -> Leaky -> Linear -> Leaky (membrane)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.0)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.lif2 = snn.Leaky(beta=0.0, threshold=0.3)
+        self.fc = nn.Linear(16 * 1 + 0, 4)
+        self.lif3 = snn.Leaky(beta=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cur = self.conv1(x)
+        spk, _ = self.lif1(cur, torch.zeros_like(cur))
+        cur = self.pool(self.conv2(spk)).flatten(1)
+        spk, _ = self.lif2(cur, torch.zeros_like(cur))
+        cur = self.fc(spk)
+        _, mem = self.lif3(cur, torch.zeros_like(cur))
+        return mem
+
+
+class FCNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(int(np.prod(SIZE)), 32)
+        self.lif1 = snn.Leaky(beta=0.0, threshold=0.5)
+        self.fc2 = nn.Linear(32, 4)
+        self.lif2 = snn.Leaky(beta=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cur = self.fc1(x.flatten(1))
+        spk, _ = self.lif1(cur, torch.zeros_like(cur))
+        cur = self.fc2(spk)
+        _, mem = self.lif2(cur, torch.zeros_like(cur))
+        return mem
+
+
+@pytest.mark.parametrize("build", [FCNet, ConvGap])
+def test_the_program_computes_the_fine_tuned_model_on_every_calibration_frame(
+    build: type[nn.Module], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    train, labels = frames(256, seed=1)
+    calib, _ = frames(96, seed=2)
+    model = qat.fine_tune(
+        build(),
+        as_input(train),
+        torch.from_numpy(labels),
+        qat.QATConfig(epochs=2, learning_rate=3e-3),
+    )
+    bundle = tmp_path / "qat.bundle"
+    qat.export(model, as_input(calib[:16]), bundle)
+    result = convert(bundle, calibration=calib, options=ConvertOptions(hardware=False))
+    assert result.report is not None
+    assert result.report.certificate == {
+        "frames": 96,
+        "spikes_equal": True,
+        "top1_equal": True,
+        "layers": [layer.name for layer in result.report.layers],
+    }
+    assert sum("int4 grid" in note for note in result.notes) == len(result.program.layers) - 1
+    with torch.no_grad():
+        expected = model(as_input(calib)).numpy()
+    program = result.program
+    got = Engine(program).run(calib).outputs.reshape(96, -1) * program.output_scales
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # scores, not only argmax
+
+
+def test_export_keeps_the_fake_quantized_decisions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = qat.prepare(FCNet())
+    x = as_input(frames(32, seed=3)[0])
+    with torch.no_grad():
+        before = model.fc1(x.flatten(1))
+        fired = (before > model.lif1.threshold).numpy()
+        scores = model(x).argmax(1)
+    qat.export(model, x)
+    with torch.no_grad():
+        after = model.fc1(x.flatten(1))
+        np.testing.assert_array_equal((after > model.lif1.threshold).numpy(), fired)
+        np.testing.assert_array_equal(model(x).argmax(1), scores)
+
+
+def test_batchnorm_must_be_folded_first() -> None:
+    with pytest.raises(ConversionError, match="fold BatchNorm"):
+        qat.prepare(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)))
+
+
+def test_importing_spikefleet_qat_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, spikefleet.qat; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
