@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from spikefleet.client.agent import AgentClient, AsyncAgentClient
+    from spikefleet.client.aio import AsyncClient
     from spikefleet.client.client import Client, ClientTLS
     from spikefleet.convert.extraction import extract
     from spikefleet.engine import Engine
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "AgentClient": "spikefleet.client.agent",
     "AsyncAgentClient": "spikefleet.client.agent",
+    "AsyncClient": "spikefleet.client.aio",
     "Client": "spikefleet.client.client",
     "ClientTLS": "spikefleet.client.client",
     "Engine": "spikefleet.engine",
@@ -63,6 +65,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AgentClient",
     "AsyncAgentClient",
+    "AsyncClient",
     "Client",
     "ClientTLS",
     "ConversionError",

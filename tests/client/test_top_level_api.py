@@ -25,7 +25,7 @@ def test_the_clients_come_from_the_top_level_and_load_only_when_used() -> None:
         "import sys, spikefleet\n"
         "heavy = [m for m in ('grpc', 'torch') if m in sys.modules]\n"
         "assert heavy == [], heavy\n"
-        "from spikefleet import AgentClient, AsyncAgentClient, Client, Engine\n"
+        "from spikefleet import AgentClient, AsyncAgentClient, AsyncClient, Client, Engine\n"
         "assert 'torch' not in sys.modules\n"
         "assert Client.__module__ == 'spikefleet.client.client'\n"
         "assert AsyncAgentClient.__name__ == 'AsyncAgentClient'\n"
@@ -33,7 +33,7 @@ def test_the_clients_come_from_the_top_level_and_load_only_when_used() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert spikefleet.Client is spikefleet.client.Client
-    assert {"Client", "AgentClient", "AsyncAgentClient"} <= set(spikefleet.__all__)
+    assert {"Client", "AgentClient", "AsyncAgentClient", "AsyncClient"} <= set(spikefleet.__all__)
 
 
 def test_client_converts_a_live_module_with_a_sample_input(server: ServerApp) -> None:

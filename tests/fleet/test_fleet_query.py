@@ -144,3 +144,29 @@ def test_a_summary_pages_through_every_batch(fleet: tuple[ServerApp, dict[str, s
     with Client(f"127.0.0.1:{app.port}", token=TOKENS["viewer"]) as client:
         (agent,) = client.telemetry(agents=["busy"]).agents
     assert (agent.batches, agent.frames) == (count, count)
+
+
+def test_the_async_client_names_things_and_reads_telemetry_like_the_sync_one(
+    fleet: tuple[ServerApp, dict[str, str]],
+) -> None:
+    import asyncio
+
+    from spikefleet import AsyncClient
+    from spikefleet.errors import AmbiguousReferenceError
+
+    app, sha = fleet
+
+    async def run() -> None:
+        async with AsyncClient(f"127.0.0.1:{app.port}", token=TOKENS["admin"]) as client:
+            assert (await client.programs.resolve("new@1")).sha256 == sha["new"]
+            assert (await client.programs.describe(sha["old"][:6])).name == "old"
+            assert await client.programs.get("old") == app.registry.get_bytes(sha["old"])
+            assert [a.agent_id for a in await client.agents()] == ["edge-a", "edge-b"]
+            with pytest.raises(AmbiguousReferenceError):
+                await client.resolve_agent("edge")
+            done = await client.assign("edge-b", "old")
+            assert (done.agent_id, done.sha256) == ("edge-b", sha["old"])
+            summary = await client.telemetry(since="1h", agents=["edge-a"])
+            assert [a.frames for a in summary.agents] == [400]
+
+    asyncio.run(run())

@@ -6,6 +6,7 @@ with Client("server:7443", token=token, tls=ClientTLS(ca=Path("ca.pem"))) as cli
 """
 
 from spikefleet.client.agent import AgentClient, AsyncAgentClient
+from spikefleet.client.aio import AsyncClient
 from spikefleet.client.client import (
     Assignment,
     Client,
@@ -19,6 +20,7 @@ __all__ = [
     "AgentClient",
     "Assignment",
     "AsyncAgentClient",
+    "AsyncClient",
     "Client",
     "ClientTLS",
     "ConvertProgress",

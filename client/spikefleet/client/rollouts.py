@@ -103,6 +103,22 @@ class AgentSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_proto(cls, a: Any) -> AgentSummary:
+        return cls(
+            agent_id=a.agent_id,
+            labels=dict(a.labels),
+            backend=a.backend,
+            program_sha256=a.program_sha256,
+            previous_sha256=a.previous_sha256,
+            shadow_sha256=a.shadow_sha256,
+            health=a.health,
+            connected=a.connected,
+            last_seen_unix_ms=a.last_seen_unix_ms,
+            devices=a.devices,
+            version=a.version,
+        )
+
 
 @dataclass
 class RolloutAgentStatus:
@@ -271,22 +287,7 @@ class RolloutsClient:
         reply = self._call(
             self._stub.ListAgents, rollout_pb2.ListAgentsRequest(selector=selector or {})
         )
-        return [
-            AgentSummary(
-                agent_id=a.agent_id,
-                labels=dict(a.labels),
-                backend=a.backend,
-                program_sha256=a.program_sha256,
-                previous_sha256=a.previous_sha256,
-                shadow_sha256=a.shadow_sha256,
-                health=a.health,
-                connected=a.connected,
-                last_seen_unix_ms=a.last_seen_unix_ms,
-                devices=a.devices,
-                version=a.version,
-            )
-            for a in reply.agents
-        ]
+        return [AgentSummary.from_proto(a) for a in reply.agents]
 
     def create(self, request: RolloutRequest) -> RolloutStatus:
         reply = self._call(
