@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import copy
 import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -24,6 +26,7 @@ from spikefleet_server import cli as server_cli
 from spikefleet_server import config as server_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DATABASE_ENV = "SPIKEFLEET_DATABASE_URL"
 PARSERS = {
     "spikefleet-server": server_cli.build_parser,
     "spikefleet-agent": agent_cli.build_parser,
@@ -131,8 +134,82 @@ def test_server_unit_runs_serve() -> None:
 
 def test_k8s_has_the_server_objects() -> None:
     kinds = {d["kind"] for d in k8s_documents()}
-    expected = {"Deployment", "Service", "PersistentVolumeClaim", "Secret", "ConfigMap"}
+    expected = {"Deployment", "Service", "Secret", "ConfigMap", "PodDisruptionBudget", "Cluster"}
     assert expected <= kinds
+
+
+# CloudNativePG's Cluster is a custom resource: its schema is not among the Kubernetes
+# ones kubernetes-validate ships, so the fields the deployment relies on are checked here.
+CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster")}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in k8s_documents() if (d["apiVersion"], d["kind"]) not in CUSTOM_KINDS],
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
+def test_k8s_objects_validate_against_the_kubernetes_schemas(doc: dict[str, Any]) -> None:
+    """Strict: a misspelt or misplaced field fails, as kubectl --validate=strict would."""
+    try:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_schema_validation_catches_a_wrong_field() -> None:
+    (deployment,) = copy.deepcopy(list(by_kind("Deployment").values()))
+    deployment["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+    deployment["spec"]["replicas"] = 3
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_k8s_postgresql_cluster_makes_the_secret_the_servers_read() -> None:
+    (cluster,) = by_kind("Cluster").values()
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["spec"]["instances"] >= 2  # a primary and a standby to fail over to
+    assert cluster["spec"]["storage"]["size"]
+    initdb = cluster["spec"]["bootstrap"]["initdb"]
+    assert initdb["database"] and initdb["owner"]
+    refs = database_secret_refs(next(iter(by_kind("Deployment").values())))
+    # CloudNativePG writes the application user's connection URI to <cluster>-app, key uri
+    assert refs == {(f"{cluster['metadata']['name']}-app", "uri")}
+
+
+def database_secret_refs(deployment: dict[str, Any]) -> set[tuple[str, str]]:
+    refs = set()
+    for container in daemon_containers(deployment):
+        for env in container.get("env", []):
+            if env["name"] == DATABASE_ENV:
+                ref = env["valueFrom"]["secretKeyRef"]
+                refs.add((ref["name"], ref["key"]))
+    return refs
+
+
+def test_k8s_runs_replicas_behind_a_disruption_budget_and_grpc_readiness(tmp_path: Path) -> None:
+    (deployment,) = by_kind("Deployment").values()
+    (budget,) = by_kind("PodDisruptionBudget").values()
+    replicas = deployment["spec"]["replicas"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert replicas >= 2
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= budget["spec"]["maxUnavailable"] < replicas
+    config = load_server_toml(assembled_config(deployment)[0], tmp_path)
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    probe = server["readinessProbe"]["grpc"]
+    # the kubelet's grpc probe speaks plaintext: it must hit the health-only port
+    assert probe["port"] == server_config.split_address(config.health_listen)[1]
+    assert probe["port"] != server_config.split_address(config.listen)[1]
+    assert config.max_connection_age_seconds > 0, "agents rebalance over new replicas"
+    # every daemon container (check-config too) sees the same database
+    assert len(database_secret_refs(deployment)) == 1
+    assert all(
+        any(e["name"] == DATABASE_ENV for e in c.get("env", []))
+        for c in daemon_containers(deployment)
+    )
 
 
 def daemon_containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -186,6 +263,7 @@ def test_k8s_assembled_config_loads_and_its_paths_are_mounted(tmp_path: Path) ->
         assert str(args.config) == output, "the daemons read the assembled config"
         mounts = [m["mountPath"] for m in container["volumeMounts"]]
         paths = [Path(declared["data_dir"]), Path(declared["signing_key"]), Path(output)]
+        paths += [Path(declared["trusted_keys_dir"])]
         paths += [Path(p) for p in declared.get("tls", {}).values()]
         for path in paths:
             assert any(path.is_relative_to(m) for m in mounts), f"{path} is not mounted"
@@ -208,6 +286,8 @@ def test_k8s_names_resolve() -> None:
         by_kind("PersistentVolumeClaim"),
         by_kind("ConfigMap"),
     )
+    # Secrets the PostgreSQL operator creates for its clusters
+    secrets.update({f"{name}-app": {} for name in by_kind("Cluster")})
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     for volume in volumes.values():
         if "secret" in volume:
@@ -219,6 +299,8 @@ def test_k8s_names_resolve() -> None:
     for container in pod_containers(deployment):
         for mount in container["volumeMounts"]:
             assert mount["name"] in volumes
+        for env in container.get("env", []):
+            assert env["valueFrom"]["secretKeyRef"]["name"] in secrets
     ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
     labels = pod["metadata"]["labels"]
     for service in by_kind("Service").values():
