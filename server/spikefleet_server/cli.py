@@ -40,6 +40,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if tls:
         overrides["tls"] = tls
+    if args.database:
+        overrides["database"] = {"url": args.database}
     return overrides
 
 
@@ -116,6 +118,12 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that override config values, for ``serve`` and ``check-config`` alike."""
     parser.add_argument("--config", type=Path, help="TOML config file")
     parser.add_argument("--data-dir", type=Path, help="where the database, programs and keys live")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB, shared by replicas "
+        "(default: SQLite in the data dir; also [database] url, SPIKEFLEET_DATABASE_URL)",
+    )
     parser.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (port 0: any free)")
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
     parser.add_argument(

@@ -49,6 +49,18 @@ class TokenEntry:
     agents: tuple[str, ...] = ()  # agent tokens: ids it may register as (patterns); () = any
 
 
+DATABASE_ENV = "SPIKEFLEET_DATABASE_URL"
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the state lives: "" is the SQLite file in data_dir (one server); replicas
+    share one PostgreSQL, ``postgresql://USER:PASSWORD@HOST:PORT/DB`` (docs/scaling.md)."""
+
+    url: str = ""
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     cert: Path | None = None
@@ -84,6 +96,7 @@ class ServerConfig:
     telemetry_max_batches_per_agent: int = 600_000
     db_upgrade: bool = True  # migrate the database's schema at start (else refuse an old one)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     tokens: tuple[TokenEntry, ...] = ()
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
 
@@ -97,6 +110,16 @@ class ServerConfig:
             ("grpc.max_connection_age_ms", max(1, round(age * 1000))),
             ("grpc.max_connection_age_grace_ms", round(grace * 1000)),
         ]
+
+    @property
+    def database_target(self) -> str | Path:
+        """The database URL, or the SQLite file in data_dir when none is set."""
+        return self.database.url or self.data_dir / "spikefleet.db"
+
+    @property
+    def replicated(self) -> bool:
+        """On PostgreSQL: other replicas may share the database."""
+        return self.database.url.startswith(("postgresql", "postgres:"))
 
     @property
     def signing_key_path(self) -> Path:
@@ -125,6 +148,13 @@ class ServerConfig:
                 raise ServerConfigError(f"TLS file {path} does not exist")
         if self.max_upload_bytes <= 0:
             raise ServerConfigError("max_upload_bytes must be positive")
+        url = self.database.url
+        if url and not url.startswith(DATABASE_SCHEMES):
+            shown = url.split("://", 1)[0] + "://..." if "://" in url else repr(url)
+            raise ServerConfigError(
+                f"database url {shown} is not a database URL: use sqlite:///PATH or "
+                "postgresql://USER:PASSWORD@HOST:PORT/DB"
+            )
         if self.max_connection_age_seconds < 0:
             raise ServerConfigError("max_connection_age_seconds must be >= 0 (0 = never)")
         for key in (
@@ -244,6 +274,14 @@ def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> Serv
                     raise ServerConfigError(f"{source}: unknown setting tls.{sub}")
                 tls[sub] = _coerce(f"tls.{sub}", subvalue, tls_fields[sub].type)
             changes["tls"] = replace(changes.get("tls", config.tls), **tls)
+        elif key == "database":
+            if not isinstance(value, Mapping):
+                raise ServerConfigError(f"{source}: database must be a table ([database] url)")
+            unknown = sorted(set(value) - {"url"})
+            if unknown:
+                raise ServerConfigError(f"{source}: unknown setting database.{unknown[0]}")
+            if "url" in value:
+                changes["database"] = DatabaseConfig(str(value["url"]).strip())
         elif key in top:
             coerced = _coerce(key, value, top[key].type)
             if key == "data_dir" and coerced is None:
@@ -257,12 +295,16 @@ def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> Serv
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     tls_names = {f.name for f in fields(TLSConfig)}
+    if DATABASE_ENV in environ:  # the name deployments and docs use
+        values["database"] = {"url": environ[DATABASE_ENV]}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key.startswith("tls_") and key[4:] in tls_names:
             values.setdefault("tls", {})[key[4:]] = value
+        elif key == "database_url":
+            values["database"] = {"url": value}
         elif key == "tokens":
             raise ServerConfigError(f"{name}: tokens can only be set in the config file")
         else:

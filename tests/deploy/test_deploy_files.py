@@ -204,6 +204,14 @@ def test_k8s_runs_replicas_behind_a_disruption_budget_and_grpc_readiness(tmp_pat
     assert probe["port"] == server_config.split_address(config.health_listen)[1]
     assert probe["port"] != server_config.split_address(config.listen)[1]
     assert config.max_connection_age_seconds > 0, "agents rebalance over new replicas"
+    # the variable the deployment sets is the one the server reads its database from
+    url = "postgresql://spikefleet:pw@spikefleet-db-rw:5432/spikefleet"
+    assert (
+        server_config.load_config(
+            None, environ={DATABASE_ENV: url}, overrides={"insecure_loopback": True}
+        ).database.url
+        == url
+    )
     # every daemon container (check-config too) sees the same database
     assert len(database_secret_refs(deployment)) == 1
     assert all(

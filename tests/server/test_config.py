@@ -133,3 +133,33 @@ def test_telemetry_limits_load_from_file_and_environment_and_refuse_nonsense(tmp
         load_config(path, environ={"SPIKEFLEET_SERVER_TELEMETRY_RETENTION_DAYS": "-1"})
     with pytest.raises(ServerConfigError, match="telemetry_rate_bytes_per_s below 1024"):
         load_config(path, environ={"SPIKEFLEET_SERVER_TELEMETRY_RATE_BYTES_PER_S": "10"})
+
+
+def test_the_database_url_comes_from_the_file_the_environment_or_the_flag(tmp_path: Path) -> None:
+    from spikefleet_server.config import DATABASE_ENV
+
+    base = {"insecure_loopback": True, "data_dir": tmp_path}
+    assert load_config(None, environ={}, overrides=base).database_target == (
+        tmp_path / "spikefleet.db"
+    )
+    path = tmp_path / "server.toml"
+    path.write_text('insecure_loopback = true\n[database]\nurl = "postgresql://a@db/one"\n')
+    assert load_config(path, environ={}).database.url == "postgresql://a@db/one"
+    from_env = load_config(path, environ={DATABASE_ENV: "postgresql://a@db/two"})
+    assert from_env.database_target == "postgresql://a@db/two" and from_env.replicated
+    flagged = load_config(
+        path,
+        environ={DATABASE_ENV: "postgresql://a@db/two"},
+        overrides={"database": {"url": "postgresql://a@db/three"}},
+    )
+    assert flagged.database.url == "postgresql://a@db/three"
+
+
+def test_a_database_that_is_not_a_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ServerConfigError, match="sqlite:///PATH or postgresql://") as refused:
+        load_config(
+            None,
+            environ={},
+            overrides={"insecure_loopback": True, "database": {"url": "mysql://u:secret@h/db"}},
+        )
+    assert "secret" not in str(refused.value)
