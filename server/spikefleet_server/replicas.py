@@ -20,8 +20,10 @@ import random
 import threading
 import zlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 import structlog
 from psycopg import sql
 
@@ -192,3 +194,86 @@ class Lease:
                     log.warning("replicas.lease_connection_lost", error=str(exc).strip())
                     self._stopped.wait(self._retry_s * random.uniform(0.5, 1.0))
         self._set(False)
+
+
+ASSIGNMENTS = "spikefleet_assignments"  # payload: agent id
+ROLLOUTS = "spikefleet_rollouts"  # payload: rollout id
+ROLLOUT_LEASE = "rollouts"
+
+
+def notify(conn: Any, channel: str, payload: str) -> None:
+    """Tell the other replicas, when ``conn``'s transaction commits (PostgreSQL only: on
+    SQLite there is one server, which already knows)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_notify(:channel, :payload)"),
+            {
+                "channel": channel,
+                "payload": payload,
+            },
+        )
+
+
+class Coordination:
+    """How the areas of one server cooperate with other replicas. This base is one
+    server alone: it always leads, and nobody else writes (SQLite)."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+        self._leader_callbacks: list[Callable[[bool], None]] = []
+
+    def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(payload)`` for notifications another replica sends."""
+        self._subscribers.setdefault(channel, []).append(callback)
+
+    def on_leadership(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(held)`` when this server wins or loses the rollout lease."""
+        self._leader_callbacks.append(callback)
+
+    def is_leader(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        for callback in self._leader_callbacks:
+            callback(True)
+
+    def stop(self) -> None:
+        pass
+
+    def _deliver(self, channel: str, payload: str) -> None:
+        for callback in self._subscribers.get(channel, []):
+            callback(payload)
+
+    def _leadership(self, held: bool) -> None:
+        for callback in self._leader_callbacks:
+            callback(held)
+
+
+class Replicas(Coordination):
+    """Replicas on one PostgreSQL at ``url``: notifications by LISTEN, the rollout lease
+    by advisory lock."""
+
+    def __init__(self, url: str, *, lease_retry_s: float = 2.0) -> None:
+        super().__init__()
+        self._url = url
+        self._listener: Listener | None = None
+        self.lease = Lease(url, ROLLOUT_LEASE, retry_s=lease_retry_s, on_change=self._leadership)
+
+    def is_leader(self) -> bool:
+        return self.lease.is_held
+
+    def start(self) -> None:
+        def missed() -> None:  # notifications sent while we were away are gone
+            for channel in self._subscribers:
+                self._deliver(channel, "")
+
+        self._listener = Listener(
+            self._url, list(self._subscribers), self._deliver, on_reconnect=missed
+        ).start()
+        self._listener.listening.wait(10)
+        self.lease.start()
+
+    def stop(self) -> None:
+        self.lease.stop()
+        if self._listener is not None:
+            self._listener.stop()
