@@ -1,4 +1,9 @@
-"""Signed programs, stored content-addressed on disk, with metadata in the database.
+"""Signed programs, stored content-addressed, with metadata in the database.
+
+On SQLite (one server) the bytes are files in the data dir; on PostgreSQL, where
+replicas share no disk, they are rows of ``program_blobs`` written in the same
+transaction as the program's row, and checked against their sha256 (the
+envelope's and the program bytes' digest) every time they are read.
 
 A program's file (``programs/<aa>/<sha256>.sfp``, the SignedProgram envelope)
 is written with write-temp, fsync, rename *before* its row commits, so a crash
@@ -11,6 +16,7 @@ twice returns the first record instead of a new version.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import re
 import time
@@ -27,7 +33,7 @@ from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryE
 from spikefleet.program.atomic import atomic_write
 from spikefleet.program.signing import SignedProgram, SigningKey, sign
 from spikefleet_server.storage import Database
-from spikefleet_server.storage.schema import program_versions, programs
+from spikefleet_server.storage.schema import program_blobs, program_versions, programs
 from spikefleet_server.storage.sql import insert
 
 log = structlog.get_logger("spikefleet_server.registry")
@@ -94,8 +100,10 @@ class Registry:
         self.db = db
         self.signing_key = signing_key
         self.usage = usage
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_orphans()
+        self.in_database = db.dialect == "postgresql"  # replicas share no disk
+        if not self.in_database:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._remove_orphans()
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.sfp"
@@ -142,9 +150,10 @@ class Registry:
         if existing is not None:
             return existing
         envelope = signed.to_bytes()
-        path = self._path(signed.sha256)
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, envelope)
+        if not self.in_database:
+            path = self._path(signed.sha256)
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, envelope)
         with self.db.write() as conn:
             row = conn.execute(
                 sa.select(programs).where(programs.c.sha256 == signed.sha256).with_for_update()
@@ -168,6 +177,8 @@ class Registry:
                 key_id=signed.key_id,
                 source_sha256=source_sha256,
             )
+            if self.in_database:
+                conn.execute(sa.insert(program_blobs).values(sha256=record.sha256, data=envelope))
             conn.execute(
                 sa.insert(programs).values(
                     sha256=record.sha256,
@@ -245,9 +256,24 @@ class Registry:
         record = self._find_sha(sha256)
         if record is None:
             raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
-        data = self._path(sha256).read_bytes()
-        if SignedProgram.from_bytes(data).sha256 != sha256:
-            raise RegistryError(f"stored file of program {sha256} is corrupt")
+        if not self.in_database:
+            data = self._path(sha256).read_bytes()
+            if SignedProgram.from_bytes(data).sha256 != sha256:
+                raise RegistryError(f"stored file of program {sha256} is corrupt")
+            return data
+        with self.db.read() as conn:
+            blob = conn.scalar(
+                sa.select(program_blobs.c.data).where(program_blobs.c.sha256 == sha256)
+            )
+        if blob is None:
+            raise RegistryError(f"the bytes of program {sha256} are missing from the database")
+        data = bytes(blob)
+        envelope = SignedProgram.from_bytes(data)
+        if envelope.sha256 != sha256 or hashlib.sha256(envelope.program).hexdigest() != sha256:
+            raise RegistryError(
+                f"the stored bytes of program {sha256} do not match its sha256 (corrupted in "
+                "the database): delete it and convert it again"
+            )
         return data
 
     async def list(
@@ -301,7 +327,9 @@ class Registry:
                     f"{len(users)} agent(s): {shown}; roll them to another program first"
                 )
             conn.execute(sa.delete(programs).where(programs.c.sha256 == sha256))
-        self._path(sha256).unlink(missing_ok=True)
+            conn.execute(sa.delete(program_blobs).where(program_blobs.c.sha256 == sha256))
+        if not self.in_database:
+            self._path(sha256).unlink(missing_ok=True)
         log.info("registry.deleted", sha256=sha256, name=record.name, version=record.version)
         return record
 

@@ -32,6 +32,14 @@ programs = sa.Table(
     sa.UniqueConstraint("name", "version"),
 )
 
+# The signed program bytes on PostgreSQL (replicas share no disk); empty on SQLite.
+program_blobs = sa.Table(
+    "program_blobs",
+    metadata,
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 program_versions = sa.Table(
     "program_versions",
     metadata,
