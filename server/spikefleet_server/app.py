@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import grpc
@@ -48,6 +48,7 @@ from spikefleet.v1 import (
     telemetry_pb2_grpc,
 )
 from spikefleet.wire_guard import DecodeGuard
+from spikefleet_server import replicas
 from spikefleet_server.auth import Access, AuthInterceptor, Principal, Role, TokenTable
 from spikefleet_server.config import FLEET, ROLLOUTS, ServerConfig
 from spikefleet_server.conversion import ConversionPool
@@ -67,6 +68,7 @@ from spikefleet_server.keys import load_or_create, published
 from spikefleet_server.metrics import Metrics
 from spikefleet_server.observability import ObservabilityInterceptor
 from spikefleet_server.registry import Registry
+from spikefleet_server.replicas import Coordination, Replicas
 from spikefleet_server.rollouts import (
     ROLES as ROLLOUT_ACCESS,
 )
@@ -76,12 +78,15 @@ from spikefleet_server.rollouts import (
     RolloutsServicer,
     RolloutStore,
 )
+from spikefleet_server.rollouts.controller import MAX_SLEEP_S
 from spikefleet_server.services.converter import ConverterServicer
 from spikefleet_server.services.registry import RegistryServicer
 from spikefleet_server.storage import open_database
 from spikefleet_server.telemetry import TelemetryStore
 
 log = structlog.get_logger("spikefleet_server.app")
+
+REPLICA_STEP_S = 1.0  # the rollout leader looks at least this often at what others stored
 
 
 CONVERTER = "spikefleet.v1.ConverterService"
@@ -111,7 +116,7 @@ class ServerApp:
         self.metrics = Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(
-            config.data_dir / "spikefleet.db",
+            config.database_target,
             migrate=config.db_upgrade,
             threads=config.grpc_threads,
         )
@@ -135,6 +140,11 @@ class ServerApp:
             config.convert_timeout_seconds or None,
         )
 
+        # replicas on PostgreSQL tell each other of changes and share one rollout lease
+        self.coordination: Coordination = (
+            Replicas(str(config.database_target)) if config.replicated else Coordination()
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
         fleet_store = FleetStore(self.db, require_program=self.registry.require)
         self.registry.usage = fleet_store.usage_in  # no deleting what agents run
         self.fleet = FleetService(
@@ -148,10 +158,25 @@ class ServerApp:
                 retention_days=config.telemetry_retention_days,
                 max_batches_per_agent=config.telemetry_max_batches_per_agent,
             ),
+            replicated=config.replicated,
+        )
+        self.coordination.subscribe(
+            replicas.ASSIGNMENTS,
+            lambda agent_id: self._spawn(self.fleet.assigned_elsewhere(agent_id)),
         )
         adapter = FleetAdapter(self.fleet)
         self.rollouts = RolloutController(
-            RolloutStore(self.db), adapter, adapter, resolve_program=self._resolve_program
+            RolloutStore(self.db),
+            adapter,
+            adapter,
+            resolve_program=self._resolve_program,
+            leader=self.coordination.is_leader,
+            announce=self._announce_rollout if config.replicated else None,
+            # what agents on other replicas report reaches the leader through the database
+            max_sleep_s=REPLICA_STEP_S if config.replicated else MAX_SLEEP_S,
+        )
+        self.coordination.subscribe(
+            replicas.ROLLOUTS, lambda _id: self.rollouts.changed_elsewhere()
         )
         self.fleet.subscribe(lambda event: self.rollouts.wake(event.agent_id, event.kind))
 
@@ -205,6 +230,18 @@ class ServerApp:
         self._grant(health.SERVICE_NAME, CORE_ACCESS[health.SERVICE_NAME])
         for name in (reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"):
             self._grant(name, CORE_ACCESS[name])
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce_rollout(self, rollout_id: str) -> None:
+        def send() -> None:
+            with self.db.write() as conn:
+                replicas.notify(conn, replicas.ROLLOUTS, rollout_id)
+
+        await self.db.run(send)
 
     async def _resolve_program(self, ref: str) -> str:
         """A rollout's program reference (sha256, unique prefix, or name = latest version)."""
@@ -273,6 +310,7 @@ class ServerApp:
             raise ServerConfigError(f"cannot listen on {config.listen}: {exc}") from None
         if port == 0:
             raise ServerConfigError(f"cannot listen on {config.listen} (in use or not local)")
+        await self.coordination.start()
         await self.fleet.start()
         if ROLLOUTS in config.extensions:
             await self.rollouts.start()
@@ -321,6 +359,7 @@ class ServerApp:
             await self.rollouts.stop()
             await stopping
             self.server = None
+        await self.coordination.stop()  # the rollout lease goes to another replica now
         await self.rollouts.stop()
         await self.fleet.close()
         if self._health_server is not None:

@@ -84,8 +84,11 @@ def _check_config(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from spikefleet_server.storage import Database, upgrade
 
-    config = load_config(args.config, overrides={"data_dir": args.data_dir}, check=False)
-    db = Database(config.data_dir / "spikefleet.db")
+    overrides: dict[str, Any] = {"data_dir": args.data_dir}
+    if args.database:
+        overrides["database"] = {"url": args.database}
+    config = load_config(args.config, overrides=overrides, check=False)
+    db = Database(config.database_target)
     try:
         before, after = upgrade(db)
     finally:
@@ -176,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db_upgrade.add_argument("--config", type=Path, help="TOML config file")
     db_upgrade.add_argument("--data-dir", type=Path, help="where the database lives")
+    db_upgrade.add_argument("--database", metavar="URL", help="a PostgreSQL URL instead")
     db_upgrade.set_defaults(func=_db_upgrade)
 
     check = sub.add_parser(

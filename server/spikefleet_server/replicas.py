@@ -16,6 +16,7 @@ long-lived connection each, outside the storage layer's pool).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import zlib
@@ -215,38 +216,34 @@ def notify(conn: Any, channel: str, payload: str) -> None:
 
 
 class Coordination:
-    """How the areas of one server cooperate with other replicas. This base is one
-    server alone: it always leads, and nobody else writes (SQLite)."""
+    """How one server's parts cooperate with other replicas. This base is one server
+    alone (SQLite): it always leads, and nobody else writes. Callbacks run on the
+    server's event loop."""
 
     def __init__(self) -> None:
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
-        self._leader_callbacks: list[Callable[[bool], None]] = []
 
     def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
-        """Call ``callback(payload)`` for notifications another replica sends."""
+        """Call ``callback(payload)`` for notifications other replicas send on ``channel``
+        ("" after notifications may have been missed: re-read everything)."""
         self._subscribers.setdefault(channel, []).append(callback)
 
-    def on_leadership(self, callback: Callable[[bool], None]) -> None:
-        """Call ``callback(held)`` when this server wins or loses the rollout lease."""
-        self._leader_callbacks.append(callback)
-
     def is_leader(self) -> bool:
+        """Whether this server holds the rollout lease."""
         return True
 
-    def start(self) -> None:
-        for callback in self._leader_callbacks:
-            callback(True)
+    async def start(self) -> None:
+        pass
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         pass
 
     def _deliver(self, channel: str, payload: str) -> None:
         for callback in self._subscribers.get(channel, []):
-            callback(payload)
-
-    def _leadership(self, held: bool) -> None:
-        for callback in self._leader_callbacks:
-            callback(held)
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("replicas.subscriber_failed", channel=channel)
 
 
 class Replicas(Coordination):
@@ -257,23 +254,27 @@ class Replicas(Coordination):
         super().__init__()
         self._url = url
         self._listener: Listener | None = None
-        self.lease = Lease(url, ROLLOUT_LEASE, retry_s=lease_retry_s, on_change=self._leadership)
+        self.lease = Lease(url, ROLLOUT_LEASE, retry_s=lease_retry_s)
 
     def is_leader(self) -> bool:
         return self.lease.is_held
 
-    def start(self) -> None:
-        def missed() -> None:  # notifications sent while we were away are gone
-            for channel in self._subscribers:
-                self._deliver(channel, "")
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
 
-        self._listener = Listener(
-            self._url, list(self._subscribers), self._deliver, on_reconnect=missed
-        ).start()
-        self._listener.listening.wait(10)
+        def heard(channel: str, payload: str) -> None:  # on the listener's thread
+            loop.call_soon_threadsafe(self._deliver, channel, payload)
+
+        def missed() -> None:  # notifications sent while we were away are gone
+            for channel in list(self._subscribers):
+                heard(channel, "")
+
+        self._listener = Listener(self._url, list(self._subscribers), heard, on_reconnect=missed)
+        self._listener.start()
+        await asyncio.to_thread(self._listener.listening.wait, 10)
         self.lease.start()
 
-    def stop(self) -> None:
-        self.lease.stop()
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.lease.stop)
         if self._listener is not None:
-            self._listener.stop()
+            await asyncio.to_thread(self._listener.stop)

@@ -86,6 +86,11 @@ class ServerSetup:
     root: Path
     programs: dict[str, str] = field(default_factory=dict)  # name -> sha256
     children: list[Child] = field(default_factory=list)  # stopped at the end, pass or fail
+    database: str = ""  # a PostgreSQL URL shared by replicas; "" = SQLite in the data dir
+
+    @property
+    def database_target(self) -> str | Path:
+        return self.database or self.data_dir / "spikefleet.db"
 
     @property
     def data_dir(self) -> Path:
@@ -114,7 +119,7 @@ class ServerSetup:
     def store(self, programs: dict[str, Program], key: SigningKey) -> dict[str, str]:
         """Put ``programs`` in the registry signed by ``key``, as a server signing with it
         would; returns and remembers name -> sha256."""
-        db = open_database(self.data_dir / "spikefleet.db")
+        db = open_database(self.database_target)
         try:
             registry = Registry(self.data_dir / "programs", db, key)
             stored = {
@@ -127,7 +132,7 @@ class ServerSetup:
 
     def telemetry(self, agent_id: str) -> list[TelemetryRecord]:
         """The telemetry stored for ``agent_id``, in seq order."""
-        db = open_database(self.data_dir / "spikefleet.db")
+        db = open_database(self.database_target)
         try:
             return asyncio.run(TelemetryStore(db).of_agent(agent_id))
         finally:
@@ -136,20 +141,25 @@ class ServerSetup:
     def program_file(self, sha256: str) -> Path:
         return self.data_dir / "programs" / sha256[:2] / f"{sha256}.sfp"
 
-    def start(self, port: int = 0) -> ServerChild:
-        return ServerChild(
-            [
-                str(BIN / "spikefleet-server"),
-                "serve",
-                "--config",
-                str(self.root / "server.toml"),
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--insecure-loopback",
-            ]
-        )
+    def start(self, port: int = 0, replica: str = "") -> ServerChild:
+        """A server process; with ``replica``, one of several on :attr:`database` (its own
+        scratch data dir, the shared signing key)."""
+        argv = [
+            str(BIN / "spikefleet-server"),
+            "serve",
+            "--config",
+            str(self.root / "server.toml"),
+            "--data-dir",
+            str(self.root / f"replica-{replica}" if replica else self.data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--insecure-loopback",
+        ]
+        if self.database:
+            argv += ["--database", self.database]
+        if replica:
+            argv += ["--signing-key", str(self.data_dir / "keys" / "signing.key")]
+        return ServerChild(argv)
 
 
 class ServerChild(Child):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from support.aio import Blocking
 
 from spikefleet.errors import ProgramNotFoundError, RegistryError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
@@ -26,9 +27,9 @@ def db(postgres_url: str):
 
 def test_a_program_stored_by_one_replica_is_served_by_another(db: Database, tmp_path: Path):
     key = SigningKey.generate()
-    first = Registry(tmp_path / "a", db, key)
+    first = Blocking(Registry(tmp_path / "a", db, key))
     record = first.put(b"program bytes", name="digits")
-    second = Registry(tmp_path / "b", db, key)  # its own (empty) data dir
+    second = Blocking(Registry(tmp_path / "b", db, key))  # its own (empty) data dir
     assert verify(second.get_bytes(record.sha256), TrustedKeys([key.public_key])) == (
         b"program bytes"
     )
@@ -41,7 +42,7 @@ def test_a_program_stored_by_one_replica_is_served_by_another(db: Database, tmp_
 
 
 def test_bytes_changed_in_the_database_are_refused_when_read(db: Database, tmp_path: Path):
-    registry = Registry(tmp_path, db, SigningKey.generate())
+    registry = Blocking(Registry(tmp_path, db, SigningKey.generate()))
     record = registry.put(b"program bytes", name="digits")
     with db.write() as conn:
         data = bytearray(conn.scalar(sa.select(program_blobs.c.data)))

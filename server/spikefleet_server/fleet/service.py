@@ -106,7 +106,11 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         metrics: FleetMetrics | None = None,
         limits: TelemetryLimits | None = None,
         prune_interval_s: float = PRUNE_INTERVAL_S,
+        replicated: bool = False,
     ) -> None:
+        """``replicated``: other replicas share the database and hold other agents'
+        streams, so what it says about their connections is theirs to change."""
+        self._replicated = replicated
         self.store = store
         self.telemetry = telemetry
         self.limits = limits or TelemetryLimits()
@@ -129,7 +133,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     async def start(self) -> None:
         """Nobody is connected yet, whatever the database says; start the writer."""
         self._closed = False
-        await self.store.mark_all_disconnected()
+        if not self._replicated:
+            await self.store.mark_all_disconnected()
         self._writer.start()
 
     def drain(self) -> None:
@@ -164,6 +169,19 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
         log.info("fleet.assigned", agent_id=agent_id, sha256=sha256, generation=record.generation)
         return record
+
+    async def assigned_elsewhere(self, agent_id: str) -> None:
+        """Another replica changed ``agent_id``'s assignment (its NOTIFY; "" = anyone's,
+        after notifications may have been missed): push it if the stream is here."""
+        if agent_id:
+            session = self._sessions.get(agent_id)
+            sessions = [session] if session is not None and session.registered else []
+        else:
+            sessions = [s for s in self._sessions.values() if s.registered]
+        for session in sessions:
+            desired = await self.store.assignment(session.agent_id)
+            if desired is not None and self._sessions.get(session.agent_id) is session:
+                session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
 
     async def agents(self) -> list[AgentRecord]:
         return await self.store.agents()

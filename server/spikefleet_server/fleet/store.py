@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spikefleet.v1 import fleet_pb2
+from spikefleet_server.replicas import ASSIGNMENTS, notify
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import (
     fleet_agents,
@@ -217,6 +218,8 @@ class FleetStore:
                 set_={"generation": fleet_assignments.c.generation + 1, **values},
             ).returning(fleet_assignments.c.generation)
             generation = int(conn.execute(statement).scalar_one())
+            # the replica holding this agent's stream pushes it (delivered on commit)
+            notify(conn, ASSIGNMENTS, agent_id)
         return AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
 
     async def assignment(self, agent_id: str) -> AssignmentRecord | None:

@@ -74,7 +74,18 @@ class RolloutController:
         *,
         resolve_program: Callable[[str], Awaitable[str]] | None = None,
         clock: Callable[[], float] = time.time,
+        leader: Callable[[], bool] = lambda: True,
+        announce: Callable[[str], Awaitable[None]] | None = None,
+        max_sleep_s: float = MAX_SLEEP_S,
     ) -> None:
+        """Replicas: only while ``leader()`` (this replica holds the rollout lease) does
+        it step rollouts; elsewhere requests are stored and the leader acts on them.
+        ``announce(rollout_id)`` tells the other replicas of a commit (their watchers
+        wake); ``max_sleep_s`` bounds how late the leader sees what agents on other
+        replicas reported (their fleet events don't reach it)."""
+        self._leader = leader
+        self._announce = announce
+        self._max_sleep_s = max_sleep_s
         self.store = store
         self.fleet = fleet
         self.assigner = assigner
@@ -118,12 +129,18 @@ class RolloutController:
 
     async def run(self) -> None:
         """Step the active rollouts whenever woken or at their next deadline, until cancelled."""
+        led = self._leader()
         while True:
             try:
-                wait_s = await self.step_all()
+                leading = self._leader()
+                if leading and not led:  # won the lease: carry on from the stored steps
+                    log.info("rollouts.leading")
+                    await self.reconcile()
+                led = leading
+                wait_s = min(await self.step_all(), self._max_sleep_s)
             except Exception:
                 log.exception("rollouts.step_failed")
-                wait_s = MAX_SLEEP_S
+                wait_s = min(MAX_SLEEP_S, self._max_sleep_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
@@ -283,8 +300,15 @@ class RolloutController:
         upcoming = [(d - now) / 1000.0 for d in deadlines if d > now]
         return min([MAX_SLEEP_S, *upcoming])
 
+    def changed_elsewhere(self) -> None:
+        """Another replica committed a rollout change: wake this one's watchers (and, if it
+        leads, its loop)."""
+        self._notify()
+
     async def step(self, rollout_id: str) -> Rollout:
         """Advance one rollout as far as the fleet's reported state allows; commit if it moved."""
+        if not self._leader():
+            return await self.store.get(rollout_id)
         async with self._lock:
             rollout = await self.store.get(rollout_id)
             before = _fingerprint(rollout)
@@ -515,6 +539,8 @@ class RolloutController:
         for message in events:
             log.info("rollouts.event", rollout=rollout.rollout_id, message=message)
         self._notify()
+        if self._announce is not None:
+            await self._announce(rollout.rollout_id)
         return saved
 
     def _notify(self) -> None:
