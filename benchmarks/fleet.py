@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/fleet.py rollout --agents 100 --bake 2
     .venv/bin/python benchmarks/fleet.py ingest --agents 1000 --duration 30
+    .venv/bin/python benchmarks/fleet.py ingest --agents 5000 --interval 5 --replicas 2 \
+        --database throwaway --kill-one-at 20
 
 ``rollout``: lightweight agents (spikefleet_server.rollouts.simagents, the real
 control protocol over gRPC) on the old program; a rollout of a new one with a
@@ -17,6 +19,13 @@ heartbeats, telemetry, acks). Reports whether the server kept up: batches
 stored per second against the offered rate (from the server's database),
 the unacknowledged backlog, the time from sending a batch to its ack
 (committed), and the server process's CPU and resident memory (from /proc).
+
+``--replicas N --database URL`` runs N server processes on one PostgreSQL
+(``throwaway``: a temporary cluster started for the run, tests/support/postgres.py);
+agents are spread over them and fail over to the next when their replica goes.
+``--interval`` is the agents' telemetry and heartbeat period (the real default is
+5 s). ``--kill-one-at S`` kills the first replica with SIGKILL S seconds into the
+measured window and reports how long until every agent was registered again.
 """
 
 from __future__ import annotations
@@ -79,81 +88,134 @@ def program(seed: int) -> Program:
 
 
 class Server:
-    """spikefleet-server serve, with two programs in its registry and bench tokens."""
+    """spikefleet-server serve (``replicas`` processes on ``database`` when given), with
+    two programs in its registry and bench tokens."""
 
-    def __init__(self, root: Path, grpc_threads: int) -> None:
+    def __init__(
+        self, root: Path, grpc_threads: int, *, database: str = "", replicas: int = 1
+    ) -> None:
         data = root / "server"
-        key = load_or_create(data / "keys" / "signing.key")
-        db = open_database(data / "spikefleet.db")
+        key_path = data / "keys" / "signing.key"
+        key = load_or_create(key_path)
+        self.database = database
+        self.db_path = data / "spikefleet.db"
+        db = open_database(database or self.db_path)
         registry = Registry(data / "programs", db, key)
         self.old = asyncio.run(registry.put(encode(program(1)), name="old")).sha256
         self.new = asyncio.run(registry.put(encode(program(2)), name="new")).sha256
         db.close()
-        self.db_path = data / "spikefleet.db"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
         tokens = "".join(
             f'[[tokens]]\nname = "{role}"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'
             for role, token in (("deployer", DEPLOYER), ("agent", AGENT))
         )
-        config = root / "server.toml"
-        config.write_text(
-            f'listen = "127.0.0.1:{self.port}"\ndata_dir = "{data}"\ninsecure_loopback = true\n'
-            f'grpc_threads = {grpc_threads}\nlog_level = "warning"\n{tokens}'
-        )
-        self.process = subprocess.Popen(
-            [str(BIN / "spikefleet-server"), "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._drain, args=(lines,), daemon=True).start()
-        while True:
-            line = lines.get(timeout=60)
-            if re.search(r"listening on port", line):
-                break
+        self.ports: list[int] = []
+        self.processes: list[subprocess.Popen[str]] = []
+        for index in range(replicas):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            replica_data = data if replicas == 1 else root / f"replica-{index}"
+            config = root / f"server-{index}.toml"
+            config.write_text(
+                f'listen = "127.0.0.1:{port}"\ndata_dir = "{replica_data}"\n'
+                f'insecure_loopback = true\nsigning_key = "{key_path}"\n'
+                f'grpc_threads = {grpc_threads}\nlog_level = "warning"\n{tokens}'
+            )
+            argv = [str(BIN / "spikefleet-server"), "serve", "--config", str(config)]
+            if database:
+                argv += ["--database", database]
+            process = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            lines: queue.Queue[str] = queue.Queue()
+            threading.Thread(target=self._drain, args=(process, lines), daemon=True).start()
+            while True:
+                line = lines.get(timeout=60)
+                if re.search(r"listening on port", line):
+                    break
+            self.ports.append(port)
+            self.processes.append(process)
+        self.port = self.ports[0]
+        self.process = self.processes[0]
+        self.alive = list(range(replicas))
 
-    def _drain(self, lines: queue.Queue[str]) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+    @staticmethod
+    def _drain(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
             lines.put(line)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def _pids(self) -> list[int]:
+        return [self.processes[i].pid for i in self.alive]
+
     def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.process.pid)
+        return sum(_cpu_seconds(pid) for pid in self._pids())
 
     def runqueue_wait_seconds(self) -> float:
         """Time the server's threads were ready to run but waited for a CPU (others' work)."""
         total = 0
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
-                total += int((task / "schedstat").read_text().split()[1])
+        for pid in self._pids():
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
+                    total += int((task / "schedstat").read_text().split()[1])
         return total / 1e9
 
-    def threads(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
+    def _status(self, pid: int, field: str) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
         return 0
 
+    def threads(self) -> int:
+        return sum(self._status(pid, "Threads:") for pid in self._pids())
+
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return sum(self._status(pid, "VmRSS:") for pid in self._pids()) / 1024
 
     def stored_batches(self) -> int:
-        with sqlite3.connect(self.db_path, timeout=30) as db:
-            return int(db.execute("SELECT COUNT(*) FROM fleet_telemetry").fetchone()[0])
+        if not self.database:
+            with sqlite3.connect(self.db_path, timeout=30) as db:
+                return int(db.execute("SELECT COUNT(*) FROM fleet_telemetry").fetchone()[0])
+        db = open_database(self.database, migrate=False)
+        try:
+            with db.read() as conn:
+                return int(conn.exec_driver_sql("SELECT COUNT(*) FROM fleet_telemetry").scalar())
+        finally:
+            db.close()
+
+    def bytes_per_batch(self) -> float:
+        """What one stored telemetry batch costs the database (table, indexes, TOAST)."""
+        if not self.database:
+            return 0.0
+        db = open_database(self.database, migrate=False)
+        try:
+            with db.read() as conn:
+                size, rows = conn.exec_driver_sql(
+                    "SELECT pg_total_relation_size('fleet_telemetry'), COUNT(*) "
+                    "FROM fleet_telemetry"
+                ).one()
+        finally:
+            db.close()
+        return float(size) / max(1, int(rows))
+
+    def kill(self, index: int) -> None:
+        self.processes[index].kill()
+        self.processes[index].wait(timeout=30)
+        self.alive.remove(index)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+        for index in self.alive:
+            self.processes[index].terminate()
+        for index in self.alive:
+            self.processes[index].wait(timeout=60)
 
 
 def start_agents(
@@ -225,20 +287,24 @@ def bench_rollout(root: Path, count: int, bake_s: float) -> dict[str, object]:
 class Generator:
     """A load-generator child process (``fleet.py agents``) and its per-second reports."""
 
-    def __init__(self, address: str, first: int, count: int, seconds: float) -> None:
+    def __init__(
+        self, addresses: list[str], first: int, count: int, seconds: float, interval_s: float
+    ) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 __file__,
                 "agents",
                 "--address",
-                address,
+                ",".join(addresses),
                 "--first",
                 str(first),
                 "--count",
                 str(count),
                 "--seconds",
                 str(seconds),
+                "--interval",
+                str(interval_s),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -261,16 +327,28 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def bench_ingest(
-    root: Path, count: int, duration_s: float, generators: int, warmup_s: float = 10.0
+    root: Path,
+    count: int,
+    duration_s: float,
+    generators: int,
+    warmup_s: float = 10.0,
+    *,
+    interval_s: float = 1.0,
+    replicas: int = 1,
+    database: str = "",
+    kill_one_at_s: float = 0.0,
 ) -> dict[str, object]:
-    server = Server(root, grpc_threads=16)
+    server = Server(root, grpc_threads=16, database=database, replicas=replicas)
     shares = [count // generators + (i < count % generators) for i in range(generators)]
     run_s = warmup_s + duration_s + 600  # the generators are stopped by us, not by this
     children = [
-        Generator(server.address, sum(shares[:i]), share, run_s)
+        Generator(server.addresses, sum(shares[:i]), share, run_s, interval_s)
         for i, share in enumerate(shares)
         if share
     ]
+    offered = count / interval_s
+    killed_at: float | None = None
+    reconnected_s: float | None = None
     try:
         started = time.monotonic()
         latest = [{"registered": 0.0} for _ in children]
@@ -293,8 +371,15 @@ def bench_ingest(
         registered_min = float(count)
         reports: list[list[dict[str, float]]] = []
         while time.monotonic() - t0 < duration_s:
+            if kill_one_at_s and killed_at is None and time.monotonic() - t0 >= kill_one_at_s:
+                server.kill(0)  # SIGKILL: its agents fail over to the others
+                killed_at = time.monotonic()
+                print(f"t={killed_at - t0:5.1f}s killed replica 0", file=sys.stderr)
             now_reports = [_next_report(child) for child in children]
             reports.append(now_reports)
+            registered_now = sum(r["registered"] for r in now_reports)
+            if killed_at is not None and reconnected_s is None and registered_now == count:
+                reconnected_s = time.monotonic() - killed_at
             rss_peak = max(rss_peak, server.rss_mb())
             backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
             print(  # the timeline, to see whether late acks come in bursts
@@ -303,7 +388,8 @@ def bench_ingest(
                 f"max={max(r['ack_max_s'] for r in now_reports):.3f}s",
                 file=sys.stderr,
             )
-            registered_min = min(registered_min, sum(r["registered"] for r in now_reports))
+            if killed_at is None:  # after a kill, the reconnect time says it
+                registered_min = min(registered_min, registered_now)
         elapsed = time.monotonic() - t0
         cpu1, stored1 = server.cpu_seconds(), server.stored_batches()
         waited1 = server.runqueue_wait_seconds()
@@ -320,18 +406,26 @@ def bench_ingest(
         stored_rate = (stored1 - stored0) / elapsed
         kept_up = (  # every agent stayed; stored what was offered; acks within a period
             registered_min == count
-            and stored_rate >= 0.97 * count
+            and stored_rate >= 0.97 * offered
             and acked >= 0.97 * sent
             and backlog[-1] <= 2 * count
             and late <= 0.01
         )
+        cpu_percent = 100 * (cpu1 - cpu0) / elapsed
         return {
             "agents": count,
+            "interval_s": interval_s,
+            "replicas": replicas,
+            "database": "postgresql" if database else "sqlite",
+            "killed_one_replica": killed_at is not None,
+            "reconnected_all_within_s": (
+                round(reconnected_s, 1) if reconnected_s is not None else None
+            ),
             "generator_processes": len(children),
             "registered_in_s": round(registered_s, 1),
             "connected_min": int(registered_min),
             "duration_s": round(elapsed, 1),
-            "offered_batches_per_s": count,
+            "offered_batches_per_s": round(offered, 1),
             "sent_batches_per_s": round(sent / elapsed, 1),
             "stored_batches_per_s": round(stored_rate, 1),
             "acked_batches_per_s": round(acked / elapsed, 1),
@@ -342,9 +436,12 @@ def bench_ingest(
             "ack_latency_p99_s_worst_second": round(ack_p99, 3),
             "ack_latency_max_s": round(ack_max, 3),
             "kept_up": kept_up,
-            "server_cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
+            "server_cpu_percent_of_one_core": round(cpu_percent, 1),
+            "server_cpu_percent_per_1000_agents": round(1000 * cpu_percent / count, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
+            "server_rss_mb_per_1000_agents": round(1000 * rss_peak / count, 1),
             "server_threads": server.threads(),
+            "database_bytes_per_batch": round(server.bytes_per_batch()),
             "server_waiting_for_cpu_percent": round(100 * (waited1 - waited0) / elapsed, 1),
             "generators_cpu_percent_of_one_core": round(100 * (gen1 - gen0) / elapsed, 1),
             "machine_load_average_1m": os.getloadavg()[0],
@@ -371,8 +468,9 @@ class AioAgent:
     """One agent on its own connection: Register, then a heartbeat and a telemetry batch
     every ``period_s``; counts batches sent and acked and how long each ack took."""
 
-    def __init__(self, address: str, agent_id: str, period_s: float) -> None:
-        self.address = address
+    def __init__(self, addresses: list[str], agent_id: str, period_s: float) -> None:
+        self.addresses = addresses
+        self.index = random.randrange(len(addresses))  # a fleet spreads over replicas
         self.agent_id = agent_id
         self.period_s = period_s
         self.registered = False
@@ -381,8 +479,16 @@ class AioAgent:
         self.ack_seconds: list[float] = []
 
     async def run(self) -> None:
+        """Stay connected: when the stream ends, the next replica after a short jitter."""
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._session(self.addresses[self.index])
+            self.index = (self.index + 1) % len(self.addresses)
+            await asyncio.sleep(random.uniform(0.25, 0.5))
+
+    async def _session(self, address: str) -> None:
         options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
-        async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = fleet_pb2_grpc.FleetStub(channel)
             outbox: asyncio.Queue[fleet_pb2.AgentMessage] = asyncio.Queue()
             call = stub.Connect(
@@ -447,9 +553,11 @@ class AioAgent:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-async def run_agents(address: str, first: int, count: int, seconds: float) -> None:
+async def run_agents(
+    addresses: list[str], first: int, count: int, seconds: float, interval_s: float
+) -> None:
     """Start ``count`` agents (200 a second), then print one JSON report a second."""
-    agents = [AioAgent(address, f"sim-{first + i:04d}", 1.0) for i in range(count)]
+    agents = [AioAgent(addresses, f"sim-{first + i:04d}", interval_s) for i in range(count)]
     tasks = []
     for i, agent in enumerate(agents):
         tasks.append(asyncio.create_task(agent.run()))
@@ -489,20 +597,54 @@ def main() -> int:
     ingest.add_argument(
         "--generators", type=int, default=1, help="load-generator processes the agents share"
     )
+    ingest.add_argument("--interval", type=float, default=1.0, help="telemetry period, s")
+    ingest.add_argument("--replicas", type=int, default=1, help="server processes")
+    ingest.add_argument(
+        "--database",
+        default="",
+        help="PostgreSQL URL the replicas share, or 'throwaway' for a temporary cluster "
+        "(default: SQLite, one server)",
+    )
+    ingest.add_argument(
+        "--kill-one-at", type=float, default=0.0, help="SIGKILL a replica this many s in"
+    )
     agents = sub.add_parser("agents", help="(internal) the load generator ingest starts")
     agents.add_argument("--address", required=True)
     agents.add_argument("--first", type=int, default=0)
     agents.add_argument("--count", type=int, required=True)
     agents.add_argument("--seconds", type=float, required=True)
+    agents.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
     if args.what == "agents":
-        asyncio.run(run_agents(args.address, args.first, args.count, args.seconds))
+        addresses = args.address.split(",")
+        asyncio.run(run_agents(addresses, args.first, args.count, args.seconds, args.interval))
         return 0
-    with tempfile.TemporaryDirectory(prefix="spikefleet-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="spikefleet-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         if args.what == "rollout":
             result = bench_rollout(Path(tmp), args.agents, args.bake)
         else:
-            result = bench_ingest(Path(tmp), args.agents, args.duration, args.generators)
+            database = args.database
+            if args.replicas > 1 and not database:
+                raise SystemExit("--replicas > 1 needs --database (a PostgreSQL URL or throwaway)")
+            if database == "throwaway":
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                from support.postgres import running_cluster
+
+                cluster = stack.enter_context(running_cluster())
+                database = cluster.create_database("bench")
+            result = bench_ingest(
+                Path(tmp),
+                args.agents,
+                args.duration,
+                args.generators,
+                interval_s=args.interval,
+                replicas=args.replicas,
+                database=database,
+                kill_one_at_s=args.kill_one_at,
+            )
     print(json.dumps(result, indent=2))
     return 0
 
