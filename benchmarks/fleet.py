@@ -138,6 +138,7 @@ class Server:
         self.port = self.ports[0]
         self.process = self.processes[0]
         self.alive = list(range(replicas))
+        self._dead_cpu = self._dead_wait = 0.0  # what killed replicas had used
 
     @staticmethod
     def _drain(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
@@ -157,16 +158,11 @@ class Server:
         return [self.processes[i].pid for i in self.alive]
 
     def cpu_seconds(self) -> float:
-        return sum(_cpu_seconds(pid) for pid in self._pids())
+        return self._dead_cpu + sum(_cpu_seconds(pid) for pid in self._pids())
 
     def runqueue_wait_seconds(self) -> float:
         """Time the server's threads were ready to run but waited for a CPU (others' work)."""
-        total = 0
-        for pid in self._pids():
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
-                    total += int((task / "schedstat").read_text().split()[1])
-        return total / 1e9
+        return self._dead_wait + sum(_runqueue_wait(pid) for pid in self._pids())
 
     def _status(self, pid: int, field: str) -> int:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -207,6 +203,9 @@ class Server:
         return float(size) / max(1, int(rows))
 
     def kill(self, index: int) -> None:
+        pid = self.processes[index].pid
+        self._dead_cpu += _cpu_seconds(pid)
+        self._dead_wait += _runqueue_wait(pid)
         self.processes[index].kill()
         self.processes[index].wait(timeout=30)
         self.alive.remove(index)
@@ -321,6 +320,27 @@ class Generator:
         return _cpu_seconds(self.process.pid)
 
 
+def _runqueue_wait(pid: int) -> float:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+def _family_cpu_seconds(root_pid: int) -> float:
+    """CPU of a process and its live children (PostgreSQL's postmaster and backends)."""
+    total = _cpu_seconds(root_pid)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == root_pid:
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -337,6 +357,7 @@ def bench_ingest(
     replicas: int = 1,
     database: str = "",
     kill_one_at_s: float = 0.0,
+    database_pid: int = 0,
 ) -> dict[str, object]:
     server = Server(root, grpc_threads=16, database=database, replicas=replicas)
     shares = [count // generators + (i < count % generators) for i in range(generators)]
@@ -364,6 +385,7 @@ def bench_ingest(
                 child.reports.get_nowait()
         first = [_next_report(child) for child in children]
         cpu0, stored0, t0 = server.cpu_seconds(), server.stored_batches(), time.monotonic()
+        db_cpu0 = _family_cpu_seconds(database_pid) if database_pid else 0.0
         waited0 = server.runqueue_wait_seconds()
         gen0 = sum(child.cpu_seconds() for child in children)
         rss_peak = server.rss_mb()
@@ -392,6 +414,7 @@ def bench_ingest(
                 registered_min = min(registered_min, registered_now)
         elapsed = time.monotonic() - t0
         cpu1, stored1 = server.cpu_seconds(), server.stored_batches()
+        db_cpu1 = _family_cpu_seconds(database_pid) if database_pid else 0.0
         waited1 = server.runqueue_wait_seconds()
         gen1 = sum(child.cpu_seconds() for child in children)
         last = reports[-1]
@@ -442,6 +465,9 @@ def bench_ingest(
             "server_rss_mb_per_1000_agents": round(1000 * rss_peak / count, 1),
             "server_threads": server.threads(),
             "database_bytes_per_batch": round(server.bytes_per_batch()),
+            "database_cpu_percent_of_one_core": (
+                round(100 * (db_cpu1 - db_cpu0) / elapsed, 1) if database_pid else None
+            ),
             "server_waiting_for_cpu_percent": round(100 * (waited1 - waited0) / elapsed, 1),
             "generators_cpu_percent_of_one_core": round(100 * (gen1 - gen0) / elapsed, 1),
             "machine_load_average_1m": os.getloadavg()[0],
@@ -626,7 +652,7 @@ def main() -> int:
         if args.what == "rollout":
             result = bench_rollout(Path(tmp), args.agents, args.bake)
         else:
-            database = args.database
+            database, database_pid = args.database, 0
             if args.replicas > 1 and not database:
                 raise SystemExit("--replicas > 1 needs --database (a PostgreSQL URL or throwaway)")
             if database == "throwaway":
@@ -635,6 +661,8 @@ def main() -> int:
 
                 cluster = stack.enter_context(running_cluster())
                 database = cluster.create_database("bench")
+                pid_file = cluster.data_dir / "postmaster.pid"
+                database_pid = int(pid_file.read_text().split()[0])
             result = bench_ingest(
                 Path(tmp),
                 args.agents,
@@ -644,6 +672,7 @@ def main() -> int:
                 replicas=args.replicas,
                 database=database,
                 kill_one_at_s=args.kill_one_at,
+                database_pid=database_pid,
             )
     print(json.dumps(result, indent=2))
     return 0
