@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
         options = ConvertOptions()
         t = time.perf_counter()
-        plain = convert(root / "ref.safetensors", options=options)
+        plain = convert(root / "ref.safetensors", options=options).program
         results["convert_no_calibration_s"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         result = convert(root / "ref.safetensors", calibration=calib, options=options)
@@ -188,19 +188,22 @@ def main(argv: list[str] | None = None) -> int:
         }
         first = programs["bundle"]
         results["four_paths_identical"] = all(data == first for data in programs.values())
-        del plain
 
-    engine = Engine(result.program)
-    outputs = engine.run(flat).outputs.reshape(len(flat), -1).astype(np.float64)
-    if result.program.output_scales is not None:
-        outputs = outputs * result.program.output_scales
-    int_pred = outputs.reshape(len(test_frames), per_sample, -1).sum(1).argmax(1)
+    def predictions(program: Any) -> np.ndarray:
+        outputs = Engine(program).run(flat).outputs.reshape(len(flat), -1).astype(np.float64)
+        if program.output_scales is not None:
+            outputs = outputs * program.output_scales
+        return outputs.reshape(len(test_frames), per_sample, -1).sum(1).argmax(1)
+
+    int_pred = predictions(result.program)
     results.update(
         test_samples=len(test_labels),
         float_accuracy=round(float_acc, 4),
         int4_accuracy=round(float((int_pred == test_labels).mean()), 4),
+        int4_accuracy_no_calibration=round(float((predictions(plain) == test_labels).mean()), 4),
         top1_agreement=round(float((int_pred == float_pred).mean()), 4),
         akd1000_nps=result.program.hardware.np_count if result.program.hardware else None,
+        certificate=result.report.certificate if result.report else None,
         calibration_report=result.report.to_dict() if result.report else None,
     )
     if args.json:

@@ -41,7 +41,7 @@ class ConversionJob:
     input_shape: tuple[int, int, int] | None = None
     input_scale: float | None = None
     allow_shift: bool = False
-    clip: str = "mse"
+    clip: str = "auto"
     hardware: bool = True
     input_spec_json: str = ""  # spikefleet.events.InputSpec file form; "" = none given
 
@@ -138,7 +138,7 @@ def run_job(job_id: str, job: ConversionJob) -> ConversionOutcome:
             class_names=list(job.class_names),
             input_shape=job.input_shape,
             input_scale=job.input_scale,
-            clip="max" if job.clip == "max" else "mse",
+            clip={"mse": "mse", "max": "max"}.get(job.clip, "auto"),  # type: ignore[arg-type]
             hardware=job.hardware,
             input_spec=parse_input_spec(job.input_spec_json) if job.input_spec_json else None,
         )

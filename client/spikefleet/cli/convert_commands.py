@@ -69,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--bits", type=int, choices=(4, 2, 1), default=4, help="weight bits (4)")
     parser.add_argument(
-        "--clip", choices=("mse", "max"), default="mse", help="weight clipping per channel (mse)"
+        "--clip",
+        choices=("auto", "mse", "max"),
+        default="auto",
+        help="weight clipping per channel (auto: mse without calibration, max with it)",
     )
     parser.add_argument(
         "--allow-beta", action="store_true", help="convert beta != 0 neurons as beta = 0"

@@ -341,7 +341,7 @@ class Client:
         calibration_labels: np.ndarray | None = None,
         input_shape: tuple[int, int, int] | None = None,
         input_scale: float | None = None,
-        clip: str = "mse",
+        clip: str = "auto",
         hardware: bool = True,
         input_spec: InputSpec | None = None,
         on_progress: Callable[[ConvertProgress], None] | None = None,

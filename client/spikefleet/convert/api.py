@@ -62,7 +62,8 @@ class ConvertOptions:
     ``readout`` overrides what the last layer's result is (its membrane
     ``"potential"``, the default of every path, or its ``"spikes"``);
     ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
-    inputs when given, or "max"); ``input_spec`` says how events become the
+    inputs when given, or "max"; "auto": mse without calibration, max with it);
+    ``input_spec`` says how events become the
     model's frames (default: the one the bundle carries, else
     :func:`~spikefleet.events.spec.default_input_spec`, with a note); ``sign_key`` is a
     :class:`spikefleet.program.signing.SigningKey`; ``hardware`` maps onto a
@@ -76,7 +77,7 @@ class ConvertOptions:
     allow_beta: bool = False
     allow_shift: bool = False
     carry_membrane: bool | None = None
-    clip: Literal["mse", "max"] = "mse"
+    clip: Literal["auto", "mse", "max"] = "auto"
     name: str | None = None
     class_names: list[str] = field(default_factory=list)
     sign_key: Any = None

@@ -37,7 +37,7 @@ from spikefleet.program.model import (
 )
 
 F64 = npt.NDArray[np.float64]
-ClipMethod = Literal["max", "mse"]
+ClipMethod = Literal["auto", "max", "mse"]
 
 _INT32 = np.iinfo(np.int32)
 _CLIP_GRID = np.linspace(0.5, 1.0, 14)
@@ -88,10 +88,14 @@ def choose_scales(
     fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
     if inputs is not None and target is None:
         target = inputs @ rows.T
+    if inputs is not None:  # float32 products: the search compares costs, it keeps no sums
+        inputs = inputs.astype(np.float32)
     reference = target > boundary if target is not None and boundary is not None else None
     for fraction in fractions:
         scales = peak * fraction / high
         quantized = _quantize_rows(rows, scales, low, high) * scales[:, None]
+        if inputs is not None:
+            quantized = quantized.astype(np.float32)
         if inputs is None or target is None:
             cost = ((quantized - rows) ** 2).mean(axis=1)
         else:
@@ -132,14 +136,15 @@ def optimise_rounding(
     floor = np.clip(np.floor(ratio), low, high)
     ceil = np.clip(np.ceil(ratio), low, high)
     q = np.clip(np.rint(ratio), low, high)
-    x = inputs - inputs.mean(axis=0, keepdims=True)
+    x = (inputs - inputs.mean(axis=0, keepdims=True)).astype(np.float32)
     if boundary is not None:
         spread = target.std(axis=0) + 1e-12
         weight = 1.0 / (1.0 + ((target - boundary[None, :]) / (0.25 * spread[None, :])) ** 2)
     else:
         weight = np.ones_like(target)
     weight = weight / weight.mean(axis=0, keepdims=True)
-    error = x @ ((q - ratio) * scales[:, None]).T  # (rows, out), centred potential error
+    weight = weight.astype(np.float32)
+    error = x @ ((q - ratio) * scales[:, None]).T.astype(np.float32)  # (rows, out), centred
     energy = (x * x).T @ weight  # (fan_in, out): sum_r w_r x_ri^2
     per_pass = max(1, rows.shape[1] // 8)
     for _ in range(passes):
@@ -156,7 +161,7 @@ def optimise_rounding(
         move = (gain < 0) & (gain <= cut)
         change = np.where(move, delta, 0.0)
         q = q + change
-        error = error + x @ (change * scales[:, None]).T
+        error = error + x @ (change * scales[:, None]).T.astype(np.float32)
     return q
 
 
@@ -189,16 +194,29 @@ def fewest_flips(
 
 
 def on_grid(rows: F64, bits: int) -> F64 | None:
-    """Per-channel scales if every weight is already an integer multiple of max|w|/top."""
+    """Per-channel scales if every weight is already an integer step multiple (|q| <= top).
+
+    A channel's step is max|w|/k for the k in top..1 that makes all its weights
+    whole steps (quantization-aware training leaves weights like that); None
+    when some channel has no such step.
+    """
     low, high = weight_range(bits)
     if low == 0:
         return None
     peak = np.abs(rows).max(axis=1)
-    scales = np.where(peak > 0, peak / high, 1.0)
-    ratio = rows / scales[:, None]
-    if np.all(np.abs(ratio - np.rint(ratio)) <= 1e-4):
-        return scales
-    return None
+    scales = np.zeros(rows.shape[0])
+    for j in range(rows.shape[0]):
+        if peak[j] == 0:
+            scales[j] = 1.0
+            continue
+        for k in range(high, 0, -1):
+            ratio = rows[j] / (peak[j] / k)
+            if np.all(np.abs(ratio - np.rint(ratio)) <= 1e-4):
+                scales[j] = peak[j] / k
+                break
+        else:
+            return None
+    return scales
 
 
 def integer_threshold(value: F64) -> npt.NDArray[np.int32]:
@@ -264,10 +282,10 @@ def quantize_stages(
     *,
     bits: int = 4,
     input_bits: int = 4,
-    clip: ClipMethod = "mse",
+    clip: ClipMethod = "auto",
     calibration: np.ndarray | None = None,
     float_spikes: list[np.ndarray] | None = None,
-    max_rows: int = 4096,
+    max_rows: int = 2048,
     rounding: bool = True,
 ) -> Quantized:
     """Akida layers for ``stages``.
@@ -316,7 +334,10 @@ def quantize_stages(
             )
             inputs = target = None
         else:
-            scales = choose_scales(rows, bits, clip, inputs, boundary, target)
+            method: ClipMethod = clip
+            if clip == "auto":  # measured best on held-out data (docs/converting.md)
+                method = "max" if inputs is not None else "mse"
+            scales = choose_scales(rows, bits, method, inputs, boundary, target)
             q = _quantize_rows(rows, scales, low, high)
         # Rounding is optimised where its proxy is the quantity that matters: the
         # read-out's potentials are the class scores. (On spiking layers the squared

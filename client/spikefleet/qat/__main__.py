@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="bundle to write")
-    parser.add_argument("--state", type=Path, help="also save the fine-tuned state_dict here")
+    parser.add_argument(
+        "--weights-out", type=Path, help="also save the fine-tuned weights (.safetensors)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -64,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fine-tuned float accuracy: {accuracy(model, test, test_labels):.4f}", flush=True)
     sample = frames_to_input(train[:8].reshape(-1, *train.shape[2:]))
     export(model, sample, args.out)
-    if args.state is not None:
-        torch.save(model.state_dict(), args.state)
+    if args.weights_out is not None:
+        from spikefleet.reference.weights import save_weights
+
+        save_weights(model, args.weights_out)
     print(f"wrote {args.out}")
     return 0
 

@@ -29,27 +29,40 @@ LEVELS = 7  # int4 weights in [-7, 7]: akida refuses -8
 
 
 class Int4PerChannel(nn.Module):
-    """Fake-quantize a weight per output channel to s * [-7..7], s = max|w| / 7."""
+    """Fake-quantize a weight per output channel to s * [-7..7] with a fixed scale s.
+
+    s is chosen once, from the weights ``prepare`` finds, by the converter's own
+    clipping search (squared weight error per channel); weights beyond 7 s are
+    clipped, with zero gradient there (torch's straight-through estimator).
+    """
+
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        from spikefleet.convert.quantize import choose_scales
+
+        rows = weight.detach().double().reshape(weight.shape[0], -1).numpy()
+        self.register_buffer("scale", torch.from_numpy(choose_scales(rows, 4, "mse")).float())
+        self.register_buffer("zero", torch.zeros(weight.shape[0], dtype=torch.int32))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        peak = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
-        scale = torch.where(peak > 0, peak / LEVELS, torch.ones_like(peak)).float()
-        zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
-        return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -LEVELS, LEVELS)
+        return torch.fake_quantize_per_channel_affine(
+            weight, self.scale, self.zero, 0, -LEVELS, LEVELS
+        )
 
 
 class BiasOnGrid(nn.Module):
     """A bias in whole weight steps of its layer (straight-through), as the program carries
     a read-out layer's bias; for a firing layer it only moves where export centres it."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, quantizer: Int4PerChannel) -> None:
         super().__init__()
-        self._layer = [layer]  # a list: not a submodule, no cycle in modules()
+        self._quantizer = [quantizer]  # a list: not a submodule, no cycle in modules()
 
     def forward(self, bias: torch.Tensor) -> torch.Tensor:
-        weight: torch.Tensor = getattr(self._layer[0], "weight").detach()  # noqa: B009
-        peak = weight.abs().reshape(weight.shape[0], -1).amax(dim=1)
-        scale = torch.where(peak > 0, peak / LEVELS, torch.ones_like(peak))
+        scale = self._quantizer[0].scale
         return bias + (scale * torch.round(bias / scale) - bias).detach()
 
 
@@ -65,9 +78,10 @@ def prepare(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.Conv2d | nn.Linear) and not parametrize.is_parametrized(
             module, "weight"
         ):
-            parametrize.register_parametrization(module, "weight", Int4PerChannel())
+            quantizer = Int4PerChannel(module.weight)
+            parametrize.register_parametrization(module, "weight", quantizer)
             if module.bias is not None:
-                parametrize.register_parametrization(module, "bias", BiasOnGrid(module))
+                parametrize.register_parametrization(module, "bias", BiasOnGrid(quantizer))
     return model
 
 
@@ -126,6 +140,7 @@ def export(
     """
     from spikefleet.convert.compat import lower
     from spikefleet.convert.extraction import extract
+    from spikefleet.convert.quantize import on_grid
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Linear) and parametrize.is_parametrized(
@@ -142,8 +157,9 @@ def export(
             module = modules[stage.name]
             assert isinstance(module, nn.Conv2d | nn.Linear)
             weight = module.weight.detach().double().reshape(module.weight.shape[0], -1)
-            peak = weight.abs().amax(dim=1).numpy()
-            scale = np.where(peak > 0, peak / LEVELS, 1.0)
+            scale = on_grid(weight.numpy(), 4)
+            if scale is None:
+                raise ConversionError(f"qat: {stage.name} was not prepared (qat.prepare)")
             bias = (
                 np.zeros(len(scale))
                 if module.bias is None

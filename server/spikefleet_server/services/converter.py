@@ -268,7 +268,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             input_shape=tuple(options.input_shape) if options.input_shape else None,
             input_scale=options.input_scale or None,
             allow_shift=options.allow_shift,
-            clip=options.clip or "mse",
+            clip=options.clip or "auto",
             hardware=not options.no_hardware,
             input_spec_json=options.input_spec_json,
         )
