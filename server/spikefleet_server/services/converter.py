@@ -176,8 +176,10 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             raise _Refused(
                 invalid, "bad-options", "input_shape must be three positive numbers H, W, C"
             )
-        if options.clip not in ("", "mse", "max"):
-            raise _Refused(invalid, "bad-options", f"clip {options.clip!r}: use 'mse' or 'max'")
+        if options.clip not in ("", "auto", "mse", "max"):
+            raise _Refused(
+                invalid, "bad-options", f"clip {options.clip!r}: use 'auto', 'mse' or 'max'"
+            )
         if not (0 <= options.input_scale < float("inf")):
             raise _Refused(invalid, "bad-options", "input_scale must be a positive number")
         if options.weights_bits > 8:
