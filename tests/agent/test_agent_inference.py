@@ -287,3 +287,38 @@ def test_an_address_in_use_is_a_config_error_that_names_it(
         standalone_agent(program, name="edge-2", address=taken)
     with client_of(first) as client:
         assert len(client.infer(random_frames(1)).classes) == 1
+
+
+def test_a_stream_override_is_counted_in_telemetry(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    agent = standalone_agent(program)  # no spec recorded: the default permits overrides
+    events = make_events([1, 2], [1, 2], [0, 30_000], [True, True])
+    with client_of(agent) as client:
+        list(client.stream_events([events], sample_id="a", time_window_us=5_000))
+        list(client.stream_events([events], sample_id="b"))  # the spec's own window
+    seq = agent.flush_telemetry()
+    (batch,) = agent.spool.pending(seq - 1)
+    assert dict(batch.stream_overrides) == {"time_window": 1}
+
+
+def test_a_live_stream_s_last_windows_come_when_it_ends(
+    standalone_agent: StartAgent, program: Program
+) -> None:
+    rng = np.random.default_rng(3)
+    n = 2000
+    events = make_events(
+        rng.integers(0, 34, n),
+        rng.integers(0, 34, n),
+        np.sort(rng.integers(5_000_000, 5_095_000, n)),
+        rng.integers(0, 2, n).astype(bool),
+    )
+    with client_of(standalone_agent(program)) as client:
+        replies = list(
+            client.stream_events(np.array_split(events, 5), sample_id="", end_of_sample=False)
+        )
+    assert [r.seq for r in replies] == [0, 1, 2, 3, 4, 5]  # one more when the stream ended
+    assert replies[-1].sample is not None and replies[-1].sample.sample_id == ""
+    classes = np.concatenate([r.classes for r in replies])
+    expected = spec_frames(events, program.effective_input_spec)
+    np.testing.assert_array_equal(classes, Engine(program).predict(expected))

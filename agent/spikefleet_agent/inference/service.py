@@ -113,7 +113,10 @@ class _EventSample:
         self.spec = spec
         self.sha256 = sha256
         self.binner = SpecBinner(
-            spec, max_frames=limits.max_frames_per_packet, max_events=max(budget, 0) // 16
+            spec,
+            max_frames=limits.max_frames_per_packet,
+            max_events=max(budget, 0) // 16,
+            max_bytes=limits.max_stream_bytes,
         )
         self.decider = Decider(spec)
 
@@ -513,6 +516,14 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             return sample
         held = sum(s.binner.nbytes for key, s in samples.items() if key != packet.sample_id)
         budget = self._limits.max_stream_bytes - held
+        filters = (spec.denoise_filter_time is not None) + (spec.refractory_delta is not None)
+        state = spec.sensor_size[0] * spec.sensor_size[1] * 8 * filters
+        if state > budget:  # refuse before allocating the filters' per-pixel memory
+            raise _LimitExceeded(
+                f"this sample's filters need {state} bytes of per-pixel state; with "
+                f"{len(samples)} open sample(s) the stream would pass inference.max_stream_bytes "
+                f"({self._limits.max_stream_bytes}): close samples sooner"
+            )
         sample = samples[packet.sample_id] = _EventSample(spec, active.sha256, self._limits, budget)
         self._check_memory(samples)
         return sample
@@ -541,9 +552,10 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 )
             changes["time_window"] = packet.time_window_us
             changes["overlap"] = 0
+        asked = sorted(changes.keys() - {"overlap"})  # overlap only follows the window
         if changes and not spec.allow_stream_override:
             raise EventFormatError(
-                f"this program's input spec fixes {', '.join(sorted(changes))} and does not "
+                f"this program's input spec fixes {', '.join(asked)} and does not "
                 "permit per-stream overrides (allow_stream_override): leave sensor_width, "
                 "sensor_height and time_window_us at 0"
             )
@@ -553,7 +565,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 f"a {sensor[0]}x{sensor[1]} sensor has {pixels} pixels, more than "
                 f"inference.max_sensor_pixels ({self._limits.max_sensor_pixels})"
             )
-        for key in sorted(changes):
+        for key in asked:
             self._collector.override(key)
         if not packet.sample_id and spec.end_time is not None:
             changes["end_time"] = None  # a live stream has no end
