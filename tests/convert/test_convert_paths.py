@@ -265,3 +265,37 @@ def test_a_model_returning_spikes_keeps_the_last_activation(tmp_path: Path) -> N
         expected = model(to_input(frames)).numpy()
     outputs = Engine(program).run(frames).outputs.reshape(64, -1)
     assert (outputs == expected).mean() > 0.95  # 4-bit weights, 1-bit decisions
+
+
+class HiddenState(torch.nn.Module):
+    """Starts its hidden neurons at a membrane of 0.5, which no layer of the chain shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import snntorch as snn
+
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(128, 16)
+        self.lif1 = snn.Leaky(beta=0.0, threshold=0.2)
+        self.fc2 = torch.nn.Linear(16, 3)
+        self.lif2 = snn.Leaky(beta=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cur = self.fc1(x.flatten(1))
+        spk, _ = self.lif1(cur, torch.full_like(cur, 0.5))
+        cur = self.fc2(spk)
+        _, mem = self.lif2(cur, torch.zeros_like(cur))
+        return mem
+
+
+def test_a_model_the_chain_misreads_is_refused_naming_the_first_diverging_layer(
+    tmp_path: Path,
+) -> None:
+    from spikefleet.errors import IncompatibleModelError
+
+    frames = random_frames(8, (8, 8, 2))
+    spikefleet.extract(HiddenState(), to_input(frames), tmp_path / "m")
+    with pytest.raises(IncompatibleModelError) as caught:
+        convert(tmp_path / "m", options=OFFLINE)
+    assert caught.value.layer == "fc1"  # lif1's stage, the first that parts from torch
+    assert "does not reproduce what torch computed" in str(caught.value)
