@@ -21,7 +21,12 @@ from torch import nn
 
 import spikefleet
 from spikefleet.convert import ConvertOptions, convert
-from spikefleet.convert.quantize import choose_scales, integer_threshold, weight_range
+from spikefleet.convert.quantize import (
+    choose_scales,
+    integer_threshold,
+    validated_thresholds,
+    weight_range,
+)
 from spikefleet.engine import Engine
 
 STEP = 0.125
@@ -324,3 +329,19 @@ def test_frames_of_a_sample_are_independent_for_a_beta_zero_network(tmp_path: Pa
     # Subtract-reset membranes carried across frames fire less than fresh ones.
     assert carried.report.layers[0].float_rate < carried.report.layers[0].int_rate
     assert carried.report.layers[0].spike_agreement is None
+
+
+def test_a_calibrated_threshold_is_kept_only_where_held_out_rows_agree() -> None:
+    """Channel 0's float boundary really sits 5 units above the rounded threshold: every
+    row shows it, so the move is kept. Channel 1's rounded threshold is right and its
+    fit half carries three mislabelled rows just below it that pull the search down to
+    -4: the held-out half does not confirm the move, so channel 1 keeps the rounded one."""
+    potentials = np.tile(np.arange(-20.0, 20.0), 2)[:, None].repeat(2, axis=1)
+    held = np.arange(len(potentials)) >= 40
+    fires = np.stack([potentials[:, 0] > 5, potentials[:, 1] > 0], axis=1)
+    fires[[17, 18, 19], 1] = True  # noise in the fit half only: rows at -3, -2, -1 "fire"
+    start = np.array([0, 0], np.int32)
+    chosen = validated_thresholds(potentials, fires, start, held)
+    assert chosen[0] == 5
+    assert chosen[1] == 0
+    assert np.array_equal(validated_thresholds(potentials, fires, start, np.zeros(80, bool)), start)
