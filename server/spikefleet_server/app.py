@@ -89,6 +89,8 @@ log = structlog.get_logger("spikefleet_server.app")
 REPLICA_STEP_S = 1.0  # the rollout leader looks at least this often at what others stored
 
 
+MAX_STORAGE_THREADS = 16  # more only queue for the database (SQLite has one writer)
+
 CONVERTER = "spikefleet.v1.ConverterService"
 REGISTRY = "spikefleet.v1.RegistryService"
 FLEET_SERVICE = "spikefleet.v1.Fleet"
@@ -118,7 +120,7 @@ class ServerApp:
         self.db = open_database(
             config.database_target,
             migrate=config.db_upgrade,
-            threads=config.grpc_threads,
+            threads=min(config.grpc_threads, MAX_STORAGE_THREADS),
         )
         try:
             self.signing_key = load_or_create(config.signing_key_path)

@@ -12,7 +12,9 @@ The dialects' differences live here and nowhere else:
   sqlite3 module starts transactions on its own, so it is put in autocommit mode and
   every transaction begins explicitly: ``BEGIN IMMEDIATE`` for :meth:`Database.write`
   (writers queue for the write lock up front instead of failing half-way when a read
-  transaction tries to upgrade), a deferred ``BEGIN`` for :meth:`Database.read`.
+  transaction tries to upgrade), a deferred ``BEGIN`` for :meth:`Database.read`. The
+  process's own writers queue on a lock first, so only other processes ever meet
+  SQLite's busy handler.
 - PostgreSQL (psycopg 3): a connection pool; writers that must exclude each other
   lock rows (``FOR UPDATE``) where SQLite's one write lock already does it.
 
@@ -23,8 +25,10 @@ async callers (the gRPC servicers on the event loop) never wait on a disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -79,6 +83,11 @@ class Database:
                 f"unsupported database {self.url.render_as_string(hide_password=True)}: "
                 "use sqlite:///PATH or postgresql://USER@HOST/DB"
             )
+        # SQLite has one writer: this process's writers queue here, in order, instead of
+        # in SQLite's busy handler (which sleeps up to 100 ms between tries)
+        self._writer: contextlib.AbstractContextManager[object] = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage")
 
     @property
@@ -99,7 +108,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
