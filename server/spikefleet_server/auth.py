@@ -25,7 +25,7 @@ import grpc
 import structlog
 
 from spikefleet.errors import ServerConfigError
-from spikefleet_server.rpc import wrap_handler
+from spikefleet_server.rpc import AroundInterceptor
 
 log = structlog.get_logger("spikefleet_server.rpc")
 
@@ -123,20 +123,12 @@ def _bearer(metadata: Iterable[tuple[str, Any]]) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(AroundInterceptor):
     """Lets each call through only if the access table allows its caller."""
 
     def __init__(self, tokens: TokenTable, access: Mapping[str, Access]) -> None:
         self.tokens = tokens
         self.access = access  # read at call time, so services added later are covered
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        metadata = tuple(details.invocation_metadata or ())
-        return wrap_handler(handler, method, lambda context: self._call(method, metadata, context))
 
     def _check(
         self, method: str, metadata: tuple[tuple[str, Any], ...]
@@ -167,7 +159,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return None, "", principal
 
     @asynccontextmanager
-    async def _call(
+    async def around(
         self, method: str, metadata: tuple[tuple[str, Any], ...], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[None]:
         code, message, principal = self._check(method, metadata)

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import structlog
 
-from spikefleet_server.rpc import metadata_value, wrap_handler
+from spikefleet_server.rpc import AroundInterceptor, metadata_value
 
 log = structlog.get_logger("spikefleet_server.rpc")
 
@@ -29,20 +29,12 @@ CallObserver = Callable[[str, str, float], None]
 """(method, status code name, seconds) after every call, for metrics."""
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(AroundInterceptor):
     def __init__(self, observer: CallObserver | None = None) -> None:
         self.observer = observer
 
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        metadata = tuple(details.invocation_metadata or ())
-        return wrap_handler(handler, method, lambda context: self._call(method, metadata, context))
-
     @asynccontextmanager
-    async def _call(
+    async def around(
         self, method: str, metadata: tuple[tuple[str, Any], ...], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[None]:
         request_id = metadata_value(metadata, "x-request-id") or uuid.uuid4().hex

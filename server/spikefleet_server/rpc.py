@@ -80,6 +80,23 @@ def wrap_handler(handler: Any, method: str, around: Around) -> Any:
     )
 
 
+class AroundInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that runs every call's method inside ``around``."""
+
+    def around(
+        self, method: str, metadata: tuple[tuple[str, Any], ...], context: grpc.aio.ServicerContext
+    ) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        metadata = tuple(details.invocation_metadata or ())
+        return wrap_handler(handler, method, lambda context: self.around(method, metadata, context))
+
+
 def metadata_value(metadata: tuple[tuple[str, Any], ...], name: str) -> str | None:
     for key, value in metadata:
         if key == name:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,19 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             desired = await self.store.assignment(session.agent_id)
             if desired is not None and self._sessions.get(session.agent_id) is session:
                 session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
+
+    async def assign_many(
+        self, assignments: Sequence[tuple[str, str, str, bool]]
+    ) -> list[AssignmentRecord]:
+        """:meth:`assign` for several (agent_id, sha256, shadow_sha256, rollback) in one
+        transaction (one fsync for a whole rollout wave)."""
+        records = await self.store.assign_many(assignments)
+        for record in records:
+            session = self._sessions.get(record.agent_id)
+            if session is not None and session.registered:
+                session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
+        log.info("fleet.assigned_many", agents=len(records))
+        return records
 
     async def agents(self) -> list[AgentRecord]:
         return await self.store.agents()

@@ -8,7 +8,7 @@ Every public method is async and runs its transaction on the storage threads; th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,28 +199,44 @@ class FleetStore:
     def _assign(
         self, agent_id: str, sha256: str, shadow_sha256: str, rollback: bool
     ) -> AssignmentRecord:
+        return self._assign_many([(agent_id, sha256, shadow_sha256, rollback)])[0]
+
+    async def assign_many(
+        self, assignments: Sequence[tuple[str, str, str, bool]]
+    ) -> list[AssignmentRecord]:
+        """:meth:`assign` for several (agent_id, sha256, shadow_sha256, rollback), in one
+        transaction."""
+        return await self.db.run(self._assign_many, list(assignments))
+
+    def _assign_many(self, assignments: list[tuple[str, str, str, bool]]) -> list[AssignmentRecord]:
         now = now_ms()
-        values = {
-            "sha256": sha256,
-            "shadow_sha256": shadow_sha256,
-            "rollback": rollback,
-            "updated_ms": now,
-        }
+        records = []
         with self.db.write() as conn:
             if self._require_program is not None:
-                for program in filter(None, (sha256, shadow_sha256)):
+                needed = {p for _, sha, shadow, _ in assignments for p in (sha, shadow) if p}
+                for program in sorted(needed):
                     self._require_program(conn, program)
-            statement = insert(conn, fleet_assignments).values(
-                agent_id=agent_id, generation=1, **values
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=[fleet_assignments.c.agent_id],
-                set_={"generation": fleet_assignments.c.generation + 1, **values},
-            ).returning(fleet_assignments.c.generation)
-            generation = int(conn.execute(statement).scalar_one())
-            # the replica holding this agent's stream pushes it (delivered on commit)
-            notify(conn, ASSIGNMENTS, agent_id)
-        return AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
+            for agent_id, sha256, shadow_sha256, rollback in assignments:
+                values = {
+                    "sha256": sha256,
+                    "shadow_sha256": shadow_sha256,
+                    "rollback": rollback,
+                    "updated_ms": now,
+                }
+                statement = insert(conn, fleet_assignments).values(
+                    agent_id=agent_id, generation=1, **values
+                )
+                statement = statement.on_conflict_do_update(
+                    index_elements=[fleet_assignments.c.agent_id],
+                    set_={"generation": fleet_assignments.c.generation + 1, **values},
+                ).returning(fleet_assignments.c.generation)
+                generation = int(conn.execute(statement).scalar_one())
+                records.append(
+                    AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
+                )
+                # the replica holding this agent's stream pushes it (delivered on commit)
+                notify(conn, ASSIGNMENTS, agent_id)
+        return records
 
     async def assignment(self, agent_id: str) -> AssignmentRecord | None:
         return await self.db.run(self._assignment, agent_id)

@@ -53,14 +53,14 @@ from spikefleet_server.rollouts.model import (
     RolloutSpec,
 )
 from spikefleet_server.rollouts.plan import plan_phases
-from spikefleet_server.rollouts.ports import Assigner, FleetView
+from spikefleet_server.rollouts.ports import Assigner, Assignment, FleetView
 from spikefleet_server.rollouts.store import RolloutStore
 
 log = structlog.get_logger(__name__)
 
 FAILED_INSTALL_STATUSES = frozenset({"FAILED", "REFUSED"})
 TOUCHED = frozenset({SHADOWING, INSTALLING, INSTALLED, FAILED, OFFLINE, AGENT_ROLLING_BACK})
-COALESCE_S = 0.05  # fleet events within this long of each other wake the controller once
+COALESCE_S = 0.02  # fleet events within this long of each other wake the controller once
 MAX_SLEEP_S = 30.0  # a safety net: never sleep longer than this with rollouts active
 JUST_DUE_MS = 500  # a deadline this recent may have passed after the step looked
 
@@ -98,6 +98,7 @@ class RolloutController:
         self._wants_telemetry = False  # a canary is past its bake, waiting for shadow frames
         self._task: asyncio.Task[None] | None = None
         self.stopping = False  # set by stop(): watchers end their streams
+        self._pending: list[Assignment] = []  # made by the step under way, stored at its commit
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class RolloutController:
                 )
             for agent in rollout.agents:
                 if agent.status == SHADOWING:
-                    await self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                    self._assign(agent.agent_id, "", shadow_sha256="")
                     self._set(agent, PENDING, "shadow cleared by abort")
             rollout.state = ABORTED
             rollout.reason = reason or "aborted by request"
@@ -319,6 +320,7 @@ class RolloutController:
             elif rollout.state == ROLLING_BACK:
                 await self._step_rolling_back(rollout, events)
             if _fingerprint(rollout) == before and not events:
+                await self._flush_assignments()
                 return rollout
             changed = [
                 agent
@@ -350,7 +352,7 @@ class RolloutController:
         if rollout.stage == SHADOW:
             for agent in phase_agents:
                 if agent.status == PENDING:
-                    await self.assigner.assign(agent.agent_id, "", shadow_sha256=candidate)
+                    self._assign(agent.agent_id, "", shadow_sha256=candidate)
                     self._set(agent, SHADOWING, "", now)
             if elapsed_s < spec.bake_s:
                 return
@@ -379,7 +381,7 @@ class RolloutController:
         if rollout.stage == INSTALL:
             for agent in phase_agents:
                 if agent.status in (PENDING, SHADOWING):
-                    await self.assigner.assign(agent.agent_id, candidate)
+                    self._assign(agent.agent_id, candidate)
                     self._set(agent, INSTALLING, "", now)
                     self._track_install(rollout, agent, views.get(agent.agent_id), now, events)
             if any(a.status == INSTALLING for a in phase_agents):
@@ -480,10 +482,10 @@ class RolloutController:
                 continue
             view = views.get(agent.agent_id)
             if agent.status == SHADOWING:
-                await self.assigner.assign(agent.agent_id, "", shadow_sha256="")
+                self._assign(agent.agent_id, "", shadow_sha256="")
                 self._set(agent, AGENT_ROLLED_BACK, "shadow cleared", now)
             elif agent.status in TOUCHED - {AGENT_ROLLING_BACK}:
-                await self._assign_rollback(rollout, agent, view)
+                self._assign_rollback(rollout, agent, view)
                 self._set(agent, AGENT_ROLLING_BACK, "", now)
             if agent.status == AGENT_ROLLING_BACK:
                 if view is not None and view.program_sha256 != candidate:
@@ -503,7 +505,7 @@ class RolloutController:
             back = sum(a.status == AGENT_ROLLED_BACK for a in rollout.agents)
             events.append(f"rolled back {back} agents: {rollout.reason}")
 
-    async def _assign_rollback(
+    def _assign_rollback(
         self, rollout: Rollout, agent: RolloutAgent, view: AgentView | None
     ) -> None:
         """Desired state back to what the agent ran before the rollout.
@@ -513,9 +515,9 @@ class RolloutController:
         does not install the candidate when it reconnects.
         """
         if view is None or view.program_sha256 == rollout.spec.program_sha256:
-            await self.assigner.assign(agent.agent_id, agent.from_sha256, rollback=True)
+            self._assign(agent.agent_id, agent.from_sha256, rollback=True)
         else:
-            await self.assigner.assign(agent.agent_id, agent.from_sha256)
+            self._assign(agent.agent_id, agent.from_sha256)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -531,9 +533,22 @@ class RolloutController:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
 
+    def _assign(
+        self, agent_id: str, sha256: str, *, shadow_sha256: str = "", rollback: bool = False
+    ) -> None:
+        """An agent's new desired state, stored (in one transaction with the step's others)
+        just before the step commits."""
+        self._pending.append(Assignment(agent_id, sha256, shadow_sha256, rollback))
+
+    async def _flush_assignments(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await self.assigner.assign_many(pending)
+
     async def _commit(
         self, rollout: Rollout, events: list[str], changed: list[RolloutAgent] | None = None
     ) -> Rollout:
+        await self._flush_assignments()  # the fleet stores them before the step commits
         rollout.updated_unix_ms = self._now_ms()
         saved = await self.store.save(rollout, events, changed)
         for message in events:

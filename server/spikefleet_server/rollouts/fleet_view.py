@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from spikefleet_server.rollouts.model import AgentView, TelemetrySummary, matches
+from spikefleet_server.rollouts.ports import Assignment
 
 if TYPE_CHECKING:
     from spikefleet_server.fleet import AgentRecord, FleetService, InstallRecord
@@ -29,6 +30,11 @@ class FleetAdapter:
     ) -> object:
         return await self._fleet.assign(
             agent_id, sha256, shadow_sha256=shadow_sha256, rollback=rollback
+        )
+
+    async def assign_many(self, assignments: Sequence[Assignment]) -> object:
+        return await self._fleet.assign_many(
+            [(a.agent_id, a.sha256, a.shadow_sha256, a.rollback) for a in assignments]
         )
 
     async def agents(self, selector: dict[str, str] | None = None) -> list[AgentView]:

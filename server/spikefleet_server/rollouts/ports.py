@@ -8,6 +8,7 @@ be specified and tested on its own and adapted to the fleet in one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from spikefleet_server.rollouts.model import AgentView, TelemetrySummary
@@ -36,6 +37,17 @@ class FleetView(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """An agent's desired state: ``sha256`` "" keeps what it runs; ``rollback`` asks it to
+    go back to its previous slot."""
+
+    agent_id: str
+    sha256: str
+    shadow_sha256: str = ""
+    rollback: bool = False
+
+
 class Assigner(Protocol):
     async def assign(
         self, agent_id: str, sha256: str, *, shadow_sha256: str = "", rollback: bool = False
@@ -45,4 +57,8 @@ class Assigner(Protocol):
         ``sha256`` "" keeps what the agent runs; ``rollback`` asks it to go back to
         its previous slot.
         """
+        ...
+
+    async def assign_many(self, assignments: Sequence[Assignment]) -> object:
+        """:meth:`assign` for several agents, stored in one transaction."""
         ...

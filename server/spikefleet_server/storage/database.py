@@ -69,13 +69,13 @@ class Database:
             self.engine = sa.create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 10},
-                pool_size=threads + 4,
-                max_overflow=16,
+                pool_size=threads + 2,  # one per storage thread, and the loop's own few
+                max_overflow=4,
             )
             _sqlite_events(self.engine)
         elif self.dialect == "postgresql":
             self.engine = sa.create_engine(
-                self.url, pool_size=threads + 4, max_overflow=16, pool_pre_ping=True
+                self.url, pool_size=threads + 2, max_overflow=4, pool_pre_ping=True
             )
             _postgresql_events(self.engine)
         else:
