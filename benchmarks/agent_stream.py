@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "agent"))
+sys.path.insert(0, str(ROOT / "tests"))  # the shared tests/support package
 
-from agent_helpers import make_key, make_program, random_frames, signed_program  # noqa: E402
+from support.agent import make_key, make_program, random_frames, signed_program  # noqa: E402
 
 from spikefleet.client.agent import AgentClient, AsyncAgentClient  # noqa: E402
 from spikefleet.program.signing import TrustedKeys  # noqa: E402
@@ -265,7 +265,6 @@ def binning_alone(spec: object, packets: list[np.ndarray]) -> float:
 
 def events_phase(name: str, seconds: float, packet_events: int) -> dict:
     """One sensor: StreamEvents with the spec vs Stream with the same frames, one agent."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from support.agent_process import AgentProcess
     from support.programs import program_for
 

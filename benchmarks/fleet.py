@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/fleet.py ingest --agents 5000 --interval 5 --replicas 2 \
         --database throwaway --kill-one-at 20
 
-``rollout``: lightweight agents (spikefleet_server.rollouts.simagents, the real
+``rollout``: lightweight agents (tests/support/simagents.py, the real
 control protocol over gRPC) on the old program; a rollout of a new one with a
 10% canary (shadow-evaluated), waves 50%,100%, each phase baking ``--bake`` s.
 Reports the wall time from CreateRollout to "succeeded" and what it adds beyond
@@ -49,42 +49,24 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 
 from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet.program.codec import encode
-from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
-from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 from spikefleet_server.storage import open_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+
+from support.program_factory import small_program
+from support.simagents import Behaviour, SimAgent
 
 BIN = Path(sys.executable).parent
 DEPLOYER, AGENT = "bench-deployer", "bench-agent"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def program(seed: int) -> Program:
-    rng = np.random.default_rng(seed)
-    return Program(
-        name=f"bench-{seed}",
-        layers=[
-            InputData("input", (8, 8, 2), 4),
-            Convolutional(
-                "conv",
-                rng.integers(-7, 8, size=(3, 3, 2, 4)).astype(np.int8),
-                rng.integers(0, 8, 4).astype(np.int32),
-                activation=Activation(1, np.ones(4, np.float32)),
-            ),
-            FullyConnected(
-                "fc", rng.integers(-7, 8, size=(256, 10)).astype(np.int8), np.zeros(10, np.int32)
-            ),
-        ],
-        labels=[str(d) for d in range(10)],
-    )
 
 
 class Server:
@@ -101,8 +83,8 @@ class Server:
         self.db_path = data / "spikefleet.db"
         db = open_database(database or self.db_path)
         registry = Registry(data / "programs", db, key)
-        self.old = asyncio.run(registry.put(encode(program(1)), name="old")).sha256
-        self.new = asyncio.run(registry.put(encode(program(2)), name="new")).sha256
+        self.old = asyncio.run(registry.put(encode(small_program(1, "bench-1")), name="old")).sha256
+        self.new = asyncio.run(registry.put(encode(small_program(2, "bench-2")), name="new")).sha256
         db.close()
         tokens = "".join(
             f'[[tokens]]\nname = "{role}"\nrole = "{role}"\nsha256 = "{hash_token(token)}"\n'

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import make_key, make_program, signed_program
+from support.agent import make_key, make_program, signed_program
 
 from spikefleet.program.model import Program
 from spikefleet.program.signing import SigningKey, TrustedKeys

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from agent_helpers import make_program, random_frames
+from support.agent import make_program, random_frames
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.errors import FrameError

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from agent_helpers import make_program, random_frames
+from support.agent import make_program, random_frames
 
 from spikefleet.engine import Engine
 from spikefleet.errors import FrameError

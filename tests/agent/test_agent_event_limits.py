@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from agent_helpers import make_program, random_frames
+from support.agent import make_program, random_frames
 from support.agent_process import AgentProcess
 
 from spikefleet.client.agent import AgentClient

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agent_helpers import make_program, random_frames
+from support.agent import make_program, random_frames
 
 from spikefleet.client.agent import AgentClient, FrameBatch
 from spikefleet.datasets import ndigits

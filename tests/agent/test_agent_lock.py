@@ -54,7 +54,7 @@ def test_lock_held_by_another_process_dies_with_it(tmp_path: Path) -> None:
 
 
 def test_a_second_sim_agent_on_the_same_lock_dir_and_device_is_refused(tmp_path: Path) -> None:
-    from agent_helpers import make_key
+    from support.agent import make_key
 
     from spikefleet_agent.config import AgentConfig, InferenceConfig, TelemetryConfig
     from spikefleet_agent.daemon import Agent

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent_helpers import make_key
+from support.agent import make_key
 from support.terminal import TerminalProcess
 
 AGENT = str(Path(sys.executable).parent / "spikefleet-agent")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import grpc
 import numpy as np
 import pytest
-from agent_helpers import random_frames
+from support.agent import random_frames
 
 from spikefleet.client.agent import AgentClient, AsyncAgentClient, FrameBatch
 from spikefleet.engine import Engine

@@ -4,14 +4,14 @@ when a token is bound to another agent id)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
 from structlog.testing import capture_logs
+from support.waiting import wait_for
 
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_agent.control.channel import ControlChannel
@@ -56,19 +56,13 @@ def channel_for(agent_id: str, address: str, tmp_path: Path) -> ControlChannel:
     )
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def test_a_refused_identity_is_logged_with_the_fix_and_redialled_at_the_cap(
     server_address: str, tmp_path: Path
 ) -> None:
     channel = channel_for("edge-2", server_address, tmp_path)
     with capture_logs() as logs:
         channel.start()
-        wait_for(lambda: channel.retry_delay_s > 0)
+        wait_for(lambda: channel.retry_delay_s > 0, "a redial to be scheduled", 20)
         channel.stop()
     refused = [e for e in logs if e["event"] == "control.refused"]
     assert refused and refused[0]["code"] == "PERMISSION_DENIED"
@@ -81,7 +75,7 @@ def test_a_refused_identity_is_logged_with_the_fix_and_redialled_at_the_cap(
 def test_the_agent_the_token_belongs_to_registers(server_address: str, tmp_path: Path) -> None:
     channel = channel_for("edge-1", server_address, tmp_path)
     channel.start()
-    wait_for(channel.connected.is_set)
+    wait_for(channel.connected.is_set, "the channel to connect", 20)
     registered = channel.connected.is_set()
     channel.stop()
     assert registered and channel.refusal == ""

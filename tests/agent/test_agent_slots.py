@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from agent_helpers import make_key, make_program, signed_program, tamper
+from support.agent import make_key, make_program, signed_program, tamper
 
 from spikefleet.errors import InstallError
 from spikefleet.program.signing import SigningKey, TrustedKeys

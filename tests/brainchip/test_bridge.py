@@ -7,9 +7,10 @@ from pathlib import Path
 import akida
 import numpy as np
 import pytest
-from generated import random_frames, random_program
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.generated import random_frames, random_program
+from support.program_factory import spiking_reference_program
 
 from spikefleet.brainchip import from_akida, load_fbz, map_hardware, save_fbz, to_akida
 from spikefleet.engine import Engine
@@ -20,7 +21,6 @@ from spikefleet.program.model import (
     FullyConnected,
     InputData,
     Padding,
-    Pooling,
     Program,
 )
 
@@ -50,38 +50,6 @@ def assert_same_layers(left: Program, right: Program) -> None:
             assert (a.pool_size, a.pool_stride) == (b.pool_size, b.pool_stride)
 
 
-def reference_program(seed: int = 0) -> Program:
-    rng = np.random.default_rng(seed)
-
-    def spikes(n: int) -> Activation:
-        return Activation(1, np.ones(n, np.float32))
-
-    return Program(
-        name="reference",
-        layers=[
-            InputData("input", (34, 34, 2), 4),
-            Convolutional(
-                "conv1",
-                rng.integers(-7, 8, (3, 3, 2, 32)).astype(np.int8),
-                rng.integers(0, 40, 32).astype(np.int32),
-                stride=2,
-                activation=spikes(32),
-            ),
-            Convolutional(
-                "conv2",
-                rng.integers(-7, 8, (3, 3, 32, 64)).astype(np.int8),
-                rng.integers(0, 300, 64).astype(np.int32),
-                stride=2,
-                pooling=Pooling.GLOBAL_AVERAGE,
-                activation=spikes(64),
-            ),
-            FullyConnected(
-                "fc", rng.integers(-7, 8, (64, 10)).astype(np.int8), np.zeros(10, np.int32)
-            ),
-        ],
-    )
-
-
 @settings(max_examples=30, derandomize=True, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_program_to_akida_and_back_is_identical(seed: int) -> None:
@@ -107,14 +75,14 @@ def test_fbz_round_trip_keeps_layers_and_outputs(
 
 
 def test_reference_network_maps_onto_65_nps_of_an_akd1000() -> None:
-    parts = map_hardware(reference_program())
+    parts = map_hardware(spiking_reference_program())
     assert parts.device == "AKD1000"
     assert parts.np_count == 65
     assert len(parts.program_info) > 0 and len(parts.program_data) > 100_000
 
 
 def test_valid_padding_does_not_map_and_says_why() -> None:
-    program = reference_program()
+    program = spiking_reference_program()
     conv1 = program.layers[1]
     assert isinstance(conv1, Convolutional)
     conv1.padding = Padding.VALID
@@ -143,7 +111,7 @@ def test_a_layer_too_big_for_a_cnp_does_not_fit() -> None:
 
 def test_unknown_device_is_refused() -> None:
     with pytest.raises(HardwareMappingError, match="unknown device 'AKD9000'"):
-        map_hardware(reference_program(), device="AKD9000")
+        map_hardware(spiking_reference_program(), device="AKD9000")
 
 
 def test_unsupported_akida_layer_is_named_with_its_type() -> None:

@@ -10,16 +10,15 @@ from pathlib import Path
 import akida
 import numpy as np
 import pytest
+from support.generated import random_frames, random_program
+from support.program_factory import spiking_reference_program
 
 from spikefleet.brainchip import to_akida
 from spikefleet.cli.main import main
-from spikefleet.program import Activation, Convolutional, FullyConnected, InputData, Pooling
+from spikefleet.program import Convolutional, InputData
 from spikefleet.program import Program as SpikefleetProgram
 from spikefleet.program.files import load_program, save_program
 from spikefleet.program.model import Padding
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from generated import random_frames, random_program
 
 
 def akida_made_model(seed: int) -> akida.Model:
@@ -61,34 +60,6 @@ def akida_made_model(seed: int) -> akida.Model:
     return model
 
 
-def reference_program() -> SpikefleetProgram:
-    rng = np.random.default_rng(0)
-    return SpikefleetProgram(
-        name="reference",
-        layers=[
-            InputData("input", (34, 34, 2), 4),
-            Convolutional(
-                "conv1",
-                rng.integers(-7, 8, (3, 3, 2, 32)).astype(np.int8),
-                rng.integers(0, 40, 32).astype(np.int32),
-                stride=2,
-                activation=Activation(1, np.ones(32, np.float32)),
-            ),
-            Convolutional(
-                "conv2",
-                rng.integers(-7, 8, (3, 3, 32, 64)).astype(np.int8),
-                rng.integers(0, 300, 64).astype(np.int32),
-                stride=2,
-                pooling=Pooling.GLOBAL_AVERAGE,
-                activation=Activation(1, np.ones(64, np.float32)),
-            ),
-            FullyConnected(
-                "fc", rng.integers(-7, 8, (64, 10)).astype(np.int8), np.zeros(10, np.int32)
-            ),
-        ],
-    )
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
 def test_import_akida_then_run_gives_exactly_akidas_forward(tmp_path: Path, seed: int) -> None:
     if seed == 0:
@@ -125,7 +96,7 @@ def test_import_akida_then_run_gives_exactly_akidas_forward(tmp_path: Path, seed
 def test_run_json_reports_shape_and_spike_counts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
     frames = np.zeros((3, 34, 34, 2), np.uint8)
     frames[:, 10:20, 10:20] = 3
     np.save(tmp_path / "in.npy", frames)
@@ -153,7 +124,7 @@ def test_run_json_reports_shape_and_spike_counts(
 
 
 def test_run_verifies_signed_programs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
     assert main(["keygen", "-o", str(tmp_path / "k.key")]) == 0
     assert (
         main(
@@ -195,7 +166,7 @@ def test_run_verifies_signed_programs(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_run_refuses_bad_frames_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], frames: np.ndarray | None, message: str
 ) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
     if frames is not None:
         np.save(tmp_path / "in.npy", frames)
     capsys.readouterr()
@@ -220,7 +191,7 @@ def test_run_refuses_bad_frames_in_one_line(
 def test_export_akida_writes_fbz_and_fills_hardware_parts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
     capsys.readouterr()
     assert (
         main(["export-akida", str(tmp_path / "p.sfp"), "-o", str(tmp_path / "m.fbz"), "--json"])
@@ -234,13 +205,13 @@ def test_export_akida_writes_fbz_and_fills_hardware_parts(
     assert program.fbz == (tmp_path / "m.fbz").read_bytes()
     frames = random_frames(1, program, 5)
     expected = akida.Model(str(tmp_path / "m.fbz")).forward(frames)
-    assert np.array_equal(expected, to_akida(reference_program()).forward(frames))
+    assert np.array_equal(expected, to_akida(spiking_reference_program()).forward(frames))
 
 
 def test_export_akida_says_why_a_program_does_not_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    program = reference_program()
+    program = spiking_reference_program()
     conv1 = program.layers[1]
     assert isinstance(conv1, Convolutional)
     conv1.padding = Padding.VALID
@@ -258,8 +229,8 @@ def test_export_akida_says_why_a_program_does_not_fit(
 def test_akida_commands_without_akida_exit_1_saying_how_to_get_it(
     tmp_path: Path, command: str
 ) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
-    to_akida(reference_program()).save(str(tmp_path / "m.fbz"))
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
+    to_akida(spiking_reference_program()).save(str(tmp_path / "m.fbz"))
     source = {"import-akida": "m.fbz", "export-akida": "p.sfp"}[command]
     target = {"import-akida": "q.sfp", "export-akida": "n.fbz"}[command]
     code = (
@@ -276,7 +247,7 @@ def test_akida_commands_without_akida_exit_1_saying_how_to_get_it(
 
 
 def test_run_works_without_akida(tmp_path: Path) -> None:
-    save_program(tmp_path / "p.sfp", reference_program())
+    save_program(tmp_path / "p.sfp", spiking_reference_program())
     np.save(tmp_path / "in.npy", np.zeros((2, 34, 34, 2), np.uint8))
     code = (
         "import sys; sys.modules['akida'] = None\n"
@@ -302,7 +273,7 @@ def test_run_prints_each_samples_class_from_its_frames_summed_scores(
 ) -> None:
     from spikefleet.engine import Engine
 
-    program = reference_program()
+    program = spiking_reference_program()
     save_program(tmp_path / "p.sfp", program)
     frames = np.random.default_rng(9).integers(0, 16, (6, 34, 34, 2), dtype=np.uint8)
     np.save(tmp_path / "in.npy", frames)

@@ -1,14 +1,9 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
-
-from server_helpers import running_server
+from support.server import running_server
 
 from spikefleet_server.app import ServerApp
 

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from server_helpers import FC_ARCH, client_for, fc_model
+from support.server import FC_ARCH, client_for, fc_model
 
 from spikefleet.client import Client, ClientTLS
 from spikefleet.errors import (

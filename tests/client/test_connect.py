@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from certs import CertificateAuthority
-from server_helpers import TOKENS, running_server
+from support.server import TOKENS, running_server
 
 from spikefleet.client.connect import client_from_args
 from spikefleet.errors import ServerUnavailableError, SpikefleetError

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-from server_helpers import TOKENS
+from support.server import TOKENS
 
 from spikefleet.cli.main import main
 from spikefleet.program.codec import decode, encode

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from server_helpers import TOKENS
+from support.server import TOKENS
 
 from spikefleet.cli.main import main
 from spikefleet_server.app import ServerApp

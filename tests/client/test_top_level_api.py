@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-from server_helpers import client_for
+from support.server import client_for
 
 import spikefleet
 from spikefleet.client.rollouts import RolloutRequest

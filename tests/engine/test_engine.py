@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from generated import random_frames, random_program
+from support.generated import random_frames, random_program
 
 from spikefleet.brainchip import to_akida
 from spikefleet.engine import Engine

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from generated import random_frames, random_program
+from support.generated import random_frames, random_program
 
 from spikefleet.engine import Engine, _kernels
 from spikefleet.engine.layers import ConvKernel, conv_tables

@@ -10,9 +10,9 @@ channels, 8-40 px inputs) built as a spikefleet Program, converted with
 from __future__ import annotations
 
 import numpy as np
-from generated import random_frames, random_program
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.generated import random_frames, random_program
 
 from spikefleet.brainchip import to_akida
 from spikefleet.engine import Engine

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
-
-from agent_helpers import make_key
 from fleet_helpers import FleetServer
+from support.agent import make_key
 
 from spikefleet.program.signing import SigningKey
 from spikefleet_agent.config import (

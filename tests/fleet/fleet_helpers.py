@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from support.aio import Blocking, LoopThread
 
 from spikefleet.v1 import fleet_pb2_grpc
@@ -17,15 +14,6 @@ from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
 from spikefleet_server.storage import Database, open_database
 from spikefleet_server.telemetry import TelemetryStore
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll until ``condition()`` holds; ``timeout`` bounds a hang, it is not a speed goal."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass

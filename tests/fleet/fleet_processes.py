@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from support.processes import BIN, Child, ServerProcess
 
 from spikefleet.program.codec import encode
 from spikefleet.program.model import Program
@@ -26,57 +20,8 @@ from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
 from spikefleet_server.telemetry import TelemetryRecord, TelemetryStore
 
-BIN = Path(sys.executable).parent
 AGENT_TOKEN = "agent-token-for-tests"
 ADMIN_TOKEN = "admin-token-for-tests"
-
-
-class Child:
-    """A child process whose stderr lines are collected for ``wait_for``."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(
-                    f"never logged {pattern!r}; log:\n{''.join(self.log[-40:])}"
-                ) from None
-            self.log.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-
-    def recent(self, lines: int = 30) -> str:
-        """The last lines it logged, including those no ``wait_for`` has read yet."""
-        while not self.lines.empty():
-            self.log.append(self.lines.get_nowait())
-        return "".join(self.log[-lines:])
-
-    def kill9(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
 
 
 @dataclass
@@ -162,10 +107,8 @@ class ServerSetup:
         return ServerChild(argv)
 
 
-class ServerChild(Child):
-    def __init__(self, argv: list[str]) -> None:
-        super().__init__(argv)
-        self.port = int(self.wait_for(r"listening on port (\d+)").group(1))
+class ServerChild(ServerProcess):
+    """A server the fleet tests assign programs through."""
 
     def assign(self, agent_id: str, sha256: str = "", **kwargs: object) -> int:
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:

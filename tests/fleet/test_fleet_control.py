@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fleet_helpers import FleetServer, self_signed_loopback_cert, wait_for
+from fleet_helpers import FleetServer, self_signed_loopback_cert
 from sqlalchemy.engine import Connection
 from support.aio import Blocking
+from support.waiting import wait_for
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.program.signing import SigningKey

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from agent_helpers import make_program, signed_program
-from fleet_helpers import FleetServer, wait_for
-from raw_agent import RawAgent
+from fleet_helpers import FleetServer
+from support.agent import make_program, signed_program
+from support.raw_agent import RawAgent
+from support.waiting import wait_for
 
 from spikefleet.program.signing import SigningKey
 from spikefleet.v1 import fleet_pb2

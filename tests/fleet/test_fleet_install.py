@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from agent_helpers import make_program, random_frames, signed_program, tamper
-from fleet_helpers import FleetServer, wait_for
+from fleet_helpers import FleetServer
+from support.agent import make_program, random_frames, signed_program, tamper
+from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.engine import Engine

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import make_program
 from fleet_processes import AgentChild, ServerChild, ServerSetup, write_agent_config
+from support.agent import make_program
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.program.signing import SigningKey

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agent_helpers import make_program, random_frames, tamper
 from fleet_processes import (
     ADMIN_TOKEN,
     AgentChild,
@@ -18,6 +17,7 @@ from fleet_processes import (
     ServerSetup,
     write_agent_config,
 )
+from support.agent import make_program, random_frames, tamper
 
 from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from fleet_helpers import wait_for
 from support.aio import Blocking
 from support.server import serving
+from support.simagents import SimAgent, start_agents
+from support.waiting import wait_for
 
 from spikefleet.client import Client
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token, load_config
-from spikefleet_server.rollouts.simagents import SimAgent, start_agents
 
 AGENT, VIEWER = "agent-token", "viewer-token"
 AGENT_METADATA = (("authorization", f"Bearer {AGENT}"),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from program_factory import architectures, assert_programs_equal, reference_program
+from support.program_factory import architectures, assert_programs_equal, reference_program
 
 from spikefleet.errors import ProgramFormatError
 from spikefleet.program import Activation, Convolutional, FullyConnected, Program, Provenance

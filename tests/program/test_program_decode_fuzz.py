@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from program_factory import reference_program
+from support.program_factory import reference_program
 
 from spikefleet.errors import ProgramFormatError
 from spikefleet.program import Activation, Convolutional, FullyConnected, InputData, Program

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from program_factory import assert_programs_equal, reference_program
+from support.program_factory import assert_programs_equal, reference_program
 
 from spikefleet.errors import ProgramFormatError, SignatureError
 from spikefleet.program.codec import encode

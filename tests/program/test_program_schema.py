@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from program_factory import assert_programs_equal
+from support.program_factory import assert_programs_equal
 
 from spikefleet.events.spec import CropBox, Decision, InputSpec
 from spikefleet.program import (

@@ -9,7 +9,7 @@ import akida
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from program_factory import architectures
+from support.program_factory import architectures
 
 from spikefleet.errors import ProgramFormatError
 from spikefleet.program import (

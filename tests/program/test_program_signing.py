@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from program_factory import reference_program
+from support.program_factory import reference_program
 
 from spikefleet.errors import KeyFileError, SignatureError
 from spikefleet.program.codec import encode

@@ -4,46 +4,25 @@ programs in its registry, tokens for every role, and waiting helpers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from support.aio import Blocking
-from support.server import serving
+from support.program_factory import small_program
+from support.server import TOKENS, config_values, serving
+from support.simagents import Behaviour, SimAgent
 
 from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutsClient, RolloutStatus
 from spikefleet.program.codec import encode
-from spikefleet.program.model import Activation, Convolutional, FullyConnected, InputData, Program
 from spikefleet_server.config import hash_token, load_config
-from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 
-TOKENS = {
-    "viewer": "viewer-token",
-    "deployer": "deployer-token",
-    "admin": "admin-token",
-    "agent": "agent-token",
-}
 AGENT_METADATA = (("authorization", f"Bearer {TOKENS['agent']}"),)
-
-
-def config_values(data_dir: Path, listen: str = "127.0.0.1:0") -> dict[str, Any]:
-    return {
-        "listen": listen,
-        "data_dir": data_dir,
-        "insecure_loopback": True,
-        "tokens": [
-            {"name": f"{role}-user", "role": role, "sha256": hash_token(token)}
-            for role, token in TOKENS.items()
-        ],
-        "drain_seconds": 2,
-        "grpc_threads": 4,
-    }
 
 
 def config_toml(data_dir: Path, listen: str) -> str:
@@ -57,31 +36,11 @@ def config_toml(data_dir: Path, listen: str) -> str:
     )
 
 
-def small_program(seed: int, name: str) -> Program:
-    """A tiny valid program; different seeds give different bytes (and sha256)."""
-    rng = np.random.default_rng(seed)
-    return Program(
-        name=name,
-        layers=[
-            InputData("input", (8, 8, 2), 4),
-            Convolutional(
-                "conv",
-                rng.integers(-7, 8, size=(3, 3, 2, 4)).astype(np.int8),
-                rng.integers(0, 8, 4).astype(np.int32),
-                activation=Activation(1, np.ones(4, np.float32)),
-            ),
-            FullyConnected(
-                "fc", rng.integers(-7, 8, size=(256, 10)).astype(np.int8), np.zeros(10, np.int32)
-            ),
-        ],
-        labels=[str(d) for d in range(10)],
-    )
-
-
 @contextmanager
 def running_app(data_dir: Path) -> Iterator[Any]:
     """A real server on a loop thread, as a ServerApp whose coroutines block."""
-    config = load_config(None, environ={}, overrides=config_values(data_dir))
+    values = config_values(data_dir, drain_seconds=2, grpc_threads=4)
+    config = load_config(None, environ={}, overrides=values)
     with serving(config, grace=2) as running:
         yield Blocking(running.app, running.call)
 
@@ -96,15 +55,6 @@ def put_programs(app: Any, names: dict[str, int]) -> dict[str, str]:
 
 def client(port: int, role: str = "deployer") -> RolloutsClient:
     return Client(f"127.0.0.1:{port}", token=TOKENS[role]).rollouts
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll until ``condition()`` holds; the timeout bounds a hang, it is not a speed goal."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def final(rollouts: RolloutsClient, rollout_id: str, timeout: float = 60.0) -> RolloutStatus:

@@ -1,37 +1,24 @@
 """spikefleet-server and -agent as real child processes, for the tests that kill them with -9.
 
-The process plumbing (stderr collection, ``wait_for``, ``stop``, ``kill9``) is the
-fleet tests' ``Child``; this module only knows how the rollout tests configure them.
+The process plumbing (stderr collection, ``wait_for``, ``stop``, ``kill9``) is
+``support.processes``; this module only knows how the rollout tests configure them.
 """
 
 from __future__ import annotations
 
-import socket
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fleet"))
-
-from fleet_processes import Child
 from rollout_helpers import config_toml
+from support.processes import AGENT, SERVER, Child, ServerProcess, free_port
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["AgentProcess", "ServerProcess", "free_port", "start_server"]
 
 
-class ServerProcess(Child):
+def start_server(root: Path, data_dir: Path, port: int) -> ServerProcess:
     """``spikefleet-server serve`` on a fixed loopback port."""
-
-    def __init__(self, root: Path, data_dir: Path, port: int) -> None:
-        config = root / "server.toml"
-        config.write_text(config_toml(data_dir, f"127.0.0.1:{port}"))
-        super().__init__([str(BIN / "spikefleet-server"), "serve", "--config", str(config)])
-        self.wait_for(r"listening on port (\d+)")
+    config = root / "server.toml"
+    config.write_text(config_toml(data_dir, f"127.0.0.1:{port}"))
+    return ServerProcess([SERVER, "serve", "--config", str(config)])
 
 
 class AgentProcess(Child):
@@ -50,6 +37,6 @@ class AgentProcess(Child):
             '[inference]\naddress = "127.0.0.1:0"\n[telemetry]\ninterval_s = 0.3\n'
         )
         self.agent_id = agent_id
-        super().__init__([str(BIN / "spikefleet-agent"), "run", "--config", str(config)])
+        super().__init__([AGENT, "run", "--config", str(config)])
         port = self.wait_for(r'"inference_port": (\d+)').group(1)
         self.address = f"127.0.0.1:{port}"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rollout_helpers import TOKENS, client, final, running_app, small_program, wait_for
-from rollout_processes import AgentProcess, ServerProcess, free_port
+from rollout_helpers import TOKENS, client, final, running_app, small_program
+from rollout_processes import AgentProcess, free_port, start_server
+from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.client.rollouts import RolloutRequest
@@ -52,7 +53,7 @@ def test_real_agents_shadow_a_candidate_and_only_an_agreeing_one_is_rolled_out(
     keys.mkdir()
     load_or_create(data_dir / "keys" / "signing.key").public_key.save(keys / "server.pub")
     port = free_port()
-    server = ServerProcess(tmp_path, data_dir, port)
+    server = start_server(tmp_path, data_dir, port)
     agents = [AgentProcess(tmp_path, f"agent-{i}", port, keys, TOKENS["agent"]) for i in range(3)]
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=([a.address for a in agents], stop))

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from rollout_helpers import TOKENS, Agents, Server, wait_for
+from rollout_helpers import TOKENS, Agents, Server
+from support.simagents import Behaviour
+from support.waiting import wait_for
 
 from spikefleet.cli.main import main
-from spikefleet_server.rollouts.simagents import Behaviour
 
 
 @pytest.fixture(autouse=True)

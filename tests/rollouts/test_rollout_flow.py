@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from rollout_helpers import Agents, Server, final, wait_for
+from rollout_helpers import Agents, Server, final
+from support.simagents import Behaviour
+from support.waiting import wait_for
 
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet.errors import AuthError
-from spikefleet_server.rollouts.simagents import Behaviour
 
 
 def test_a_good_program_goes_canary_then_waves_to_every_selected_agent(

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from rollout_helpers import AGENT_METADATA, client, final, put_programs, running_app, wait_for
-from rollout_processes import ServerProcess, free_port
+from rollout_helpers import AGENT_METADATA, client, final, put_programs, running_app
+from rollout_processes import free_port, start_server
+from support.simagents import Behaviour, SimAgent
+from support.waiting import wait_for
 
 from spikefleet.client.rollouts import RolloutRequest, RolloutsClient
 from spikefleet.errors import ServerUnavailableError
-from spikefleet_server.rollouts.simagents import Behaviour, SimAgent
 
 
 def reachable(rollouts: RolloutsClient, rollout_id: str) -> bool:
@@ -29,7 +30,7 @@ def test_a_server_killed_mid_wave_resumes_the_rollout_from_its_database(tmp_path
     with running_app(data_dir) as app:
         programs = put_programs(app, {"old": 1, "new": 2})
     port = free_port()
-    server = ServerProcess(tmp_path, data_dir, port)
+    server = start_server(tmp_path, data_dir, port)
     fleet = [
         SimAgent(
             grpc.insecure_channel(f"127.0.0.1:{port}"),
@@ -63,7 +64,7 @@ def test_a_server_killed_mid_wave_resumes_the_rollout_from_its_database(tmp_path
         server.kill9()
         wait_for(lambda: not any(a.registered.is_set() for a in fleet), "agents to lose the server")
 
-        server = ServerProcess(tmp_path, data_dir, port)
+        server = start_server(tmp_path, data_dir, port)
         wait_for(lambda: reachable(rollouts, rollout_id), "the restarted server to answer")
         done = final(rollouts, rollout_id)
 

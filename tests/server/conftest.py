@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import running_server
+from support.server import running_server
 
 from spikefleet_server.app import ServerApp
 

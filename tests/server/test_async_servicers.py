@@ -12,8 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from server_helpers import config_values
-from support.server import RunningServer, serve_app
+from support.server import RunningServer, config_values, serve_app
 
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import load_config

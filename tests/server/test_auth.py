@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from server_helpers import TOKENS
+from support.server import TOKENS
 
 from spikefleet.v1 import registry_pb2, registry_pb2_grpc
 from spikefleet_server.app import ServerApp

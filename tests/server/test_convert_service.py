@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from server_helpers import FC_ARCH, TOKENS, client_for, fc_model, malicious_pickle
+from support.server import FC_ARCH, TOKENS, client_for, fc_model, malicious_pickle
 
 from spikefleet.client import ConvertProgress
 from spikefleet.errors import AuthError, InvalidRequestError, QuotaError, ServerError

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from server_helpers import running_server
+from support.server import running_server
 
 from spikefleet.errors import ServerConfigError
 from spikefleet.v1 import registry_pb2, registry_pb2_grpc

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from server_helpers import TOKENS
-from server_process import ServerProcess
+from server_process import ServerProcess, serve
+from support.raw_agent import RawAgent
+from support.server import TOKENS
 
 from spikefleet.v1 import (
     converter_pb2,
@@ -20,10 +21,6 @@ from spikefleet.v1 import (
     rollout_pb2,
 )
 from spikefleet_server.config import hash_token
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fleet"))
-
-from raw_agent import RawAgent
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         for role, token in TOKENS.items()
     )
     config.write_text(f"drain_seconds = 5\nworkers = 1\n{tokens}")
-    with ServerProcess(config, root / "data") as process:
+    with serve(config, root / "data") as process:
         yield process
 
 

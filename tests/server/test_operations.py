@@ -13,8 +13,7 @@ import sqlalchemy as sa
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from server_helpers import FC_ARCH, client_for, config_values, fc_model, running_server
-from support.server import serve_app
+from support.server import FC_ARCH, client_for, config_values, fc_model, running_server, serve_app
 
 from spikefleet.errors import ConflictError, InvalidRequestError, ServerConfigError
 from spikefleet_server import logs

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from server_helpers import FC_ARCH, TOKENS, fc_model
-from server_process import ServerProcess
+from server_process import serve
+from support.server import FC_ARCH, TOKENS, fc_model
 
 from spikefleet.client import Client
 from spikefleet.program.signing import PublicKey, TrustedKeys, verify
@@ -76,7 +76,7 @@ class HeldUpload:
 
 def test_kill_9_mid_upload_loses_no_stored_program(tmp_path: Path, config: Path):
     data_dir = tmp_path / "data"
-    with ServerProcess(config, data_dir) as server:
+    with serve(config, data_dir) as server:
         with Client(f"127.0.0.1:{server.port}", token=TOKENS["deployer"]) as client:
             stored = client.convert(fc_model(tmp_path / "kept.safetensors"), arch=FC_ARCH)
             before = client.programs.get(stored.sha256)
@@ -88,7 +88,7 @@ def test_kill_9_mid_upload_loses_no_stored_program(tmp_path: Path, config: Path)
         upload.finish()
     assert upload.error is not None
 
-    with ServerProcess(config, data_dir) as server:
+    with serve(config, data_dir) as server:
         with Client(f"127.0.0.1:{server.port}", token=TOKENS["viewer"]) as client:
             assert client.programs.list() == [stored]
             after = client.programs.get(stored.sha256)
@@ -101,7 +101,7 @@ def test_kill_9_mid_upload_loses_no_stored_program(tmp_path: Path, config: Path)
 
 
 def test_sigterm_lets_an_inflight_conversion_finish_then_exits(tmp_path: Path, config: Path):
-    with ServerProcess(config, tmp_path / "data") as server:
+    with serve(config, tmp_path / "data") as server:
         upload = HeldUpload(server.port, fc_model(tmp_path / "late.safetensors"), "late")
         server.wait_for(r'"convert.upload_started".*"name": "late"')
         server.process.send_signal(signal.SIGTERM)
@@ -110,7 +110,7 @@ def test_sigterm_lets_an_inflight_conversion_finish_then_exits(tmp_path: Path, c
         assert upload.error is None, upload.error
         assert upload.replies[-1].result.program.name == "late"
         assert server.process.wait(timeout=120) == 0
-    with ServerProcess(config, tmp_path / "data") as server:
+    with serve(config, tmp_path / "data") as server:
         with Client(f"127.0.0.1:{server.port}", token=TOKENS["viewer"]) as client:
             assert [p.name for p in client.programs.list()] == ["late"]
         server.terminate()

@@ -11,8 +11,8 @@ import release_0_1_0
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from server_helpers import config_values
 from support.aio import Blocking
+from support.server import config_values
 
 from spikefleet.errors import ProgramInUseError
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify

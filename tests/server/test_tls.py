@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from certs import CertificateAuthority
-from server_helpers import TOKENS, running_server
+from support.server import TOKENS, running_server
 
 from spikefleet.client import Client, ClientTLS
 from spikefleet.errors import ServerUnavailableError
