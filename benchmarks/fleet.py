@@ -638,7 +638,6 @@ def main() -> int:
             if args.replicas > 1 and not database:
                 raise SystemExit("--replicas > 1 needs --database (a PostgreSQL URL or throwaway)")
             if database == "throwaway":
-                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
                 from support.postgres import running_cluster
 
                 cluster = stack.enter_context(running_cluster())

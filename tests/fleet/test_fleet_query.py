@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rollouts"))
-
-from rollout_helpers import TOKENS, put_programs, running_app
+from support.server import TOKENS, put_programs, running_app
 
 from spikefleet import Client
 from spikefleet.cli.main import main

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import make_program
 from fleet_processes import ADMIN_TOKEN, AgentChild, ServerChild, ServerSetup, write_agent_config
+from support.agent import make_program
 from support.aio import Blocking
 
 from spikefleet.client import Client

@@ -4,23 +4,17 @@ programs in its registry, tokens for every role, and waiting helpers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from support.aio import Blocking
-from support.program_factory import small_program
-from support.server import TOKENS, config_values, serving
+from support.server import TOKENS
 from support.simagents import Behaviour, SimAgent
 
 from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutsClient, RolloutStatus
-from spikefleet.program.codec import encode
-from spikefleet_server.config import hash_token, load_config
+from spikefleet_server.config import hash_token
 
 AGENT_METADATA = (("authorization", f"Bearer {TOKENS['agent']}"),)
 
@@ -34,23 +28,6 @@ def config_toml(data_dir: Path, listen: str) -> str:
         f'listen = "{listen}"\ndata_dir = "{data_dir}"\ninsecure_loopback = true\n'
         f"drain_seconds = 2\ngrpc_threads = 4\n{tokens}"
     )
-
-
-@contextmanager
-def running_app(data_dir: Path) -> Iterator[Any]:
-    """A real server on a loop thread, as a ServerApp whose coroutines block."""
-    values = config_values(data_dir, drain_seconds=2, grpc_threads=4)
-    config = load_config(None, environ={}, overrides=values)
-    with serving(config, grace=2) as running:
-        yield Blocking(running.app, running.call)
-
-
-def put_programs(app: Any, names: dict[str, int]) -> dict[str, str]:
-    """Sign and store one small program per name (value = seed); name -> sha256."""
-    return {
-        name: app.registry.put(encode(small_program(seed, name)), name=name).sha256
-        for name, seed in names.items()
-    }
 
 
 def client(port: int, role: str = "deployer") -> RolloutsClient:

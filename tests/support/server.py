@@ -18,10 +18,12 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from spikefleet.client import Client
+from spikefleet.program.codec import encode
 from spikefleet_server import logs
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import ServerConfig, hash_token, load_config
 from support.aio import Blocking, LoopThread
+from support.program_factory import small_program
 
 T = TypeVar("T")
 
@@ -136,3 +138,21 @@ def malicious_pickle(path: Path, marker: Path) -> Path:
     """A .pt file whose unpickling would create ``marker``."""
     path.write_bytes(pickle.dumps({"fc1.weight": _RunsCode(marker)}, protocol=2))
     return path
+
+
+@contextmanager
+def running_app(data_dir: Path) -> Iterator[Any]:
+    """A real server with the fleet and rollouts (short drain, few storage threads) on a
+    loop thread, as a ServerApp whose coroutines block."""
+    values = config_values(data_dir, drain_seconds=2, grpc_threads=4)
+    config = load_config(None, environ={}, overrides=values)
+    with serving(config, grace=2) as running:
+        yield Blocking(running.app, running.call)
+
+
+def put_programs(app: Any, names: dict[str, int]) -> dict[str, str]:
+    """Sign and store one small program per name (value = seed); name -> sha256."""
+    return {
+        name: app.registry.put(encode(small_program(seed, name)), name=name).sha256
+        for name, seed in names.items()
+    }
