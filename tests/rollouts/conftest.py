@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rollout_helpers import Agents, Server, put_programs, running_app
+from rollout_helpers import Agents, Server
+from support.server import put_programs, running_app
 
 
 @pytest.fixture

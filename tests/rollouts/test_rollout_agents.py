@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rollout_helpers import TOKENS, client, final, running_app, small_program
+from rollout_helpers import client, final
 from rollout_processes import AgentProcess, free_port, start_server
+from support.program_factory import small_program
+from support.server import TOKENS, running_app
 from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from rollout_helpers import TOKENS, Agents, Server
+from rollout_helpers import Agents, Server
+from support.server import TOKENS
 from support.simagents import Behaviour
 from support.waiting import wait_for
 

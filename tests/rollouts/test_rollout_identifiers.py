@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import structlog
-from rollout_helpers import TOKENS, Agents, Server, final, put_programs, running_app
+from rollout_helpers import Agents, Server, final
+from support.server import TOKENS, put_programs, running_app
 from support.waiting import wait_for
 
 from spikefleet.cli.main import main

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from rollout_helpers import AGENT_METADATA, client, final, put_programs, running_app
+from rollout_helpers import AGENT_METADATA, client, final
 from rollout_processes import free_port, start_server
+from support.server import put_programs, running_app
 from support.simagents import Behaviour, SimAgent
 from support.waiting import wait_for
 
