@@ -126,7 +126,8 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
             log.warning("convert.refused", reason=refused.reason, message=str(refused))
             await self._abort(context, refused)
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+            # here, not in a thread: a cancelled call's finally may not get to await
+            shutil.rmtree(workdir, ignore_errors=True)
 
     @staticmethod
     async def _abort(context: Any, refused: _Refused) -> NoReturn:
