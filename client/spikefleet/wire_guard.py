@@ -65,6 +65,22 @@ def _async_requests(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIt
     return iterate()
 
 
+class _GuardedContext:
+    """The call's context, whose ``read()`` (grpc.aio's reader API) checks each message."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    async def read(self) -> Any:
+        request = await self._context.read()
+        if isinstance(request, Undecodable):
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 def _sync_requests(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
     for request in requests:
         if isinstance(request, Undecodable):
@@ -78,6 +94,7 @@ def _guard_behavior(behavior: Callable[..., Any], request_streaming: bool) -> Ca
         async def async_gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if request_streaming:
                 request = _async_requests(request, context)
+                context = _GuardedContext(context)
             elif isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             async for response in behavior(request, context):
@@ -89,6 +106,7 @@ def _guard_behavior(behavior: Callable[..., Any], request_streaming: bool) -> Ca
         async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if request_streaming:
                 request = _async_requests(request, context)
+                context = _GuardedContext(context)
             elif isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return await behavior(request, context)

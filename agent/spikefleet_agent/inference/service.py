@@ -141,6 +141,11 @@ def decode_frames(batch: inference_pb2.FrameBatch) -> np.ndarray:
     shape = tuple(batch.shape)
     if len(shape) != 4:
         raise FrameError(f"shape must be (N, H, W, C), got {list(shape)}")
+    if 0 in shape:
+        raise FrameError(
+            f"shape {list(shape)} has an empty axis: send at least one frame of the program's "
+            "input shape (N >= 1)"
+        )
     expected = math.prod(shape)
     if len(batch.frames) != expected:
         raise FrameError(
