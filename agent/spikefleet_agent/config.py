@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spikefleet.errors import AgentConfigError
+from spikefleet.program.validate import DEFAULT_MAX_ENGINE_BYTES
 from spikefleet_agent.device.factory import BACKENDS
 
 
@@ -80,6 +81,8 @@ class AgentConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    # programs whose engine would need more memory are refused on install (0 = no cap)
+    max_engine_bytes: int = DEFAULT_MAX_ENGINE_BYTES
 
     def validate(self) -> AgentConfig:
         self.server.validate()
@@ -87,6 +90,10 @@ class AgentConfig:
             raise AgentConfigError(
                 f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}"
             )
+        if isinstance(self.max_engine_bytes, bool) or not isinstance(self.max_engine_bytes, int):
+            raise AgentConfigError("max_engine_bytes must be a number of bytes (0 = no cap)")
+        if self.max_engine_bytes < 0:
+            raise AgentConfigError("max_engine_bytes must be >= 0 (0 = no cap)")
         if not self.agent_id:
             raise AgentConfigError("agent_id is empty: set agent_id in the config")
         if not self.trusted_keys:

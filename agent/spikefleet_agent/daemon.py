@@ -9,8 +9,10 @@ agent serves even when the server is unreachable.
 from __future__ import annotations
 
 import gc
+import sqlite3
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ from spikefleet_agent.telemetry.collector import Collector
 from spikefleet_agent.telemetry.spool import Spool
 
 log = structlog.get_logger(__name__)
+
+HELD_BATCHES = 1024  # telemetry periods kept in memory while the spool cannot be written
 
 
 def _device_pb(info: inventory_mod.DeviceInfo) -> fleet_pb2.Device:
@@ -76,6 +80,8 @@ class Agent:
         self._server: InferenceServer | None = None
         self._threads: list[threading.Thread] = []
         self.inventory: list[fleet_pb2.Device] = []
+        self._held: deque[fleet_pb2.TelemetryBatch] = deque()  # closed, not yet spooled
+        self._lost = 0  # held batches given up, not yet counted in the spool
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -100,20 +106,18 @@ class Agent:
             _device_pb(d) for d in inventory_mod.scan(self._usb_backend, self._pci_root)
         ]
         self.backend = open_backend(
-            cfg.backend, device=self._hardware_device, device_index=cfg.device_index
+            cfg.backend,
+            device=self._hardware_device,
+            device_index=cfg.device_index,
+            max_engine_bytes=cfg.max_engine_bytes,
         )
         self.keyring = KeyRing(TrustedKeys.load(*cfg.trusted_keys), cfg.state_dir / "keys")
-        self.slots = SlotStore(cfg.state_dir / "programs", self.keyring.trusted)
+        self.slots = SlotStore(
+            cfg.state_dir / "programs", self.keyring.trusted, max_engine_bytes=cfg.max_engine_bytes
+        )
         self.spool = Spool(cfg.state_dir / "telemetry.sqlite", cfg.telemetry.spool_max_batches)
         self.runtime = Runtime(self.backend, self.collector)
-        boot = self.slots.load_active()
-        if boot is not None:
-            self.runtime.swap(self.runtime.load(boot.sha256, boot.program))
-            state = self.slots.state()
-            self.runtime.previous_sha256 = state.previous_sha256 if state else ""
-            log.info("agent.program_loaded", sha256=boot.sha256, slot=boot.slot)
-        else:
-            log.warning("agent.no_program", hint="waiting for an assignment from the server")
+        self._boot_program()
 
         service = InferenceService(
             self.runtime,
@@ -167,6 +171,8 @@ class Agent:
                 learn_keys=self.follow_keys,
             )
             self.installer.start()
+            for report in self._boot_reports:  # sent once the stream is up
+                self._report_install(report)
             self.control.start()
         telemetry = threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True)
         telemetry.start()
@@ -182,6 +188,40 @@ class Agent:
             server=", ".join(cfg.server.addresses) or "(standalone)",
         )
         return self
+
+    def _boot_program(self) -> None:
+        """Serve the active slot's program, or the other slot's when the active one fails
+        to verify or to load (any error, MemoryError included): a program that verifies
+        but cannot run must not keep the agent down. Failures are reported to the server."""
+        assert self.runtime is not None
+        self._boot_reports: list[fleet_pb2.InstallReport] = []
+        unusable: set[str] = set()
+        while (boot := self.slots.load_active(exclude=unusable)) is not None:
+            try:
+                loaded = self.runtime.load(boot.sha256, boot.program)
+            except Exception as exc:
+                unusable.add(boot.slot)
+                log.error(
+                    "agent.program_unloadable",
+                    sha256=boot.sha256,
+                    slot=boot.slot,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                self._boot_reports.append(
+                    fleet_pb2.InstallReport(
+                        sha256=boot.sha256,
+                        status=fleet_pb2.InstallReport.FAILED,
+                        reason="load",
+                        detail=f"at boot, slot {boot.slot}: {type(exc).__name__}: {exc}"[:4000],
+                    )
+                )
+                continue
+            self.runtime.swap(loaded)
+            state = self.slots.state()
+            self.runtime.previous_sha256 = state.previous_sha256 if state else ""
+            log.info("agent.program_loaded", sha256=boot.sha256, slot=boot.slot)
+            return
+        log.warning("agent.no_program", hint="waiting for an assignment from the server")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -265,7 +305,9 @@ class Agent:
             log.exception("keys.follow_crashed")
 
     def flush_telemetry(self) -> int:
-        """Close the current telemetry period into the spool now; return its seq."""
+        """Close the current telemetry period into the spool now; return its seq (0 when
+        the spool could not be written: the batch is held in memory and appended, in
+        order, at the next flush; beyond HELD_BATCHES the oldest are counted as dropped)."""
         assert self.backend is not None
         batch = self.collector.snapshot(
             program_sha256=self._program_sha(),
@@ -273,9 +315,26 @@ class Agent:
             inventory=self.inventory,
             power=self.backend.power_samples(),
         )
-        batch.spool_dropped = self.spool.dropped()
-        seq = self.spool.append(batch)
-        self.collector.metrics.spooled.set(self.spool.depth())
+        self._held.append(batch)
+        seq = 0
+        try:
+            while self._held:
+                seq = self.spool.append(self._held[0], lost=self._lost)
+                self._held.popleft()
+                self._lost = 0
+        except (sqlite3.Error, OSError) as exc:
+            seq = 0
+            while len(self._held) > HELD_BATCHES:
+                self._held.popleft()
+                self._lost += 1
+            log.warning(
+                "telemetry.spool_unwritable",
+                error=str(exc),
+                held=len(self._held),
+                lost=self._lost,
+                hint="free space in the agent's state_dir; held batches are written when it can",
+            )
+        self.collector.metrics.spooled.set(self.spool.depth() + len(self._held))
         if self.control is not None:
             self.control.wake()
         return seq

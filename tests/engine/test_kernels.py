@@ -100,7 +100,7 @@ def test_sums_that_could_leave_int32_are_refused_at_construction() -> None:
          Convolutional("conv", weights, np.zeros(1, np.int32), padding=Padding.VALID)],
     )  # fmt: skip
     with pytest.raises(EngineError, match="beyond int32"):
-        Engine(program)
+        Engine(program, max_engine_bytes=0)  # past the memory cap too: this is about int32
 
 
 def test_engines_in_threads_give_the_same_outputs_as_one_thread() -> None:

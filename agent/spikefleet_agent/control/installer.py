@@ -111,11 +111,15 @@ class Installer:
         try:
             signed = self._fetch(sha256)
             self._know_signer(signed)
-            verified = verify_signed(signed, self._slots.trusted, sha256)
+            verified = verify_signed(
+                signed, self._slots.trusted, sha256, max_engine_bytes=self._slots.max_engine_bytes
+            )
             try:
                 loaded = self._runtime.load(sha256, verified.program)
-            except SpikefleetError as exc:
-                raise InstallError(f"the backend cannot load the program: {exc}", "load") from exc
+            except Exception as exc:  # MemoryError too: whatever load does, report it
+                raise InstallError(
+                    f"the backend cannot load the program: {type(exc).__name__}: {exc}", "load"
+                ) from exc
             slot = self._slots.inactive_slot()
             self._slots.write(slot, signed)
             self._slots.activate(slot, sha256)
@@ -128,6 +132,10 @@ class Installer:
         except OSError as exc:
             log.error("install.disk", sha256=sha256, error=str(exc))
             self._send(sha256, Status.FAILED, generation, "disk", str(exc))
+            return
+        except Exception as exc:  # anything else (MemoryError decoding it): still reported
+            log.exception("install.failed", sha256=sha256)
+            self._send(sha256, Status.FAILED, generation, "error", f"{type(exc).__name__}: {exc}")
             return
         log.info("install.done", sha256=sha256, slot=slot)
         self._send(sha256, Status.INSTALLED, generation)
@@ -152,9 +160,9 @@ class Installer:
             loaded = self._runtime.load(previous.sha256, previous.program)
             self._slots.activate(previous.slot, previous.sha256)
             self._runtime.swap(loaded)
-        except (InstallError, SpikefleetError, OSError) as exc:
+        except Exception as exc:  # MemoryError loading it too
             reason = getattr(exc, "reason", "rollback")
-            self._send("", Status.FAILED, generation, reason, str(exc))
+            self._send("", Status.FAILED, generation, reason, f"{type(exc).__name__}: {exc}")
             return
         log.info("install.rolled_back", sha256=previous.sha256)
         self._send(previous.sha256, Status.ROLLED_BACK, generation)
@@ -172,9 +180,11 @@ class Installer:
         try:
             signed = self._fetch(sha256)
             self._know_signer(signed)
-            verified = verify_signed(signed, self._slots.trusted, sha256)
+            verified = verify_signed(
+                signed, self._slots.trusted, sha256, max_engine_bytes=self._slots.max_engine_bytes
+            )
             self._runtime.set_shadow(self._runtime.load(sha256, verified.program))
-        except SpikefleetError as exc:
+        except Exception as exc:  # a shadow that cannot load only ends its evaluation
             log.warning("install.shadow_failed", sha256=sha256, error=str(exc))
             return
         self._on_change()

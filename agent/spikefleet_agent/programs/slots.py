@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def verify_signed(signed_bytes: bytes, trusted: object, expected_sha256: str = "") -> SlotProgram:
-    """Verify against the pinned keys, check the sha256, decode. Raises InstallError."""
+def verify_signed(
+    signed_bytes: bytes,
+    trusted: object,
+    expected_sha256: str = "",
+    *,
+    max_engine_bytes: int | None = None,
+) -> SlotProgram:
+    """Verify against the pinned keys, check the sha256, decode (refusing a program whose
+    engine needs more than ``max_engine_bytes``). Raises InstallError."""
     from spikefleet.program.codec import decode
     from spikefleet.program.signing import verify
 
@@ -91,16 +99,17 @@ def verify_signed(signed_bytes: bytes, trusted: object, expected_sha256: str = "
             f"program sha256 is {sha256}, the assignment asked for {expected_sha256}", "sha256"
         )
     try:
-        program = decode(program_bytes)
+        program = decode(program_bytes, max_engine_bytes=max_engine_bytes)
     except ProgramFormatError as exc:
         raise InstallError(f"signed program does not decode: {exc}", "malformed") from exc
     return SlotProgram(sha256=sha256, program=program)
 
 
 class SlotStore:
-    def __init__(self, root: Path, trusted: object) -> None:
+    def __init__(self, root: Path, trusted: object, *, max_engine_bytes: int | None = None) -> None:
         self.root = root
         self.trusted = trusted
+        self.max_engine_bytes = max_engine_bytes
         for slot in SLOTS:
             (root / slot).mkdir(parents=True, exist_ok=True)
 
@@ -125,16 +134,22 @@ class SlotStore:
             data = (self.root / slot / PROGRAM_FILE).read_bytes()
         except FileNotFoundError:
             raise InstallError(f"slot {slot} is empty", "missing") from None
-        loaded = verify_signed(data, self.trusted, expected_sha256)
+        loaded = verify_signed(
+            data, self.trusted, expected_sha256, max_engine_bytes=self.max_engine_bytes
+        )
         loaded.slot = slot
         return loaded
 
-    def load_active(self) -> SlotProgram | None:
-        """The program to serve at boot: the pointer's slot if it verifies, else the other."""
+    def load_active(self, exclude: Collection[str] = ()) -> SlotProgram | None:
+        """The program to serve at boot: the pointer's slot if it verifies, else the other
+        (the pointer then moves to it). ``exclude``: slots whose program verified but
+        could not run."""
         state = self.state()
         order = [state.slot] if state else []
         order += [s for s in SLOTS if s not in order]
         for slot in order:
+            if slot in exclude:
+                continue
             expected = state.sha256 if state and slot == state.slot else ""
             try:
                 loaded = self.read_slot(slot, expected)

@@ -40,13 +40,27 @@ class Spool:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def append(self, batch: fleet_pb2.TelemetryBatch) -> int:
-        """Give ``batch`` the next seq and store it; return the seq."""
+    def _rollback(self) -> None:
+        # SQLite ends the transaction itself on some errors (disk full): a second
+        # ROLLBACK would fail and hide the error that matters
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def append(self, batch: fleet_pb2.TelemetryBatch, lost: int = 0) -> int:
+        """Give ``batch`` the next seq and store it; return the seq. ``lost`` batches that
+        never reached the spool (it could not be written) are added to the dropped count,
+        which the batch carries as ``spool_dropped``. On failure nothing changes."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 (seq,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                if lost:
+                    self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (lost,))
+                (dropped,) = self._db.execute(
+                    "SELECT value FROM meta WHERE key='dropped'"
+                ).fetchone()
                 batch.seq = seq
+                batch.spool_dropped = dropped
                 self._db.execute(
                     "INSERT INTO batches VALUES (?, ?)", (seq, batch.SerializeToString())
                 )
@@ -62,7 +76,7 @@ class Spool:
                     self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (excess,))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             return int(seq)
 
@@ -109,7 +123,7 @@ class Spool:
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             return True
 

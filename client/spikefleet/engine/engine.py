@@ -33,8 +33,8 @@ class Engine:
     use several cores.
     """
 
-    def __init__(self, program: Program) -> None:
-        shapes = validate(program)
+    def __init__(self, program: Program, *, max_engine_bytes: int | None = None) -> None:
+        shapes = validate(program, max_engine_bytes=max_engine_bytes)
         self.program = program
         self.input_shape = shapes[0]
         self.input_bits = program.input.bits

@@ -312,9 +312,9 @@ def _or_minus_one(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def encode(program: Program) -> bytes:
+def encode(program: Program, *, max_engine_bytes: int | None = None) -> bytes:
     """The program as FlatBuffers bytes; raises ProgramFormatError if it is inconsistent."""
-    validate(program)
+    validate(program, max_engine_bytes=max_engine_bytes)
     w = _Writer()
     layers = w.offsets([w.layer(layer) for layer in program.layers])
     labels = w.offsets([w.string(label) for label in program.labels])
@@ -514,8 +514,9 @@ def _read_input_spec(table: Table | None) -> InputSpec | None:
         raise ProgramFormatError(f"program input spec is invalid: {exc}") from None
 
 
-def decode(data: bytes) -> Program:
-    """Parse and validate program bytes; anything wrong raises ProgramFormatError."""
+def decode(data: bytes, *, max_engine_bytes: int | None = None) -> Program:
+    """Parse and validate program bytes; anything wrong raises ProgramFormatError.
+    ``max_engine_bytes``: the engine memory cap (see ``validate``)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProgramFormatError(f"program data must be bytes, got {type(data).__name__}")
     root = Buffer(bytes(data)).root(FILE_IDENTIFIER, "program")
@@ -537,5 +538,5 @@ def decode(data: bytes) -> Program:
         fbz=root.bytes(s.fbz, "fbz"),
         input_spec=_read_input_spec(root.table(s.input_spec, "input_spec")),
     )
-    validate(program)
+    validate(program, max_engine_bytes=max_engine_bytes)
     return program

@@ -3,12 +3,19 @@
 The codec calls this on both sides (encode refuses, decode reports), and the
 converter and the akida bridge call it on what they build. Limits are akida
 2.19.3's for Akida 1.0 layers, as measured (see packing.py and shapes.py).
+
+A program is a few hundred bytes however large its input: ``Input(20000,20000,2)``
+followed by one small convolution is a 1 kB file whose engine needs gigabytes.
+So validation also bounds the memory the engine would allocate for it
+(:func:`engine_memory_bytes`) by a cap: ``max_engine_bytes`` where it is passed,
+else ``SPIKEFLEET_MAX_ENGINE_BYTES`` from the environment, else 2 GiB; 0 = no cap.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -140,8 +147,91 @@ def _check_dense(where: str, layer: FullyConnected, previous: Shape) -> None:
     _check_array(where, "threshold", layer.threshold, np.int32, (units,))
 
 
-def validate(program: Program) -> list[Shape]:
-    """Raise ProgramFormatError naming the first inconsistency; return the layer shapes."""
+MAX_ENGINE_BYTES_ENV = "SPIKEFLEET_MAX_ENGINE_BYTES"
+DEFAULT_MAX_ENGINE_BYTES = 2 * 1024**3
+ENGINE_BATCH = 256  # frames the agent runs in one engine batch at most (its read-ahead)
+
+
+def default_max_engine_bytes() -> int:
+    """The cap when none is passed: SPIKEFLEET_MAX_ENGINE_BYTES, else 2 GiB (0 = no cap)."""
+    text = os.environ.get(MAX_ENGINE_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_ENGINE_BYTES
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ProgramFormatError(
+            f"{MAX_ENGINE_BYTES_ENV}={text!r} is not a number of bytes"
+        ) from None
+    return max(0, value)
+
+
+def _conv_positions(size: int, kernel: int, layer: Convolutional) -> int:
+    if layer.padding is Padding.VALID:
+        return max(0, (size - kernel) // layer.stride + 1)
+    return -(-size // layer.stride)
+
+
+def engine_memory_bytes(program: Program, shapes: list[Shape]) -> int:
+    """About what spikefleet's engine allocates for ``program``: its compiled tables plus
+    the working arrays of an ENGINE_BATCH-frame batch (an upper estimate, not a measure)."""
+    total = 0
+    previous = shapes[0]
+    total += ENGINE_BATCH * math.prod(previous)  # the uint8 input frames
+    for layer, shape in zip(program.layers[1:], shapes[1:], strict=True):
+        height, width, channels = previous
+        if isinstance(layer, Convolutional):
+            kh, kw, _, filters = (int(n) for n in layer.weights.shape)
+            out_h = _conv_positions(height, kh, layer)
+            out_w = _conv_positions(width, kw, layer)
+            positions = out_h * out_w
+            if layer.pooling is Pooling.GLOBAL_AVERAGE:
+                # per input position, its folded (C, F) weights, int64, and their uniques
+                total += 3 * 8 * height * width * channels * filters
+            else:
+                # gather tables: index arrays per (position, tap) pair, and the lanes
+                total += 80 * positions * kh * kw + 8 * kh * kw * channels * filters
+            # int32 potentials at every position before pooling, and a padded copy
+            total += ENGINE_BATCH * 2 * 4 * positions * filters
+        elif isinstance(layer, FullyConnected):
+            rows = height * width * channels
+            total += 3 * 8 * rows * int(layer.units) + 8 * rows
+            total += ENGINE_BATCH * 4 * int(layer.units)
+        total += ENGINE_BATCH * 4 * math.prod(shape)
+        previous = shape
+    return total
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_engine_memory(
+    program: Program, shapes: list[Shape], max_engine_bytes: int | None = None
+) -> None:
+    """Refuse a program whose engine would need more memory than the cap."""
+    cap = default_max_engine_bytes() if max_engine_bytes is None else max_engine_bytes
+    if cap <= 0:
+        return
+    needed = engine_memory_bytes(program, shapes)
+    if needed > cap:
+        raise ProgramFormatError(
+            f"program {program.name!r} (input {'x'.join(map(str, shapes[0]))}) would need about "
+            f"{_size(needed)} of engine memory, more than the cap of {_size(cap)}; make the "
+            f"input smaller (crop or downsample the sensor), or raise the cap: "
+            f"{MAX_ENGINE_BYTES_ENV} (agents: max_engine_bytes in agent.toml)"
+        )
+
+
+def validate(program: Program, *, max_engine_bytes: int | None = None) -> list[Shape]:
+    """Raise ProgramFormatError naming the first inconsistency; return the layer shapes.
+    ``max_engine_bytes`` caps the engine memory the program needs (None: the default,
+    see :func:`default_max_engine_bytes`; 0: no cap)."""
     if not isinstance(program, Program):
         raise ProgramFormatError(f"expected a Program, got {type(program).__name__}")
     _check_str("program", "name", program.name)
@@ -189,6 +279,7 @@ def validate(program: Program) -> list[Shape]:
     _check_outputs(program, shapes[-1])
     _check_provenance(program)
     _check_input_spec(program)
+    check_engine_memory(program, shapes, max_engine_bytes)
     return shapes
 
 

@@ -26,7 +26,7 @@ MAX_AGENT_ID = 128
 MAX_LABELS = 64
 MAX_TEXT = 256  # label keys and values, backend, version, health, reason
 MAX_DEVICES = 256
-MAX_DETAIL = 4096  # install report detail
+MAX_DETAIL = 4096  # install report detail: longer ones are cut, not refused
 
 _AGENT_ID = re.compile(r"[^\x00-\x20\x7f]|[^\x00-\x20\x7f][^\x00-\x1f\x7f]*[^\x00-\x20\x7f]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -147,7 +147,6 @@ def install_problem(report: fleet_pb2.InstallReport) -> str | None:
     return _first(
         _sha_problem("InstallReport.sha256", report.sha256),
         _text_problem("InstallReport.reason", report.reason),
-        _text_problem("InstallReport.detail", report.detail, MAX_DETAIL),
         _number_problem(report, "InstallReport."),
     )
 

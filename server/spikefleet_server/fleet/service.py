@@ -409,6 +409,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             if problem:
                 session.end(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 return
+            if len(report.detail) > checks.MAX_DETAIL:
+                report.detail = report.detail[: checks.MAX_DETAIL - 1] + "…"
             record = await self.store.record_install(session.agent_id, report)
             self.metrics.installs.labels(status=record.status).inc()
             log.info(
