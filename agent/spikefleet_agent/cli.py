@@ -61,12 +61,29 @@ def _inventory(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from spikefleet.client.tls import use_tls
     from spikefleet.program.signing import TrustedKeys
-    from spikefleet_agent.config import load_config
+    from spikefleet_agent.config import check_files, load_config
 
     config = load_config(Path(args.config))
+    check_files(config)
     keys = TrustedKeys.load(*config.trusted_keys)
     print(f"{args.config}: ok ({config.backend} backend, {len(keys)} trusted key(s))")
+    tls = config.server.tls()
+    for address in config.server.addresses:
+        if not use_tls(address, tls):
+            how = "plaintext (loopback)" if tls is None else "plaintext (plaintext = true)"
+        elif config.server.tls_cert:
+            how = "mTLS"
+        else:
+            how = "TLS, " + (
+                "CA " + config.server.tls_ca if config.server.tls_ca else "system roots"
+            )
+        print(f"  server {address}: {how}")
+    inference = config.inference
+    how = "mTLS" if inference.tls_client_ca else "TLS" if inference.tls_cert else "plaintext"
+    token = "token" if inference.token_file else "no token"
+    print(f"  inference API {inference.address}: {how}, {token}")
     return 0
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from spikefleet.client.tls import ClientTLS, is_local_address
 from spikefleet.errors import AgentConfigError
 from spikefleet.program.validate import DEFAULT_MAX_ENGINE_BYTES
+from spikefleet.secret_files import warn_if_exposed
 from spikefleet_agent.device.factory import BACKENDS
 
 
@@ -18,7 +20,13 @@ class ServerConfig:
     # "host:port", or a list of them (replicas, tried in turn); "" runs standalone
     address: str | list[str] = ""
     token_file: str = ""
-    tls_ca: str = ""  # PEM of the server's CA; "" dials without TLS (loopback, tests)
+    # TLS to every non-loopback address: the server's CA (PEM; "" = the system roots),
+    # a client certificate and key for an mTLS server, the name to check on its certificate
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = ""
+    plaintext: bool = False  # dial without TLS even off the host (your explicit choice)
     heartbeat_interval_s: float = 5.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -30,7 +38,27 @@ class ServerConfig:
             return [self.address] if self.address else []
         return list(self.address)
 
+    def tls(self) -> ClientTLS | bool | None:
+        """How to dial: False (plaintext, chosen), ClientTLS (settings), None (the rule:
+        TLS unless loopback)."""
+        if self.plaintext:
+            return False
+        settings = ClientTLS(
+            ca=Path(self.tls_ca) if self.tls_ca else None,
+            cert=Path(self.tls_cert) if self.tls_cert else None,
+            key=Path(self.tls_key) if self.tls_key else None,
+            server_name=self.tls_server_name or None,
+        )
+        return None if settings == ClientTLS() else settings
+
     def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise AgentConfigError(
+                "[server] tls_cert and tls_key go together (the agent's client certificate "
+                "for an mTLS server): set both or neither"
+            )
+        if self.plaintext and (self.tls_ca or self.tls_cert):
+            raise AgentConfigError("[server] plaintext = true and TLS settings: choose one")
         address = self.address
         if isinstance(address, str):
             return
@@ -59,6 +87,30 @@ class InferenceConfig:
     max_frames_per_packet: int = 256  # frames one event packet may complete
     max_sensor_pixels: int = 4096 * 4096  # sensor a stream's events may come from
     max_stream_bytes: int = 64 * 1024 * 1024  # buffered events + filter state per stream
+    # TLS for the API (PEM certificate and key); tls_client_ca: require client certificates
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    plaintext: bool = False  # serve a non-local address without TLS (your explicit choice)
+
+    def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise AgentConfigError("[inference] tls_cert and tls_key go together: set both")
+        if self.tls_client_ca and not self.tls_cert:
+            raise AgentConfigError("[inference] tls_client_ca (mTLS) needs tls_cert and tls_key")
+        if _is_local(self.address):
+            return
+        if not self.token_file:
+            raise AgentConfigError(
+                f"inference.address {self.address} is reachable from other hosts: "
+                "set inference.token_file, or listen on 127.0.0.1 or a unix socket"
+            )
+        if not self.tls_cert and not self.plaintext:
+            raise AgentConfigError(
+                f"inference.address {self.address} is reachable from other hosts: set "
+                "inference.tls_cert and tls_key (its token would travel in clear), or "
+                "plaintext = true if the network is yours"
+            )
 
 
 @dataclass
@@ -105,19 +157,25 @@ class AgentConfig:
             value = getattr(self.inference, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise AgentConfigError(f"inference.{key} must be a positive integer, got {value!r}")
-        if not _is_local(self.inference.address) and not self.inference.token_file:
-            raise AgentConfigError(
-                f"inference.address {self.inference.address} is reachable from other hosts: "
-                "set inference.token_file, or listen on 127.0.0.1 or a unix socket"
-            )
+        self.inference.validate()
         return self
 
 
+def check_files(config: AgentConfig) -> None:
+    """The TLS and token files the config names exist (check-config; not at parse time, so
+    an example config can be validated away from its host)."""
+    for section, names in (
+        ("server", ("token_file", "tls_ca", "tls_cert", "tls_key")),
+        ("inference", ("token_file", "tls_cert", "tls_key", "tls_client_ca")),
+    ):
+        for name in names:
+            value = getattr(getattr(config, section), name)
+            if value and not Path(value).is_file():
+                raise AgentConfigError(f"[{section}] {name} {value} does not exist")
+
+
 def _is_local(address: str) -> bool:
-    if address.startswith("unix:"):
-        return True
-    host = address.rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
+    return is_local_address(address)
 
 
 def _section(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -153,12 +211,14 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
     config.lock_dir = base / Path(config.lock_dir)
     config.trusted_keys = [base / Path(p) for p in config.trusted_keys]
     config.labels = {str(k): str(v) for k, v in dict(config.labels).items()}
-    for attr in ("token_file", "tls_ca"):
+    for attr in ("token_file", "tls_ca", "tls_cert", "tls_key"):
         value = getattr(config.server, attr)
         if value:
             setattr(config.server, attr, str(base / value))
-    if config.inference.token_file:
-        config.inference.token_file = str(base / config.inference.token_file)
+    for attr in ("token_file", "tls_cert", "tls_key", "tls_client_ca"):
+        value = getattr(config.inference, attr)
+        if value:
+            setattr(config.inference, attr, str(base / value))
     return config.validate()
 
 
@@ -181,6 +241,7 @@ def read_token(path: str) -> str:
         token = Path(path).read_text().strip()
     except OSError as exc:
         raise AgentConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+    warn_if_exposed(path, "token file")
     if not token:
         raise AgentConfigError(f"token file {path} is empty")
     return token

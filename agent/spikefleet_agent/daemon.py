@@ -138,6 +138,9 @@ class Agent:
             token=read_token(cfg.inference.token_file),
             max_streams=cfg.inference.max_streams,
             max_message_bytes=cfg.inference.max_message_bytes,
+            tls_cert=cfg.inference.tls_cert,
+            tls_key=cfg.inference.tls_key,
+            tls_client_ca=cfg.inference.tls_client_ca,
         )
         self.inference_port = self._server.port
         if cfg.telemetry.metrics_port > 0:
@@ -157,7 +160,7 @@ class Agent:
                 on_assignment=self._on_assignment,
                 spool=self.spool,
                 token=read_token(cfg.server.token_file),
-                tls_ca=cfg.server.tls_ca,
+                tls=cfg.server.tls(),
                 heartbeat_interval_s=cfg.server.heartbeat_interval_s,
                 reconnect_min_s=cfg.server.reconnect_min_s,
                 reconnect_max_s=cfg.server.reconnect_max_s,

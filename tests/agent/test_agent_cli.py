@@ -57,3 +57,31 @@ def test_version_names_the_agent(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"spikefleet-agent {__version__}"
+
+
+def test_check_config_says_how_each_channel_is_protected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from agent_helpers import make_key
+
+    make_key(tmp_path / "keys")
+    (tmp_path / "t").write_text("token")
+    config = tmp_path / "agent.toml"
+    base = 'trusted_keys = ["keys"]\n'
+    config.write_text(
+        base + '[server]\naddress = ["fleet.example:7443", "127.0.0.1:7443"]\n'
+        '[inference]\naddress = "0.0.0.0:50061"\ntoken_file = "t"\nplaintext = true\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "server fleet.example:7443: TLS, system roots" in out
+    assert "server 127.0.0.1:7443: plaintext (loopback)" in out
+    assert "inference API 0.0.0.0:50061: plaintext, token" in out
+
+    config.write_text(base + '[server]\naddress = "fleet.example:7443"\ntls_ca = "none.pem"\n')
+    assert main(["check-config", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "tls_ca" in err and "does not exist" in err

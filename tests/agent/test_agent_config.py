@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from spikefleet.errors import AgentConfigError
-from spikefleet_agent.config import load_config, parse_config
+from spikefleet_agent.config import check_files, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.toml"
 
@@ -32,10 +32,50 @@ def test_trusted_keys_are_required() -> None:
         parse_config({})
 
 
-def test_exposed_inference_api_needs_a_token() -> None:
+def test_exposed_inference_api_needs_a_token_and_tls_or_an_explicit_plaintext() -> None:
     with pytest.raises(AgentConfigError, match="token_file"):
         parse_config({"trusted_keys": ["k"], "inference": {"address": "0.0.0.0:50061"}})
-    parse_config({"trusted_keys": ["k"], "inference": {"address": "0.0.0.0:1", "token_file": "t"}})
+    with pytest.raises(AgentConfigError, match=r"tls_cert and tls_key \(its token would travel"):
+        parse_config(
+            {"trusted_keys": ["k"], "inference": {"address": "0.0.0.0:1", "token_file": "t"}}
+        )
+    inference = {"address": "0.0.0.0:1", "token_file": "t", "plaintext": True}
+    parse_config({"trusted_keys": ["k"], "inference": inference})
+
+
+def test_tls_settings_are_checked_and_resolved_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "edge.pem").write_text("cert")
+    (tmp_path / "edge.key").write_text("key")
+    server = {"address": "fleet.example:7443", "tls_ca": "ca.pem"}
+    config = parse_config(
+        {
+            "trusted_keys": ["k"],
+            "server": {**server, "tls_cert": "edge.pem", "tls_key": "edge.key"},
+        },
+        tmp_path,
+    )
+    tls = config.server.tls()
+    assert not isinstance(tls, bool) and tls is not None
+    assert (tls.ca, tls.cert, tls.key) == (
+        tmp_path / "ca.pem",
+        tmp_path / "edge.pem",
+        tmp_path / "edge.key",
+    )
+    with pytest.raises(AgentConfigError, match="tls_cert and tls_key go together"):
+        parse_config(
+            {"trusted_keys": ["k"], "server": {**server, "tls_cert": "edge.pem"}}, tmp_path
+        )
+    with pytest.raises(AgentConfigError, match=r"tls_ca .*missing\.pem does not exist"):
+        check_files(
+            parse_config({"trusted_keys": ["k"], "server": {"tls_ca": "missing.pem"}}, tmp_path)
+        )
+    plain = parse_config(
+        {"trusted_keys": ["k"], "server": {"address": "fleet.example:7443", "plaintext": True}}
+    )
+    assert plain.server.tls() is False
+    default = parse_config({"trusted_keys": ["k"], "server": {"address": "fleet.example:7443"}})
+    assert default.server.tls() is None  # the rule: TLS, as the address is not loopback
 
 
 def test_typos_are_reported_with_the_known_keys() -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 import structlog
 
+from spikefleet.client.tls import ClientTLS, open_channel
 from spikefleet.errors import InstallError, KeyFileError
 from spikefleet.program.signing import Endorsement, PublicKey
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -74,6 +75,7 @@ class ControlChannel:
         spool: Spool,
         token: str = "",
         tls_ca: str = "",
+        tls: ClientTLS | bool | None = None,
         heartbeat_interval_s: float = 5.0,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
@@ -88,7 +90,10 @@ class ControlChannel:
         self._on_assignment = on_assignment
         self._spool = spool
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._tls_ca = tls_ca
+        # TLS unless the address is loopback (tls None); tls_ca alone: that CA
+        self._tls: ClientTLS | bool | None = tls
+        if tls is None and tls_ca:
+            self._tls = ClientTLS(ca=Path(tls_ca))
         self._heartbeat_s = heartbeat_interval_s
         self._min_s, self._max_s = reconnect_min_s, reconnect_max_s
         self._on_connected = on_connected or (lambda up: None)
@@ -187,10 +192,8 @@ class ControlChannel:
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.service_config", SERVICE_CONFIG),
         ]
-        if self._tls_ca:
-            creds = grpc.ssl_channel_credentials(root_certificates=Path(self._tls_ca).read_bytes())
-            return grpc.secure_channel(self.address, creds, options=options)
-        return grpc.insecure_channel(self.address, options=options)
+        channel: grpc.Channel = open_channel(self.address, self._tls, options)
+        return channel
 
     def _run(self) -> None:
         failures = 0

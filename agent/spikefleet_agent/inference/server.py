@@ -11,11 +11,13 @@ import asyncio
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from spikefleet.errors import AgentConfigError
+from spikefleet.secret_files import read_secret
 from spikefleet.v1 import inference_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_agent.inference.service import InferenceService
@@ -93,8 +95,21 @@ def serve(
     token: str = "",
     max_streams: int = 64,
     max_message_bytes: int = 16 * 1024 * 1024,
+    tls_cert: str = "",
+    tls_key: str = "",
+    tls_client_ca: str = "",
 ) -> InferenceServer:
-    """Start the server on its own event-loop thread and return it."""
+    """Start the server on its own event-loop thread and return it; with ``tls_cert`` and
+    ``tls_key`` it serves TLS, and with ``tls_client_ca`` only to clients whose
+    certificate that CA signed (mTLS)."""
+    credentials = None
+    if tls_cert and tls_key:
+        client_ca = Path(tls_client_ca).read_bytes() if tls_client_ca else None
+        credentials = grpc.ssl_server_credentials(
+            [(read_secret(Path(tls_key), "TLS key"), Path(tls_cert).read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
     running = InferenceServer(service, asyncio.new_event_loop())
     running._thread.start()
 
@@ -114,7 +129,10 @@ def serve(
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(service, server)
         running._server = server
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
         await server.start()
         return port
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from spikefleet.client.tls import ClientTLS, open_channel
 from spikefleet.errors import AgentRequestError, EngineError, FrameError
 from spikefleet.v1 import inference_pb2, inference_pb2_grpc
 
@@ -166,9 +167,13 @@ class AgentClient:
         token: str | None = None,
         timeout: float | None = 30.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        tls: ClientTLS | bool | None = None,
     ) -> None:
+        """``tls``: None (default) is TLS unless the address is loopback or a unix socket;
+        a :class:`ClientTLS` names the agent's CA and a client certificate; False is
+        plaintext, explicitly."""
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
+        self._channel = open_channel(address, tls, _channel_options(max_message_bytes))
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
@@ -319,11 +324,10 @@ class AsyncAgentClient:
         token: str | None = None,
         timeout: float | None = 30.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        tls: ClientTLS | bool | None = None,
     ) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address, options=_channel_options(max_message_bytes)
-        )
+        self._channel = open_channel(address, tls, _channel_options(max_message_bytes), aio=True)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()

@@ -20,6 +20,7 @@ import numpy as np
 from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary, RolloutsClient
+from spikefleet.client.tls import ClientTLS, open_channel, use_tls
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
 from spikefleet.events.spec import InputSpec
 from spikefleet.v1 import (
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
     from spikefleet.client.telemetry import TelemetrySummary
 
 CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ClientTLS:
-    """Verify the server with ``ca`` (system roots when None); ``cert``/``key`` for mTLS;
-    ``server_name`` overrides the name checked against the certificate."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,11 @@ class Programs:
         )
 
     def get(self, ref: str, version: int | None = None) -> bytes:
-        """The signed program (a SignedProgram envelope), checked against its sha256."""
+        """The signed program (a SignedProgram envelope), checked against its sha256: the
+        digest of the program bytes it holds must equal both the envelope's claim and the
+        sha256 the server announced (a program changed in the registry after it was
+        signed is refused here, not saved)."""
+        from spikefleet.errors import SignatureError
         from spikefleet.program.signing import SignedProgram
 
         parts: list[bytes] = []
@@ -165,8 +159,17 @@ class Programs:
         data = b"".join(parts)
         if info is None or len(data) != info.size:
             raise ServerError(f"program {ref} arrived incomplete ({len(data)} bytes); retry")
-        if SignedProgram.from_bytes(data).sha256 != info.sha256:
-            raise ServerError(f"program {ref} arrived with a different sha256 than announced")
+        try:
+            envelope = SignedProgram.from_bytes(data)
+        except SignatureError as exc:
+            raise ServerError(f"program {ref} is not a signed program envelope: {exc}") from None
+        actual = hashlib.sha256(envelope.program).hexdigest()
+        if envelope.sha256 != info.sha256 or actual != info.sha256:
+            raise ServerError(
+                f"program {ref}: its bytes hash to {actual}, but the server announced "
+                f"{info.sha256} (and the envelope claims {envelope.sha256}): the registry copy "
+                "is damaged or was tampered with; nothing was saved"
+            )
         return data
 
     def delete(self, ref: str, version: int | None = None) -> ProgramInfo:
@@ -190,15 +193,18 @@ class DeletedAgent:
 
 
 class Client:
-    """A connection to spikefleet-server. Plaintext unless ``tls`` is given (the server
-    allows plaintext on loopback only); ``token`` is sent as a bearer token."""
+    """A connection to spikefleet-server; ``token`` is sent as a bearer token.
+
+    TLS unless the address is loopback (``tls=None``, the default; system roots verify
+    the server unless a :class:`ClientTLS` names a CA); ``tls=False`` chooses plaintext
+    explicitly, which the server accepts on loopback only."""
 
     def __init__(
         self,
         address: str,
         *,
         token: str | None = None,
-        tls: ClientTLS | bool = False,
+        tls: ClientTLS | bool | None = None,
         timeout: float | None = 30.0,
     ) -> None:
         self.address = address
@@ -206,14 +212,8 @@ class Client:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        self.secure = tls is not False
-        if tls is False:
-            self.channel = grpc.insecure_channel(address)
-        else:
-            settings = tls if isinstance(tls, ClientTLS) else ClientTLS()
-            self.channel = grpc.secure_channel(
-                address, _credentials(settings), _channel_options(settings)
-            )
+        self.secure = use_tls(address, tls)
+        self.channel = open_channel(address, tls)
         self.programs = Programs(self)
         self.rollouts = RolloutsClient(self.channel, self._metadata, timeout, address)
         self._converter = converter_pb2_grpc.ConverterServiceStub(self.channel)
@@ -451,27 +451,3 @@ def _calibration_npz(frames: np.ndarray | None, labels: np.ndarray | None) -> by
         arrays["labels"] = np.asarray(labels)
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
-
-
-def _credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
-    def read(path: Path | None) -> bytes | None:
-        if path is None:
-            return None
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise SpikefleetError(f"cannot read TLS file {path}: {exc.strerror}") from None
-
-    if (tls.cert is None) != (tls.key is None):
-        raise SpikefleetError("mTLS needs both a client certificate and its key")
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(tls.ca),
-        private_key=read(tls.key),
-        certificate_chain=read(tls.cert),
-    )
-
-
-def _channel_options(tls: ClientTLS) -> list[tuple[str, str]]:
-    if tls.server_name:
-        return [("grpc.ssl_target_name_override", tls.server_name)]
-    return []
