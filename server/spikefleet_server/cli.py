@@ -13,6 +13,7 @@ from typing import Any
 
 from spikefleet.errors import SpikefleetError
 from spikefleet.logsetup import FORMATS
+from spikefleet.secret_files import write_secret
 from spikefleet_server import __version__
 from spikefleet_server.auth import Role
 from spikefleet_server.config import hash_token, load_config
@@ -104,7 +105,16 @@ def _token_create(args: argparse.Namespace) -> int:
     if args.agent and role is not Role.AGENT:
         print(f"error: --agent applies to role agent only, not {role.value}", file=sys.stderr)
         return 2
-    print(token)
+    if args.output is not None:
+        if args.output.exists() and not args.force:
+            print(
+                f"error: {args.output} exists; choose another -o or pass --force", file=sys.stderr
+            )
+            return 2
+        write_secret(args.output, (token + "\n").encode())  # mode 0600 from the first byte
+        print(f"# token written to {args.output} (mode 0600)", file=sys.stderr)
+    else:
+        print(token)
     entry = (
         f'\n# add to the server config:\n[[tokens]]\nname = "{args.name}"\n'
         f'role = "{role.value}"\nsha256 = "{hash_token(token)}"'
@@ -203,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="agent tokens: an agent id (or shell pattern) the token may register as; repeatable",
     )
+    create.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the token to FILE (mode 0600) instead of stdout",
+    )
+    create.add_argument("--force", action="store_true", help="replace an existing FILE")
     create.set_defaults(func=_token_create)
 
     keys = sub.add_parser("keys", help="signing keys: make one, endorse it for rotation")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from spikefleet import __version__
 from spikefleet.cli.advice import cli_advice
@@ -28,8 +29,35 @@ COMMAND_MODULES = [
 ]
 
 
+SECRET_OPTIONS = ("--token",)
+
+
+def _secrets(argv: list[str]) -> list[str]:
+    """The values given to secret options in ``argv`` (``--token X``, ``--token=X``)."""
+    found = []
+    for i, arg in enumerate(argv):
+        for option in SECRET_OPTIONS:
+            if arg == option and i + 1 < len(argv):
+                found.append(argv[i + 1])
+            elif arg.startswith(option + "="):
+                found.append(arg[len(option) + 1 :])
+    return [value for value in found if value]
+
+
+class RedactingParser(argparse.ArgumentParser):
+    """Usage errors repeat what was typed ("unrecognized arguments: --token abc"): a token
+    must not reach terminals and CI logs that way, so its value is masked."""
+
+    def error(self, message: str) -> NoReturn:
+        for secret in _secrets(sys.argv[1:] if self._argv is None else self._argv):
+            message = message.replace(secret, "***")
+        super().error(message)
+
+    _argv: list[str] | None = None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RedactingParser(
         prog="spikefleet",
         description="Deploy SNNTorch spiking networks to BrainChip Akida edge hardware.",
     )
@@ -44,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    RedactingParser._argv = None if argv is None else list(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

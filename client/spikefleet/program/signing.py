@@ -141,6 +141,9 @@ class SigningKey:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:
         pem = _read_key_file(path)
+        from spikefleet.secret_files import warn_if_exposed
+
+        warn_if_exposed(path, "private key")
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as exc:
