@@ -78,9 +78,22 @@ def remote(port: int) -> str:
 
 
 def test_the_rule_tls_unless_loopback_or_explicitly_plaintext() -> None:
-    for local in ("127.0.0.1:7443", "[::1]:7443", "localhost:7443", "unix:///run/a.sock"):
+    for local in (
+        "127.0.0.1:7443",
+        "[::1]:7443",
+        "localhost:7443",
+        "unix:///run/a.sock",
+        "ipv4:127.0.0.1:7443,127.0.0.2:7443",
+    ):
         assert is_local_address(local) and not use_tls(local, None)
-    for far in ("10.0.0.5:7443", "server.example:7443", "[2001:db8::1]:7443", "0.0.0.0:1"):
+    for far in (
+        "10.0.0.5:7443",
+        "server.example:7443",
+        "[2001:db8::1]:7443",
+        "0.0.0.0:1",
+        "ipv4:127.0.0.1:7443,10.0.0.5:7443",
+        "dns:///server.example:7443",
+    ):
         assert not is_local_address(far) and use_tls(far, None)
     assert not use_tls("server.example:7443", False)  # the caller's explicit choice
     assert use_tls("127.0.0.1:7443", True)

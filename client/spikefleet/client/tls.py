@@ -49,9 +49,14 @@ def host_of(address: str) -> str:
 
 
 def is_local_address(address: str) -> bool:
-    """Whether ``address`` never leaves the host: a unix socket or a loopback host."""
+    """Whether ``address`` never leaves the host: a unix socket or a loopback host (for
+    gRPC's ``ipv4:a:p,b:p`` lists, every address in the list)."""
     if address.startswith(("unix:", "unix-abstract:")):
         return True
+    for prefix in ("ipv4:", "ipv6:"):
+        if address.startswith(prefix) and "," in address:
+            parts = address[len(prefix) :].split(",")
+            return all(is_local_address(prefix + part.strip()) for part in parts)
     host = host_of(address)
     if host == "localhost":
         return True
