@@ -44,6 +44,7 @@ REQUIRED_PAGES = [
     "program-format.md",
     "brainchip.md",
     "training-to-edge.md",
+    "security.md",
 ]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 SEPARATORS = {"|", "||", "&&", ";", "&"}
