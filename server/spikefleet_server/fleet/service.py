@@ -352,19 +352,21 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
                 # dropped mid-Register): after the Register write, so the agent never
                 # stays "connected"
                 done = asyncio.ensure_future(self._disconnected(agent_id))
-                try:
-                    recorded = await asyncio.shield(done)
-                except asyncio.CancelledError:
-                    recorded = True
-                if recorded:
-                    log.info("fleet.disconnected", agent_id=agent_id)
-                    self._emit(FleetEvent("disconnected", agent_id))
+                done.add_done_callback(lambda f: self._announce_disconnect(agent_id, f))
+                # cancelled meanwhile: the write still lands, and the call ends CANCELLED
+                await asyncio.shield(done)
         except Exception:
             log.exception("fleet.disconnect_not_recorded", agent_id=agent_id)
         finally:
             self._handlers -= 1
             if self._handlers == 0:
                 self._idle.set()
+
+    def _announce_disconnect(self, agent_id: str, done: asyncio.Future[bool]) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result():
+            return
+        log.info("fleet.disconnected", agent_id=agent_id)
+        self._emit(FleetEvent("disconnected", agent_id))
 
     async def _read(
         self, session: _Session, requests: AsyncIterator[fleet_pb2.AgentMessage]
