@@ -97,8 +97,12 @@ def _guard_behavior(behavior: Callable[..., Any], request_streaming: bool) -> Ca
                 context = _GuardedContext(context)
             elif isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            async for response in behavior(request, context):
-                yield response
+            responses = behavior(request, context)
+            try:
+                async for response in responses:
+                    yield response
+            finally:  # its clean-up runs now, not whenever the collector finds it
+                await responses.aclose()
 
         return async_gen
     if inspect.iscoroutinefunction(behavior):
