@@ -13,18 +13,13 @@ from typing import Any
 
 import grpc
 
-from spikefleet.client.client import (
-    Assignment,
-    ClientTLS,
-    ProgramInfo,
-    _channel_options,
-    _credentials,
-)
+from spikefleet.client.client import Assignment, ProgramInfo, check_program_bytes
 from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary
 from spikefleet.client.telemetry import TelemetrySummary, parse_time
-from spikefleet.errors import ServerError, SpikefleetError
+from spikefleet.client.tls import ClientTLS, open_channel
+from spikefleet.errors import SpikefleetError
 from spikefleet.v1 import (
     fleet_pb2,
     fleet_pb2_grpc,
@@ -75,7 +70,6 @@ class AsyncPrograms:
 
     async def get(self, ref: str, version: int | None = None) -> bytes:
         """The signed program (a SignedProgram envelope), checked against its sha256."""
-        from spikefleet.program.signing import SignedProgram
 
         request = await self._ref(ref, version)
         parts: list[bytes] = []
@@ -90,23 +84,21 @@ class AsyncPrograms:
         except grpc.RpcError as error:
             raise from_rpc_error(error, self._client.address) from None
         data = b"".join(parts)
-        if info is None or len(data) != info.size:
-            raise ServerError(f"program {ref} arrived incomplete ({len(data)} bytes); retry")
-        if SignedProgram.from_bytes(data).sha256 != info.sha256:
-            raise ServerError(f"program {ref} arrived with a different sha256 than announced")
+        check_program_bytes(ref, data, info)
         return data
 
 
 class AsyncClient:
     """A grpc.aio connection to spikefleet-server; use it inside a running event loop.
-    Plaintext unless ``tls`` is given (the server allows plaintext on loopback only)."""
+    TLS unless the address is loopback (``tls=None``), as :class:`spikefleet.Client`;
+    ``tls=False`` chooses plaintext explicitly (the server allows it on loopback only)."""
 
     def __init__(
         self,
         address: str,
         *,
         token: str | None = None,
-        tls: ClientTLS | bool = False,
+        tls: ClientTLS | bool | None = None,
         timeout: float | None = 30.0,
     ) -> None:
         self.address = address
@@ -114,13 +106,7 @@ class AsyncClient:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        if tls is False:
-            self.channel = grpc.aio.insecure_channel(address)
-        else:
-            settings = tls if isinstance(tls, ClientTLS) else ClientTLS()
-            self.channel = grpc.aio.secure_channel(
-                address, _credentials(settings), _channel_options(settings)
-            )
+        self.channel = open_channel(address, tls, aio=True)
         self.programs = AsyncPrograms(self)
         self._rollouts = rollout_pb2_grpc.RolloutsStub(self.channel)
 

@@ -147,9 +147,6 @@ class Programs:
         digest of the program bytes it holds must equal both the envelope's claim and the
         sha256 the server announced (a program changed in the registry after it was
         signed is refused here, not saved)."""
-        from spikefleet.errors import SignatureError
-        from spikefleet.program.signing import SignedProgram
-
         parts: list[bytes] = []
         info: ProgramInfo | None = None
         for message in self._client._stream(self._stub.Get, self._sha256(ref, version)):
@@ -157,19 +154,7 @@ class Programs:
                 info = ProgramInfo.from_message(message.info)
             parts.append(message.chunk)
         data = b"".join(parts)
-        if info is None or len(data) != info.size:
-            raise ServerError(f"program {ref} arrived incomplete ({len(data)} bytes); retry")
-        try:
-            envelope = SignedProgram.from_bytes(data)
-        except SignatureError as exc:
-            raise ServerError(f"program {ref} is not a signed program envelope: {exc}") from None
-        actual = hashlib.sha256(envelope.program).hexdigest()
-        if envelope.sha256 != info.sha256 or actual != info.sha256:
-            raise ServerError(
-                f"program {ref}: its bytes hash to {actual}, but the server announced "
-                f"{info.sha256} (and the envelope claims {envelope.sha256}): the registry copy "
-                "is damaged or was tampered with; nothing was saved"
-            )
+        check_program_bytes(ref, data, info)
         return data
 
     def delete(self, ref: str, version: int | None = None) -> ProgramInfo:
@@ -180,6 +165,28 @@ class Programs:
         """key id -> PEM of the public keys the server signs with."""
         reply = self._client._call(self._stub.TrustedKeys, registry_pb2.TrustedKeysRequest())
         return {k.key_id: bytes(k.pem) for k in reply.keys}
+
+
+def check_program_bytes(ref: str, data: bytes, info: ProgramInfo | None) -> None:
+    """Refuse a fetched program unless it is complete and the sha256 of the program bytes
+    it holds equals both the sha256 the server announced and its envelope's claim (a
+    registry file changed after it was signed is refused, not saved)."""
+    from spikefleet.errors import SignatureError
+    from spikefleet.program.signing import SignedProgram
+
+    if info is None or len(data) != info.size:
+        raise ServerError(f"program {ref} arrived incomplete ({len(data)} bytes); retry")
+    try:
+        envelope = SignedProgram.from_bytes(data)
+    except SignatureError as exc:
+        raise ServerError(f"program {ref} is not a signed program envelope: {exc}") from None
+    actual = hashlib.sha256(envelope.program).hexdigest()
+    if envelope.sha256 != info.sha256 or actual != info.sha256:
+        raise ServerError(
+            f"program {ref}: its bytes hash to {actual}, but the server announced "
+            f"{info.sha256} (and the envelope claims {envelope.sha256}): the registry copy "
+            "is damaged or was tampered with; nothing was saved"
+        )
 
 
 @dataclass(frozen=True)
