@@ -4,34 +4,66 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from spikefleet.errors import RolloutSpecError
 
-# Rollout states.
-RUNNING = "running"
-PAUSED = "paused"
-SUCCEEDED = "succeeded"
-ROLLING_BACK = "rolling-back"
-ROLLED_BACK = "rolled-back"
-ABORTED = "aborted"
+
+class RolloutState(StrEnum):
+    """Where a rollout is; the values are the wire's (Rollout.state)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+    ABORTED = "aborted"
+
+
+class Stage(StrEnum):
+    """Stages of a running phase: canary = shadow (when an agreement gate is set), install,
+    bake; every wave = install, bake. "" while rolling back."""
+
+    SHADOW = "shadow"
+    INSTALL = "install"
+    BAKE = "bake"
+
+
+class AgentStatus(StrEnum):
+    """One agent's status within a rollout (RolloutAgent.status on the wire). Its
+    "rolling-back"/"rolled-back" share the strings of RolloutState's but are another type."""
+
+    PENDING = "pending"
+    SHADOWING = "shadowing"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    FAILED = "failed"
+    OFFLINE = "offline"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+
+
+RUNNING = RolloutState.RUNNING
+PAUSED = RolloutState.PAUSED
+SUCCEEDED = RolloutState.SUCCEEDED
+ROLLING_BACK = RolloutState.ROLLING_BACK
+ROLLED_BACK = RolloutState.ROLLED_BACK
+ABORTED = RolloutState.ABORTED
 ACTIVE_STATES = frozenset({RUNNING, PAUSED, ROLLING_BACK})
 FINAL_STATES = frozenset({SUCCEEDED, ROLLED_BACK, ABORTED})
 
-# Stages of a running phase: canary = shadow (when an agreement gate is set), install, bake;
-# every wave = install, bake.
-SHADOW = "shadow"
-INSTALL = "install"
-BAKE = "bake"
+SHADOW = Stage.SHADOW
+INSTALL = Stage.INSTALL
+BAKE = Stage.BAKE
 
-# Per-agent status within a rollout.
-PENDING = "pending"
-SHADOWING = "shadowing"
-INSTALLING = "installing"
-INSTALLED = "installed"
-FAILED = "failed"
-OFFLINE = "offline"
-AGENT_ROLLING_BACK = "rolling-back"
-AGENT_ROLLED_BACK = "rolled-back"
+PENDING = AgentStatus.PENDING
+SHADOWING = AgentStatus.SHADOWING
+INSTALLING = AgentStatus.INSTALLING
+INSTALLED = AgentStatus.INSTALLED
+FAILED = AgentStatus.FAILED
+OFFLINE = AgentStatus.OFFLINE
+AGENT_ROLLING_BACK = AgentStatus.ROLLING_BACK
+AGENT_ROLLED_BACK = AgentStatus.ROLLED_BACK
 
 DEFAULT_INSTALL_TIMEOUT_S = 120.0
 SHA256_HEX = 64
