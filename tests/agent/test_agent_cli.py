@@ -62,10 +62,7 @@ def test_version_names_the_agent(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_config_says_how_each_channel_is_protected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from agent_helpers import make_key
+    from support.agent import make_key
 
     make_key(tmp_path / "keys")
     (tmp_path / "t").write_text("token")

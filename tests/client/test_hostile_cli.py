@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from server_helpers import TOKENS
+from support.server import TOKENS
 
 from spikefleet.cli.main import main
 from spikefleet.program.signing import SignedProgram, SigningKey

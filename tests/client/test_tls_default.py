@@ -140,10 +140,7 @@ def test_the_agent_client_dials_tls_to_a_remote_address_by_default(
 def test_the_agent_control_channel_dials_tls_to_a_remote_server_by_default(
     listener: FirstBytes, tmp_path: Path
 ) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
-    from agent_helpers import make_key
+    from support.agent import make_key
 
     from spikefleet_agent.config import AgentConfig, InferenceConfig, ServerConfig
     from spikefleet_agent.daemon import Agent

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agent_helpers import make_program
-from fleet_helpers import FleetServer, wait_for
+from fleet_helpers import FleetServer
 from fleet_processes import AgentChild
+from support.agent import make_program
+from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.program.codec import encode

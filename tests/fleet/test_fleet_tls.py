@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from agent_helpers import make_key
 from fleet_processes import BIN, AgentChild, Child
+from support.agent import make_key
 
 from spikefleet.client import Client, ClientTLS
 from spikefleet.client.agent import AgentClient

@@ -28,12 +28,11 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fleet"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
-from agent_helpers import make_key, make_program, signed_program
 from fleet_processes import AgentChild
-from server_helpers import TOKENS
-from server_process import ServerProcess
+from server_process import serve
+from support.agent import make_key, make_program, signed_program
+from support.server import TOKENS
 
 from spikefleet.program.signing import TrustedKeys
 from spikefleet.v1 import (
@@ -225,7 +224,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         for role, token in TOKENS.items()
     )
     (root / "server.toml").write_text(f"drain_seconds = 1\nworkers = 1\n{tokens}")
-    with ServerProcess(root / "server.toml", root / "data") as process:
+    with serve(root / "server.toml", root / "data") as process:
         yield Target(f"127.0.0.1:{process.port}", process.process.pid, TOKENS["admin"])
         assert process.process.poll() is None, "the server died"
 
