@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-from certs import CertificateAuthority
+from support.certs import CertificateAuthority
 from support.server import TOKENS, running_server
 
 from spikefleet.client.connect import client_from_args

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,12 @@ import grpc
 import pytest
 from fleet_processes import BIN, AgentChild, Child
 from support.agent import make_key
+from support.certs import CertificateAuthority, Issued
 
 from spikefleet.client import Client, ClientTLS
 from spikefleet.client.agent import AgentClient
 from spikefleet.errors import AgentRequestError, SpikefleetError
 from spikefleet_server.config import hash_token
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
-
-from certs import CertificateAuthority, Issued
 
 pytestmark = pytest.mark.slow
 

@@ -26,12 +26,11 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fleet"))
 
 from fleet_processes import AgentChild
-from server_process import serve
 from support.agent import make_key, make_program, signed_program
+from support.processes import serve
 from support.server import TOKENS
 
 from spikefleet.program.signing import TrustedKeys

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from certs import CertificateAuthority
+from support.certs import CertificateAuthority
 from support.server import TOKENS, running_server
 
 from spikefleet.client import Client, ClientTLS

@@ -111,3 +111,20 @@ class ServerProcess(Child):
 
     def __enter__(self) -> ServerProcess:
         return self
+
+
+def serve(config: Path, data_dir: Path) -> ServerProcess:
+    """``spikefleet-server serve`` on a free loopback port, plaintext, with a data dir."""
+    return ServerProcess(
+        [
+            SERVER,
+            "serve",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-loopback",
+        ]
+    )
