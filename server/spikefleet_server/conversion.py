@@ -287,14 +287,26 @@ class ConversionPool:
         log.warning("conversion.workers_killed", pids=processes)
         self._discard(pool)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the workers, waiting up to ``timeout`` seconds before killing the rest: a
+        worker killed mid-write (a conversion past its time limit) can leave the progress
+        queue's lock held, and the others' queue threads then never let them exit."""
         if self._closed:
             return
         self._closed = True
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + timeout
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    log.warning("conversion.worker_killed_at_shutdown", pid=process.pid)
+                    process.kill()
+                    process.join(1)
         self._events.put(None)
         self._dispatcher.join(timeout=5)
+        self._events.cancel_join_thread()  # never hang the server's exit on a held queue lock
         self._events.close()
