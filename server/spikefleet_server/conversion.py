@@ -66,6 +66,9 @@ def _init_worker(progress_queue: Any, log_level: str) -> None:
 
     global _worker_queue
     _worker_queue = progress_queue
+    # Progress is best effort: a worker must exit even when the queue cannot be flushed
+    # (a sibling killed mid-write leaves its lock held).
+    progress_queue.cancel_join_thread()
     logs.configure(log_level)
 
 
