@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_processes import BIN, AgentChild, ServerChild, ServerSetup, write_agent_config
 from support.agent import make_program, random_frames
+from support.fleet_processes import BIN, AgentChild, ServerChild, ServerSetup, write_agent_config
 
 from spikefleet.client.agent import AgentClient
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_processes import AgentChild, ServerChild, ServerSetup, write_agent_config
 from support.agent import make_program
+from support.fleet_processes import AgentChild, ServerChild, ServerSetup, write_agent_config
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.program.signing import SigningKey

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fleet_helpers import FleetServer
-from fleet_processes import AgentChild
 from support.agent import make_program
+from support.fleet_processes import AgentChild
 from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient

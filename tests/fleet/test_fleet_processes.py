@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fleet_processes import (
+from support.agent import make_program, random_frames, tamper
+from support.fleet_processes import (
     ADMIN_TOKEN,
     AgentChild,
     ServerChild,
     ServerSetup,
     write_agent_config,
 )
-from support.agent import make_program, random_frames, tamper
 
 from spikefleet.cli.main import main
 from spikefleet.client.agent import AgentClient

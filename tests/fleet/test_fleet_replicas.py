@@ -14,9 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fleet_processes import ADMIN_TOKEN, AgentChild, ServerChild, ServerSetup, write_agent_config
 from support.agent import make_program
 from support.aio import Blocking
+from support.fleet_processes import (
+    ADMIN_TOKEN,
+    AgentChild,
+    ServerChild,
+    ServerSetup,
+    write_agent_config,
+)
 
 from spikefleet.client import Client
 from spikefleet.client.agent import AgentClient

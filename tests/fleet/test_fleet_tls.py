@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fleet_processes import BIN, AgentChild, Child
 from support.agent import make_key
 from support.certs import CertificateAuthority, Issued
+from support.fleet_processes import BIN, AgentChild, Child
 
 from spikefleet.client import Client, ClientTLS
 from spikefleet.client.agent import AgentClient

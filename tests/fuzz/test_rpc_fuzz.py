@@ -12,7 +12,6 @@ flipped, dropped or appended.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fleet"))
-
-from fleet_processes import AgentChild
 from support.agent import make_key, make_program, signed_program
+from support.fleet_processes import AgentChild
 from support.processes import serve
 from support.server import TOKENS
 

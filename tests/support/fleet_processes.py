@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from support.processes import BIN, Child, ServerProcess
 
 from spikefleet.program.codec import encode
 from spikefleet.program.model import Program
@@ -19,6 +18,7 @@ from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
 from spikefleet_server.telemetry import TelemetryRecord, TelemetryStore
+from support.processes import BIN, Child, ServerProcess
 
 AGENT_TOKEN = "agent-token-for-tests"
 ADMIN_TOKEN = "admin-token-for-tests"
