@@ -25,8 +25,9 @@ def signing_key(tmp_path: Path) -> SigningKey:
 
 
 @pytest.fixture
-def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
-    server = FleetServer(tmp_path / "server.sqlite").start()
+def fleet_server(database_target: str | Path) -> Iterator[FleetServer]:
+    """A Fleet server on SQLite, then on PostgreSQL (the tests using it run on both)."""
+    server = FleetServer(database_target).start()
     yield server
     server.stop()
 

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from support.aio import Blocking, LoopThread
 
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
+from spikefleet_server.replicas import libpq_url
 from spikefleet_server.storage import Database, open_database
 from spikefleet_server.telemetry import TelemetryStore
+
+T = TypeVar("T")
 
 
 @dataclass
 class FleetServer:
-    db: Path
+    db: Path | str  # a SQLite file or a PostgreSQL URL (see support.backends)
     programs: dict[str, bytes] = field(default_factory=dict)
     port: int = 0
     tls: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
@@ -77,6 +84,31 @@ class FleetServer:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @contextlib.contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """Another client holds the database's write lock (SQLite: ``BEGIN IMMEDIATE``;
+        PostgreSQL: the fleet tables locked against writes) until the block ends."""
+        if isinstance(self.db, Path):
+            blocker = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            return
+        with psycopg.connect(libpq_url(self.db)) as conn:  # a transaction until the end
+            conn.execute("LOCK TABLE fleet_agents, fleet_telemetry IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.rollback()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop (where the service's state lives)."""
+        assert self._loop is not None, "server is stopped"
+        return self._loop.run(coro)
 
     @property
     def fleet(self) -> Any:

@@ -123,12 +123,14 @@ def test_an_agent_reinstalled_under_the_same_id_keeps_its_telemetry_apart(
     assert [(r.seq, r.batch.events) for r in records] == [(1, 1), (2, 1), (3, 1), (4, 50)]
 
 
-def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(tmp_path: Path) -> None:
+def test_a_delete_and_an_assignment_of_the_same_program_cannot_interleave(
+    tmp_path: Path, database_target: str | Path
+) -> None:
     """The registry checks usage inside its delete transaction and the fleet checks
     the program inside its assignment transaction, so an assignment racing a delete
     waits for it and then finds the program gone, instead of pointing an agent at a
     program that no longer exists."""
-    db = open_database(tmp_path / "spikefleet.db")
+    db = open_database(database_target)
     registry = Blocking(Registry(tmp_path / "programs", db, SigningKey.generate()))
     store = Blocking(FleetStore(db, require_program=registry.require))
     record = registry.put(b"program", name="digits")

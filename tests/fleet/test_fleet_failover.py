@@ -138,7 +138,9 @@ def test_a_target_resolving_to_several_addresses_fails_over_within_it(
     agent = start_agent(setup, target)
     client = AgentClient(agent.address)
     wait_until(lambda: client.status().connected, "the agent to connect through the name")
-    assert connects(server) == 1
+    # the server it reached is the only one there is (how many times: a loaded machine
+    # may have it redial once more)
+    wait_until(lambda: connects(server) >= 1, "the server to log the agent's registration")
     client.close()
 
 

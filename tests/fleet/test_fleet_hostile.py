@@ -103,26 +103,29 @@ def test_poisoned_batches_from_one_agent_never_lose_another_agents_telemetry(
     assert server_seqs(fleet_server, "mallory") == []
 
 
-def test_telemetry_is_acked_only_once_the_database_takes_it_again(
-    fleet_server: FleetServer,
-) -> None:
+def test_telemetry_is_acked_only_once_the_database_takes_it_again(tmp_path: Path) -> None:
     """A commit that fails (the database locked or full) is retried in order: no later ack
-    can cover a batch that is not stored, so the agent's spool never loses it."""
+    can cover a batch that is not stored, so the agent's spool never loses it. (SQLite:
+    its busy timeout makes the commit fail; PostgreSQL's lock waits do not.)"""
+    fleet_server = FleetServer(tmp_path / "s.sqlite").start()
     blocker = sqlite3.connect(fleet_server.db, isolation_level=None, timeout=30)
-    with RawAgent(fleet_server.address, "edge-1") as raw:
-        raw.registered()
-        blocker.execute("BEGIN EXCLUSIVE")  # the writer's BEGIN IMMEDIATE fails after 10 s
-        try:
-            raw.telemetry(seq=1, frames=1)
-            time.sleep(11)  # past the busy timeout: the group commit fails at least once
-            raw.telemetry(seq=2, frames=2)
-            assert raw.acks() == []
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        acks = raw.wait_acks(2)
-    assert [a.seq for a in acks] == [1, 2]
-    assert server_seqs(fleet_server, "edge-1") == [1, 2]
+    try:
+        with RawAgent(fleet_server.address, "edge-1") as raw:
+            raw.registered()
+            blocker.execute("BEGIN EXCLUSIVE")  # the writer's BEGIN IMMEDIATE fails after 10 s
+            try:
+                raw.telemetry(seq=1, frames=1)
+                time.sleep(11)  # past the busy timeout: the group commit fails at least once
+                raw.telemetry(seq=2, frames=2)
+                assert raw.acks() == []
+            finally:
+                blocker.execute("ROLLBACK")
+            acks = raw.wait_acks(2)
+        assert [a.seq for a in acks] == [1, 2]
+        assert server_seqs(fleet_server, "edge-1") == [1, 2]
+    finally:
+        blocker.close()
+        fleet_server.stop()
 
 
 def test_an_agent_whose_stream_drops_mid_register_is_not_left_connected(
@@ -132,24 +135,29 @@ def test_an_agent_whose_stream_drops_mid_register_is_not_left_connected(
     up before it lands, so the "disconnected" write races it. Their records must end up
     disconnected, not "connected" for nobody, forever."""
     service = fleet_server.fleet
+    flaky = [f"flaky-{round_}-{i}" for round_ in range(4) for i in range(2)]
     for round_ in range(4):
-        blocker = sqlite3.connect(fleet_server.db, isolation_level=None, timeout=30)
-        blocker.execute("BEGIN IMMEDIATE")
         raws: list[RawAgent] = []
-        try:
-            raws = [RawAgent(fleet_server.address, f"flaky-{round_}-{i}") for i in range(2)]
-            wait_for(lambda: len(service._sessions) == 2, "both sessions to open")
-            for raw in raws:
-                raw.call.cancel()
-            wait_for(lambda: len(service._sessions) == 0, "both sessions to end")
-            time.sleep(0.3)  # the "disconnected" writes are now waiting for the lock too
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-            for raw in raws:
-                raw.close()
+        with fleet_server.writes_held():
+            try:
+                raws = [RawAgent(fleet_server.address, f"flaky-{round_}-{i}") for i in range(2)]
+                wait_for(lambda: len(service._sessions) == 2, "both sessions to open")
+                for raw in raws:
+                    raw.call.cancel()
+                wait_for(lambda: len(service._sessions) == 0, "both sessions to end")
+                time.sleep(0.3)  # let the "disconnected" writes queue for the lock too
+            finally:
+                for raw in raws:
+                    raw.close()
 
-    time.sleep(1.0)  # every write still queued has landed by now
+    async def queued_writes_landed() -> None:
+        # an agent's register and disconnect writes hold its lock in turn (FIFO): once
+        # the lock is ours, both have landed
+        for agent_id in flaky:
+            async with fleet_server.service._write_lock(agent_id):  # type: ignore[union-attr]
+                pass
+
+    fleet_server.run(queued_writes_landed())
     assert [r.agent_id for r in service.store.agents() if r.connected] == []
 
 

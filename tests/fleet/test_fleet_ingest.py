@@ -13,9 +13,9 @@ from spikefleet_server.telemetry import IngestResult, TelemetryStore
 
 
 def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
-    tmp_path: Path,
+    database_target: str | Path,
 ) -> None:
-    db = open_database(tmp_path / "server.db")
+    db = open_database(database_target)
     store = TelemetryStore(db)
     acked: list[tuple[str, int, bool, int]] = []
     total = 300

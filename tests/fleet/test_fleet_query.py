@@ -36,11 +36,14 @@ def batch(seq: int, end_ms: int, program: str, **fields: object) -> fleet_pb2.Te
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[ServerApp, dict[str, str]]]:
-    """Two agents, two programs; edge-a ran 'new' for the last 20 s, 'old' 2 h ago."""
+def fleet(
+    tmp_path: Path, database_target: str | Path
+) -> Iterator[tuple[ServerApp, dict[str, str]]]:
+    """Two agents, two programs; edge-a ran 'new' for the last 20 s, 'old' 2 h ago (on
+    SQLite, then on PostgreSQL)."""
     before = structlog.get_config()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(io.StringIO()))
-    with running_app(tmp_path / "server") as app:
+    with running_app(tmp_path / "server", database_target) as app:
         sha = put_programs(app, {"old": 1, "new": 2})
         for agent in ("edge-a", "edge-b"):
             app.fleet.store.register(fleet_pb2.Register(agent_id=agent, program_sha256=sha["new"]))

@@ -11,8 +11,9 @@ from support.server import put_programs, running_app
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running_app(tmp_path / "server") as app:
+def server(tmp_path: Path, database_target: str | Path) -> Iterator[Server]:
+    """A real server on SQLite, then on PostgreSQL (the tests using it run on both)."""
+    with running_app(tmp_path / "server", database_target) as app:
         yield Server(app.port, put_programs(app, {"old": 1, "new": 2, "bad": 3}))
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 from rollout_helpers import Agents, Server
+from support.backends import sqlite_only
 from support.server import TOKENS
 from support.simagents import Behaviour
 from support.waiting import wait_for
@@ -125,6 +126,7 @@ def test_pause_resume_abort_and_manual_rollback(
     assert "paused: night" in events and "rolling back: oops" in events
 
 
+@sqlite_only  # the CLI's parsing and messages: the same on both backends
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

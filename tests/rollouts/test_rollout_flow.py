@@ -145,14 +145,20 @@ def test_an_agent_that_disconnects_mid_rollout_is_marked_offline_and_installs_on
 ) -> None:
     fleet = agents.start(server, 10)
     client = server.client()
+    # The timeout decides FAILED (connected, not installed) or OFFLINE (away): long enough
+    # for a connected agent on a loaded machine to install, short enough for the leaver.
     rollout = client.create(
         RolloutRequest(
-            program_sha256=server.new, waves=(50.0, 100.0), bake_s=1.0, install_timeout_s=0.5
+            program_sha256=server.new, waves=(50.0, 100.0), bake_s=1.0, install_timeout_s=5.0
         )
     )
     second_wave = [a.agent_id for a in rollout.agents if a.phase == 1]
     leaver = next(a for a in fleet if a.agent_id == second_wave[0])
     leaver.stop()
+    wait_for(
+        lambda: not next(a for a in client.agents() if a.agent_id == leaver.agent_id).connected,
+        "the server to record the leaver as disconnected",
+    )
 
     done = final(client, rollout.rollout_id)
 

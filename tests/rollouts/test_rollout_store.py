@@ -1,4 +1,5 @@
-"""Rollout state in SQLite: every step one transaction, read back exactly, never lost."""
+"""Rollout state in the database (SQLite and PostgreSQL): every step one transaction, read
+back exactly, never lost."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def rollout() -> Rollout:
     )
 
 
-def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "s.db")
+def test_a_rollout_survives_closing_and_reopening_the_database(database_target: str | Path) -> None:
+    db = open_database(database_target)
     store = Blocking(RolloutStore(db))
     created = store.create(rollout(), ["created"])
     created.stage = "install"
@@ -54,7 +55,9 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
     store.save(created, ["canary shadow passed"], [created.agents[0]])
     db.close()
 
-    again = Blocking(RolloutStore(open_database(tmp_path / "s.db"))).get("r1")
+    reopened = open_database(database_target)
+    again = Blocking(RolloutStore(reopened)).get("r1")
+    reopened.close()
     assert again.spec == SPEC
     assert (again.stage, again.version, again.canary) == ("install", 1, True)
     assert [(a.agent_id, a.status) for a in again.agents] == [
@@ -65,8 +68,8 @@ def test_a_rollout_survives_closing_and_reopening_the_database(tmp_path: Path) -
     assert [e.message for e in again.events] == ["created", "canary shadow passed"]
 
 
-def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
-    store = Blocking(RolloutStore(open_database(tmp_path / "s.db")))
+def test_a_stale_copy_cannot_overwrite_a_newer_step(database_target: str | Path) -> None:
+    store = Blocking(RolloutStore(open_database(database_target)))
     first = store.create(rollout(), [])
     stale = store.get("r1")
     first.state = "paused"
@@ -78,8 +81,8 @@ def test_a_stale_copy_cannot_overwrite_a_newer_step(tmp_path: Path) -> None:
     assert [e.message for e in store.get("r1").events] == ["paused"]
 
 
-def test_listing_and_unknown_ids(tmp_path: Path) -> None:
-    store = Blocking(RolloutStore(open_database(tmp_path / "s.db")))
+def test_listing_and_unknown_ids(database_target: str | Path) -> None:
+    store = Blocking(RolloutStore(open_database(database_target)))
     done = rollout()
     done.rollout_id, done.state = "r0", "succeeded"
     store.create(done, [])

@@ -1,4 +1,8 @@
-"""The registry stores signed programs durably, findable by sha256 or name/version."""
+"""The registry stores signed programs durably, findable by sha256 or name/version.
+
+Every test here runs on SQLite and on PostgreSQL (``database_target``), except the
+one about the files SQLite keeps program bytes in.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryE
 from spikefleet.program.signing import SigningKey, TrustedKeys, verify
 from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
+from spikefleet_server.storage.schema import program_blobs
 
 
-def open_registry(root: Path, key: SigningKey) -> Any:
-    return Blocking(Registry(root / "programs", open_database(root / "spikefleet.db"), key))
+def open_registry(root: Path, key: SigningKey, target: str | Path | None = None) -> Any:
+    database = open_database(target or root / "spikefleet.db")
+    return Blocking(Registry(root / "programs", database, key))
 
 
 @pytest.fixture
@@ -26,8 +32,10 @@ def key() -> SigningKey:
     return SigningKey.generate()
 
 
-def test_put_signs_and_stores_and_versions_count_up_per_name(tmp_path: Path, key: SigningKey):
-    registry = open_registry(tmp_path, key)
+def test_put_signs_and_stores_and_versions_count_up_per_name(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    registry = open_registry(tmp_path, key, database_target)
     first = registry.put(b"program one", name="digits", labels={"task": "nd"}, fidelity={"a": 1})
     second = registry.put(b"program two", name="digits")
     other = registry.put(b"program three", name="other")
@@ -45,16 +53,20 @@ def test_put_signs_and_stores_and_versions_count_up_per_name(tmp_path: Path, key
     assert first.labels == {"task": "nd"} and first.fidelity == {"a": 1}
 
 
-def test_storing_the_same_program_again_returns_the_stored_record(tmp_path: Path, key):
-    registry = open_registry(tmp_path, key)
+def test_storing_the_same_program_again_returns_the_stored_record(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    registry = open_registry(tmp_path, key, database_target)
     first = registry.put(b"same bytes", name="digits")
     again = registry.put(b"same bytes", name="digits")
     assert again == first
     assert [r.version for r in registry.list()] == [1]
 
 
-def test_list_filters_by_name_labels_and_latest(tmp_path: Path, key: SigningKey):
-    registry = open_registry(tmp_path, key)
+def test_list_filters_by_name_labels_and_latest(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    registry = open_registry(tmp_path, key, database_target)
     registry.put(b"a1", name="a", labels={"stage": "dev"})
     registry.put(b"a2", name="a", labels={"stage": "prod"})
     registry.put(b"b1", name="b", labels={"stage": "prod"})
@@ -66,8 +78,10 @@ def test_list_filters_by_name_labels_and_latest(tmp_path: Path, key: SigningKey)
     assert registry.stats() == (3, sum(r.size for r in registry.list()))
 
 
-def test_unknown_programs_and_bad_names_are_named_errors(tmp_path: Path, key: SigningKey):
-    registry = open_registry(tmp_path, key)
+def test_unknown_programs_and_bad_names_are_named_errors(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    registry = open_registry(tmp_path, key, database_target)
     with pytest.raises(ProgramNotFoundError, match="no program 'nope'"):
         registry.describe("nope")
     registry.put(b"x", name="nope")
@@ -80,18 +94,26 @@ def test_unknown_programs_and_bad_names_are_named_errors(tmp_path: Path, key: Si
     assert [r.name for r in registry.list()] == ["nope"]
 
 
-def test_delete_removes_row_and_file_but_versions_never_reuse(tmp_path: Path, key):
-    registry = open_registry(tmp_path, key)
+def test_delete_removes_row_and_bytes_but_versions_never_reuse(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    registry = open_registry(tmp_path, key, database_target)
     record = registry.put(b"v1", name="digits")
     registry.delete(record.sha256)
     with pytest.raises(ProgramNotFoundError):
         registry.describe(record.sha256)
-    assert list((tmp_path / "programs").glob("*/*.sfp")) == []
+    with pytest.raises(ProgramNotFoundError):
+        registry.get_bytes(record.sha256)
+    assert list((tmp_path / "programs").glob("*/*.sfp")) == []  # SQLite keeps files
+    with registry.db.read() as conn:  # PostgreSQL keeps rows
+        assert conn.scalar(sa.select(sa.func.count()).select_from(program_blobs)) == 0
     assert registry.put(b"v2", name="digits").version == 2
 
 
-def test_delete_is_refused_while_agents_use_the_program(tmp_path: Path, key: SigningKey):
-    db = open_database(tmp_path / "spikefleet.db")
+def test_delete_is_refused_while_agents_use_the_program(
+    tmp_path: Path, key: SigningKey, database_target: str | Path
+):
+    db = open_database(database_target)
     assignments = sa.Table(
         "assignments", sa.MetaData(), sa.Column("agent_id", sa.Text), sa.Column("sha256", sa.Text)
     )
@@ -115,6 +137,7 @@ def test_delete_is_refused_while_agents_use_the_program(tmp_path: Path, key: Sig
 
 
 def test_reopening_keeps_every_program_and_removes_what_a_crash_left(tmp_path: Path, key):
+    """SQLite only: there the bytes are files beside the database."""
     registry = open_registry(tmp_path, key)
     kept = registry.put(b"kept", name="digits")
     registry.db.close()

@@ -80,6 +80,7 @@ class PostgresCluster:
     port: int
     user: str = POSTGRES_USER
     _databases: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    templates: set[str] = field(default_factory=set)  # databases made to be copied
 
     @property
     def data_dir(self) -> Path:
@@ -104,11 +105,13 @@ class PostgresCluster:
     def connect(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.dsn(database), autocommit=True)
 
-    def create_database(self, prefix: str = "test") -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def create_database(self, prefix: str = "test", *, template: str | None = None) -> str:
+        """Create a database (empty, or a copy of ``template``, which must have no open
+        connections) and return its SQLAlchemy URL."""
         name = f"{prefix}_{next(self._databases)}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with self.connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
     def log_tail(self, lines: int = 40) -> str:

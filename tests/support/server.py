@@ -22,6 +22,7 @@ from spikefleet.program.codec import encode
 from spikefleet_server import logs
 from spikefleet_server.app import ServerApp
 from spikefleet_server.config import ServerConfig, hash_token, load_config
+from spikefleet_server.storage import database_url
 from support.aio import Blocking, LoopThread
 from support.program_factory import small_program
 
@@ -141,10 +142,14 @@ def malicious_pickle(path: Path, marker: Path) -> Path:
 
 
 @contextmanager
-def running_app(data_dir: Path) -> Iterator[Any]:
+def running_app(data_dir: Path, database: str | Path | None = None) -> Iterator[Any]:
     """A real server with the fleet and rollouts (short drain, few storage threads) on a
-    loop thread, as a ServerApp whose coroutines block."""
+    loop thread, as a ServerApp whose coroutines block. ``database``: a SQLite file or a
+    PostgreSQL URL (see ``support.backends``; default: SQLite in ``data_dir``); on
+    PostgreSQL the server runs as a replica (LISTEN/NOTIFY, the rollout lease)."""
     values = config_values(data_dir, drain_seconds=2, grpc_threads=4)
+    if database is not None:
+        values["database"] = {"url": database_url(database)}
     config = load_config(None, environ={}, overrides=values)
     with serving(config, grace=2) as running:
         yield Blocking(running.app, running.call)
