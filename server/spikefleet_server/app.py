@@ -78,16 +78,12 @@ from spikefleet_server.rollouts import (
     RolloutsServicer,
     RolloutStore,
 )
-from spikefleet_server.rollouts.controller import MAX_SLEEP_S
 from spikefleet_server.services.converter import ConverterServicer
 from spikefleet_server.services.registry import RegistryServicer
 from spikefleet_server.storage import open_database
 from spikefleet_server.telemetry import TelemetryStore
 
 log = structlog.get_logger("spikefleet_server.app")
-
-REPLICA_STEP_S = 1.0  # the rollout leader looks at least this often at what others stored
-
 
 MAX_STORAGE_THREADS = 16  # more only queue for the database (SQLite has one writer)
 
@@ -147,7 +143,11 @@ class ServerApp:
             Replicas(str(config.database_target)) if config.replicated else Coordination()
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        fleet_store = FleetStore(self.db, require_program=self.registry.require)
+        fleet_store = FleetStore(
+            self.db,
+            require_program=self.registry.require,
+            replica_id=lambda: self.coordination.replica_id,
+        )
         self.registry.usage = fleet_store.usage_in  # no deleting what agents run
         self.fleet = FleetService(
             fleet_store,
@@ -166,6 +166,8 @@ class ServerApp:
             replicas.ASSIGNMENTS,
             lambda agent_id: self._spawn(self.fleet.assigned_elsewhere(agent_id)),
         )
+        # a dead replica's agents are recorded disconnected by the others
+        self.coordination.track_agents(fleet_store, self.fleet.reclaim)
         adapter = FleetAdapter(self.fleet)
         self.rollouts = RolloutController(
             RolloutStore(self.db),
@@ -174,12 +176,15 @@ class ServerApp:
             resolve_program=self._resolve_program,
             leader=self.coordination.is_leader,
             announce=self._announce_rollout if config.replicated else None,
-            # what agents on other replicas report reaches the leader through the database
-            max_sleep_s=REPLICA_STEP_S if config.replicated else MAX_SLEEP_S,
         )
+        # The rollout leader is woken by events, never by polling: requests made through
+        # any replica (ROLLOUTS), what agents on any replica report (FLEET; the local
+        # fleet's events too), winning the lease, and its own deadlines.
         self.coordination.subscribe(
             replicas.ROLLOUTS, lambda _id: self.rollouts.changed_elsewhere()
         )
+        self.coordination.subscribe(replicas.FLEET, self._fleet_elsewhere)
+        self.coordination.on_leadership(lambda _held: self.rollouts.wake())
         self.fleet.subscribe(lambda event: self.rollouts.wake(event.agent_id, event.kind))
 
         self.server: grpc.aio.Server | None = None
@@ -237,6 +242,12 @@ class ServerApp:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _fleet_elsewhere(self, payload: str) -> None:
+        """A fleet event on some replica ("<kind> <agent id>"; "" = anything may have
+        happened): the rollouts watching that agent look again."""
+        kind, _, agent_id = payload.partition(" ")
+        self.rollouts.wake(agent_id, kind)
 
     async def _announce_rollout(self, rollout_id: str) -> None:
         def send() -> None:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spikefleet.v1 import fleet_pb2
+from spikefleet_server.replicas import FLEET, notify
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import fleet_agents, fleet_telemetry
 from spikefleet_server.storage.sql import insert, now_ms
@@ -86,6 +87,10 @@ class TelemetryStore:
             if not items:
                 return []
             rows = [_row(agent_id, batch, now) for agent_id, batch in items]
+            # a canary's shadow frames may be what the rollout leader (maybe another
+            # replica) waits for; other batches only matter when a bake ends
+            for agent_id in sorted({a for a, b in items if b.shadow_frames > 0}):
+                notify(conn, FLEET, f"telemetry {agent_id}")
             try:
                 with conn.begin_nested():
                     inserted = _insert(conn, rows)

@@ -3,7 +3,8 @@
 An assignment made through one replica reaches an agent connected to another
 (LISTEN/NOTIFY), and a rollout survives SIGKILL of the replica advancing it:
 another takes the lease and resumes from the stored step; the rollout
-succeeds, every agent switched exactly once, no telemetry row is lost.
+succeeds, every agent switched exactly once, no telemetry row is lost. The
+agents of a replica killed with SIGKILL are recorded disconnected by another.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from support.agent import make_program
 from support.aio import Blocking
 from support.fleet_processes import (
     ADMIN_TOKEN,
+    AGENT_TOKEN,
     AgentChild,
     ServerChild,
     ServerSetup,
     write_agent_config,
 )
+from support.simagents import SimAgent
 
 from spikefleet.client import Client
 from spikefleet.client.agent import AgentClient
@@ -157,3 +161,36 @@ def test_killing_the_rollout_replica_mid_wave_loses_nothing(setup: ServerSetup) 
             assert switches == [old, new], agent_id  # old at start, new once
     finally:
         db.close()
+
+
+def test_the_agents_of_a_killed_replica_are_recorded_disconnected_by_another(
+    setup: ServerSetup,
+) -> None:
+    """Agents that can only reach the killed replica never register elsewhere: without
+    its liveness lock, the survivor records them disconnected (and only them)."""
+    doomed, survivor = start_replicas(setup, 2)
+    metadata = (("authorization", f"Bearer {AGENT_TOKEN}"),)
+    placed = {"a-0": doomed, "a-1": doomed, "a-2": doomed, "b-0": survivor}
+    agents = [
+        SimAgent(
+            grpc.insecure_channel(f"127.0.0.1:{replica.port}"), agent_id, metadata=metadata
+        ).start()
+        for agent_id, replica in placed.items()
+    ]
+    try:
+        viewer = Client(f"127.0.0.1:{survivor.port}", token=ADMIN_TOKEN)
+
+        def connected() -> set[str]:
+            return {a.agent_id for a in viewer.agents() if a.connected}
+
+        wait_until(lambda: connected() == set(placed), "every agent to be recorded connected")
+        doomed.kill9()
+        wait_until(
+            lambda: connected() == {"b-0"},
+            "the survivor to record the killed replica's agents disconnected",
+        )
+        assert {a.agent_id for a in viewer.agents()} == set(placed)  # still known
+        assert '"replicas.replica_gone"' in survivor.recent(100_000)
+    finally:
+        for agent in agents:
+            agent.stop()

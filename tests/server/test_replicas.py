@@ -1,5 +1,6 @@
-"""Replicas' building blocks on a real PostgreSQL: notifications reach a listener, and
-exactly one holder of a lease at a time, taken over when the holder's connection dies."""
+"""Replicas' building blocks on a real PostgreSQL: notifications reach a listener,
+exactly one holder of a lease at a time, taken over when the holder's connection dies,
+and the agents of a replica whose liveness lock is gone recorded disconnected."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import time
 from collections.abc import Callable
 
 import psycopg
+from support.backends import postgres_database
+from support.postgres import PostgresCluster
 
-from spikefleet_server.replicas import Lease, Listener, libpq_url
+from spikefleet.v1 import fleet_pb2
+from spikefleet_server.fleet import FleetStore
+from spikefleet_server.replicas import Lease, Listener, Liveness, libpq_url
+from spikefleet_server.storage import Database
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -57,3 +63,42 @@ def test_one_replica_holds_the_lease_and_another_takes_over_when_it_dies(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_replica_without_its_liveness_lock_has_its_agents_recorded_disconnected(
+    postgres_cluster: PostgresCluster,
+) -> None:
+    url = postgres_database(postgres_cluster)
+    db = Database(url)
+    ids = {"a": 0, "b": 0}
+    store_a = FleetStore(db, replica_id=lambda: ids["a"])
+    store_b = FleetStore(db, replica_id=lambda: ids["b"])
+    first, second = Liveness(url, store_a), Liveness(url, store_b)
+    try:
+        ids["a"], ids["b"] = first.acquire(), second.acquire()
+        assert ids["a"] != ids["b"]
+        store_a._register(fleet_pb2.Register(agent_id="edge-1"))
+        store_b._register(fleet_pb2.Register(agent_id="edge-2"))
+
+        def connected() -> set[str]:
+            return {a.agent_id for a in store_b._agents() if a.connected}
+
+        assert second.sweep() == 0  # the first is alive: its agents stay
+        assert connected() == {"edge-1", "edge-2"}
+        first.stop()  # its connection, and with it its lock, is gone: as if SIGKILLed
+        assert second.sweep() == 1
+        assert connected() == {"edge-2"}
+
+        # edge-2 moves to a replica started since; the second's late "disconnected"
+        # write for it changes nothing, the new owner's does
+        first = Liveness(url, store_a)
+        ids["a"] = first.acquire()
+        store_a._register(fleet_pb2.Register(agent_id="edge-2"))
+        assert not store_b._disconnected("edge-2")
+        assert connected() == {"edge-2"}
+        assert store_a._disconnected("edge-2")
+        assert connected() == set()
+    finally:
+        first.stop()
+        second.stop()
+        db.close()

@@ -243,10 +243,17 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         async with lock:
             if agent_id in self._sessions:
                 return False
-            await self.store.set_connected(agent_id, False)
+            # not if it is recorded at another replica by now (it moved there first)
+            changed = await self.store.disconnected(agent_id)
         if not lock.locked() and agent_id not in self._sessions:
             self._write_locks.pop(agent_id, None)
-        return True
+        return changed
+
+    async def reclaim(self, old_id: int, new_id: int) -> None:
+        """This replica's liveness lapsed (another may have recorded its agents as gone):
+        record the streams it holds as connected here again."""
+        count = await self.store.reclaim(self.connected(), old_id, new_id)
+        log.info("fleet.reclaimed", agents=count, replica_id=new_id)
 
     def connected(self) -> list[str]:
         return sorted(a for a, session in self._sessions.items() if session.registered)

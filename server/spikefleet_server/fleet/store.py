@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spikefleet.v1 import fleet_pb2
-from spikefleet_server.replicas import ASSIGNMENTS, notify
+from spikefleet_server.replicas import ASSIGNMENTS, FLEET, notify
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import (
     fleet_agents,
@@ -92,12 +92,16 @@ class FleetStore:
         db: Database,
         *,
         require_program: Callable[[Connection, str], None] | None = None,
+        replica_id: Callable[[], int] = lambda: 0,
     ) -> None:
         """``require_program(conn, sha256)`` raises unless the program exists; it runs
         inside the assignment's transaction (the registry's deletes check usage in
-        theirs), so a program can't be deleted between the check and the assignment."""
+        theirs), so a program can't be deleted between the check and the assignment.
+        ``replica_id()`` is the id this server records its agents' streams under (0: a
+        lone server; see :class:`spikefleet_server.replicas.Liveness`)."""
         self.db = db
         self._require_program = require_program
+        self._replica_id = replica_id
 
     # -- agents ----------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class FleetStore:
             "health": "ok" if reg.program_sha256 else "no-program",
             "connected": True,
             "last_seen_ms": now,
+            "replica_id": self._replica_id(),
         }
         with self.db.write() as conn:
             statement = insert(conn, fleet_agents).values(
@@ -127,6 +132,7 @@ class FleetStore:
                     set_={key: statement.excluded[key] for key in values},
                 )
             )
+            notify(conn, FLEET, f"connected {reg.agent_id}")  # the rollout leader's news
 
     async def heartbeat(self, agent_id: str, beat: fleet_pb2.Heartbeat) -> None:
         await self.db.run(
@@ -140,6 +146,69 @@ class FleetStore:
 
     async def set_connected(self, agent_id: str, connected: bool) -> None:
         await self.db.run(self._update_agent, agent_id, connected=connected, last_seen_ms=now_ms())
+
+    async def disconnected(self, agent_id: str) -> bool:
+        """Record the agent's stream here as ended, unless it is recorded at another
+        replica by now (it reconnected there first); whether the record changed."""
+        return await self.db.run(self._disconnected, agent_id)
+
+    def _disconnected(self, agent_id: str) -> bool:
+        agents = fleet_agents.c
+        with self.db.write() as conn:
+            changed = conn.execute(
+                sa.update(fleet_agents)
+                .where(agents.agent_id == agent_id, agents.replica_id == self._replica_id())
+                .values(connected=False, last_seen_ms=now_ms())
+            ).rowcount
+            if changed:
+                notify(conn, FLEET, f"disconnected {agent_id}")
+        return bool(changed)
+
+    # -- replicas (see spikefleet_server.replicas.Liveness) --------------------
+
+    def replicas_with_connected_agents(self, exclude: int) -> list[int]:
+        """Replica ids other than ``exclude`` that agents are recorded connected at."""
+        agents = fleet_agents.c
+        with self.db.read() as conn:
+            return list(
+                conn.scalars(
+                    sa.select(agents.replica_id)
+                    .where(agents.connected.is_(True), agents.replica_id != exclude)
+                    .distinct()
+                )
+            )
+
+    def release_replica(self, replica_id: int) -> int:
+        """Record every agent connected at ``replica_id`` (gone) as disconnected."""
+        agents = fleet_agents.c
+        with self.db.write() as conn:
+            count = conn.execute(
+                sa.update(fleet_agents)
+                .where(agents.replica_id == replica_id, agents.connected.is_(True))
+                .values(connected=False)
+            ).rowcount
+            if count:
+                notify(conn, FLEET, "disconnected ")  # any of them
+        return int(count)
+
+    async def reclaim(self, agent_ids: Sequence[str], old_id: int, new_id: int) -> int:
+        """This replica's liveness lapsed (and its id may have changed): record the agents
+        whose streams it still holds as connected here, unless another replica has them."""
+        return await self.db.run(self._reclaim, list(agent_ids), old_id, new_id)
+
+    def _reclaim(self, agent_ids: list[str], old_id: int, new_id: int) -> int:
+        if not agent_ids:
+            return 0
+        agents = fleet_agents.c
+        with self.db.write() as conn:
+            count = conn.execute(
+                sa.update(fleet_agents)
+                .where(agents.agent_id.in_(agent_ids), agents.replica_id.in_({old_id, new_id}))
+                .values(connected=True, replica_id=new_id)
+            ).rowcount
+            if count:
+                notify(conn, FLEET, "connected ")
+        return int(count)
 
     def _update_agent(self, agent_id: str, **values: Any) -> None:
         with self.db.write() as conn:
@@ -322,6 +391,7 @@ class FleetStore:
                     )
                     .values(sha256=report.sha256, rollback=False)
                 )
+            notify(conn, FLEET, f"install {agent_id}")
             row_id = conn.execute(
                 sa.insert(fleet_installs)
                 .values(

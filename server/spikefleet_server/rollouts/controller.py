@@ -80,9 +80,10 @@ class RolloutController:
     ) -> None:
         """Replicas: only while ``leader()`` (this replica holds the rollout lease) does
         it step rollouts; elsewhere requests are stored and the leader acts on them.
-        ``announce(rollout_id)`` tells the other replicas of a commit (their watchers
-        wake); ``max_sleep_s`` bounds how late the leader sees what agents on other
-        replicas reported (their fleet events don't reach it)."""
+        ``announce(rollout_id)`` tells the other replicas of a new rollout or a commit
+        (the leader steps, watchers wake). The caller wakes it (:meth:`wake`) for fleet
+        events on any replica and when the lease is won; ``max_sleep_s`` is only a
+        safety net."""
         self._leader = leader
         self._announce = announce
         self._max_sleep_s = max_sleep_s
@@ -138,7 +139,11 @@ class RolloutController:
                     log.info("rollouts.leading")
                     await self.reconcile()
                 led = leading
-                wait_s = min(await self.step_all(), self._max_sleep_s)
+                if leading:
+                    wait_s = min(await self.step_all(), self._max_sleep_s)
+                else:  # another replica steps them; woken when the lease is won
+                    self._watched, self._wants_telemetry = set(), False
+                    wait_s = self._max_sleep_s
             except Exception:
                 log.exception("rollouts.step_failed")
                 wait_s = min(MAX_SLEEP_S, self._max_sleep_s)
@@ -211,6 +216,8 @@ class RolloutController:
             )
             log.info("rollouts.created", rollout=created.rollout_id, targets=len(targets))
         self._notify()
+        if self._announce is not None and not self._leader():
+            await self._announce(created.rollout_id)  # the leader steps it from here
         return await self.step(created.rollout_id)
 
     async def get(self, rollout_id: str) -> Rollout:

@@ -64,6 +64,8 @@ fleet_agents = sa.Table(
     sa.Column("shadow_sha256", sa.Text, nullable=False, server_default=""),
     sa.Column("first_seen_ms", Millis, nullable=False),
     sa.Column("last_seen_ms", Millis, nullable=False),
+    # the replica holding its control stream (0: a lone server); see replicas.Liveness
+    sa.Column("replica_id", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 fleet_assignments = sa.Table(
