@@ -82,10 +82,19 @@ class _Session:
         self.registered = False  # set once its Register is in the store
         self.last_beat: tuple[str, str, str] | None = None
         self.last_beat_written = 0.0
+        self.generation = 0  # of the newest assignment sent on this stream
         self.outbox: asyncio.Queue[fleet_pb2.ServerMessage | _End] = asyncio.Queue()
 
     def send(self, message: fleet_pb2.ServerMessage | _End) -> None:
         self.outbox.put_nowait(message)
+
+    def push(self, record: AssignmentRecord) -> None:
+        """Send an assignment unless this stream already carried it (or a newer one): a
+        replica hears its own NOTIFYs too, and a rollback delivered twice would roll the
+        agent back twice."""
+        if record.generation > self.generation:
+            self.generation = record.generation
+            self.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
 
     def end(self, code: grpc.StatusCode | None = None, details: str = "") -> None:
         self.send(_End(code, details))
@@ -166,7 +175,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         record = await self.store.assign(agent_id, sha256, shadow_sha256, rollback)
         session = self._sessions.get(agent_id)
         if session is not None and session.registered:
-            session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
+            session.push(record)
         log.info("fleet.assigned", agent_id=agent_id, sha256=sha256, generation=record.generation)
         return record
 
@@ -181,7 +190,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         for session in sessions:
             desired = await self.store.assignment(session.agent_id)
             if desired is not None and self._sessions.get(session.agent_id) is session:
-                session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
+                session.push(desired)
 
     async def assign_many(
         self, assignments: Sequence[tuple[str, str, str, bool]]
@@ -192,7 +201,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         for record in records:
             session = self._sessions.get(record.agent_id)
             if session is not None and session.registered:
-                session.send(fleet_pb2.ServerMessage(assignment=record.to_proto()))
+                session.push(record)
         log.info("fleet.assigned_many", agents=len(records))
         return records
 
@@ -329,7 +338,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             self.metrics.connected.set(len(self._sessions))
             desired = await self.store.assignment(agent_id)
             if desired is not None:
-                session.send(fleet_pb2.ServerMessage(assignment=desired.to_proto()))
+                session.push(desired)
             log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
             self._emit(
                 FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256})
