@@ -9,6 +9,7 @@ Retention (age, rows per agent) is :meth:`TelemetryStore.prune`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from spikefleet.v1 import fleet_pb2
 from spikefleet_server.replicas import FLEET, notify
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import fleet_agents, fleet_telemetry
-from spikefleet_server.storage.sql import insert, now_ms
+from spikefleet_server.storage.sql import dialect_insert, now_ms
 
 
 @dataclass(frozen=True)
@@ -76,25 +77,22 @@ class TelemetryStore:
         self, items: list[tuple[str, fleet_pb2.TelemetryBatch]], seen: Sequence[str]
     ) -> list[IngestResult]:
         now = now_ms()
-        with self.db.write() as conn:
-            if seen:
-                conn.execute(
-                    sa.update(fleet_agents)
-                    .where(fleet_agents.c.agent_id == sa.bindparam("agent"))
-                    .values(last_seen_ms=now),
-                    [{"agent": agent_id} for agent_id in seen],
-                )
-            if not items:
-                return []
-            rows = [_row(agent_id, batch, now) for agent_id, batch in items]
-            # a canary's shadow frames may be what the rollout leader (maybe another
-            # replica) waits for; other batches only matter when a bake ends
-            for agent_id in sorted({a for a, b in items if b.shadow_frames > 0}):
-                notify(conn, FLEET, f"telemetry {agent_id}")
-            try:
-                with conn.begin_nested():
-                    inserted = _insert(conn, rows)
-            except _ROW_ERRORS:
+        rows = [_row(agent_id, batch, now) for agent_id, batch in items]
+        # a canary's shadow frames may be what the rollout leader (maybe another
+        # replica) waits for; other batches only matter when a bake ends
+        shadowed = sorted({a for a, b in items if b.shadow_frames > 0})
+        try:
+            with self.db.write() as conn:
+                _seen(conn, seen, now)
+                _announce(conn, shadowed)
+                inserted = _insert(conn, rows) if rows else set()
+        except _ROW_ERRORS:
+            # the database refused a row and the transaction rolled back: again, each
+            # batch under its own savepoint (a savepoint per group costs two round trips
+            # on PostgreSQL, for a case that only garbage causes)
+            with self.db.write() as conn:
+                _seen(conn, seen, now)
+                _announce(conn, shadowed)
                 return [_insert_alone(conn, row) for row in rows]
         stored = []
         for agent_id, batch in items:  # a batch sent twice in one group is new only once
@@ -144,12 +142,7 @@ class TelemetryStore:
 
     def _last_seq(self, agent_id: str) -> int:
         with self.db.read() as conn:
-            value = conn.execute(
-                sa.select(sa.func.max(fleet_telemetry.c.seq)).where(
-                    fleet_telemetry.c.agent_id == agent_id
-                )
-            ).scalar()
-        return int(value or 0)
+            return last_seq_in(conn, agent_id)
 
     async def of_agent(
         self, agent_id: str, after_seq: int = 0, limit: int = 10_000
@@ -190,16 +183,50 @@ class TelemetryStore:
             ]
 
 
-def _insert(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
-    """Insert rows not stored yet; the (agent_id, seq) of those inserted."""
-    # One cached single-row statement, executed for many rows: SQLAlchemy batches it into
+_LAST_SEQ = sa.select(sa.func.max(fleet_telemetry.c.seq)).where(
+    fleet_telemetry.c.agent_id == sa.bindparam("agent_id")
+)
+
+
+def last_seq_in(conn: Connection, agent_id: str) -> int:
+    """:meth:`TelemetryStore.last_seq` inside the caller's transaction (the fleet's
+    Register reads it in its own)."""
+    return int(conn.execute(_LAST_SEQ, {"agent_id": agent_id}).scalar() or 0)
+
+
+_SEEN = (
+    sa.update(fleet_agents)
+    .where(fleet_agents.c.agent_id == sa.bindparam("agent"))
+    .values(last_seen_ms=sa.bindparam("now"))
+)
+
+
+def _seen(conn: Connection, agent_ids: Sequence[str], now: int) -> None:
+    """Refresh the last_seen of these agents (the fleet's periodic "still here")."""
+    if agent_ids:
+        conn.execute(_SEEN, [{"agent": agent_id, "now": now} for agent_id in agent_ids])
+
+
+def _announce(conn: Connection, agent_ids: Sequence[str]) -> None:
+    for agent_id in agent_ids:
+        notify(conn, FLEET, f"telemetry {agent_id}")
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> Any:
+    # One statement, built once and executed for many rows: SQLAlchemy batches it into
     # multi-row INSERTs ("insertmanyvalues"); a literal multi-row VALUES would be compiled
     # anew for every group (about 1 ms per row).
-    statement = (
-        insert(conn, fleet_telemetry)
+    return (
+        dialect_insert(dialect, fleet_telemetry)
         .on_conflict_do_nothing(index_elements=[fleet_telemetry.c.agent_id, fleet_telemetry.c.seq])
         .returning(fleet_telemetry.c.agent_id, fleet_telemetry.c.seq)
     )
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """Insert rows not stored yet; the (agent_id, seq) of those inserted."""
+    statement = _insert_statement(conn.dialect.name)
     return {(r.agent_id, r.seq) for r in conn.execute(statement, rows)}
 
 

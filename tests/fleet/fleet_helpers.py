@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ class FleetServer:
     tls: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
     limits: TelemetryLimits | None = None
     prune_interval_s: float = 60.0
+    store_factory: Callable[[Database], FleetStore] = FleetStore
     service: FleetService | None = None
     _server: grpc.aio.Server | None = None
     _db: Database | None = None
@@ -38,7 +39,7 @@ class FleetServer:
 
     def start(self) -> FleetServer:
         self._db = open_database(self.db)
-        store = FleetStore(self._db)
+        store = self.store_factory(self._db)
 
         async def program(sha256: str) -> bytes:
             return self.programs[sha256]

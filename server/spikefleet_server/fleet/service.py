@@ -29,7 +29,12 @@ from spikefleet_server.fleet import limits as checks
 from spikefleet_server.fleet.ingest import PRUNE_INTERVAL_S, TelemetryWriter
 from spikefleet_server.fleet.limits import TelemetryLimits
 from spikefleet_server.fleet.metrics import FleetMetrics
-from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, FleetStore
+from spikefleet_server.fleet.store import (
+    AgentRecord,
+    AssignmentRecord,
+    FleetStore,
+    Registration,
+)
 from spikefleet_server.telemetry import IngestResult, TelemetryStore
 
 log = structlog.get_logger(__name__)
@@ -80,6 +85,8 @@ class _Session:
         self.agent_id = agent_id
         self.bucket = bucket
         self.registered = False  # set once its Register is in the store
+        # an assignment was made while it registered (before pushes reach it)
+        self.assigned_meanwhile = False
         self.last_beat: tuple[str, str, str] | None = None
         self.last_beat_written = 0.0
         self.generation = 0  # of the newest assignment sent on this stream
@@ -173,9 +180,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     ) -> AssignmentRecord:
         """Make ``sha256`` the desired program of ``agent_id`` (pushed now if connected)."""
         record = await self.store.assign(agent_id, sha256, shadow_sha256, rollback)
-        session = self._sessions.get(agent_id)
-        if session is not None and session.registered:
-            session.push(record)
+        self._push(record)
         log.info("fleet.assigned", agent_id=agent_id, sha256=sha256, generation=record.generation)
         return record
 
@@ -183,10 +188,15 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         """Another replica changed ``agent_id``'s assignment (its NOTIFY; "" = anyone's,
         after notifications may have been missed): push it if the stream is here."""
         if agent_id:
-            session = self._sessions.get(agent_id)
-            sessions = [session] if session is not None and session.registered else []
+            candidates = [self._sessions[agent_id]] if agent_id in self._sessions else []
         else:
-            sessions = [s for s in self._sessions.values() if s.registered]
+            candidates = list(self._sessions.values())
+        sessions = []
+        for session in candidates:
+            if session.registered:
+                sessions.append(session)
+            else:  # still registering: it reads its assignment again when done
+                session.assigned_meanwhile = True
         for session in sessions:
             desired = await self.store.assignment(session.agent_id)
             if desired is not None and self._sessions.get(session.agent_id) is session:
@@ -199,11 +209,20 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         transaction (one fsync for a whole rollout wave)."""
         records = await self.store.assign_many(assignments)
         for record in records:
-            session = self._sessions.get(record.agent_id)
-            if session is not None and session.registered:
-                session.push(record)
+            self._push(record)
         log.info("fleet.assigned_many", agents=len(records))
         return records
+
+    def _push(self, record: AssignmentRecord) -> None:
+        """Send a committed assignment down the agent's stream, if it is here; a session
+        still registering reads its assignment again once registered instead."""
+        session = self._sessions.get(record.agent_id)
+        if session is None:
+            return
+        if session.registered:
+            session.push(record)
+        else:
+            session.assigned_meanwhile = True
 
     async def agents(self) -> list[AgentRecord]:
         return await self.store.agents()
@@ -234,16 +253,21 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             lock = self._write_locks[agent_id] = asyncio.Lock()
         return lock
 
-    async def _register(self, session: _Session, register: fleet_pb2.Register) -> None:
-        async def write() -> None:
+    async def _register(
+        self, session: _Session, register: fleet_pb2.Register
+    ) -> Registration | None:
+        """Store the Register and read what the session starts from; None when the session
+        was replaced (or ended) before its write, which then is not made."""
+
+        async def write() -> Registration | None:
             async with self._write_lock(session.agent_id):
                 if self._sessions.get(session.agent_id) is not session:
-                    return  # it already went away (or was replaced): don't mark it connected
-                await self.store.register(register)
+                    return None  # it already went away (or was replaced): not "connected"
+                return await self.store.register(register)
 
         # a task of its own that keeps the agent's lock until the write is done, even when
         # the stream drops meanwhile: its "disconnected" write then comes after it
-        await asyncio.shield(asyncio.ensure_future(write()))
+        return await asyncio.shield(asyncio.ensure_future(write()))
 
     async def _disconnected(self, agent_id: str) -> bool:
         """Record the agent as gone, after any of its writes still in flight, unless a
@@ -323,27 +347,14 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         try:
             if old is not None:
                 old.end()  # the same agent reconnected: its old stream ends
-            await self._register(session, register)
-            health = "ok" if register.program_sha256 else "no-program"  # what register stored
-            session.last_beat = (register.program_sha256, health, "")
-            session.last_beat_written = time.monotonic()
-            last_seq = await self.telemetry.last_seq(agent_id)
-            registered = fleet_pb2.Registered(
-                agent_id=agent_id,
-                last_telemetry_seq=last_seq,
-                heartbeat_interval_ms=self._heartbeat_ms,
-            )
-            session.send(fleet_pb2.ServerMessage(registered=registered))  # before Assignments
-            session.registered = True
-            self.metrics.connected.set(len(self._sessions))
-            desired = await self.store.assignment(agent_id)
-            if desired is not None:
-                session.push(desired)
-            log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
-            self._emit(
-                FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256})
-            )
-            reader = asyncio.create_task(self._read(session, requests), name=f"fleet-{agent_id}")
+            start = await self._register(session, register)
+            if start is None:
+                session.end()  # replaced meanwhile: the newer stream is the agent's
+            else:
+                await self._open(session, register, start)
+                reader = asyncio.create_task(
+                    self._read(session, requests), name=f"fleet-{agent_id}"
+                )
             while True:
                 message = await session.outbox.get()
                 if isinstance(message, _End):
@@ -355,6 +366,34 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             if reader is not None:
                 reader.cancel()
             await self._forget(session)
+
+    async def _open(
+        self, session: _Session, register: fleet_pb2.Register, start: Registration
+    ) -> None:
+        """Registered (with the last stored seq), then the desired state; from here on
+        assignments are pushed. One committed after the Register's transaction read and
+        before this point was not pushed (the session was not registered yet): it is
+        read again, until none came meanwhile."""
+        agent_id = session.agent_id
+        desired = start.assignment
+        while session.assigned_meanwhile:
+            session.assigned_meanwhile = False
+            desired = await self.store.assignment(agent_id)
+        health = "ok" if register.program_sha256 else "no-program"  # what register stored
+        session.last_beat = (register.program_sha256, health, "")
+        session.last_beat_written = time.monotonic()
+        registered = fleet_pb2.Registered(
+            agent_id=agent_id,
+            last_telemetry_seq=start.last_telemetry_seq,
+            heartbeat_interval_ms=self._heartbeat_ms,
+        )
+        session.send(fleet_pb2.ServerMessage(registered=registered))  # before Assignments
+        if desired is not None:
+            session.push(desired)
+        session.registered = True  # no await since the last read: later ones are pushed
+        self.metrics.connected.set(len(self._sessions))
+        log.info("fleet.connected", agent_id=agent_id, program=register.program_sha256[:12])
+        self._emit(FleetEvent("connected", agent_id, {"program_sha256": register.program_sha256}))
 
     async def _forget(self, session: _Session) -> None:
         agent_id = session.agent_id

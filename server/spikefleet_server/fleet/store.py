@@ -7,6 +7,7 @@ Every public method is async and runs its transaction on the storage threads; th
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from spikefleet_server.storage.schema import (
     fleet_installs,
     fleet_telemetry,
 )
-from spikefleet_server.storage.sql import insert, now_ms
+from spikefleet_server.storage.sql import dialect_insert, insert, now_ms
+from spikefleet_server.telemetry import last_seq_in
 
 
 @dataclass
@@ -61,6 +63,15 @@ class AssignmentRecord:
         )
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What an agent's session starts from, read in its Register's transaction: the last
+    telemetry seq stored for it (0: none) and its desired state (None: none assigned)."""
+
+    last_telemetry_seq: int
+    assignment: AssignmentRecord | None
+
+
 @dataclass
 class InstallRecord:
     id: int
@@ -71,6 +82,38 @@ class InstallRecord:
     detail: str
     generation: int
     at_ms: int
+
+
+# What a Register overwrites in an agent's row; shadow_sha256 and first_seen_ms are kept.
+_REGISTERED = (
+    "labels",
+    "inventory",
+    "backend",
+    "program_sha256",
+    "previous_sha256",
+    "version",
+    "health",
+    "connected",
+    "last_seen_ms",
+    "replica_id",
+)
+
+_ASSIGNMENT_OF = sa.select(fleet_assignments).where(
+    fleet_assignments.c.agent_id == sa.bindparam("agent_id")
+)
+
+
+@functools.cache
+def _register_statement(dialect: str) -> Any:
+    """The Register upsert, built once per dialect and executed with each agent's values."""
+    columns = ("agent_id", "shadow_sha256", "first_seen_ms", *_REGISTERED)
+    statement = dialect_insert(dialect, fleet_agents).values(
+        {name: sa.bindparam(name) for name in columns}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[fleet_agents.c.agent_id],
+        set_={name: statement.excluded[name] for name in _REGISTERED},
+    )
 
 
 def _device_dict(device: fleet_pb2.Device) -> dict[str, Any]:
@@ -105,12 +148,17 @@ class FleetStore:
 
     # -- agents ----------------------------------------------------------------
 
-    async def register(self, reg: fleet_pb2.Register) -> None:
-        await self.db.run(self._register, reg)
+    async def register(self, reg: fleet_pb2.Register) -> Registration:
+        """Record the agent as connected with what it registered, and read back what its
+        session starts from, in one transaction (one round of the storage threads and
+        one commit per Register: a fleet redialling after a replica died registers
+        thousands at once)."""
+        return await self.db.run(self._register, reg)
 
-    def _register(self, reg: fleet_pb2.Register) -> None:
+    def _register(self, reg: fleet_pb2.Register) -> Registration:
         now = now_ms()
         values = {
+            "agent_id": reg.agent_id,
             "labels": json.dumps(dict(reg.labels), sort_keys=True),
             "inventory": json.dumps([_device_dict(d) for d in reg.inventory]),
             "backend": reg.backend,
@@ -119,20 +167,17 @@ class FleetStore:
             "version": reg.version,
             "health": "ok" if reg.program_sha256 else "no-program",
             "connected": True,
+            "shadow_sha256": "",
+            "first_seen_ms": now,
             "last_seen_ms": now,
             "replica_id": self._replica_id(),
         }
         with self.db.write() as conn:
-            statement = insert(conn, fleet_agents).values(
-                agent_id=reg.agent_id, shadow_sha256="", first_seen_ms=now, **values
-            )
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[fleet_agents.c.agent_id],
-                    set_={key: statement.excluded[key] for key in values},
-                )
-            )
+            conn.execute(_register_statement(conn.dialect.name), values)
             notify(conn, FLEET, f"connected {reg.agent_id}")  # the rollout leader's news
+            last_seq = last_seq_in(conn, reg.agent_id)
+            assignment = self._assignment_in(conn, reg.agent_id)
+        return Registration(last_seq, assignment)
 
     async def heartbeat(self, agent_id: str, beat: fleet_pb2.Heartbeat) -> None:
         await self.db.run(
@@ -312,9 +357,11 @@ class FleetStore:
 
     def _assignment(self, agent_id: str) -> AssignmentRecord | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(fleet_assignments).where(fleet_assignments.c.agent_id == agent_id)
-            ).first()
+            return self._assignment_in(conn, agent_id)
+
+    @staticmethod
+    def _assignment_in(conn: Connection, agent_id: str) -> AssignmentRecord | None:
+        row = conn.execute(_ASSIGNMENT_OF, {"agent_id": agent_id}).first()
         if row is None:
             return None
         return AssignmentRecord(
