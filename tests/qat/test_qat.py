@@ -11,10 +11,13 @@ import snntorch as snn
 import torch
 from torch import nn
 
+import spikefleet
 from spikefleet import qat
 from spikefleet.convert import ConvertOptions, convert
+from spikefleet.convert.quantize import choose_scales
 from spikefleet.engine import Engine
 from spikefleet.errors import ConversionError
+from spikefleet.program.model import Program
 
 SIZE = (12, 12, 2)
 
@@ -73,19 +76,21 @@ class FCNet(nn.Module):
         return mem
 
 
-@pytest.mark.parametrize("build", [FCNet, ConvGap])
+FIXED = qat.QATConfig(epochs=2, learning_rate=3e-3)
+#: The reference recipe's shape: learned (LSQ) steps, distillation from the float model.
+LEARNED = qat.QATConfig(epochs=2, learning_rate=3e-3, distill=0.7, learn_scales=True)
+
+
+@pytest.mark.parametrize(
+    ("build", "config"), [(FCNet, FIXED), (ConvGap, FIXED), (FCNet, LEARNED), (ConvGap, LEARNED)]
+)
 def test_the_program_computes_the_fine_tuned_model_on_every_calibration_frame(
-    build: type[nn.Module], tmp_path: Path
+    build: type[nn.Module], config: qat.QATConfig, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     train, labels = frames(256, seed=1)
     calib, _ = frames(96, seed=2)
-    model = qat.fine_tune(
-        build(),
-        as_input(train),
-        torch.from_numpy(labels),
-        qat.QATConfig(epochs=2, learning_rate=3e-3),
-    )
+    model = qat.fine_tune(build(), as_input(train), torch.from_numpy(labels), config)
     bundle = tmp_path / "qat.bundle"
     qat.export(model, as_input(calib[:16]), bundle)
     result = convert(bundle, calibration=calib, options=ConvertOptions(hardware=False))
@@ -102,6 +107,91 @@ def test_the_program_computes_the_fine_tuned_model_on_every_calibration_frame(
     program = result.program
     got = Engine(program).run(calib).outputs.reshape(96, -1) * program.output_scales
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # scores, not only argmax
+
+
+def test_learned_steps_move_and_the_weights_stay_on_their_grid() -> None:
+    torch.manual_seed(0)
+    train, labels = frames(128, seed=1)
+    model = FCNet()
+    start = choose_scales(model.fc1.weight.detach().double().numpy(), 4, "mse")
+    model = qat.fine_tune(model, as_input(train), torch.from_numpy(labels), LEARNED)
+    scale = model.fc1.parametrizations.weight[0].scale.detach().double().numpy()
+    assert not np.allclose(scale, start, rtol=1e-3)
+    steps = model.fc1.weight.detach().double().numpy() / scale[:, None]
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-4)
+    assert np.abs(steps).max() <= 7 + 1e-4
+
+
+def test_fine_tuning_keeps_the_epoch_that_did_best_on_held_out_frames() -> None:
+    """A rate that wrecks the model: the model returned is the best one seen on the held-out
+    frames (here the prepared model before any step), not the last."""
+    train, labels = frames(256, seed=1)
+    held, held_labels = frames(96, seed=4)
+    stats: list[qat.EpochStats] = []
+    validation = (as_input(held), torch.from_numpy(held_labels))
+    torch.manual_seed(0)
+    model = qat.fine_tune(
+        FCNet(),
+        as_input(train),
+        torch.from_numpy(labels),
+        qat.QATConfig(epochs=3, learning_rate=0.5),
+        progress=stats.append,
+        validation=validation,
+    )
+    assert [s.epoch for s in stats] == [0, 1, 2, 3] and stats[0].train_loss is None
+    losses = [s.validation_loss for s in stats]
+    assert all(loss is not None for loss in losses)
+    best = min(range(len(stats)), key=lambda i: losses[i])  # type: ignore[arg-type, return-value]
+    assert best < len(stats) - 1  # the rate made the last epoch worse than an earlier one
+    with torch.no_grad():
+        kept = float(nn.functional.cross_entropy(model(validation[0]), validation[1]))
+    assert kept == pytest.approx(losses[best], rel=1e-5)
+    assert stats[best].best
+
+
+def trained_float(build: type[nn.Module]) -> nn.Module:
+    """A float model trained briefly on the quadrant task (no quantization)."""
+    torch.manual_seed(0)
+    model = build()
+    train, labels = frames(256, seed=1)
+    x, y = as_input(train), torch.from_numpy(labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        for start in range(0, len(x), 32):
+            loss = nn.functional.cross_entropy(model(x[start : start + 32]), y[start : start + 32])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def scores(program: Program, x: np.ndarray) -> np.ndarray:
+    return Engine(program).run(x).outputs.reshape(len(x), -1) * program.output_scales
+
+
+@pytest.mark.parametrize("build", [FCNet, ConvGap])
+def test_a_calibrated_start_is_the_converters_calibrated_program(
+    build: type[nn.Module], tmp_path: Path
+) -> None:
+    """Prepared from calibration inputs, the fake-quantized model is the program the
+    converter makes from the float model with the same calibration: exported and
+    converted, it gives the same scores on frames neither saw."""
+    model = trained_float(build)
+    calib, _ = frames(96, seed=2)
+    unseen, _ = frames(64, seed=5)
+    spikefleet.extract(model, as_input(calib[:16]), tmp_path / "float.bundle")
+    options = ConvertOptions(hardware=False)
+    ptq = convert(tmp_path / "float.bundle", calibration=calib, options=options)
+    assert not any("int4 grid" in note for note in ptq.notes)
+
+    qat.prepare(model, learn_scales=True, calibration=as_input(calib))
+    qat.export(model, as_input(calib[:16]), tmp_path / "start.bundle")
+    start = convert(tmp_path / "start.bundle", calibration=calib, options=options)
+    assert start.report is not None and start.report.certificate is not None
+    assert start.report.certificate["spikes_equal"] and start.report.certificate["top1_equal"]
+    np.testing.assert_allclose(
+        scores(start.program, unseen), scores(ptq.program, unseen), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_export_keeps_the_fake_quantized_decisions(tmp_path: Path) -> None:

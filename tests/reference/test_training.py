@@ -78,3 +78,43 @@ def test_shipped_weights_convert_exactly_to_an_akd1000_program_that_agrees(digit
     float_pred = scores.reshape(len(labels), frames.shape[1], -1).sum(1).argmax(1)
     assert (int4 == float_pred).mean() >= 0.95
     assert (int4 == labels).mean() >= (float_pred == labels).mean() - 0.02
+
+
+def flips_and_score_error(program, model, flat: np.ndarray) -> tuple[list[float], float]:
+    """Per spiking layer the share of spike decisions that differ from the float model's on
+    ``flat`` frames, and the RMS error of the class scores relative to their spread."""
+    from spikefleet.program.model import Program
+
+    with torch.no_grad():
+        spk1, spk2, scores = model.forward_spikes(frames_to_input(flat))
+    flips = []
+    for name, expected in (("conv1", spk1), ("conv2", spk2)):
+        index = next(i for i, layer in enumerate(program.layers) if layer.name == name)
+        prefix = Program(name="prefix", layers=program.layers[: index + 1])
+        fired = Engine(prefix).run(flat).outputs > 0
+        wanted = expected.numpy().transpose(0, 2, 3, 1) > 0
+        flips.append(float((fired[..., : wanted.shape[-1]] != wanted).mean()))
+    outputs = Engine(program).run(flat).outputs.reshape(len(flat), -1).astype(np.float64)
+    outputs = outputs * program.output_scales
+    reference = scores.numpy()
+    return flips, float(np.sqrt(((outputs - reference) ** 2).mean()) / reference.std())
+
+
+@pytest.mark.slow
+def test_calibration_does_not_worsen_the_shipped_weights(digits):
+    """On frames the calibration never saw, the calibrated program flips fewer spike
+    decisions in every layer than the uncalibrated one and follows the float scores
+    more closely: calibration must earn its changes (issue 13)."""
+    frames, _ = ndigits.load_frames(digits, "test")
+    train_frames, _ = ndigits.load_frames(digits, "train")
+    flat = frames.reshape(-1, *frames.shape[2:])
+    model = load_reference_model()
+    bundle = digits / "reference-calibration.safetensors"
+    extract(model, frames_to_input(flat[:3]), bundle)
+    options = ConvertOptions(hardware=False)
+    plain = convert(bundle, options=options).program
+    calibrated = convert(bundle, calibration=train_frames[:64], options=options).program
+    plain_flips, plain_error = flips_and_score_error(plain, model, flat)
+    calibrated_flips, calibrated_error = flips_and_score_error(calibrated, model, flat)
+    assert all(c < p for c, p in zip(calibrated_flips, plain_flips, strict=True))
+    assert calibrated_error < plain_error

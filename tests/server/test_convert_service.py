@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,25 @@ from spikefleet.program.codec import decode
 from spikefleet.program.signing import TrustedKeys, verify
 from spikefleet.v1 import converter_pb2, converter_pb2_grpc
 from spikefleet_server.app import ServerApp
+
+
+@pytest.fixture(autouse=True)
+def no_upload_in_flight(server: ServerApp) -> Iterator[None]:
+    """Each test starts with no upload on the server's disk.
+
+    The server is shared by the module; a test that fails slow (under load, its
+    conversion still running when the client gives up) leaves its upload there
+    until that conversion ends, and the next test's "left nothing" check would
+    fail for it. So after each test the uploads drain (bounded), and what a
+    stuck one left is removed.
+    """
+    yield
+    uploads = server.config.data_dir / "uploads"
+    deadline = time.monotonic() + 120
+    while any(uploads.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for leftover in uploads.iterdir():
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def assert_left_nothing(server: ServerApp, name: str) -> None:

@@ -255,6 +255,60 @@ def validated_rounding(
     return nearest, False
 
 
+def _held_flips(
+    rows: F64,
+    scales: F64,
+    q: F64,
+    inputs: npt.NDArray[np.float32],
+    target: F64,
+    boundary: F64,
+    held: npt.NDArray[np.bool_],
+) -> F64:
+    """Per channel, spike decisions flipped on the ``held`` rows by integer weights ``q``.
+
+    The mean potential error is measured on the other rows (as the threshold
+    correction would) and taken off. For integer potentials the integer
+    threshold decides exactly as this real one does, so these are the flips
+    the program makes there.
+    """
+    weights = (q * scales[:, None]).astype(np.float32)
+    shift = (inputs[~held] @ weights.T - target[~held]).mean(axis=0)
+    potentials = inputs[held] @ weights.T - shift
+    return ((potentials > boundary) != (target[held] > boundary)).sum(axis=0).astype(np.float64)
+
+
+def validated_scales(
+    rows: F64,
+    bits: int,
+    inputs: F64,
+    target: F64,
+    boundary: F64,
+    held: npt.NDArray[np.bool_],
+) -> F64:
+    """Per channel: the clipping point with the fewest flipped decisions, fitted on the rows
+    not ``held``, where it flips fewer on the ``held`` rows than the uncalibrated choice
+    (the weights' squared error) does; else that choice.
+
+    The search's objective is the layer's output, not its weights: the spike
+    decisions of the float model on real inputs (then the potential error). The
+    check on rows it did not see keeps its noise out, so calibration cannot make
+    a channel worse than no calibration there.
+    """
+    low, high = weight_range(bits)
+    base = choose_scales(rows, bits, "mse")
+    if held.sum() < 2 or (~held).sum() < 2:
+        return base
+    x = inputs.astype(np.float32)
+    fitted = choose_scales(rows, bits, "mse", inputs[~held], boundary, target[~held])
+    flips_fit = _held_flips(
+        rows, fitted, _quantize_rows(rows, fitted, low, high), x, target, boundary, held
+    )
+    flips_base = _held_flips(
+        rows, base, _quantize_rows(rows, base, low, high), x, target, boundary, held
+    )
+    return np.where(flips_fit < flips_base, fitted, base)
+
+
 def on_grid(rows: F64, bits: int) -> F64 | None:
     """Per-channel scales if every weight is already an integer step multiple (|q| <= top).
 
@@ -308,6 +362,10 @@ class Quantized:
 
     ``always_on`` counts, per layer, the outputs per frame that fire on every
     frame because they carry the next layer's bias (see :func:`quantize_stages`).
+    ``integer``, ``thresholds`` and ``biases`` are per stage, in torch's layout
+    and before any always-on outputs: the integer weights, the integer
+    thresholds (zeros for a read-out) and the corrected float biases (the
+    read-out's rides on always-on inputs); ``spikefleet.qat`` starts from them.
     """
 
     layers: list[Layer]
@@ -315,6 +373,9 @@ class Quantized:
     scales: list[F64]
     always_on: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    integer: list[F64] = field(default_factory=list)
+    thresholds: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    biases: list[F64] = field(default_factory=list)
 
 
 def _bias_units(bias: F64, scales: F64, high: int, low: int) -> npt.NDArray[np.int64] | None:
@@ -349,15 +410,22 @@ def quantize_stages(
     float_spikes: list[np.ndarray] | None = None,
     max_rows: int = 2048,
     rounding: bool = True,
+    row_budget: int = 2**20,
+    scale_search: bool = True,
 ) -> Quantized:
     """Akida layers for ``stages``.
 
     ``calibration`` frames (N, H, W, C) run through the float stages and,
     layer by layer, through the quantized ones: each layer is calibrated on the
     spikes the quantized layers before it really produce, against the float
-    model's potentials. ``clip="mse"`` chooses scales that flip the fewest
-    spike decisions, and the mean potential error left is corrected in the
-    integer threshold (in the bias of an output layer). ``float_spikes[k]``,
+    model's potentials. With ``clip="auto"`` (and ``scale_search``) a spiking
+    layer's channel is clipped where that flips fewer spike decisions on held-out
+    calibration rows than the uncalibrated clipping (:func:`validated_scales`); ``clip="mse"``
+    takes the fewest-flips search as it is. The mean potential error left is
+    corrected in the integer threshold (in the bias of an output layer). A
+    convolution is calibrated on up to ``row_budget / fan_in`` of its output
+    positions (at least ``max_rows``, at most 65,536): a narrow first layer, where
+    int4 flips the most decisions, gets many rows for its search. ``float_spikes[k]``,
     when given, are the float model's spikes out of stage k for those frames
     (already computed for the fidelity report), so only the quantized side runs.
 
@@ -383,7 +451,8 @@ def quantize_stages(
         held = np.zeros(0, dtype=bool)
         if x_float is not None and x_quant is not None:
             count = row_count(stage, len(x_float))
-            pick = rng.choice(count, max_rows, replace=False) if count > max_rows else None
+            limit = max(max_rows, min(65536, row_budget // rows.shape[1]))
+            pick = rng.choice(count, limit, replace=False) if count > limit else None
             inputs = stage_rows(stage, x_quant, pick)
             target = stage_rows(stage, x_float, pick) @ rows.T
             flat = np.arange(count) if pick is None else pick
@@ -402,7 +471,22 @@ def quantize_stages(
             method: ClipMethod = clip
             if clip == "auto":  # measured best on held-out data (docs/converting.md)
                 method = "max" if inputs is not None else "mse"
-            scales = choose_scales(rows, bits, method, inputs, boundary, target)
+            if (
+                clip == "auto"
+                and scale_search
+                and inputs is not None
+                and target is not None
+                and boundary is not None
+            ):
+                scales = validated_scales(rows, bits, inputs, target, boundary, held)
+                result_notes.append(
+                    f"{stage.name}: {int((scales != choose_scales(rows, bits, 'mse')).sum())} of "
+                    f"{len(scales)} channels clipped for the fewest flipped decisions (fitted on "
+                    "half the calibration samples, kept where they flipped fewer on the other "
+                    "half than the weights' squared-error clipping)"
+                )
+            else:
+                scales = choose_scales(rows, bits, method, inputs, boundary, target)
             q = _quantize_rows(rows, scales, low, high)
         # Rounding is optimised where its proxy is the quantity that matters: the
         # read-out's potentials are the class scores. (On spiking layers the squared
@@ -456,6 +540,7 @@ def quantize_stages(
             x_float = x_quant = None
 
     result = Quantized([InputData("input", (h, w, c), input_bits)], None, all_scales)
+    result.integer, result.thresholds, result.biases = list(weights), list(thresholds), biases
     result.notes.extend(result_notes)
     last = stages[-1]
     in_shapes = [stage.in_shape for stage in stages]
