@@ -39,6 +39,11 @@ Done = Callable[[IngestResult], None]  # called on the loop after the commit (or
 # batch None: a last_seen refresh; refused set: acked as refused, not stored
 _Item = tuple[str, fleet_pb2.TelemetryBatch | None, Done | None, str]
 
+# How long the writer lets a group gather after its first item: commits per second are
+# then at most 1 / linger whatever the rate, and each costs the same (a transaction, a
+# round of the storage threads) however few batches it carries. The batches wait that
+# much longer for their acks (the agents' budget is seconds).
+GROUP_LINGER_S = 0.01
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 PRUNE_INTERVAL_S = 60.0
@@ -52,8 +57,10 @@ class TelemetryWriter:
         *,
         limits: TelemetryLimits | None = None,
         prune_interval_s: float = PRUNE_INTERVAL_S,
+        linger_s: float = GROUP_LINGER_S,
     ) -> None:
         self._store = store
+        self._linger_s = linger_s
         self._max_group = max_group
         self._limits = limits or TelemetryLimits()
         self._prune_interval_s = prune_interval_s
@@ -110,6 +117,8 @@ class TelemetryWriter:
                 continue
             if first is None:
                 return
+            if self._linger_s > 0 and self._queue.qsize() < self._max_group:
+                await asyncio.sleep(self._linger_s)  # let the group gather
             group: list[_Item] = [first]
             stop = False
             while len(group) < self._max_group:
