@@ -20,6 +20,13 @@ stored per second against the offered rate (from the server's database),
 the unacknowledged backlog, the time from sending a batch to its ack
 (committed), and the server process's CPU and resident memory (from /proc).
 
+The agents keep their batches in a spool until acked, numbered as the real agent
+numbers them (a seq when made, connected or not; after a reconnect, sent again from
+the last seq the server holds) and redial with the real agent's failover backoff.
+After the window they stop making batches and empty their spools; the report
+compares the batches made with the database's rows: ``batches_lost`` and
+``batches_stored_twice`` must both be 0 (with ``--kill-one-at`` too).
+
 ``--replicas N --database URL`` runs N server processes on one PostgreSQL
 (``throwaway``: a temporary cluster started for the run, tests/support/postgres.py);
 agents are spread over them and fail over to the next when their replica goes.
@@ -54,6 +61,8 @@ from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutRequest
 from spikefleet.program.codec import encode
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet_agent.config import ServerConfig as AgentServerConfig
+from spikefleet_agent.control.channel import failover_delay
 from spikefleet_server.config import hash_token
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
@@ -65,6 +74,9 @@ from support.program_factory import small_program
 from support.simagents import Behaviour, SimAgent
 
 BIN = Path(sys.executable).parent
+RECONNECT_MIN_S = AgentServerConfig.reconnect_min_s  # the real agent's defaults
+RECONNECT_MAX_S = AgentServerConfig.reconnect_max_s
+DRAIN_S = 60.0  # after the window, how long the agents may take to empty their spools
 DEPLOYER, AGENT = "bench-deployer", "bench-agent"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -166,6 +178,25 @@ class Server:
         try:
             with db.read() as conn:
                 return int(conn.exec_driver_sql("SELECT COUNT(*) FROM fleet_telemetry").scalar())
+        finally:
+            db.close()
+
+    def stored_distinct(self) -> tuple[int, int]:
+        """(rows, distinct batches): a load-generator agent numbers its batches in
+        ``frames``, so a batch stored twice (under two seqs) counts once here."""
+        query = (
+            "SELECT (SELECT COUNT(*) FROM fleet_telemetry), "
+            "(SELECT COUNT(*) FROM (SELECT DISTINCT agent_id, frames FROM fleet_telemetry) d)"
+        )
+        if not self.database:
+            with sqlite3.connect(self.db_path, timeout=30) as db:
+                rows, distinct = db.execute(query).fetchone()
+                return int(rows), int(distinct)
+        db = open_database(self.database, migrate=False)
+        try:
+            with db.read() as conn:
+                rows, distinct = conn.exec_driver_sql(query).one()
+                return int(rows), int(distinct)
         finally:
             db.close()
 
@@ -287,6 +318,7 @@ class Generator:
                 "--interval",
                 str(interval_s),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -300,6 +332,17 @@ class Generator:
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.process.pid)
+
+    def drain(self) -> None:
+        """Stop making batches; the agents report once their spools are empty."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("drain\n")
+        self.process.stdin.flush()
+
+    def final_report(self) -> dict[str, float]:
+        while not (report := _next_report(self)).get("final"):
+            pass
+        return report
 
 
 def _runqueue_wait(pid: int) -> float:
@@ -417,6 +460,13 @@ def bench_ingest(
             and late <= 0.01
         )
         cpu_percent = 100 * (cpu1 - cpu0) / elapsed
+        # every batch made must be stored exactly once: stop making them, let the spools
+        # empty, then compare what the agents made with what the database holds
+        for child in children:
+            child.drain()
+        finals = [child.final_report() for child in children]
+        made, spooled = sum(r["sent"] for r in finals), sum(r["spooled"] for r in finals)
+        rows, distinct = server.stored_distinct()
         return {
             "agents": count,
             "interval_s": interval_s,
@@ -431,7 +481,7 @@ def bench_ingest(
             "connected_min": int(registered_min),
             "duration_s": round(elapsed, 1),
             "offered_batches_per_s": round(offered, 1),
-            "sent_batches_per_s": round(sent / elapsed, 1),
+            "made_batches_per_s": round(sent / elapsed, 1),
             "stored_batches_per_s": round(stored_rate, 1),
             "acked_batches_per_s": round(acked / elapsed, 1),
             "unacked_batches_max": int(max(backlog)),
@@ -441,6 +491,11 @@ def bench_ingest(
             "ack_latency_p99_s_worst_second": round(ack_p99, 3),
             "ack_latency_max_s": round(ack_max, 3),
             "kept_up": kept_up,
+            "batches_made": int(made),
+            "batches_stored": distinct,
+            "batches_lost": int(made - spooled - distinct),
+            "batches_stored_twice": rows - distinct,
+            "batches_still_spooled": int(spooled),
             "server_cpu_percent_of_one_core": round(cpu_percent, 1),
             "server_cpu_percent_per_1000_agents": round(1000 * cpu_percent / count, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
@@ -472,9 +527,52 @@ def _next_report(child: Generator) -> dict[str, float]:
 # -- the load generator: many agents as coroutines in one process -------------------------
 
 
+SEND_WINDOW = 256  # batches in flight beyond the last ack, as the real agent's channel
+
+
+class MemorySpool:
+    """The real agent's spool numbering (spikefleet_agent.telemetry.spool) in memory: a
+    batch gets the next seq when it is made, connected or not; what the server acked is
+    dropped; at registration the server's last seq is acked, and if it is one this
+    spool never issued (a wiped agent, an id reused) what waits is renumbered after it.
+    Each batch carries its own number in ``frames``, so the database's rows say whether
+    any batch was stored twice or never."""
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.made = 0
+        self.waiting: dict[int, fleet_pb2.TelemetryBatch] = {}  # seq -> batch, in seq order
+
+    def append(self, batch: fleet_pb2.TelemetryBatch) -> int:
+        self.made += 1
+        batch.seq, batch.frames = self.next_seq, self.made
+        self.waiting[batch.seq] = batch
+        self.next_seq += 1
+        return batch.seq
+
+    def rebase(self, server_seq: int) -> None:
+        if self.next_seq > server_seq:
+            return
+        batches, self.waiting = list(self.waiting.values()), {}
+        for seq, batch in enumerate(batches, start=server_seq + 1):
+            batch.seq = seq
+            self.waiting[seq] = batch
+        self.next_seq = server_seq + 1 + len(batches)
+
+    def ack(self, seq: int) -> None:
+        for waiting in [s for s in self.waiting if s <= seq]:
+            del self.waiting[waiting]
+
+    def pending(self, after_seq: int, limit: int) -> list[fleet_pb2.TelemetryBatch]:
+        return [b for s, b in self.waiting.items() if s > after_seq][:limit]
+
+
 class AioAgent:
     """One agent on its own connection: Register, then a heartbeat and a telemetry batch
-    every ``period_s``; counts batches sent and acked and how long each ack took."""
+    every ``period_s``, spooled until acked and sent from the spool in seq order (after
+    a reconnect, from the last seq the server holds). Redials with the real agent's
+    jittered failover backoff. Counts batches made and acked and how long each ack took
+    after its batch was sent."""
 
     def __init__(self, addresses: list[str], agent_id: str, period_s: float) -> None:
         self.addresses = addresses
@@ -482,44 +580,99 @@ class AioAgent:
         self.agent_id = agent_id
         self.period_s = period_s
         self.registered = False
-        self.sent = self.acked = 0
+        self.producing = True
+        self.spool = MemorySpool()
+        self.acked = 0
         self.sent_at: dict[int, float] = {}
         self.ack_seconds: list[float] = []
+        self._wake = asyncio.Event()
+        self._outbox: asyncio.Queue[fleet_pb2.AgentMessage] | None = None  # while registered
+
+    @property
+    def made(self) -> int:
+        return self.spool.made
 
     async def run(self) -> None:
-        """Stay connected: when the stream ends, the next replica after a short jitter."""
-        while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._session(self.addresses[self.index])
-            self.index = (self.index + 1) % len(self.addresses)
-            await asyncio.sleep(random.uniform(0.25, 0.5))
+        """Stay connected: when the stream ends, the next replica after the real agent's
+        backoff (short after a session that registered, growing per round of failures)."""
+        producer = asyncio.create_task(self._produce())
+        failures = 0
+        try:
+            while True:
+                registered = False
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    registered = await self._session(self.addresses[self.index])
+                failures = 0 if registered else failures + 1
+                self.index = (self.index + 1) % len(self.addresses)
+                await asyncio.sleep(
+                    failover_delay(failures, len(self.addresses), RECONNECT_MIN_S, RECONNECT_MAX_S)
+                )
+        finally:
+            producer.cancel()
 
-    async def _session(self, address: str) -> None:
+    async def _produce(self) -> None:
+        """Every period: a heartbeat (while registered) and a batch into the spool."""
+        await asyncio.sleep(random.uniform(0, self.period_s))  # agents don't beat in step
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while self.producing:
+            now_ms = int(time.time() * 1000)
+            if self._outbox is not None:
+                beat = fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256="0" * 64, health="ok")
+                self._outbox.put_nowait(fleet_pb2.AgentMessage(heartbeat=beat))
+            self.spool.append(
+                fleet_pb2.TelemetryBatch(
+                    start_unix_ms=now_ms - int(self.period_s * 1000),
+                    end_unix_ms=now_ms,
+                    program_sha256="0" * 64,
+                    backend="sim",
+                    predictions=100,
+                    latency_p50_ms=0.5,
+                    latency_p95_ms=0.9,
+                    latency_p99_ms=1.0,
+                )
+            )
+            self._wake.set()
+            next_at += self.period_s  # a fixed rate, however late this round was
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _session(self, address: str) -> bool:
+        """One Connect stream; whether it registered."""
         options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+        registered = False
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = fleet_pb2_grpc.FleetStub(channel)
             outbox: asyncio.Queue[fleet_pb2.AgentMessage] = asyncio.Queue()
             call = stub.Connect(
                 self._requests(outbox), metadata=(("authorization", f"Bearer {AGENT}"),)
             )
-            ticker: asyncio.Task[None] | None = None
+            sender: asyncio.Task[None] | None = None
             try:
                 async for message in call:
                     kind = message.WhichOneof("kind")
                     if kind == "registered":
-                        self.sent = self.acked = message.registered.last_telemetry_seq
-                        self.registered = True
-                        ticker = asyncio.create_task(self._tick(outbox))
+                        last = message.registered.last_telemetry_seq
+                        self.spool.rebase(last)
+                        self.spool.ack(last)
+                        self.acked = last
+                        registered = self.registered = True
+                        self._outbox = outbox
+                        sender = asyncio.create_task(self._send(outbox, last))
                     elif kind == "telemetry_ack":
                         seq = message.telemetry_ack.seq
+                        self.spool.ack(seq)
                         self.acked = max(self.acked, seq)
                         sent_at = self.sent_at.pop(seq, None)
                         if sent_at is not None:
                             self.ack_seconds.append(time.monotonic() - sent_at)
+                        if self.spool.waiting:  # the window may have room again
+                            self._wake.set()
             finally:
                 self.registered = False
-                if ticker is not None:
-                    ticker.cancel()
+                self._outbox = None
+                if sender is not None:
+                    sender.cancel()
+        return registered
 
     async def _requests(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> Any:
         yield fleet_pb2.AgentMessage(
@@ -534,52 +687,56 @@ class AioAgent:
         while True:
             yield await outbox.get()
 
-    async def _tick(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> None:
-        await asyncio.sleep(random.uniform(0, self.period_s))  # agents don't beat in step
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
+    async def _send(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage], sent: int) -> None:
+        """What waits in the spool after ``sent`` (the seq the server said it holds), in
+        seq order, within the send window; again whenever a batch is made or acked."""
         while True:
-            now_ms = int(time.time() * 1000)
-            beat = fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256="0" * 64, health="ok")
-            outbox.put_nowait(fleet_pb2.AgentMessage(heartbeat=beat))
-            self.sent += 1
-            self.sent_at[self.sent] = time.monotonic()
-            batch = fleet_pb2.TelemetryBatch(
-                seq=self.sent,
-                start_unix_ms=now_ms - int(self.period_s * 1000),
-                end_unix_ms=now_ms,
-                program_sha256="0" * 64,
-                backend="sim",
-                frames=100,
-                predictions=100,
-                latency_p50_ms=0.5,
-                latency_p95_ms=0.9,
-                latency_p99_ms=1.0,
-            )
-            outbox.put_nowait(fleet_pb2.AgentMessage(telemetry=batch))
-            next_at += self.period_s  # a fixed rate, however late this round was
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            room = SEND_WINDOW - (sent - self.acked)
+            for batch in self.spool.pending(sent, room) if room > 0 else []:
+                self.sent_at[batch.seq] = time.monotonic()
+                outbox.put_nowait(fleet_pb2.AgentMessage(telemetry=batch))
+                sent = batch.seq
+            await self._wake.wait()
+            self._wake.clear()
 
 
 async def run_agents(
     addresses: list[str], first: int, count: int, seconds: float, interval_s: float
 ) -> None:
-    """Start ``count`` agents (200 a second), then print one JSON report a second."""
+    """Start ``count`` agents (200 a second), then print one JSON report a second. A line
+    "drain" on stdin stops making batches; once every spool is empty (or after
+    DRAIN_S) a last report says how many batches were made and still wait."""
     agents = [AioAgent(addresses, f"sim-{first + i:04d}", interval_s) for i in range(count)]
     tasks = []
     for i, agent in enumerate(agents):
         tasks.append(asyncio.create_task(agent.run()))
         if i % 20 == 19:
             await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    drain = asyncio.Event()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.strip() == "drain":
+                loop.call_soon_threadsafe(drain.set)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
     deadline = time.monotonic() + seconds
+    drained_by: float | None = None
     while time.monotonic() < deadline:
-        await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain.wait(), 1.0)
+        if drain.is_set() and drained_by is None:
+            drained_by = time.monotonic() + DRAIN_S
+            for agent in agents:
+                agent.producing = False
         latencies = sorted(s for agent in agents for s in agent.ack_seconds)
         for agent in agents:
             agent.ack_seconds.clear()
+        waiting = sum(len(agent.spool.waiting) for agent in agents)
         report = {
             "registered": sum(agent.registered for agent in agents),
-            "sent": sum(agent.sent for agent in agents),
+            "sent": sum(agent.made for agent in agents),
             "acked": sum(agent.acked for agent in agents),
             "acks": len(latencies),
             "acks_over_1s": sum(s > 1.0 for s in latencies),
@@ -587,7 +744,12 @@ async def run_agents(
             "ack_p99_s": latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0,
             "ack_max_s": latencies[-1] if latencies else 0.0,
             "failed": sum(task.done() for task in tasks),
+            "spooled": waiting,
         }
+        if drained_by is not None and (waiting == 0 or time.monotonic() > drained_by):
+            report["final"] = True
+            print(json.dumps(report), flush=True)
+            await asyncio.Event().wait()  # the parent ends this process
         print(json.dumps(report), flush=True)
     for task in tasks:
         task.cancel()
