@@ -143,8 +143,8 @@ class AuthInterceptor(AroundInterceptor):
         if token is None:
             return (
                 grpc.StatusCode.UNAUTHENTICATED,
-                "missing bearer token: pass --token or SPIKEFLEET_TOKEN "
-                "(metadata 'authorization: Bearer <token>')",
+                "missing bearer token: send metadata 'authorization: Bearer <token>' "
+                "(Client(token=...))",
                 None,
             )
         if principal is None:

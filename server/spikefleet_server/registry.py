@@ -21,7 +21,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from sqlalchemy.engine import Connection
 from spikefleet.errors import ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.program.atomic import atomic_write
 from spikefleet.program.signing import SignedProgram, SigningKey, sign
+from spikefleet.wire.registry import ProgramInfo
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import program_blobs, program_versions, programs
 from spikefleet_server.storage.sql import insert
@@ -47,21 +47,8 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 MIN_PREFIX = 8
 
 
-@dataclass(frozen=True)
-class ProgramRecord:
-    sha256: str
-    name: str
-    version: int
-    labels: dict[str, str] = field(default_factory=dict)
-    fidelity: dict[str, Any] = field(default_factory=dict)
-    created_unix_ms: int = 0
-    size: int = 0
-    key_id: str = ""
-    source_sha256: str = ""
-
-
-def _record(row: Any) -> ProgramRecord:
-    return ProgramRecord(
+def _record(row: Any) -> ProgramInfo:
+    return ProgramInfo(
         sha256=row.sha256,
         name=row.name,
         version=row.version,
@@ -129,7 +116,7 @@ class Registry:
         labels: Mapping[str, str] | None = None,
         fidelity: Mapping[str, Any] | None = None,
         source_sha256: str = "",
-    ) -> ProgramRecord:
+    ) -> ProgramInfo:
         """Sign and store ``program``; the next version of ``name``, or the existing
         record when these exact program bytes are already stored."""
         return await self.db.run(
@@ -143,7 +130,7 @@ class Registry:
         labels: dict[str, str],
         fidelity: dict[str, Any],
         source_sha256: str,
-    ) -> ProgramRecord:
+    ) -> ProgramInfo:
         check_name(name)
         signed = sign(program, self.signing_key)
         existing = self._find_sha(signed.sha256)
@@ -166,7 +153,7 @@ class Registry:
                 set_={"last_version": program_versions.c.last_version + 1},
             ).returning(program_versions.c.last_version)
             version = int(conn.execute(bump).scalar_one())
-            record = ProgramRecord(
+            record = ProgramInfo(
                 sha256=signed.sha256,
                 name=name,
                 version=version,
@@ -208,17 +195,17 @@ class Registry:
         if found is None:
             raise ProgramNotFoundError(f"no program with sha256 {sha256} in the registry")
 
-    def _find_sha(self, sha256: str) -> ProgramRecord | None:
+    def _find_sha(self, sha256: str) -> ProgramInfo | None:
         with self.db.read() as conn:
             row = conn.execute(sa.select(programs).where(programs.c.sha256 == sha256)).first()
         return _record(row) if row is not None else None
 
-    async def describe(self, ref: str, version: int | None = None) -> ProgramRecord:
+    async def describe(self, ref: str, version: int | None = None) -> ProgramInfo:
         """The program a sha256 (or a unique prefix of 8+ hex digits) or a name names;
         with a name, ``version`` picks one (default: the latest)."""
         return await self.db.run(self._describe, ref, version)
 
-    def _describe(self, ref: str, version: int | None) -> ProgramRecord:
+    def _describe(self, ref: str, version: int | None) -> ProgramInfo:
         ref = ref.strip()
         if not ref:
             raise ProgramNotFoundError("no program given: pass a sha256 or a name")
@@ -282,13 +269,13 @@ class Registry:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         latest_only: bool = False,
-    ) -> list[ProgramRecord]:
+    ) -> list[ProgramInfo]:
         """Programs by name then version; ``labels`` must all match."""
         return await self.db.run(self._list, name, dict(labels or {}), latest_only)
 
     def _list(
         self, name: str | None, labels: dict[str, str], latest_only: bool
-    ) -> builtins.list[ProgramRecord]:
+    ) -> builtins.list[ProgramInfo]:
         query = sa.select(programs).order_by(programs.c.name, programs.c.version)
         if name:
             query = query.where(programs.c.name == name)
@@ -297,13 +284,13 @@ class Registry:
         if labels:
             records = [r for r in records if all(r.labels.get(k) == v for k, v in labels.items())]
         if latest_only:
-            newest: dict[str, ProgramRecord] = {}
+            newest: dict[str, ProgramInfo] = {}
             for record in records:
                 newest[record.name] = record
             records = list(newest.values())
         return records
 
-    async def delete(self, sha256: str) -> ProgramRecord:
+    async def delete(self, sha256: str) -> ProgramInfo:
         """Remove a program, unless :attr:`usage` says agents run or are assigned it.
 
         The check and the delete share one write transaction holding the program's row,
@@ -311,7 +298,7 @@ class Registry:
         can slip between."""
         return await self.db.run(self._delete, sha256)
 
-    def _delete(self, sha256: str) -> ProgramRecord:
+    def _delete(self, sha256: str) -> ProgramInfo:
         with self.db.write() as conn:
             row = conn.execute(
                 sa.select(programs).where(programs.c.sha256 == sha256).with_for_update()

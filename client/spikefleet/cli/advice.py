@@ -12,6 +12,11 @@ ARGUMENT_FLAGS = (
     ("pass allow_beta=True", "pass --allow-beta"),
     ("pass allow_shift=True", "pass --allow-shift"),
     ("pass input_spec= (or --input-spec FILE)", "pass --input-spec FILE"),
+    # the server's messages name request fields
+    ("(Client(token=...))", "(pass --token or SPIKEFLEET_TOKEN)"),
+    ("a state_dict with arch=", "a state_dict with --arch"),
+    ("(canary_count or canary_percent)", "(--canary N or --canary P%)"),
+    ("set force=true", "pass --force"),
 )
 
 

@@ -20,13 +20,13 @@ from spikefleet.client.rollouts import (
     AgentSummary,
     RolloutRequest,
     RolloutsClient,
-    RolloutStatus,
     parse_canary,
     parse_duration,
     parse_selector,
     parse_waves,
 )
 from spikefleet.errors import RolloutError
+from spikefleet.wire.rollouts import Rollout
 
 EVENTS_SHOWN = 6
 ROLLOUT_ID_HELP = "rollout id (or a unique prefix of it)"
@@ -85,27 +85,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--canary", default="0", help="canary size: agents (3) or percent (10%%)")
     create.add_argument(
-        "--waves", default="100%", help="cumulative percentages after the canary (50%%,100%%)"
+        "--waves", help="cumulative percentages after the canary (50%%,100%%; default: 100%%)"
     )
-    create.add_argument("--bake", default="30s", help="bake time per phase (30s, 5m)")
+    create.add_argument("--bake", help="bake time per phase (30s, 5m; default: 30s)")
     create.add_argument(
         "--min-agreement",
         type=float,
-        default=0.0,
         metavar="F",
         help="shadow-evaluate on the canary; minimum top-1 agreement (0..1)",
     )
     create.add_argument(
         "--min-shadow-frames",
         type=int,
-        default=1,
         metavar="N",
-        help="shadow frames needed before agreement can pass",
+        help="shadow frames needed before agreement can pass (default: 1)",
     )
-    create.add_argument("--max-error-rate", type=float, default=0.0, metavar="F", help="0..1")
-    create.add_argument("--max-p99-ms", type=float, default=0.0, metavar="MS", help="p99 latency")
-    create.add_argument("--install-timeout", default="0", help="per-agent install wait (2m)")
-    create.add_argument("--max-failed-installs", type=int, default=0, metavar="N")
+    create.add_argument("--max-error-rate", type=float, metavar="F", help="0..1")
+    create.add_argument("--max-p99-ms", type=float, metavar="MS", help="p99 latency")
+    create.add_argument("--install-timeout", help="per-agent install wait (2m; default: 2m)")
+    create.add_argument("--max-failed-installs", type=int, metavar="N")
     create.add_argument("--watch", action="store_true", help="follow it until it finishes")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(func=_create)
@@ -213,13 +211,15 @@ def _create(args: argparse.Namespace) -> int:
         selector=parse_selector(args.selector),
         canary_count=canary_count,
         canary_percent=canary_percent,
-        waves=parse_waves(args.waves),
-        bake_s=parse_duration(args.bake),
+        waves=parse_waves(args.waves) if args.waves is not None else None,
+        bake_s=parse_duration(args.bake) if args.bake is not None else None,
         max_error_rate=args.max_error_rate,
         max_p99_ms=args.max_p99_ms,
         min_agreement=args.min_agreement,
         min_shadow_frames=args.min_shadow_frames,
-        install_timeout_s=parse_duration(args.install_timeout),
+        install_timeout_s=(
+            parse_duration(args.install_timeout) if args.install_timeout is not None else None
+        ),
         max_failed_installs=args.max_failed_installs,
     )
     client = whole.rollouts
@@ -291,7 +291,7 @@ def _action(args: argparse.Namespace) -> int:
 
 def _follow(client: RolloutsClient, rollout_id: str, as_json: bool) -> int:
     """Follow until final; exit 0 only when the rollout succeeded."""
-    last: RolloutStatus | None = None
+    last: Rollout | None = None
     if as_json:
         for last in client.watch(rollout_id):
             print(json.dumps(last.to_dict(), sort_keys=True), flush=True)
@@ -325,7 +325,7 @@ def _follow(client: RolloutsClient, rollout_id: str, as_json: bool) -> int:
 # -- display --------------------------------------------------------------------------------
 
 
-def _headline(rollout: RolloutStatus) -> str:
+def _headline(rollout: Rollout) -> str:
     text = f"{rollout.state}, program {rollout.spec.program_sha256[:12]}"
     if rollout.state in ("running", "paused"):
         text += f", {rollout.phase_name(rollout.phase)} {rollout.stage}"
@@ -334,7 +334,7 @@ def _headline(rollout: RolloutStatus) -> str:
     return text
 
 
-def _render(rollout: RolloutStatus) -> Group:
+def _render(rollout: Rollout) -> Group:
     spec = rollout.spec
     header = Text()
     header.append(f"rollout {rollout.rollout_id}  ", style="bold")

@@ -13,11 +13,11 @@ from typing import Any
 
 import grpc
 
-from spikefleet.client.client import Assignment, ProgramInfo, check_program_bytes
+from spikefleet.client.client import check_program_bytes
 from spikefleet.client.errors import from_rpc_error
-from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
+from spikefleet.client.resolve import assignment_target, is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary
-from spikefleet.client.telemetry import TelemetrySummary, parse_time
+from spikefleet.client.telemetry import TelemetrySummary, unix_ms
 from spikefleet.client.tls import ClientTLS, open_channel
 from spikefleet.errors import SpikefleetError
 from spikefleet.v1 import (
@@ -30,6 +30,8 @@ from spikefleet.v1 import (
     telemetry_pb2,
     telemetry_pb2_grpc,
 )
+from spikefleet.wire.fleet import Assignment
+from spikefleet.wire.registry import ProgramInfo
 
 
 class AsyncPrograms:
@@ -50,7 +52,7 @@ class AsyncPrograms:
             name=name or "", labels=dict(labels or {}), latest_only=latest_only
         )
         reply = await self._client._call(self._stub.List, request)
-        return [ProgramInfo.from_message(p) for p in reply.programs]
+        return [ProgramInfo.from_proto(p) for p in reply.programs]
 
     async def resolve(self, ref: str, version: int | None = None) -> ProgramInfo:
         """The program ``ref`` names (see :meth:`spikefleet.client.Programs.resolve`)."""
@@ -66,7 +68,7 @@ class AsyncPrograms:
 
     async def describe(self, ref: str, version: int | None = None) -> ProgramInfo:
         request = await self._ref(ref, version)
-        return ProgramInfo.from_message(await self._client._call(self._stub.Describe, request))
+        return ProgramInfo.from_proto(await self._client._call(self._stub.Describe, request))
 
     async def get(self, ref: str, version: int | None = None) -> bytes:
         """The signed program (a SignedProgram envelope), checked against its sha256."""
@@ -79,7 +81,7 @@ class AsyncPrograms:
                 request, metadata=self._client._metadata, timeout=self._client.timeout
             ):
                 if message.HasField("info"):
-                    info = ProgramInfo.from_message(message.info)
+                    info = ProgramInfo.from_proto(message.info)
                 parts.append(message.chunk)
         except grpc.RpcError as error:
             raise from_rpc_error(error, self._client.address) from None
@@ -146,21 +148,14 @@ class AsyncClient:
         """As :meth:`spikefleet.Client.assign` (admin only)."""
         if not program and not rollback:
             raise SpikefleetError("assign needs a program, or rollback=True")
-        agent = agent.strip()
-        known = await self.agents()
-        if agent not in {a.agent_id for a in known}:
-            matches = [a for a in known if a.agent_id.startswith(agent)]
-            if matches:
-                agent = resolve_id(agent, matches, lambda a: a.agent_id, what="agent").agent_id
+        agent = assignment_target(agent, [a.agent_id for a in await self.agents()])
         sha256 = (await self.programs.resolve(program)).sha256 if program else ""
         shadow_sha256 = (await self.programs.resolve(shadow)).sha256 if shadow else ""
-        reply = await self._call(
-            fleet_pb2_grpc.FleetAdminStub(self.channel).Assign,
-            fleet_pb2.AssignRequest(
-                agent_id=agent, sha256=sha256, shadow_sha256=shadow_sha256, rollback=rollback
-            ),
+        request = fleet_pb2.AssignRequest(
+            agent_id=agent, sha256=sha256, shadow_sha256=shadow_sha256, rollback=rollback
         )
-        return Assignment(agent, sha256, shadow_sha256, rollback, reply.generation, reply.connected)
+        reply = await self._call(fleet_pb2_grpc.FleetAdminStub(self.channel).Assign, request)
+        return Assignment.from_proto(request, reply)
 
     async def telemetry(
         self,
@@ -171,15 +166,9 @@ class AsyncClient:
         programs: Sequence[str] = (),
     ) -> TelemetrySummary:
         """As :meth:`spikefleet.Client.telemetry`."""
-
-        def when(value: int | str | None) -> int:
-            if value is None:
-                return 0
-            return parse_time(value) if isinstance(value, str) else int(value)
-
         request = telemetry_pb2.TelemetryQueryRequest(
-            since_unix_ms=when(since),
-            until_unix_ms=when(until),
+            since_unix_ms=unix_ms(since),
+            until_unix_ms=unix_ms(until),
             agent_ids=[await self.resolve_agent(a) for a in agents],
             program_sha256s=[(await self.programs.resolve(p)).sha256 for p in programs],
         )

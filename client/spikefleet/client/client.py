@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -18,7 +16,7 @@ import grpc
 import numpy as np
 
 from spikefleet.client.errors import from_rpc_error
-from spikefleet.client.resolve import is_sha256, resolve_id, resolve_program
+from spikefleet.client.resolve import assignment_target, is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary, RolloutsClient
 from spikefleet.client.tls import ClientTLS, open_channel, use_tls
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
@@ -31,74 +29,14 @@ from spikefleet.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from spikefleet.wire.converter import ConvertProgress
+from spikefleet.wire.fleet import Assignment, DeletedAgent
+from spikefleet.wire.registry import ProgramInfo
 
 if TYPE_CHECKING:
     from spikefleet.client.telemetry import TelemetrySummary
 
 CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ProgramInfo:
-    sha256: str
-    name: str
-    version: int
-    labels: dict[str, str] = field(default_factory=dict)
-    fidelity: dict[str, Any] = field(default_factory=dict)
-    created_unix_ms: int = 0
-    size: int = 0
-    key_id: str = ""
-    source_sha256: str = ""
-
-    @classmethod
-    def from_message(cls, message: converter_pb2.ProgramInfo) -> ProgramInfo:
-        return cls(
-            sha256=message.sha256,
-            name=message.name,
-            version=message.version,
-            labels=dict(message.labels),
-            fidelity=json.loads(message.fidelity_json) if message.fidelity_json else {},
-            created_unix_ms=message.created_unix_ms,
-            size=message.size,
-            key_id=message.key_id,
-            source_sha256=message.source_sha256,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256,
-            "name": self.name,
-            "version": self.version,
-            "labels": self.labels,
-            "fidelity": self.fidelity,
-            "created_unix_ms": self.created_unix_ms,
-            "size": self.size,
-            "key_id": self.key_id,
-            "source_sha256": self.source_sha256,
-        }
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """What ``Client.assign`` set: the agent, its desired program and shadow, and when
-    the agent hears of it (``connected``: now; otherwise when it next registers)."""
-
-    agent_id: str
-    sha256: str
-    shadow_sha256: str
-    rollback: bool
-    generation: int
-    connected: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ConvertProgress:
-    stage: str
-    fraction: float
-    message: str
 
 
 class Programs:
@@ -119,7 +57,7 @@ class Programs:
             name=name or "", labels=dict(labels or {}), latest_only=latest_only
         )
         reply = self._client._call(self._stub.List, request)
-        return [ProgramInfo.from_message(p) for p in reply.programs]
+        return [ProgramInfo.from_proto(p) for p in reply.programs]
 
     def resolve(self, ref: str, version: int | None = None) -> ProgramInfo:
         """The program ``ref`` names: a name (its latest version, or ``version``),
@@ -138,7 +76,7 @@ class Programs:
 
     def describe(self, ref: str, version: int | None = None) -> ProgramInfo:
         """The stored record of the program ``ref`` names (see :meth:`resolve`)."""
-        return ProgramInfo.from_message(
+        return ProgramInfo.from_proto(
             self._client._call(self._stub.Describe, self._sha256(ref, version))
         )
 
@@ -151,7 +89,7 @@ class Programs:
         info: ProgramInfo | None = None
         for message in self._client._stream(self._stub.Get, self._sha256(ref, version)):
             if message.HasField("info"):
-                info = ProgramInfo.from_message(message.info)
+                info = ProgramInfo.from_proto(message.info)
             parts.append(message.chunk)
         data = b"".join(parts)
         check_program_bytes(ref, data, info)
@@ -159,7 +97,7 @@ class Programs:
 
     def delete(self, ref: str, version: int | None = None) -> ProgramInfo:
         reply = self._client._call(self._stub.Delete, self._sha256(ref, version))
-        return ProgramInfo.from_message(reply.deleted)
+        return ProgramInfo.from_proto(reply.deleted)
 
     def trusted_keys(self) -> dict[str, bytes]:
         """key id -> PEM of the public keys the server signs with."""
@@ -187,16 +125,6 @@ def check_program_bytes(ref: str, data: bytes, info: ProgramInfo | None) -> None
             f"{info.sha256} (and the envelope claims {envelope.sha256}): the registry copy "
             "is damaged or was tampered with; nothing was saved"
         )
-
-
-@dataclass(frozen=True)
-class DeletedAgent:
-    """What ``Client.delete_agent`` removed at the server."""
-
-    agent_id: str
-    was_connected: bool
-    telemetry_batches: int
-    installs: int
 
 
 class Client:
@@ -261,21 +189,14 @@ class Client:
         beside it; ``rollback`` goes back to the agent's previous program. Admin only."""
         if not program and not rollback:
             raise SpikefleetError("assign needs a program, or rollback=True")
-        agent = agent.strip()
-        known = self.agents()
-        if agent not in {a.agent_id for a in known}:
-            matches = [a for a in known if a.agent_id.startswith(agent)]
-            if matches:
-                agent = resolve_id(agent, matches, lambda a: a.agent_id, what="agent").agent_id
+        agent = assignment_target(agent, [a.agent_id for a in self.agents()])
         sha256 = self.programs.resolve(program).sha256 if program else ""
         shadow_sha256 = self.programs.resolve(shadow).sha256 if shadow else ""
-        reply = self._call(
-            fleet_pb2_grpc.FleetAdminStub(self.channel).Assign,
-            fleet_pb2.AssignRequest(
-                agent_id=agent, sha256=sha256, shadow_sha256=shadow_sha256, rollback=rollback
-            ),
+        request = fleet_pb2.AssignRequest(
+            agent_id=agent, sha256=sha256, shadow_sha256=shadow_sha256, rollback=rollback
         )
-        return Assignment(agent, sha256, shadow_sha256, rollback, reply.generation, reply.connected)
+        reply = self._call(fleet_pb2_grpc.FleetAdminStub(self.channel).Assign, request)
+        return Assignment.from_proto(request, reply)
 
     def telemetry(
         self,
@@ -291,17 +212,12 @@ class Client:
         (the period each batch covers must end inside; default: everything stored, up
         to now). ``agents`` take ids or unique prefixes, ``programs`` anything
         :meth:`Programs.resolve` takes; given, only their periods count."""
-        from spikefleet.client.telemetry import TelemetrySummary, parse_time
+        from spikefleet.client.telemetry import TelemetrySummary, unix_ms
         from spikefleet.v1 import telemetry_pb2, telemetry_pb2_grpc
 
-        def when(value: int | str | None) -> int:
-            if value is None:
-                return 0
-            return parse_time(value) if isinstance(value, str) else int(value)
-
         request = telemetry_pb2.TelemetryQueryRequest(
-            since_unix_ms=when(since),
-            until_unix_ms=when(until),
+            since_unix_ms=unix_ms(since),
+            until_unix_ms=unix_ms(until),
             agent_ids=[self.resolve_agent(a) for a in agents],
             program_sha256s=[self.programs.resolve(p).sha256 for p in programs],
         )
@@ -328,9 +244,7 @@ class Client:
         reply = self._call(
             stub.DeleteAgent, fleet_pb2.DeleteAgentRequest(agent_id=agent_id, force=force)
         )
-        return DeletedAgent(
-            agent_id, reply.was_connected, int(reply.telemetry_batches), int(reply.installs)
-        )
+        return DeletedAgent.from_proto(agent_id, reply)
 
     def convert(
         self,
@@ -407,10 +321,9 @@ class Client:
                     requests(), metadata=self._metadata, timeout=timeout
                 ):
                     if reply.HasField("progress") and on_progress is not None:
-                        p = reply.progress
-                        on_progress(ConvertProgress(p.stage, p.fraction, p.message))
+                        on_progress(ConvertProgress.from_proto(reply.progress))
                     elif reply.HasField("result"):
-                        result = ProgramInfo.from_message(reply.result.program)
+                        result = ProgramInfo.from_proto(reply.result.program)
             except grpc.RpcError as error:
                 raise from_rpc_error(error, self.address) from None
             if result is None:

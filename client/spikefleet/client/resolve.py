@@ -125,6 +125,18 @@ def resolve_id(ref: str, items: Iterable[T], id_of: Callable[[T], str], *, what:
     )
 
 
+def assignment_target(ref: str, known_ids: Iterable[str]) -> str:
+    """The agent id an assignment goes to: ``ref`` itself when it is a known id or no
+    known id starts with it (an agent not seen yet gets it when it registers), else the
+    one known id it is a prefix of."""
+    ref = ref.strip()
+    known = list(known_ids)
+    if ref in known:
+        return ref
+    matches = [agent_id for agent_id in known if agent_id.startswith(ref)]
+    return resolve_id(ref, matches, str, what="agent") if matches else ref
+
+
 def _not_found(what: str, ref: str) -> NotFoundError:
     return NotFoundError(
         f"no {what} {ref!r} in the registry (a name, name@version or sha256 prefix; "

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,10 +18,29 @@ from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import is_sha256, resolve_id
 from spikefleet.errors import RolloutSpecError
 from spikefleet.v1 import rollout_pb2, rollout_pb2_grpc
+from spikefleet.wire.rollouts import (
+    AgentSummary,
+    GateResult,
+    Gates,
+    Rollout,
+    RolloutAgent,
+    RolloutSpec,
+)
 
 T = TypeVar("T")
 
-FINAL_STATES = frozenset({"succeeded", "rolled-back", "aborted"})
+__all__ = [
+    "AgentSummary",
+    "GateStatus",
+    "RolloutAgentStatus",
+    "RolloutRequest",
+    "RolloutStatus",
+    "RolloutsClient",
+    "parse_canary",
+    "parse_duration",
+    "parse_selector",
+    "parse_waves",
+]
 
 # -- parsers for people's input -------------------------------------------------------------
 
@@ -83,182 +101,59 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
-# -- results --------------------------------------------------------------------------------
+# -- results and requests: the shared mapping -------------------------------------------------
+
+#: The client's names for the shared types (spikefleet.wire.rollouts).
+RolloutStatus = Rollout
+RolloutAgentStatus = RolloutAgent
+GateStatus = GateResult
 
 
-@dataclass
-class AgentSummary:
-    agent_id: str
-    labels: dict[str, str]
-    backend: str
-    program_sha256: str
-    previous_sha256: str
-    shadow_sha256: str
-    health: str
-    connected: bool
-    last_seen_unix_ms: int
-    devices: int
-    version: str
+def RolloutRequest(
+    program_sha256: str,
+    *,
+    selector: Mapping[str, str] | None = None,
+    canary_count: int | None = None,
+    canary_percent: float | None = None,
+    waves: Sequence[float] | None = None,
+    bake_s: float | None = None,
+    max_error_rate: float | None = None,
+    max_p99_ms: float | None = None,
+    min_agreement: float | None = None,
+    min_shadow_frames: int | None = None,
+    install_timeout_s: float | None = None,
+    max_failed_installs: int | None = None,
+) -> RolloutSpec:
+    """A :class:`RolloutSpec` from flat keywords, the gates' among them (as the CLI's
+    flags give them); one left None takes the spec's default.
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_proto(cls, a: Any) -> AgentSummary:
-        return cls(
-            agent_id=a.agent_id,
-            labels=dict(a.labels),
-            backend=a.backend,
-            program_sha256=a.program_sha256,
-            previous_sha256=a.previous_sha256,
-            shadow_sha256=a.shadow_sha256,
-            health=a.health,
-            connected=a.connected,
-            last_seen_unix_ms=a.last_seen_unix_ms,
-            devices=a.devices,
-            version=a.version,
+    ``program_sha256`` must be a sha256: for a name or prefix pass
+    ``client.programs.resolve(ref).sha256``."""
+    if not is_sha256(program_sha256):
+        raise RolloutSpecError(
+            f"program_sha256 {program_sha256!r} is not a sha256 (64 hex digits): "
+            "for a name or prefix pass client.programs.resolve(ref).sha256"
         )
-
-
-@dataclass
-class RolloutAgentStatus:
-    agent_id: str
-    phase: int
-    from_sha256: str
-    status: str
-    detail: str
-
-
-@dataclass
-class GateStatus:
-    name: str
-    passed: bool
-    value: float
-    threshold: float
-    detail: str
-
-
-@dataclass
-class RolloutRequest:
-    program_sha256: str
-    selector: dict[str, str] = field(default_factory=dict)
-    canary_count: int = 0
-    canary_percent: float = 0.0
-    waves: tuple[float, ...] = (100.0,)
-    bake_s: float = 30.0
-    max_error_rate: float = 0.0
-    max_p99_ms: float = 0.0
-    min_agreement: float = 0.0
-    min_shadow_frames: int = 1
-    install_timeout_s: float = 0.0
-    max_failed_installs: int = 0
-
-    def __post_init__(self) -> None:
-        if not is_sha256(self.program_sha256):
-            raise RolloutSpecError(
-                f"program_sha256 {self.program_sha256!r} is not a sha256 (64 hex digits): "
-                "for a name or prefix pass client.programs.resolve(ref).sha256"
-            )
-        self.program_sha256 = self.program_sha256.lower()
-
-    def to_proto(self) -> rollout_pb2.RolloutSpec:
-        return rollout_pb2.RolloutSpec(
-            program_sha256=self.program_sha256,
-            selector=self.selector,
-            canary_count=self.canary_count,
-            canary_percent=self.canary_percent,
-            waves=list(self.waves),
-            bake_s=self.bake_s,
-            gates=rollout_pb2.Gates(
-                max_error_rate=self.max_error_rate,
-                max_p99_ms=self.max_p99_ms,
-                min_agreement=self.min_agreement,
-                min_shadow_frames=self.min_shadow_frames,
-            ),
-            install_timeout_s=self.install_timeout_s,
-            max_failed_installs=self.max_failed_installs,
-        )
-
-    @classmethod
-    def from_proto(cls, spec: rollout_pb2.RolloutSpec) -> RolloutRequest:
-        return cls(
-            program_sha256=spec.program_sha256,
-            selector=dict(spec.selector),
-            canary_count=spec.canary_count,
-            canary_percent=spec.canary_percent,
-            waves=tuple(spec.waves),
-            bake_s=spec.bake_s,
-            max_error_rate=spec.gates.max_error_rate,
-            max_p99_ms=spec.gates.max_p99_ms,
-            min_agreement=spec.gates.min_agreement,
-            min_shadow_frames=spec.gates.min_shadow_frames,
-            install_timeout_s=spec.install_timeout_s,
-            max_failed_installs=spec.max_failed_installs,
-        )
-
-
-@dataclass
-class RolloutStatus:
-    rollout_id: str
-    spec: RolloutRequest
-    state: str
-    phase: int
-    phases: int
-    stage: str
-    stage_started_unix_ms: int
-    reason: str
-    agents: list[RolloutAgentStatus]
-    events: list[tuple[int, str]]
-    gates: list[GateStatus]
-    created_unix_ms: int
-    updated_unix_ms: int
-    version: int
-    canary: bool = False
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def phase_name(self, phase: int) -> str:
-        if self.canary and phase == 0:
-            return "canary"
-        return f"wave {phase if self.canary else phase + 1}"
-
-    def counts(self, phase: int | None = None) -> dict[str, int]:
-        """Agents per status, in one phase or overall."""
-        counts: dict[str, int] = {}
-        for agent in self.agents:
-            if phase is None or agent.phase == phase:
-                counts[agent.status] = counts.get(agent.status, 0) + 1
-        return counts
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_proto(cls, message: rollout_pb2.Rollout) -> RolloutStatus:
-        return cls(
-            rollout_id=message.rollout_id,
-            spec=RolloutRequest.from_proto(message.spec),
-            state=message.state,
-            phase=message.phase,
-            phases=message.phases,
-            stage=message.stage,
-            stage_started_unix_ms=message.stage_started_unix_ms,
-            reason=message.reason,
-            agents=[
-                RolloutAgentStatus(a.agent_id, a.phase, a.from_sha256, a.status, a.detail)
-                for a in message.agents
-            ],
-            events=[(e.unix_ms, e.message) for e in message.events],
-            gates=[
-                GateStatus(g.name, g.passed, g.value, g.threshold, g.detail) for g in message.gates
-            ],
-            created_unix_ms=message.created_unix_ms,
-            updated_unix_ms=message.updated_unix_ms,
-            version=message.version,
-            canary=message.canary,
-        )
+    given: dict[str, Any] = {
+        "selector": dict(selector) if selector is not None else None,
+        "canary_count": canary_count,
+        "canary_percent": canary_percent,
+        "waves": tuple(waves) if waves is not None else None,
+        "bake_s": bake_s,
+        "install_timeout_s": install_timeout_s,
+        "max_failed_installs": max_failed_installs,
+    }
+    gates: dict[str, Any] = {
+        "max_error_rate": max_error_rate,
+        "max_p99_ms": max_p99_ms,
+        "min_agreement": min_agreement,
+        "min_shadow_frames": min_shadow_frames,
+    }
+    return RolloutSpec(
+        program_sha256.lower(),
+        gates=Gates(**{k: v for k, v in gates.items() if v is not None}),
+        **{k: v for k, v in given.items() if v is not None},
+    )
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -289,55 +184,55 @@ class RolloutsClient:
         )
         return [AgentSummary.from_proto(a) for a in reply.agents]
 
-    def create(self, request: RolloutRequest) -> RolloutStatus:
+    def create(self, request: RolloutSpec) -> Rollout:
         reply = self._call(
             self._stub.CreateRollout, rollout_pb2.CreateRolloutRequest(spec=request.to_proto())
         )
-        return RolloutStatus.from_proto(reply)
+        return Rollout.from_proto(reply)
 
     def resolve(self, ref: str) -> str:
         """The id of the rollout ``ref`` names: its id or a unique prefix of it."""
         return resolve_id(ref, self.list(), lambda r: r.rollout_id, what="rollout").rollout_id
 
-    def get(self, rollout_id: str) -> RolloutStatus:
+    def get(self, rollout_id: str) -> Rollout:
         """One rollout, by id or unique id prefix."""
         reply = self._call(
             self._stub.GetRollout,
             rollout_pb2.GetRolloutRequest(rollout_id=self.resolve(rollout_id)),
         )
-        return RolloutStatus.from_proto(reply)
+        return Rollout.from_proto(reply)
 
-    def list(self, *, active_only: bool = False) -> list[RolloutStatus]:
+    def list(self, *, active_only: bool = False) -> list[Rollout]:
         reply = self._call(
             self._stub.ListRollouts, rollout_pb2.ListRolloutsRequest(active_only=active_only)
         )
-        return [RolloutStatus.from_proto(r) for r in reply.rollouts]
+        return [Rollout.from_proto(r) for r in reply.rollouts]
 
-    def watch(self, rollout_id: str) -> Iterator[RolloutStatus]:
+    def watch(self, rollout_id: str) -> Iterator[Rollout]:
         """The rollout now and after every change, ending when it reaches a final state."""
         rollout_id = self.resolve(rollout_id)
         try:
             for message in self._stub.WatchRollout(
                 rollout_pb2.GetRolloutRequest(rollout_id=rollout_id), metadata=self._metadata
             ):
-                yield RolloutStatus.from_proto(message)
+                yield Rollout.from_proto(message)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self._address) from None
 
-    def pause(self, rollout_id: str, reason: str = "") -> RolloutStatus:
+    def pause(self, rollout_id: str, reason: str = "") -> Rollout:
         return self._action(self._stub.PauseRollout, rollout_id, reason)
 
-    def resume(self, rollout_id: str) -> RolloutStatus:
+    def resume(self, rollout_id: str) -> Rollout:
         return self._action(self._stub.ResumeRollout, rollout_id, "")
 
-    def abort(self, rollout_id: str, reason: str = "") -> RolloutStatus:
+    def abort(self, rollout_id: str, reason: str = "") -> Rollout:
         return self._action(self._stub.AbortRollout, rollout_id, reason)
 
-    def rollback(self, rollout_id: str, reason: str = "") -> RolloutStatus:
+    def rollback(self, rollout_id: str, reason: str = "") -> Rollout:
         return self._action(self._stub.RollbackRollout, rollout_id, reason)
 
-    def _action(self, fn: Callable[..., Any], rollout_id: str, reason: str) -> RolloutStatus:
+    def _action(self, fn: Callable[..., Any], rollout_id: str, reason: str) -> Rollout:
         request = rollout_pb2.RolloutActionRequest(
             rollout_id=self.resolve(rollout_id), reason=reason
         )
-        return RolloutStatus.from_proto(self._call(fn, request))
+        return Rollout.from_proto(self._call(fn, request))

@@ -31,7 +31,8 @@ import structlog
 
 from spikefleet.v1 import fleet_pb2
 from spikefleet_server.fleet.limits import TelemetryLimits
-from spikefleet_server.telemetry import IngestResult, TelemetryStore
+from spikefleet_server.storage.areas import TelemetryStorage
+from spikefleet_server.telemetry import IngestResult
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ PRUNE_INTERVAL_S = 60.0
 class TelemetryWriter:
     def __init__(
         self,
-        store: TelemetryStore,
+        store: TelemetryStorage,
         max_group: int = 1000,
         *,
         limits: TelemetryLimits | None = None,

@@ -2,56 +2,28 @@
 
 What ``spikefleet telemetry`` shows. The summary is built while paging through
 each agent's batches (:data:`PAGE` at a time), so a query holds one page and
-the running sums, never the whole range. It reads only through
-:class:`AgentSource` (the fleet store) and :class:`TelemetrySource` (the
-telemetry store), whose reads run on the storage threads.
+the running sums, never the whole range. It reads only through the fleet's
+and the telemetry's storage interfaces, whose reads run on the storage threads.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import grpc
 
 from spikefleet.v1 import fleet_pb2, telemetry_pb2, telemetry_pb2_grpc
+from spikefleet.wire.telemetry import TelemetryStats, TelemetrySummary
 from spikefleet_server.auth import Role
+from spikefleet_server.storage.areas import FleetStorage, TelemetryStorage
 
 SERVICE_NAME = "spikefleet.v1.TelemetryQuery"
 ROLES = {"Summarize": Role.VIEWER}
 PAGE = 2_000
 MAX_FILTERS = 10_000
 """Agent ids or sha256s one request may name: bounds the request's own size."""
-
-
-class _Record(Protocol):
-    @property
-    def agent_id(self) -> str: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def batch(self) -> fleet_pb2.TelemetryBatch: ...
-
-
-class _Agent(Protocol):
-    @property
-    def agent_id(self) -> str: ...
-
-
-class AgentSource(Protocol):
-    """Who might have reported: the fleet store."""
-
-    async def agents(self) -> Sequence[_Agent]: ...
-
-
-class TelemetrySource(Protocol):
-    """The stored batches, per agent by seq: the telemetry store."""
-
-    async def of_agent(
-        self, agent_id: str, after_seq: int = 0, limit: int = 10_000
-    ) -> Sequence[_Record]: ...
 
 
 @dataclass
@@ -111,8 +83,8 @@ class _Sums:
         the rate while running, not diluted by gaps in the range."""
         return sum(frames * 1000 / ms for frames, ms in self.covered.values() if ms > 0)
 
-    def to_proto(self) -> telemetry_pb2.TelemetryStats:
-        return telemetry_pb2.TelemetryStats(
+    def stats(self) -> TelemetryStats:
+        return TelemetryStats(
             key=self.key,
             batches=self.batches,
             frames=self.frames,
@@ -125,7 +97,7 @@ class _Sums:
             frames_per_s=self.frames_per_s(),
             latency_p50_ms=weighted_percentile(self.p50, 0.50),
             latency_p99_ms=weighted_percentile(self.p99, 0.99),
-            class_histogram=self.classes,
+            class_histogram=list(self.classes),
             spike_rates={
                 layer: total / self.spike_frames[layer]
                 for layer, total in self.spike_sums.items()
@@ -153,11 +125,11 @@ def weighted_percentile(values: Iterable[tuple[float, int]], q: float) -> float:
 
 
 async def summarize(
-    agents: AgentSource,
-    source: TelemetrySource,
+    agents: FleetStorage,
+    source: TelemetryStorage,
     request: telemetry_pb2.TelemetryQueryRequest,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-) -> telemetry_pb2.TelemetrySummary:
+) -> TelemetrySummary:
     """Sum up the stored periods ``request`` selects (by the time each period ended)."""
     since = request.since_unix_ms
     until = request.until_unix_ms or now_ms()
@@ -184,16 +156,16 @@ async def summarize(
             if len(page) < PAGE:
                 break
             after = page[-1].seq
-    return telemetry_pb2.TelemetrySummary(
+    return TelemetrySummary(
         since_unix_ms=since,
         until_unix_ms=until,
-        agents=[by_agent[key].to_proto() for key in sorted(by_agent)],
-        programs=[by_program[key].to_proto() for key in sorted(by_program)],
+        agents=[by_agent[key].stats() for key in sorted(by_agent)],
+        programs=[by_program[key].stats() for key in sorted(by_program)],
     )
 
 
 class TelemetryQueryService(telemetry_pb2_grpc.TelemetryQueryServicer):
-    def __init__(self, agents: AgentSource, source: TelemetrySource) -> None:
+    def __init__(self, agents: FleetStorage, source: TelemetryStorage) -> None:
         self._agents = agents
         self._source = source
 
@@ -212,4 +184,4 @@ class TelemetryQueryService(telemetry_pb2_grpc.TelemetryQueryServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"at most {MAX_FILTERS} agent ids and program sha256s per query",
             )
-        return await summarize(self._agents, self._source, request)
+        return (await summarize(self._agents, self._source, request)).to_proto()

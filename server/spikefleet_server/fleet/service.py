@@ -24,18 +24,15 @@ import structlog
 
 from spikefleet.errors import ProgramNotFoundError
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
+from spikefleet.wire.fleet import Assignment, DeletedAgent
 from spikefleet_server.auth import current_principal
 from spikefleet_server.fleet import limits as checks
 from spikefleet_server.fleet.ingest import PRUNE_INTERVAL_S, TelemetryWriter
 from spikefleet_server.fleet.limits import TelemetryLimits
 from spikefleet_server.fleet.metrics import FleetMetrics
-from spikefleet_server.fleet.store import (
-    AgentRecord,
-    AssignmentRecord,
-    FleetStore,
-    Registration,
-)
-from spikefleet_server.telemetry import IngestResult, TelemetryStore
+from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, Registration
+from spikefleet_server.storage.areas import FleetStorage, TelemetryStorage
+from spikefleet_server.telemetry import IngestResult
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +111,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
 
     def __init__(
         self,
-        store: FleetStore,
-        telemetry: TelemetryStore,
+        store: FleetStorage,
+        telemetry: TelemetryStorage,
         programs: Callable[[str], Awaitable[bytes]],
         *,
         heartbeat_interval_ms: int = 5000,
@@ -557,10 +554,14 @@ class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"{missing} (see 'spikefleet programs list')"
             )
-        return fleet_pb2.AssignResponse(
-            generation=record.generation,
+        return Assignment(
+            request.agent_id,
+            request.sha256,
+            request.shadow_sha256,
+            request.rollback,
+            record.generation,
             connected=request.agent_id in self._fleet.connected(),
-        )
+        ).to_proto()
 
     async def DeleteAgent(
         self, request: fleet_pb2.DeleteAgentRequest, context: grpc.aio.ServicerContext
@@ -573,7 +574,7 @@ class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"agent {request.agent_id!r} is connected: stop it (or revoke its token) "
-                "first, or pass --force to end its stream and delete it anyway",
+                "first, or set force=true to end its stream and delete it anyway",
             )
         if deleted is None:
             await context.abort(
@@ -581,7 +582,4 @@ class FleetAdminService(fleet_pb2_grpc.FleetAdminServicer):
                 f"no agent {request.agent_id!r} (see 'spikefleet agents')",
             )
             raise AssertionError("grpc's abort raises")
-        was_connected, telemetry, installs = deleted
-        return fleet_pb2.DeleteAgentResponse(
-            was_connected=was_connected, telemetry_batches=telemetry, installs=installs
-        )
+        return DeletedAgent(request.agent_id, *deleted).to_proto()

@@ -46,15 +46,17 @@ from spikefleet_server.rollouts.model import (
     SHADOW,
     SHADOWING,
     SUCCEEDED,
+    AgentStatus,
     AgentView,
     GateResult,
     Rollout,
     RolloutAgent,
     RolloutSpec,
+    Stage,
 )
 from spikefleet_server.rollouts.plan import plan_phases
 from spikefleet_server.rollouts.ports import Assigner, Assignment, FleetView
-from spikefleet_server.rollouts.store import RolloutStore
+from spikefleet_server.storage.areas import RolloutStorage
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +70,7 @@ JUST_DUE_MS = 500  # a deadline this recent may have passed after the step looke
 class RolloutController:
     def __init__(
         self,
-        store: RolloutStore,
+        store: RolloutStorage,
         fleet: FleetView,
         assigner: Assigner,
         *,
@@ -476,7 +478,7 @@ class RolloutController:
     def _begin_rollback(self, rollout: Rollout, reason: str) -> None:
         rollout.state = ROLLING_BACK
         rollout.reason = reason
-        rollout.stage = ""
+        rollout.stage = Stage.NONE
         rollout.stage_started_unix_ms = self._now_ms()
         log.warning("rollouts.rolling_back", rollout=rollout.rollout_id, reason=reason)
 
@@ -570,11 +572,13 @@ class RolloutController:
         self._changed = asyncio.Event()
         self._wake.set()  # the run loop refreshes its deadlines and watched agents
 
-    def _enter(self, rollout: Rollout, stage: str, now: int) -> None:
+    def _enter(self, rollout: Rollout, stage: Stage, now: int) -> None:
         rollout.stage = stage
         rollout.stage_started_unix_ms = now
 
-    def _set(self, agent: RolloutAgent, status: str, detail: str, now: int | None = None) -> None:
+    def _set(
+        self, agent: RolloutAgent, status: AgentStatus, detail: str, now: int | None = None
+    ) -> None:
         if agent.status != status or agent.detail != detail:
             agent.status = status
             agent.detail = detail

@@ -36,7 +36,7 @@ def plan_phases(spec: RolloutSpec, targets: list[AgentView]) -> tuple[list[list[
     if spec.shadow and not canary:
         raise RolloutSpecError(
             "a minimum agreement is checked on the canary by shadow evaluation: "
-            "give a canary (--canary N or --canary P%)"
+            "give a canary (canary_count or canary_percent)"
         )
     bounds = [canary]
     bounds += [max(bounds[0], math.ceil(total * wave / 100.0)) for wave in spec.waves]

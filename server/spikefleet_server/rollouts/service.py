@@ -20,8 +20,7 @@ from spikefleet.errors import (
 from spikefleet.v1 import rollout_pb2, rollout_pb2_grpc
 from spikefleet_server.auth import Role
 from spikefleet_server.rollouts.controller import RolloutController
-from spikefleet_server.rollouts.convert import agent_to_proto, rollout_to_proto, spec_from_proto
-from spikefleet_server.rollouts.model import FINAL_STATES
+from spikefleet_server.rollouts.model import FINAL_STATES, RolloutSpec
 
 T = TypeVar("T")
 
@@ -78,7 +77,7 @@ class RolloutsServicer(rollout_pb2_grpc.RolloutsServicer):
         self, request: rollout_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.ListAgentsResponse:
         agents = await self.controller.fleet.agents(dict(request.selector) or None)
-        return rollout_pb2.ListAgentsResponse(agents=[agent_to_proto(a) for a in agents])
+        return rollout_pb2.ListAgentsResponse(agents=[a.to_proto() for a in agents])
 
     async def CreateRollout(
         self, request: rollout_pb2.CreateRolloutRequest, context: grpc.aio.ServicerContext
@@ -87,32 +86,32 @@ class RolloutsServicer(rollout_pb2_grpc.RolloutsServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "CreateRolloutRequest.spec is missing"
             )
-        spec = spec_from_proto(request.spec)
-        return rollout_to_proto(await _call(context, self.controller.create(spec)))
+        spec = RolloutSpec.from_proto(request.spec)
+        return (await _call(context, self.controller.create(spec))).to_proto()
 
     async def GetRollout(
         self, request: rollout_pb2.GetRolloutRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         rollout_id = await _need_id(context, request.rollout_id)
-        return rollout_to_proto(await _call(context, self.controller.get(rollout_id)))
+        return (await _call(context, self.controller.get(rollout_id))).to_proto()
 
     async def ListRollouts(
         self, request: rollout_pb2.ListRolloutsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.ListRolloutsResponse:
         rollouts = await self.controller.list_rollouts(active_only=request.active_only)
-        return rollout_pb2.ListRolloutsResponse(rollouts=[rollout_to_proto(r) for r in rollouts])
+        return rollout_pb2.ListRolloutsResponse(rollouts=[r.to_proto() for r in rollouts])
 
     async def WatchRollout(
         self, request: rollout_pb2.GetRolloutRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rollout_pb2.Rollout]:
         rollout_id = await _need_id(context, request.rollout_id)
         rollout = await _call(context, self.controller.get(rollout_id))
-        yield rollout_to_proto(rollout)
+        yield rollout.to_proto()
         while rollout.state not in FINAL_STATES:
             version = rollout.version
             rollout = await self.controller.wait_for_change(rollout_id, version, WATCH_POLL_S)
             if rollout.version != version:
-                yield rollout_to_proto(rollout)
+                yield rollout.to_proto()
             elif self.controller.stopping:
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, "the server is shutting down; watch again"
@@ -122,28 +121,24 @@ class RolloutsServicer(rollout_pb2_grpc.RolloutsServicer):
         self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         rollout_id = await _need_id(context, request.rollout_id)
-        return rollout_to_proto(
-            await _call(context, self.controller.pause(rollout_id, request.reason))
-        )
+        return (await _call(context, self.controller.pause(rollout_id, request.reason))).to_proto()
 
     async def ResumeRollout(
         self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         rollout_id = await _need_id(context, request.rollout_id)
-        return rollout_to_proto(await _call(context, self.controller.resume(rollout_id)))
+        return (await _call(context, self.controller.resume(rollout_id))).to_proto()
 
     async def AbortRollout(
         self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         rollout_id = await _need_id(context, request.rollout_id)
-        return rollout_to_proto(
-            await _call(context, self.controller.abort(rollout_id, request.reason))
-        )
+        return (await _call(context, self.controller.abort(rollout_id, request.reason))).to_proto()
 
     async def RollbackRollout(
         self, request: rollout_pb2.RolloutActionRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.Rollout:
         rollout_id = await _need_id(context, request.rollout_id)
-        return rollout_to_proto(
+        return (
             await _call(context, self.controller.rollback(rollout_id, request.reason))
-        )
+        ).to_proto()

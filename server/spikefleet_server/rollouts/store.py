@@ -16,12 +16,15 @@ from sqlalchemy.engine import Connection
 from spikefleet.errors import RolloutNotFoundError
 from spikefleet_server.rollouts.model import (
     ACTIVE_STATES,
+    AgentStatus,
     GateResult,
     Gates,
     Rollout,
     RolloutAgent,
     RolloutEvent,
     RolloutSpec,
+    RolloutState,
+    Stage,
 )
 from spikefleet_server.storage import Database
 from spikefleet_server.storage.schema import rollout_agents, rollout_events, rollouts
@@ -152,7 +155,9 @@ class RolloutStore:
     def _load(conn: Connection, row: Any) -> Rollout:
         a = rollout_agents.c
         agents = [
-            RolloutAgent(r.agent_id, r.phase, r.from_sha256, r.status, r.detail, r.status_ms)
+            RolloutAgent(
+                r.agent_id, r.phase, r.from_sha256, AgentStatus(r.status), r.detail, r.status_ms
+            )
             for r in conn.execute(
                 sa.select(a.agent_id, a.phase, a.from_sha256, a.status, a.detail, a.status_ms)
                 .where(a.rollout_id == row.rollout_id)
@@ -176,10 +181,10 @@ class RolloutStore:
         return Rollout(
             rollout_id=row.rollout_id,
             spec=spec_from_json(row.spec),
-            state=row.state,
+            state=RolloutState(row.state),
             phase=row.phase,
             phases=row.phases,
-            stage=row.stage,
+            stage=Stage(row.stage),
             stage_started_unix_ms=row.stage_started_ms,
             created_unix_ms=row.created_ms,
             updated_unix_ms=row.updated_ms,

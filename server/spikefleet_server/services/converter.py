@@ -23,11 +23,12 @@ import structlog
 from spikefleet.errors import RegistryError
 from spikefleet.events.spec import InputSpecError, parse_input_spec
 from spikefleet.v1 import converter_pb2, converter_pb2_grpc
+from spikefleet.wire.converter import ConvertProgress
 from spikefleet_server.conversion import ConversionJob, ConversionOutcome, ConversionPool
 from spikefleet_server.metrics import Metrics
-from spikefleet_server.registry import Registry, check_name
+from spikefleet_server.registry import check_name
 from spikefleet_server.rpc import Refusal
-from spikefleet_server.services.messages import program_info
+from spikefleet_server.storage.areas import ProgramStorage
 
 log = structlog.get_logger("spikefleet_server.converter")
 
@@ -88,17 +89,13 @@ class _Refused(Exception):
 
 
 def _progress(stage: str, fraction: float, message: str) -> converter_pb2.ConvertReply:
-    return converter_pb2.ConvertReply(
-        progress=converter_pb2.ConvertProgress(
-            stage=stage, fraction=min(1.0, fraction), message=message
-        )
-    )
+    return converter_pb2.ConvertReply(progress=ConvertProgress(stage, fraction, message).to_proto())
 
 
 class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
     def __init__(
         self,
-        registry: Registry,
+        registry: ProgramStorage,
         pool: ConversionPool,
         uploads: Path,
         max_upload_bytes: int,
@@ -151,7 +148,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                 "bad-options",
                 f"unsupported model file {options.filename!r}: upload one of "
                 f"{', '.join(MODEL_SUFFIXES)} or no suffix (a bundle from spikefleet.extract, "
-                "a state_dict with --arch, or a NIR graph; the converter reads the content)",
+                "a state_dict with arch=, or a NIR graph; the converter reads the content)",
             )
         announced = options.total_size + options.calibration_size
         if announced > self.max_upload_bytes:
@@ -320,7 +317,7 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         )
         yield _progress("store", 1.0, f"stored {record.name} v{record.version}")
         yield converter_pb2.ConvertReply(
-            result=converter_pb2.ConvertResult(program=program_info(record))
+            result=converter_pb2.ConvertResult(program=record.to_proto())
         )
 
 

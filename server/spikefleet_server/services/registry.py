@@ -10,9 +10,9 @@ import grpc
 
 from spikefleet.errors import KeyFileError, ProgramInUseError, ProgramNotFoundError, RegistryError
 from spikefleet.v1 import converter_pb2, registry_pb2, registry_pb2_grpc
+from spikefleet.wire.registry import ProgramInfo
 from spikefleet_server.keys import PublishedKey
-from spikefleet_server.registry import ProgramRecord, Registry
-from spikefleet_server.services.messages import program_info
+from spikefleet_server.storage.areas import ProgramStorage
 
 CHUNK = 64 * 1024
 
@@ -30,14 +30,14 @@ async def _abort(context: Any, exc: RegistryError) -> NoReturn:
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(
-        self, registry: Registry, published_keys: Callable[[], Sequence[PublishedKey]]
+        self, registry: ProgramStorage, published_keys: Callable[[], Sequence[PublishedKey]]
     ) -> None:
         """``published_keys`` is read at each TrustedKeys call, so an endorsement added to
         ``trusted_keys_dir`` reaches agents without a restart."""
         self.registry = registry
         self.published_keys = published_keys
 
-    async def _resolve(self, ref: registry_pb2.ProgramRef) -> ProgramRecord:
+    async def _resolve(self, ref: registry_pb2.ProgramRef) -> ProgramInfo:
         if ref.sha256:
             return await self.registry.describe(ref.sha256)
         if ref.name:
@@ -52,13 +52,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             labels=dict(request.labels),
             latest_only=request.latest_only,
         )
-        return registry_pb2.ListProgramsResponse(programs=[program_info(r) for r in records])
+        return registry_pb2.ListProgramsResponse(programs=[r.to_proto() for r in records])
 
     async def Describe(
         self, request: registry_pb2.ProgramRef, context: Any
     ) -> converter_pb2.ProgramInfo:
         try:
-            return program_info(await self._resolve(request))
+            return (await self._resolve(request)).to_proto()
         except RegistryError as exc:
             await _abort(context, exc)
 
@@ -70,7 +70,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             data = await self.registry.get_bytes(record.sha256)
         except RegistryError as exc:
             await _abort(context, exc)
-        yield registry_pb2.ProgramData(chunk=data[:CHUNK], info=program_info(record))
+        yield registry_pb2.ProgramData(chunk=data[:CHUNK], info=record.to_proto())
         for start in range(CHUNK, len(data), CHUNK):
             yield registry_pb2.ProgramData(chunk=data[start : start + CHUNK])
 
@@ -82,7 +82,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             deleted = await self.registry.delete(record.sha256)
         except RegistryError as exc:
             await _abort(context, exc)
-        return registry_pb2.DeleteProgramResponse(deleted=program_info(deleted))
+        return registry_pb2.DeleteProgramResponse(deleted=deleted.to_proto())
 
     async def TrustedKeys(
         self, request: registry_pb2.TrustedKeysRequest, context: Any
