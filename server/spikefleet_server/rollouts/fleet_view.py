@@ -61,26 +61,8 @@ class FleetAdapter:
     ) -> TelemetrySummary:
         if not agent_ids:
             return TelemetrySummary()
-        frames = errors = shadow_frames = agreements = batches = 0
-        p99 = 0.0
-        for record in await self._fleet.telemetry.since(since_unix_ms, agent_ids):
-            batch = record.batch
-            if program_sha256 and batch.program_sha256 != program_sha256:
-                continue
-            batches += 1
-            frames += batch.frames
-            errors += batch.errors
-            p99 = max(p99, batch.latency_p99_ms)
-            if not shadow_sha256 or batch.shadow_sha256 == shadow_sha256:
-                shadow_frames += batch.shadow_frames
-                agreements += batch.shadow_agreements
-        return TelemetrySummary(
-            frames=frames,
-            errors=errors,
-            p99_ms=p99,
-            shadow_frames=shadow_frames,
-            shadow_agreements=agreements,
-            batches=batches,
+        return await self._fleet.telemetry.totals(
+            agent_ids, since_unix_ms, program_sha256=program_sha256, shadow_sha256=shadow_sha256
         )
 
     async def _latest_installs(self) -> dict[str, InstallRecord]:

@@ -24,6 +24,7 @@ from spikefleet.wire.rollouts import (
     RolloutState,
     Stage,
 )
+from spikefleet_server.telemetry import TelemetryTotals
 
 RUNNING = RolloutState.RUNNING
 PAUSED = RolloutState.PAUSED
@@ -59,16 +60,8 @@ class AgentView(AgentSummary):
     install_unix_ms: int = 0
 
 
-@dataclass(frozen=True)
-class TelemetrySummary:
-    """Telemetry of some agents over a window, for gates."""
-
-    frames: int = 0
-    errors: int = 0
-    p99_ms: float = 0.0  # the worst batch p99 in the window
-    shadow_frames: int = 0
-    shadow_agreements: int = 0
-    batches: int = 0
+TelemetrySummary = TelemetryTotals
+"""Telemetry of some agents over a window, for gates (the telemetry store sums it)."""
 
 
 def matches(labels: dict[str, str], selector: dict[str, str]) -> bool:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         Registration,
     )
     from spikefleet_server.rollouts.model import Rollout, RolloutAgent
-    from spikefleet_server.telemetry import IngestResult, TelemetryRecord
+    from spikefleet_server.telemetry import IngestResult, TelemetryRecord, TelemetryTotals
 
 
 class ProgramStorage(Protocol):
@@ -169,3 +169,14 @@ class TelemetryStorage(Protocol):
     async def since(
         self, since_ms: int, agent_ids: Sequence[str] | None = None
     ) -> list[TelemetryRecord]: ...
+
+    async def totals(
+        self,
+        agent_ids: Sequence[str],
+        since_ms: int,
+        *,
+        program_sha256: str = "",
+        shadow_sha256: str = "",
+    ) -> TelemetryTotals:
+        """Sums of the agents' batches since ``since_ms`` (for rollout gates)."""
+        ...
