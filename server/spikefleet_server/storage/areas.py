@@ -88,6 +88,15 @@ class FleetStorage(Protocol):
 
     async def set_connected(self, agent_id: str, connected: bool) -> None: ...
 
+    async def disconnected(self, agent_id: str) -> bool:
+        """Record its stream here as ended, unless another replica has it by now."""
+        ...
+
+    async def reclaim(self, agent_ids: Sequence[str], old_id: int, new_id: int) -> int:
+        """This replica's liveness lapsed: record the agents whose streams it still holds
+        as connected here, unless another replica has them."""
+        ...
+
     async def mark_all_disconnected(self) -> None:
         """At the start of a single server: nobody is connected, whatever was stored."""
         ...
