@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import structlog
-from safetensors.numpy import save_file
 
 from spikefleet.client import Client
 from spikefleet.convert import ConvertOptions, convert
@@ -29,27 +28,10 @@ from spikefleet_server.config import hash_token, load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
 from support.aio import Blocking
+from support.models import REFERENCE_ARCH, reference_state_dict
 from support.server import serving
 
-ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
 TOKEN = "bench-token"
-
-
-def model(root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    weights = {
-        "conv1.weight": rng.normal(0, 0.5, (32, 2, 3, 3)),
-        "conv1.bias": np.zeros(32),
-        "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
-        "conv2.bias": np.full(64, 0.2),
-        "fc1.weight": rng.normal(0, 0.3, (10, 64 * 9 * 9)),
-        "fc1.bias": np.zeros(10),
-    }
-    path = root / "ref.safetensors"
-    save_file({k: v.astype(np.float32) for k, v in weights.items()}, str(path))
-    counts = rng.integers(0, 16, (32, 34, 34, 2))
-    frames = (counts * (rng.random(counts.shape) < 0.2)).astype(np.uint8)
-    return path, frames, rng.integers(0, 10, 32)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -59,7 +41,8 @@ def median_ms(samples: list[float]) -> float:
 def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     root = Path(tempfile.mkdtemp())
-    path, frames, labels = model(root)
+    reference = reference_state_dict(root)
+    path, frames, labels = reference.weights, reference.frames, reference.labels
     config = load_config(
         None,
         environ={},
@@ -77,7 +60,9 @@ def main() -> None:
     local: list[float] = []
     for _ in range(5):
         started = time.perf_counter()
-        convert(path, arch=ARCH, calibration=frames, labels=labels, options=ConvertOptions())
+        convert(
+            path, arch=REFERENCE_ARCH, calibration=frames, labels=labels, options=ConvertOptions()
+        )
         local.append(time.perf_counter() - started)
     rows.append(
         (
@@ -90,7 +75,7 @@ def main() -> None:
         app = Blocking(running.app, running.call)
         started = time.perf_counter()
         client.convert(
-            path, arch=ARCH, name="warm-up", calibration=frames, calibration_labels=labels
+            path, arch=REFERENCE_ARCH, name="warm-up", calibration=frames, calibration_labels=labels
         )
         rows.append(
             (
@@ -103,7 +88,7 @@ def main() -> None:
             started = time.perf_counter()
             info = client.convert(
                 path,
-                arch=ARCH,
+                arch=REFERENCE_ARCH,
                 name=f"bench-{i}",
                 calibration=frames,
                 calibration_labels=labels,
@@ -127,7 +112,7 @@ def main() -> None:
         for _ in range(3):
             started = time.perf_counter()
             with contextlib.suppress(InvalidRequestError):  # refused once fully received
-                client.convert(blob, arch=ARCH, name="blob")
+                client.convert(blob, arch=REFERENCE_ARCH, name="blob")
             uploads.append(time.perf_counter() - started)
         rate = 32 / statistics.median(uploads)
         rows.append(("upload of 32 MiB, then refused as not a model", f"{rate:.0f} MiB/s"))

@@ -22,7 +22,6 @@ one stolen edge token cannot impersonate the rest of the fleet::
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from spikefleet.client.tls import is_loopback_host
 from spikefleet.errors import ServerConfigError
 from spikefleet_server.auth import Role
 
@@ -134,7 +134,7 @@ class ServerConfig:
                     "no TLS certificate: set tls.cert and tls.key, or, on a loopback address "
                     "only, pass --insecure-loopback"
                 )
-            if not is_loopback(host):
+            if not is_loopback_host(host):
                 raise ServerConfigError(
                     f"--insecure-loopback needs a loopback listen address, not {self.listen!r}: "
                     "configure tls.cert and tls.key to listen there"
@@ -183,15 +183,6 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ServerConfigError(f"address {address!r} is not host:port")
     return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def hash_token(token: str) -> str:

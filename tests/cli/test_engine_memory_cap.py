@@ -11,38 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from support.program_factory import huge_input_program
 
 from spikefleet.errors import ProgramFormatError
-from spikefleet.program import (
-    Activation,
-    Convolutional,
-    FullyConnected,
-    InputData,
-    Pooling,
-    Program,
-)
 from spikefleet.program.codec import decode, encode
 from spikefleet.program.validate import validate
 
 SPIKEFLEET = str(Path(sys.executable).parent / "spikefleet")
 HUGE_ARCH = "Input(20000,20000,2) Conv(4,3,s2,p0) Leaky Conv(8,3,s2,p0) GAP Leaky FC(10) Leaky"
-
-
-def huge_program() -> Program:
-    return Program(
-        "huge-input",
-        [
-            InputData("input", (20000, 20000, 2), 1),
-            Convolutional(
-                "conv",
-                np.ones((3, 3, 2, 4), np.int8),
-                np.ones(4, np.int32),
-                pooling=Pooling.GLOBAL_AVERAGE,
-                activation=Activation(1, np.ones(4, np.float32)),
-            ),
-            FullyConnected("fc", np.ones((4, 10), np.int8), np.ones(10, np.int32)),
-        ],
-    )
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,10 +35,10 @@ def test_validate_refuses_a_program_over_the_cap_and_the_cap_can_be_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(ProgramFormatError, match=r"engine memory, more than the cap of 2\.0 GiB"):
-        validate(huge_program())
+        validate(huge_input_program())
     with pytest.raises(ProgramFormatError, match="SPIKEFLEET_MAX_ENGINE_BYTES"):
-        encode(huge_program())
-    data = encode(huge_program(), max_engine_bytes=0)  # 0: no cap
+        encode(huge_input_program())
+    data = encode(huge_input_program(), max_engine_bytes=0)  # 0: no cap
     assert len(data) < 4096
     with pytest.raises(ProgramFormatError, match="cap"):
         decode(data)
@@ -90,7 +66,7 @@ def test_convert_refuses_a_huge_input_naming_the_cap(tmp_path: Path) -> None:
 
 def test_inspect_refuses_a_huge_program_file_unless_the_cap_is_raised(tmp_path: Path) -> None:
     path = tmp_path / "huge.sfp"
-    path.write_bytes(encode(huge_program(), max_engine_bytes=0))
+    path.write_bytes(encode(huge_input_program(), max_engine_bytes=0))
     refused = run("inspect", str(path))
     assert refused.returncode != 0
     assert "more than the cap" in refused.stderr and "Traceback" not in refused.stderr

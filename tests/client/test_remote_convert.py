@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from support.models import REFERENCE_ARCH, reference_state_dict
 from support.server import TOKENS
 
 from spikefleet.cli.main import main
@@ -19,27 +19,13 @@ from spikefleet.program.model import Program
 from spikefleet.program.signing import SignedProgram, TrustedKeys, verify
 from spikefleet_server.app import ServerApp
 
-# The reference topology (Akida-style 'same' padding on conv1), with seeded weights.
-REF_ARCH = "Input(34,34,2) Pad(0,1,0,1) Conv(32,3,s2,p0) Leaky Conv(64,3,s2) Leaky FC(10) Leaky"
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("model")
-    rng = np.random.default_rng(7)
-    weights = {
-        "conv1.weight": rng.normal(0, 0.5, (32, 2, 3, 3)),
-        "conv1.bias": np.zeros(32),
-        "conv2.weight": rng.normal(0, 0.3, (64, 32, 3, 3)),
-        "conv2.bias": np.full(64, 0.2),
-        "fc1.weight": rng.normal(0, 0.3, (10, 64 * 9 * 9)),
-        "fc1.bias": np.zeros(10),
-    }
-    save_file({k: v.astype(np.float32) for k, v in weights.items()}, str(root / "ref.safetensors"))
-    counts = rng.integers(0, 16, (32, 34, 34, 2))
-    frames = (counts * (rng.random(counts.shape) < 0.2)).astype(np.uint8)
-    np.savez(root / "calib.npz", frames=frames, labels=rng.integers(0, 10, 32))
-    return root / "ref.safetensors", root / "calib.npz"
+    reference = reference_state_dict(root)
+    np.savez(root / "calib.npz", frames=reference.frames, labels=reference.labels)
+    return reference.weights, root / "calib.npz"
 
 
 def without_timestamp(program: Program) -> bytes:
@@ -84,7 +70,7 @@ def test_remote_conversion_equals_local_and_round_trips(
     server: ServerApp, model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     weights, calib = model
-    common = [str(weights), "--arch", REF_ARCH, "--calib", str(calib)]
+    common = [str(weights), "--arch", REFERENCE_ARCH, "--calib", str(calib)]
     assert_remote_equals_local(server, common, "ref", tmp_path, capsys)
 
 
@@ -108,7 +94,7 @@ def test_the_reference_network_bundle_converts_remotely_as_locally(
 def test_remote_conversion_refuses_a_local_signing_key(server: ServerApp, model, tmp_path, capsys):
     weights, _ = model
     remote_cli = ["--server", f"127.0.0.1:{server.port}", "--token", TOKENS["deployer"]]
-    args = ["convert", str(weights), "--arch", REF_ARCH, "-o", str(tmp_path / "x.sfp")]
+    args = ["convert", str(weights), "--arch", REFERENCE_ARCH, "-o", str(tmp_path / "x.sfp")]
     assert main([*remote_cli, *args, "--sign-key", str(tmp_path / "k.pem")]) == 1
     assert "the server signs the program: drop --sign-key" in capsys.readouterr().err
 
@@ -116,7 +102,16 @@ def test_remote_conversion_refuses_a_local_signing_key(server: ServerApp, model,
 def test_remote_conversion_prints_the_fidelity_table(server: ServerApp, model, tmp_path, capsys):
     weights, calib = model
     remote_cli = ["--server", f"127.0.0.1:{server.port}", "--token", TOKENS["deployer"]]
-    args = ["convert", str(weights), "--arch", REF_ARCH, "--calib", str(calib), "--name", "shown"]
+    args = [
+        "convert",
+        str(weights),
+        "--arch",
+        REFERENCE_ARCH,
+        "--calib",
+        str(calib),
+        "--name",
+        "shown",
+    ]
     assert main([*remote_cli, *args, "-o", str(tmp_path / "shown.sfp")]) == 0
     out = capsys.readouterr().out
     assert "converted shown on 127.0.0.1" in out and "signed by" in out

@@ -28,10 +28,8 @@ PROGRAMS = {"alpha": make_program(1, "alpha")}
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[ServerSetup]:
-    prepared = ServerSetup(tmp_path).prepare(PROGRAMS)
-    yield prepared
-    for child in prepared.children:
-        child.stop()
+    with ServerSetup.prepared(tmp_path, PROGRAMS) as prepared:
+        yield prepared
 
 
 def start_server(setup: ServerSetup, listen: str = "127.0.0.1:0") -> ServerChild:

@@ -18,41 +18,21 @@ import pytest
 from fleet_helpers import FleetServer
 from support.agent import make_program
 from support.fleet_processes import AgentChild
+from support.program_factory import huge_input_program
 from support.waiting import wait_for
 
 from spikefleet.client.agent import AgentClient
 from spikefleet.program.codec import encode
 from spikefleet.program.model import (
-    Activation,
     Convolutional,
-    FullyConnected,
     InputData,
     Padding,
-    Pooling,
     Program,
 )
 from spikefleet.program.signing import SigningKey, TrustedKeys, sign
 from spikefleet_agent.config import AgentConfig, InferenceConfig, ServerConfig, TelemetryConfig
 from spikefleet_agent.daemon import Agent
 from spikefleet_agent.programs.slots import SlotStore
-
-
-def huge_input_program() -> Program:
-    """Input(20000,20000,2) and two tiny layers: about 1 kB, gigabytes in the engine."""
-    return Program(
-        "huge-input",
-        [
-            InputData("input", (20000, 20000, 2), 1),
-            Convolutional(
-                "conv",
-                np.ones((3, 3, 2, 4), np.int8),
-                np.ones(4, np.int32),
-                pooling=Pooling.GLOBAL_AVERAGE,
-                activation=Activation(1, np.ones(4, np.float32)),
-            ),
-            FullyConnected("fc", np.ones((4, 10), np.int8), np.ones(10, np.int32)),
-        ],
-    )
 
 
 def int32_overflow_program() -> Program:

@@ -32,10 +32,8 @@ PROGRAMS = {"alpha": make_program(1, "alpha"), "beta": make_program(2, "beta")}
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[ServerSetup]:
-    prepared = ServerSetup(tmp_path).prepare(PROGRAMS)
-    yield prepared
-    for child in prepared.children:
-        child.stop()
+    with ServerSetup.prepared(tmp_path, PROGRAMS) as prepared:
+        yield prepared
 
 
 @pytest.fixture

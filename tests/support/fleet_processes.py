@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,17 @@ class ServerSetup:
     @property
     def keys_dir(self) -> Path:
         return self.root / "trusted"
+
+    @classmethod
+    @contextmanager
+    def prepared(cls, root: Path, programs: dict[str, Program]) -> Iterator[ServerSetup]:
+        """Prepared in ``root``; its children are stopped at the end, pass or fail."""
+        setup = cls(root).prepare(programs)
+        try:
+            yield setup
+        finally:
+            for child in setup.children:
+                child.stop()
 
     def prepare(self, programs: dict[str, Program]) -> ServerSetup:
         key = load_or_create(self.data_dir / "keys" / "signing.key")

@@ -262,3 +262,21 @@ def small_program(seed: int, name: str) -> Program:
         ],
         labels=[str(d) for d in range(10)],
     )
+
+
+def huge_input_program() -> Program:
+    """Input(20000,20000,2) and two tiny layers: about 1 kB, gigabytes in the engine."""
+    return Program(
+        "huge-input",
+        [
+            InputData("input", (20000, 20000, 2), 1),
+            Convolutional(
+                "conv",
+                np.ones((3, 3, 2, 4), np.int8),
+                np.ones(4, np.int32),
+                pooling=Pooling.GLOBAL_AVERAGE,
+                activation=Activation(1, np.ones(4, np.float32)),
+            ),
+            FullyConnected("fc", np.ones((4, 10), np.int8), np.ones(10, np.int32)),
+        ],
+    )

@@ -57,7 +57,11 @@ def is_local_address(address: str) -> bool:
         if address.startswith(prefix) and "," in address:
             parts = address[len(prefix) :].split(",")
             return all(is_local_address(prefix + part.strip()) for part in parts)
-    host = host_of(address)
+    return is_loopback_host(host_of(address))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address (a bare host, no port)."""
     if host == "localhost":
         return True
     try:
