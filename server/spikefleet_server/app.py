@@ -221,7 +221,7 @@ class ServerApp:
                 lambda s: fleet_pb2_grpc.add_FleetAdminServicer_to_server(admin, s),
                 FLEET_ADMIN_ACCESS,
             )
-            query = TelemetryQueryService(fleet_store, self.fleet.telemetry)
+            query = TelemetryQueryService(self.fleet.telemetry)
             self.add_service(
                 TELEMETRY_QUERY_SERVICE,
                 lambda s: telemetry_pb2_grpc.add_TelemetryQueryServicer_to_server(query, s),

@@ -174,6 +174,34 @@ class TelemetryStore:
         )
         return await self.db.run(self._records, query)
 
+    async def ended_within(
+        self,
+        since_ms: int,
+        until_ms: int,
+        *,
+        agent_ids: Sequence[str] = (),
+        program_sha256s: Sequence[str] = (),
+        after: tuple[str, int] | None = None,
+        limit: int = 2_000,
+    ) -> list[TelemetryRecord]:
+        """Batches of known agents whose period ended in [since_ms, until_ms], only of
+        ``agent_ids`` and only run by ``program_sha256s`` when given, by (agent_id, seq)
+        and after ``after``, one page: the range and the filters are the stored columns',
+        so only the batches selected are read."""
+        t = fleet_telemetry.c
+        query = sa.select(t.agent_id, t.seq, t.received_ms, t.body).where(
+            t.end_ms >= since_ms,
+            t.end_ms <= until_ms,
+            t.agent_id.in_(sa.select(fleet_agents.c.agent_id)),
+        )
+        if agent_ids:
+            query = query.where(t.agent_id.in_(list(agent_ids)))
+        if program_sha256s:
+            query = query.where(t.program_sha256.in_(list(program_sha256s)))
+        if after is not None:
+            query = query.where(sa.tuple_(t.agent_id, t.seq) > sa.tuple_(*after))
+        return await self.db.run(self._records, query.order_by(t.agent_id, t.seq).limit(limit))
+
     async def since(
         self, since_ms: int, agent_ids: Sequence[str] | None = None
     ) -> list[TelemetryRecord]:

@@ -1,9 +1,10 @@
 """The TelemetryQuery service: stored telemetry summed up per agent and per program.
 
-What ``spikefleet telemetry`` shows. The summary is built while paging through
-each agent's batches (:data:`PAGE` at a time), so a query holds one page and
-the running sums, never the whole range. It reads only through the fleet's
-and the telemetry's storage interfaces, whose reads run on the storage threads.
+What ``spikefleet telemetry`` shows. The database selects the batches (the time
+range, agents and programs are stored columns) and hands them over a page
+(:data:`PAGE`) at a time, so a query holds one page and the running sums, never
+the whole range; the sums are built here because half of what is summed (events,
+p50, error kinds, classes, spike rates) lives only in each batch's body.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import grpc
 from spikefleet.v1 import fleet_pb2, telemetry_pb2, telemetry_pb2_grpc
 from spikefleet.wire.telemetry import TelemetryStats, TelemetrySummary
 from spikefleet_server.auth import Role
-from spikefleet_server.storage.areas import FleetStorage, TelemetryStorage
+from spikefleet_server.storage.areas import TelemetryStorage
 
 SERVICE_NAME = "spikefleet.v1.TelemetryQuery"
 ROLES = {"Summarize": Role.VIEWER}
@@ -125,7 +126,6 @@ def weighted_percentile(values: Iterable[tuple[float, int]], q: float) -> float:
 
 
 async def summarize(
-    agents: FleetStorage,
     source: TelemetryStorage,
     request: telemetry_pb2.TelemetryQueryRequest,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -133,29 +133,26 @@ async def summarize(
     """Sum up the stored periods ``request`` selects (by the time each period ended)."""
     since = request.since_unix_ms
     until = request.until_unix_ms or now_ms()
-    wanted_agents = set(request.agent_ids)
-    wanted_programs = set(request.program_sha256s)
     by_agent: dict[str, _Sums] = {}
     by_program: dict[str, _Sums] = {}
-    for agent in await agents.agents():
-        agent_id = agent.agent_id
-        if wanted_agents and agent_id not in wanted_agents:
-            continue
-        after = 0
-        while True:
-            page = await source.of_agent(agent_id, after_seq=after, limit=PAGE)
-            for record in page:
-                batch = record.batch
-                if not since <= batch.end_unix_ms <= until:
-                    continue
-                sha = batch.program_sha256
-                if wanted_programs and sha not in wanted_programs:
-                    continue
-                by_agent.setdefault(agent_id, _Sums(agent_id)).add(batch, sha, agent_id)
-                by_program.setdefault(sha, _Sums(sha)).add(batch, agent_id, agent_id)
-            if len(page) < PAGE:
-                break
-            after = page[-1].seq
+    after: tuple[str, int] | None = None
+    while True:
+        page = await source.ended_within(
+            since,
+            until,
+            agent_ids=request.agent_ids,
+            program_sha256s=request.program_sha256s,
+            after=after,
+            limit=PAGE,
+        )
+        for record in page:
+            batch, agent_id = record.batch, record.agent_id
+            sha = batch.program_sha256
+            by_agent.setdefault(agent_id, _Sums(agent_id)).add(batch, sha, agent_id)
+            by_program.setdefault(sha, _Sums(sha)).add(batch, agent_id, agent_id)
+        if len(page) < PAGE:
+            break
+        after = (page[-1].agent_id, page[-1].seq)
     return TelemetrySummary(
         since_unix_ms=since,
         until_unix_ms=until,
@@ -165,8 +162,7 @@ async def summarize(
 
 
 class TelemetryQueryService(telemetry_pb2_grpc.TelemetryQueryServicer):
-    def __init__(self, agents: FleetStorage, source: TelemetryStorage) -> None:
-        self._agents = agents
+    def __init__(self, source: TelemetryStorage) -> None:
         self._source = source
 
     async def Summarize(
@@ -184,4 +180,4 @@ class TelemetryQueryService(telemetry_pb2_grpc.TelemetryQueryServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"at most {MAX_FILTERS} agent ids and program sha256s per query",
             )
-        return (await summarize(self._agents, self._source, request)).to_proto()
+        return (await summarize(self._source, request)).to_proto()

@@ -179,6 +179,20 @@ class TelemetryStorage(Protocol):
         self, since_ms: int, agent_ids: Sequence[str] | None = None
     ) -> list[TelemetryRecord]: ...
 
+    async def ended_within(
+        self,
+        since_ms: int,
+        until_ms: int,
+        *,
+        agent_ids: Sequence[str] = (),
+        program_sha256s: Sequence[str] = (),
+        after: tuple[str, int] | None = None,
+        limit: int = 2_000,
+    ) -> list[TelemetryRecord]:
+        """One page, by (agent_id, seq), of the known agents' batches that ended in the
+        range (of these agents and programs when given)."""
+        ...
+
     async def totals(
         self,
         agent_ids: Sequence[str],

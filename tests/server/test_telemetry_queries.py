@@ -1,5 +1,6 @@
-"""Rollout gates read telemetry as one SQL aggregate over the stored columns: the same
-sums as adding up every batch, on SQLite and on PostgreSQL."""
+"""Telemetry is selected and summed in SQL wherever the stored columns allow: the gates'
+totals are one aggregate, the summary's batches are selected by range, agent and
+program; the same as reading every batch, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spikefleet.v1 import fleet_pb2
+from spikefleet_server.fleet.store import FleetStore
 from spikefleet_server.storage import open_database
 from spikefleet_server.telemetry import IN_CHUNK, TelemetryStore, TelemetryTotals
 
@@ -86,3 +88,33 @@ def test_gate_totals_are_the_sums_of_the_batches(store: TelemetryStore) -> None:
         got = asyncio.run(store.totals(agent_ids, 0, **options))
         assert got == expected, options
     assert asyncio.run(store.totals(sorted(some), 2**62)) == TelemetryTotals()
+
+
+def test_summary_batches_are_selected_by_range_agent_and_program_page_by_page(
+    store: TelemetryStore,
+) -> None:
+    items = [
+        (agent, fleet_pb2.TelemetryBatch(seq=seq, end_unix_ms=seq * 100, program_sha256=sha))
+        for agent in ("edge-a", "edge-b", "ghost")
+        for seq, sha in zip(range(1, 31), [OLD, NEW] * 15, strict=True)
+    ]
+    asyncio.run(store.ingest_many(items))
+    fleet = FleetStore(store.db)
+    for agent in ("edge-a", "edge-b"):  # ghost never registered: its rows are not summed
+        asyncio.run(fleet.register(fleet_pb2.Register(agent_id=agent)))
+
+    def selected(**options: object) -> list[tuple[str, int]]:
+        keys: list[tuple[str, int]] = []
+        after = None
+        while True:
+            page = asyncio.run(store.ended_within(500, 2_000, after=after, limit=7, **options))
+            keys += [(r.agent_id, r.seq) for r in page]
+            if len(page) < 7:
+                return keys
+            after = keys[-1]
+
+    in_range = [(a, b.seq) for a, b in items if a != "ghost" and 500 <= b.end_unix_ms <= 2_000]
+    assert selected() == in_range
+    assert selected(agent_ids=["edge-b"]) == [k for k in in_range if k[0] == "edge-b"]
+    news = [(a, b.seq) for a, b in items if (a, b.seq) in in_range and b.program_sha256 == NEW]
+    assert selected(program_sha256s=[NEW]) == news
