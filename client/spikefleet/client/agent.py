@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from spikefleet.client.tls import ClientTLS, open_channel
+from spikefleet.client.tls import ClientTLS, bearer_metadata, open_channel
 from spikefleet.errors import AgentRequestError, EngineError, FrameError
 from spikefleet.v1 import inference_pb2, inference_pb2_grpc
 
@@ -175,9 +175,7 @@ class AgentClient:
         self.address = address
         self._channel = open_channel(address, tls, _channel_options(max_message_bytes))
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = bearer_metadata(token)
         self._timeout = timeout
 
     def __enter__(self) -> AgentClient:
@@ -329,9 +327,7 @@ class AsyncAgentClient:
         self.address = address
         self._channel = open_channel(address, tls, _channel_options(max_message_bytes), aio=True)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = bearer_metadata(token)
         self._timeout = timeout
 
     async def __aenter__(self) -> AsyncAgentClient:

@@ -18,7 +18,7 @@ from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import assignment_target, is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary
 from spikefleet.client.telemetry import TelemetrySummary, unix_ms
-from spikefleet.client.tls import ClientTLS, open_channel
+from spikefleet.client.tls import ClientTLS, bearer_metadata, open_channel
 from spikefleet.errors import SpikefleetError
 from spikefleet.v1 import (
     fleet_pb2,
@@ -105,9 +105,7 @@ class AsyncClient:
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = bearer_metadata(token)
         self.channel = open_channel(address, tls, aio=True)
         self.programs = AsyncPrograms(self)
         self._rollouts = rollout_pb2_grpc.RolloutsStub(self.channel)

@@ -18,7 +18,7 @@ import numpy as np
 from spikefleet.client.errors import from_rpc_error
 from spikefleet.client.resolve import assignment_target, is_sha256, resolve_id, resolve_program
 from spikefleet.client.rollouts import AgentSummary, RolloutsClient
-from spikefleet.client.tls import ClientTLS, open_channel, use_tls
+from spikefleet.client.tls import ClientTLS, bearer_metadata, open_channel, use_tls
 from spikefleet.errors import InvalidRequestError, ServerError, SpikefleetError
 from spikefleet.events.spec import InputSpec
 from spikefleet.v1 import (
@@ -144,9 +144,7 @@ class Client:
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = bearer_metadata(token)
         self.secure = use_tls(address, tls)
         self.channel = open_channel(address, tls)
         self.programs = Programs(self)

@@ -70,6 +70,11 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries ``token`` (none without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def use_tls(address: str, tls: ClientTLS | bool | None) -> bool:
     """None (the default): TLS unless the address is local; True/ClientTLS: TLS; False:
     plaintext, the caller's explicit choice."""
