@@ -162,10 +162,7 @@ class ServerApp:
             ),
             replicated=config.replicated,
         )
-        self.coordination.subscribe(
-            replicas.ASSIGNMENTS,
-            lambda agent_id: self._spawn(self.fleet.assigned_elsewhere(agent_id)),
-        )
+        self.coordination.subscribe(replicas.ASSIGNMENTS, self._assigned_elsewhere)
         # a dead replica's agents are recorded disconnected by the others
         self.coordination.track_agents(fleet_store, self.fleet.reclaim)
         adapter = FleetAdapter(self.fleet)
@@ -180,9 +177,7 @@ class ServerApp:
         # The rollout leader is woken by events, never by polling: requests made through
         # any replica (ROLLOUTS), what agents on any replica report (FLEET; the local
         # fleet's events too), winning the lease, and its own deadlines.
-        self.coordination.subscribe(
-            replicas.ROLLOUTS, lambda _id: self.rollouts.changed_elsewhere()
-        )
+        self.coordination.subscribe(replicas.ROLLOUTS, self._rollout_elsewhere)
         self.coordination.subscribe(replicas.FLEET, self._fleet_elsewhere)
         self.coordination.on_leadership(lambda _held: self.rollouts.wake())
         self.fleet.subscribe(lambda event: self.rollouts.wake(event.agent_id, event.kind))
@@ -243,16 +238,26 @@ class ServerApp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _assigned_elsewhere(self, payload: str) -> None:
+        """An assignment stored by some replica ("<agent id> <generation>"; "" = any)."""
+        agent_id, _, generation = payload.partition(" ")
+        self._spawn(self.fleet.assigned_elsewhere(agent_id, int(generation or 0)))
+
+    def _rollout_elsewhere(self, payload: str) -> None:
+        """A rollout created or changed by some replica ("<rollout id> <version>")."""
+        rollout_id, _, version = payload.partition(" ")
+        self.rollouts.changed_elsewhere(rollout_id, int(version or 0))
+
     def _fleet_elsewhere(self, payload: str) -> None:
         """A fleet event on some replica ("<kind> <agent id>"; "" = anything may have
         happened): the rollouts watching that agent look again."""
         kind, _, agent_id = payload.partition(" ")
         self.rollouts.wake(agent_id, kind)
 
-    async def _announce_rollout(self, rollout_id: str) -> None:
+    async def _announce_rollout(self, rollout_id: str, version: int) -> None:
         def send() -> None:
             with self.db.write() as conn:
-                replicas.notify(conn, replicas.ROLLOUTS, rollout_id)
+                replicas.notify(conn, replicas.ROLLOUTS, f"{rollout_id} {version}")
 
         await self.db.run(send)
 

@@ -344,8 +344,8 @@ class Liveness:
             self._stopped.wait(self._sweep_s * random.uniform(0.75, 1.25))
 
 
-ASSIGNMENTS = "spikefleet_assignments"  # payload: agent id
-ROLLOUTS = "spikefleet_rollouts"  # payload: rollout id
+ASSIGNMENTS = "spikefleet_assignments"  # payload: "<agent id> <generation>"
+ROLLOUTS = "spikefleet_rollouts"  # payload: "<rollout id> <version>"
 # payload: "<kind> <agent id>", kind a FleetEvent's (connected, disconnected, install,
 # telemetry: only batches with shadow frames); agent id "" = any agent
 FLEET = "spikefleet_fleet"

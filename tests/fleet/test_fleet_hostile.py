@@ -201,9 +201,9 @@ def test_one_agent_is_held_to_its_telemetry_rate(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_telemetry_beyond_retention_is_pruned(tmp_path: Path) -> None:
+def test_telemetry_beyond_retention_is_pruned(database_target: str | Path) -> None:
     limits = TelemetryLimits(retention_days=0, max_batches_per_agent=5)
-    server = FleetServer(tmp_path / "s.sqlite", limits=limits, prune_interval_s=0.2).start()
+    server = FleetServer(database_target, limits=limits, prune_interval_s=0.2).start()
     try:
         with RawAgent(server.address, "edge-1") as raw:
             raw.registered()
@@ -215,7 +215,7 @@ def test_telemetry_beyond_retention_is_pruned(tmp_path: Path) -> None:
         server.stop()
 
     aged = FleetServer(
-        tmp_path / "s.sqlite", limits=TelemetryLimits(retention_days=1e-6), prune_interval_s=0.2
+        database_target, limits=TelemetryLimits(retention_days=1e-6), prune_interval_s=0.2
     ).start()  # 86 ms of retention
     try:
         wait_for(lambda: server_seqs(aged, "edge-1") == [], "batches older than retention")

@@ -19,6 +19,7 @@ from support.waiting import wait_for
 from spikefleet.client import Client
 from spikefleet.v1 import fleet_pb2, fleet_pb2_grpc
 from spikefleet_server.config import hash_token, load_config
+from spikefleet_server.storage import database_url
 
 AGENT, VIEWER = "agent-token", "viewer-token"
 AGENT_METADATA = (("authorization", f"Bearer {AGENT}"),)
@@ -52,8 +53,13 @@ def sim_agents(app: Any, count: int) -> list[SimAgent]:
     )
 
 
-def test_the_server_holds_many_more_agent_streams_than_it_has_threads(tmp_path: Path) -> None:
-    with running_app(tmp_path / "server", grpc_threads=2, drain_seconds=5) as app:
+def test_the_server_holds_many_more_agent_streams_than_it_has_threads(
+    tmp_path: Path, database_target: str | Path
+) -> None:
+    database = {"url": database_url(database_target)}
+    with running_app(
+        tmp_path / "server", grpc_threads=2, drain_seconds=5, database=database
+    ) as app:
         agents = sim_agents(app, 40)
         try:
             wait_for(lambda: all(a.acked_seq >= 3 for a in agents), "telemetry acks from all")

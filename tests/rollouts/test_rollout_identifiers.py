@@ -123,9 +123,9 @@ def test_programs_accept_what_their_table_shows_names_versions_and_prefixes(
 
 
 def test_a_reference_fitting_two_programs_lists_both(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, database_target: str | Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with running_app(tmp_path / "server") as app:
+    with running_app(tmp_path / "server", database_target) as app:
         first = put_programs(app, {"first": 11})["first"]
         clash = put_programs(app, {first[:6]: 12})[first[:6]]  # a name that is a prefix
         server = Server(app.port, {})

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 POSTGRES_USER = "postgres"
 START_ATTEMPTS = 3
+_REMOVERS: list[subprocess.Popen[bytes]] = []
 
 
 class PostgresUnavailable(RuntimeError):
@@ -228,6 +229,22 @@ def running_cluster() -> Iterator[PostgresCluster]:
         if started:
             with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
                 _run([pg_ctl, "stop", "--pgdata", str(cluster.data_dir), "-m", "immediate"])
+        _remove_later(base)
+
+
+def _remove_later(base: Path) -> None:
+    """Delete the cluster's directory without waiting: a session's hundred databases are
+    tens of thousands of files, which take many seconds to unlink."""
+    try:
+        remover = subprocess.Popen(
+            ["rm", "-rf", "--", str(base)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this process if need be
+        )
+        _REMOVERS.append(remover)  # not collected (and warned about) while it runs
+    except OSError:
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -181,19 +181,20 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         log.info("fleet.assigned", agent_id=agent_id, sha256=sha256, generation=record.generation)
         return record
 
-    async def assigned_elsewhere(self, agent_id: str) -> None:
-        """Another replica changed ``agent_id``'s assignment (its NOTIFY; "" = anyone's,
-        after notifications may have been missed): push it if the stream is here."""
+    async def assigned_elsewhere(self, agent_id: str, generation: int = 0) -> None:
+        """Some replica stored assignment ``generation`` of ``agent_id`` (its NOTIFY; ""
+        = anyone's, after notifications may have been missed): push it if the stream is
+        here and has not carried it yet (this replica's own are pushed already)."""
         if agent_id:
             candidates = [self._sessions[agent_id]] if agent_id in self._sessions else []
         else:
             candidates = list(self._sessions.values())
         sessions = []
         for session in candidates:
-            if session.registered:
-                sessions.append(session)
-            else:  # still registering: it reads its assignment again when done
+            if not session.registered:  # still registering: it reads its assignment again
                 session.assigned_meanwhile = True
+            elif not generation or session.generation < generation:  # not carried yet
+                sessions.append(session)
         for session in sessions:
             desired = await self.store.assignment(session.agent_id)
             if desired is not None and self._sessions.get(session.agent_id) is session:

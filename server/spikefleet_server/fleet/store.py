@@ -349,7 +349,7 @@ class FleetStore:
                     AssignmentRecord(agent_id, sha256, shadow_sha256, rollback, generation, now)
                 )
                 # the replica holding this agent's stream pushes it (delivered on commit)
-                notify(conn, ASSIGNMENTS, agent_id)
+                notify(conn, ASSIGNMENTS, f"{agent_id} {generation}")
         return records
 
     async def assignment(self, agent_id: str) -> AssignmentRecord | None:

@@ -77,17 +77,18 @@ class RolloutController:
         resolve_program: Callable[[str], Awaitable[str]] | None = None,
         clock: Callable[[], float] = time.time,
         leader: Callable[[], bool] = lambda: True,
-        announce: Callable[[str], Awaitable[None]] | None = None,
+        announce: Callable[[str, int], Awaitable[None]] | None = None,
         max_sleep_s: float = MAX_SLEEP_S,
     ) -> None:
         """Replicas: only while ``leader()`` (this replica holds the rollout lease) does
         it step rollouts; elsewhere requests are stored and the leader acts on them.
-        ``announce(rollout_id)`` tells the other replicas of a new rollout or a commit
-        (the leader steps, watchers wake). The caller wakes it (:meth:`wake`) for fleet
+        ``announce(rollout_id, version)`` tells the other replicas of a new rollout or a
+        commit (the leader steps, watchers wake). The caller wakes it (:meth:`wake`) for fleet
         events on any replica and when the lease is won; ``max_sleep_s`` is only a
         safety net."""
         self._leader = leader
         self._announce = announce
+        self._announced: dict[str, int] = {}  # the version of each rollout we last announced
         self._max_sleep_s = max_sleep_s
         self.store = store
         self.fleet = fleet
@@ -219,7 +220,7 @@ class RolloutController:
             log.info("rollouts.created", rollout=created.rollout_id, targets=len(targets))
         self._notify()
         if self._announce is not None and not self._leader():
-            await self._announce(created.rollout_id)  # the leader steps it from here
+            await self._announce_version(created)  # the leader steps it from here
         return await self.step(created.rollout_id)
 
     async def get(self, rollout_id: str) -> Rollout:
@@ -310,10 +311,18 @@ class RolloutController:
         upcoming = [(d - now) / 1000.0 for d in deadlines if d > now]
         return min([MAX_SLEEP_S, *upcoming])
 
-    def changed_elsewhere(self) -> None:
-        """Another replica committed a rollout change: wake this one's watchers (and, if it
-        leads, its loop)."""
+    def changed_elsewhere(self, rollout_id: str = "", version: int = 0) -> None:
+        """Another replica committed a rollout change (or created one): wake this one's
+        watchers and, if it leads, its loop. Its own announcement coming back is not news
+        (it would only step again)."""
+        if rollout_id and self._announced.get(rollout_id) == version:
+            return
         self._notify()
+
+    async def _announce_version(self, rollout: Rollout) -> None:
+        if self._announce is not None:
+            self._announced[rollout.rollout_id] = rollout.version
+            await self._announce(rollout.rollout_id, rollout.version)
 
     async def step(self, rollout_id: str) -> Rollout:
         """Advance one rollout as far as the fleet's reported state allows; commit if it moved."""
@@ -563,8 +572,7 @@ class RolloutController:
         for message in events:
             log.info("rollouts.event", rollout=rollout.rollout_id, message=message)
         self._notify()
-        if self._announce is not None:
-            await self._announce(rollout.rollout_id)
+        await self._announce_version(saved)
         return saved
 
     def _notify(self) -> None:
