@@ -79,10 +79,12 @@ class FCNet(nn.Module):
 FIXED = qat.QATConfig(epochs=2, learning_rate=3e-3)
 #: The reference recipe's shape: learned (LSQ) steps, distillation from the float model.
 LEARNED = qat.QATConfig(epochs=2, learning_rate=3e-3, distill=0.7, learn_scales=True)
+SGD = qat.QATConfig(epochs=2, learning_rate=3e-2, distill=0.7, learn_scales=True, optimizer="sgd")
 
 
 @pytest.mark.parametrize(
-    ("build", "config"), [(FCNet, FIXED), (ConvGap, FIXED), (FCNet, LEARNED), (ConvGap, LEARNED)]
+    ("build", "config"),
+    [(FCNet, FIXED), (ConvGap, FIXED), (FCNet, LEARNED), (ConvGap, LEARNED), (ConvGap, SGD)],
 )
 def test_the_program_computes_the_fine_tuned_model_on_every_calibration_frame(
     build: type[nn.Module], config: qat.QATConfig, tmp_path: Path

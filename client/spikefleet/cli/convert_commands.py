@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--clip",
         choices=("auto", "mse", "max"),
         default="auto",
-        help="weight clipping per channel (auto: mse without calibration, max with it)",
+        help="weight clipping per channel (auto: mse; with --calib, spiking layers clipped "
+        "for the fewest flipped decisions where held-out calibration rows confirm it)",
     )
     parser.add_argument(
         "--allow-beta", action="store_true", help="convert beta != 0 neurons as beta = 0"

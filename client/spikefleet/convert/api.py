@@ -61,8 +61,10 @@ class ConvertOptions:
     the frames of a calibration sequence (None: only when some beta != 0);
     ``readout`` overrides what the last layer's result is (its membrane
     ``"potential"``, the default of every path, or its ``"spikes"``);
-    ``clip`` chooses weight clipping ("mse" per channel, weighted by calibration
-    inputs when given, or "max"; "auto": mse without calibration, max with it);
+    ``clip`` chooses weight clipping per channel ("auto": the weights' squared
+    error, and with calibration a spiking layer's channel clipped for the fewest
+    flipped spike decisions where held-out calibration rows confirm it, the
+    read-out at "max"; "mse": the fewest-flips search unvalidated; "max");
     ``input_spec`` says how events become the
     model's frames (default: the one the bundle carries, else
     :func:`~spikefleet.events.spec.default_input_spec`, with a note); ``sign_key`` is a

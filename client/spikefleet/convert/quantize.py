@@ -88,22 +88,27 @@ def choose_scales(
     fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
     if inputs is not None and target is None:
         target = inputs @ rows.T
-    if inputs is not None:  # float32 products: the search compares costs, it keeps no sums
-        inputs = inputs.astype(np.float32)
-    reference = target > boundary if target is not None and boundary is not None else None
+    target32 = margin = reference = None
+    if inputs is not None and target is not None:
+        # float32 products: the search compares costs, it keeps no sums
+        inputs = inputs.astype(np.float32, copy=False)
+        target32 = target.astype(np.float32)
+        if boundary is not None:
+            margin = target32 - boundary.astype(np.float32)  # fires where margin > 0
+            reference = margin > 0
     for fraction in fractions:
         scales = peak * fraction / high
         quantized = _quantize_rows(rows, scales, low, high) * scales[:, None]
-        if inputs is not None:
-            quantized = quantized.astype(np.float32)
-        if inputs is None or target is None:
+        if inputs is None or target32 is None:
             cost = ((quantized - rows) ** 2).mean(axis=1)
         else:
-            potential_error = inputs @ quantized.T - target
-            cost = potential_error.var(axis=0) + potential_error.mean(axis=0) ** 2
-            if reference is not None:
-                shifted = potential_error - potential_error.mean(axis=0)
-                flips = ((target + shifted > boundary) != reference).sum(axis=0)
+            potential_error = inputs @ quantized.T.astype(np.float32) - target32
+            mean = potential_error.mean(axis=0)
+            cost = np.einsum("ij,ij->j", potential_error, potential_error) / len(inputs)
+            if margin is not None and reference is not None:
+                potential_error -= mean
+                potential_error += margin
+                flips = ((potential_error > 0) != reference).sum(axis=0)
                 cost = flips + cost / (1.0 + cost)  # flips first, error breaks ties
         better = cost < best
         best = np.where(better, cost, best)

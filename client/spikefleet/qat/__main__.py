@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument(
         "--shift", type=int, default=2, help="random shifts of up to this many pixels (0: none)"
     )
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     config = QATConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
+        optimizer=args.optimizer,
         learning_rate=args.lr,
         seed=args.seed,
         distill=args.distill,

@@ -16,7 +16,7 @@ import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -195,7 +195,9 @@ class QATConfig:
     teacher's soft scores carry more of that than the labels do. The learning
     rate decays to zero on a cosine (a restart at a constant rate walked the
     reference network away from its optimum). ``learn_scales``: LSQ steps, trained as
-    log s at ``scale_learning_rate``.
+    log s at ``scale_learning_rate``. ``optimizer``: Adam moves every weight by
+    about the rate per step whatever its gradient; SGD's steps follow the
+    gradient's size.
     """
 
     epochs: int = 2
@@ -206,6 +208,7 @@ class QATConfig:
     temperature: float = 2.0
     learn_scales: bool = False
     scale_learning_rate: float | None = None  # of log s; default 10 x learning_rate
+    optimizer: Literal["adam", "sgd"] = "adam"  # sgd: momentum 0.9
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,8 @@ def fine_tune(
     (see :func:`prepare`).
     """
     config = config or QATConfig()
+    if config.optimizer not in ("adam", "sgd"):
+        raise ConversionError(f"qat: optimizer {config.optimizer!r}: choose adam or sgd")
     if config.distill > 0 and teacher is None:
         teacher = _float_teacher(model)
     prepare(model, learn_scales=config.learn_scales, calibration=calibration)
@@ -266,7 +271,11 @@ def fine_tune(
     groups: list[dict[str, Any]] = [{"params": others}]
     if scales:
         groups.append({"params": scales, "lr": scale_rate})
-    optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
     steps = max(1, config.epochs * -(-len(inputs) // config.batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     ce = nn.CrossEntropyLoss()
