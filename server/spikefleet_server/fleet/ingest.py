@@ -40,11 +40,12 @@ Done = Callable[[IngestResult], None]  # called on the loop after the commit (or
 # batch None: a last_seen refresh; refused set: acked as refused, not stored
 _Item = tuple[str, fleet_pb2.TelemetryBatch | None, Done | None, str]
 
-# How long the writer lets a group gather after its first item: commits per second are
-# then at most 1 / linger whatever the rate, and each costs the same (a transaction, a
-# round of the storage threads) however few batches it carries. The batches wait that
-# much longer for their acks (the agents' budget is seconds).
-GROUP_LINGER_S = 0.01
+# The writer starts a group commit at most this often: whatever the rate, commits per
+# second stay bounded, and a commit costs about the same (a transaction, a round of the
+# storage threads) however few batches it carries. A batch waits at most this much
+# longer for its ack (the agents' budget is seconds); a lone one after a quiet spell
+# does not wait at all.
+GROUP_EVERY_S = 0.01
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 PRUNE_INTERVAL_S = 60.0
@@ -58,10 +59,11 @@ class TelemetryWriter:
         *,
         limits: TelemetryLimits | None = None,
         prune_interval_s: float = PRUNE_INTERVAL_S,
-        linger_s: float = GROUP_LINGER_S,
+        group_every_s: float = GROUP_EVERY_S,
     ) -> None:
         self._store = store
-        self._linger_s = linger_s
+        self._group_every_s = group_every_s
+        self._next_group = 0.0  # loop time before which no group starts
         self._max_group = max_group
         self._limits = limits or TelemetryLimits()
         self._prune_interval_s = prune_interval_s
@@ -118,8 +120,11 @@ class TelemetryWriter:
                 continue
             if first is None:
                 return
-            if self._linger_s > 0 and self._queue.qsize() < self._max_group:
-                await asyncio.sleep(self._linger_s)  # let the group gather
+            loop = asyncio.get_running_loop()
+            wait = self._next_group - loop.time()
+            if wait > 0 and self._queue.qsize() < self._max_group:
+                await asyncio.sleep(wait)  # the last group started moments ago: gather
+            self._next_group = loop.time() + self._group_every_s
             group: list[_Item] = [first]
             stop = False
             while len(group) < self._max_group:
