@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -104,6 +105,7 @@ class Server:
         )
         self.ports: list[int] = []
         self.processes: list[subprocess.Popen[str]] = []
+        self.problems: list[str] = []
         for index in range(replicas):
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
@@ -134,11 +136,19 @@ class Server:
         self.alive = list(range(replicas))
         self._dead_cpu = self._dead_wait = 0.0  # what killed replicas had used
 
-    @staticmethod
-    def _drain(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    def _drain(self, process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
         assert process.stderr is not None
         for line in process.stderr:
             lines.put(line)
+            if '"level": "error"' in line or '"level": "warning"' in line:
+                self.problems.append(line.strip())
+
+    def report_problems(self, limit: int = 5) -> None:
+        """The servers' warnings and errors (their log level is "warning"), on stderr."""
+        for line in self.problems[:limit]:
+            print(f"server: {line[:400]}", file=sys.stderr)
+        if len(self.problems) > limit:
+            print(f"server: ... {len(self.problems) - limit} more", file=sys.stderr)
 
     @property
     def address(self) -> str:
@@ -181,24 +191,30 @@ class Server:
         finally:
             db.close()
 
-    def stored_distinct(self) -> tuple[int, int]:
-        """(rows, distinct batches): a load-generator agent numbers its batches in
-        ``frames``, so a batch stored twice (under two seqs) counts once here."""
-        query = (
-            "SELECT (SELECT COUNT(*) FROM fleet_telemetry), "
-            "(SELECT COUNT(*) FROM (SELECT DISTINCT agent_id, frames FROM fleet_telemetry) d)"
-        )
+    def stored_check(self, released: dict[str, int]) -> tuple[int, int, int]:
+        """(rows, distinct batches, lost): a load-generator agent numbers its batches in
+        ``frames`` (1, 2, ...), so a batch stored twice (under two seqs) counts once in
+        distinct, and one the agent let go of (acked: ``released[agent]`` is how many)
+        but the database lacks is lost."""
+        query = "SELECT agent_id, frames FROM fleet_telemetry"
         if not self.database:
             with sqlite3.connect(self.db_path, timeout=30) as db:
-                rows, distinct = db.execute(query).fetchone()
-                return int(rows), int(distinct)
-        db = open_database(self.database, migrate=False)
-        try:
-            with db.read() as conn:
-                rows, distinct = conn.exec_driver_sql(query).one()
-                return int(rows), int(distinct)
-        finally:
-            db.close()
+                stored = db.execute(query).fetchall()
+        else:
+            db = open_database(self.database, migrate=False)
+            try:
+                with db.read() as conn:
+                    stored = [tuple(row) for row in conn.exec_driver_sql(query)]
+            finally:
+                db.close()
+        distinct = {(agent, int(frames)) for agent, frames in stored}
+        lost = sum(
+            1
+            for agent, count in released.items()
+            for number in range(1, count + 1)
+            if (agent, number) not in distinct
+        )
+        return len(stored), len(distinct), lost
 
     def bytes_per_batch(self) -> float:
         """What one stored telemetry batch costs the database (table, indexes, TOAST)."""
@@ -430,7 +446,8 @@ def bench_ingest(
             rss_peak = max(rss_peak, server.rss_mb())
             backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
             print(  # the timeline, to see whether late acks come in bursts
-                f"t={time.monotonic() - t0:5.1f}s backlog={backlog[-1]:5.0f} "
+                f"t={time.monotonic() - t0:5.1f}s registered={registered_now:5.0f} "
+                f"backlog={backlog[-1]:5.0f} "
                 f"ack p99={max(r['ack_p99_s'] for r in now_reports):.3f}s "
                 f"max={max(r['ack_max_s'] for r in now_reports):.3f}s",
                 file=sys.stderr,
@@ -466,7 +483,15 @@ def bench_ingest(
             child.drain()
         finals = [child.final_report() for child in children]
         made, spooled = sum(r["sent"] for r in finals), sum(r["spooled"] for r in finals)
-        rows, distinct = server.stored_distinct()
+        for child in children:  # nothing in flight any more while the database is read
+            child.process.terminate()
+            child.process.wait(timeout=60)
+        time.sleep(1.0)  # what the servers received is committed meanwhile
+        released: dict[str, int] = {a: n for r in finals for a, n in r["released"].items()}
+        rows, distinct, lost = server.stored_check(released)
+        stream_ends: collections.Counter[str] = collections.Counter()
+        for report in finals:
+            stream_ends.update(report["stream_ends"])
         return {
             "agents": count,
             "interval_s": interval_s,
@@ -493,9 +518,10 @@ def bench_ingest(
             "kept_up": kept_up,
             "batches_made": int(made),
             "batches_stored": distinct,
-            "batches_lost": int(made - spooled - distinct),
+            "batches_lost": lost,
             "batches_stored_twice": rows - distinct,
             "batches_still_spooled": int(spooled),
+            "agent_stream_ends": dict(stream_ends),
             "server_cpu_percent_of_one_core": round(cpu_percent, 1),
             "server_cpu_percent_per_1000_agents": round(1000 * cpu_percent / count, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
@@ -515,6 +541,7 @@ def bench_ingest(
         for child in children:
             child.process.wait(timeout=60)
         server.stop()
+        server.report_problems()
 
 
 def _next_report(child: Generator) -> dict[str, float]:
@@ -527,6 +554,7 @@ def _next_report(child: Generator) -> dict[str, float]:
 # -- the load generator: many agents as coroutines in one process -------------------------
 
 
+STREAM_ENDS: collections.Counter[str] = collections.Counter()  # by status code
 SEND_WINDOW = 256  # batches in flight beyond the last ack, as the real agent's channel
 
 
@@ -580,6 +608,7 @@ class AioAgent:
         self.agent_id = agent_id
         self.period_s = period_s
         self.registered = False
+        self.session_registered = False  # in the current (or last) session
         self.producing = True
         self.spool = MemorySpool()
         self.acked = 0
@@ -599,10 +628,13 @@ class AioAgent:
         failures = 0
         try:
             while True:
-                registered = False
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    registered = await self._session(self.addresses[self.index])
-                failures = 0 if registered else failures + 1
+                self.session_registered = False
+                try:
+                    await self._session(self.addresses[self.index])
+                except grpc.aio.AioRpcError as exc:  # counted: before or after registering
+                    when = "" if self.session_registered else " before Registered"
+                    STREAM_ENDS[f"{exc.code().name}{when}"] += 1
+                failures = 0 if self.session_registered else failures + 1
                 self.index = (self.index + 1) % len(self.addresses)
                 await asyncio.sleep(
                     failover_delay(failures, len(self.addresses), RECONNECT_MIN_S, RECONNECT_MAX_S)
@@ -636,10 +668,9 @@ class AioAgent:
             next_at += self.period_s  # a fixed rate, however late this round was
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    async def _session(self, address: str) -> bool:
-        """One Connect stream; whether it registered."""
+    async def _session(self, address: str) -> None:
+        """One Connect stream."""
         options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
-        registered = False
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = fleet_pb2_grpc.FleetStub(channel)
             outbox: asyncio.Queue[fleet_pb2.AgentMessage] = asyncio.Queue()
@@ -655,7 +686,7 @@ class AioAgent:
                         self.spool.rebase(last)
                         self.spool.ack(last)
                         self.acked = last
-                        registered = self.registered = True
+                        self.registered = self.session_registered = True
                         self._outbox = outbox
                         sender = asyncio.create_task(self._send(outbox, last))
                     elif kind == "telemetry_ack":
@@ -672,7 +703,6 @@ class AioAgent:
                 self._outbox = None
                 if sender is not None:
                     sender.cancel()
-        return registered
 
     async def _requests(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> Any:
         yield fleet_pb2.AgentMessage(
@@ -734,7 +764,7 @@ async def run_agents(
         for agent in agents:
             agent.ack_seconds.clear()
         waiting = sum(len(agent.spool.waiting) for agent in agents)
-        report = {
+        report: dict[str, Any] = {
             "registered": sum(agent.registered for agent in agents),
             "sent": sum(agent.made for agent in agents),
             "acked": sum(agent.acked for agent in agents),
@@ -745,9 +775,13 @@ async def run_agents(
             "ack_max_s": latencies[-1] if latencies else 0.0,
             "failed": sum(task.done() for task in tasks),
             "spooled": waiting,
+            "stream_ends": dict(STREAM_ENDS),
         }
         if drained_by is not None and (waiting == 0 or time.monotonic() > drained_by):
             report["final"] = True
+            # per agent, how many batches it let go of (made and no longer waiting: the
+            # server acked them); they are numbered 1.. in ``frames``
+            report["released"] = {a.agent_id: a.made - len(a.spool.waiting) for a in agents}
             print(json.dumps(report), flush=True)
             await asyncio.Event().wait()  # the parent ends this process
         print(json.dumps(report), flush=True)
