@@ -1,11 +1,14 @@
 """Conversions in a pool of worker processes, so the server's event loop never runs torch.
 
 Workers are started with the ``spawn`` context (no forked gRPC or SQLite state).
-Each job reports progress through one queue shared by all workers (handed over
-at worker start, the only way a multiprocessing queue reaches a pool worker);
-a dispatcher thread routes each event to its job's caller on the event loop. A worker returns a
-plain tuple rather than raising, so every failure crosses the process boundary
-with its kind and message intact.
+Each job reports progress through a queue shared by the workers of one pool
+generation (handed over at worker start, the only way a multiprocessing queue
+reaches a pool worker); a dispatcher thread routes each event to its job's caller
+on the event loop. A pool whose workers were killed (a conversion past its time
+limit) is replaced together with its queue: a worker killed mid-write leaves that
+queue's lock held and a partial message in its pipe, so it can carry nothing more.
+A worker returns a plain tuple rather than raising, so every failure crosses the
+process boundary with its kind and message intact.
 """
 
 from __future__ import annotations
@@ -177,35 +180,49 @@ class _LoopQueue:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
+@dataclass
+class _Generation:
+    """A pool of workers with the progress queue they were started with."""
+
+    pool: ProcessPoolExecutor
+    events: Any
+    dispatcher: threading.Thread | None = None
+
+
 class ConversionPool:
     def __init__(self, workers: int, log_level: str = "info") -> None:
         self.workers = workers
         self.log_level = log_level
         self._context = multiprocessing.get_context("spawn")
-        self._events: Any = self._context.Queue()
         self._listeners: dict[str, _LoopQueue] = {}
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._generation: _Generation | None = None
         self._closed = False
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name="conversion-progress", daemon=True
-        )
-        self._dispatcher.start()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
+            if self._generation is None:
+                events = self._context.Queue()
+                pool = ProcessPoolExecutor(
                     self.workers,
                     mp_context=self._context,
                     initializer=_init_worker,
-                    initargs=(self._events, self.log_level),
+                    initargs=(events, self.log_level),
                 )
-            return self._pool
+                generation = _Generation(pool, events)
+                generation.dispatcher = threading.Thread(
+                    target=self._dispatch, args=(events,), name="conversion-progress", daemon=True
+                )
+                generation.dispatcher.start()
+                self._generation = generation
+            return self._generation.pool
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, events: Any) -> None:
         while True:
-            item = self._events.get()
+            try:
+                item = events.get()
+            except (EOFError, OSError):  # the queue was closed under us
+                return
             if item is None:
                 return
             job_id, description, fraction = item
@@ -275,13 +292,24 @@ class ConversionPool:
             return pool, pool.submit(run_job, job_id, job)
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
-        """Forget a broken pool (once, however many of its jobs notice)."""
+        """Forget a broken pool and its progress queue (once, however many of its jobs
+        notice); the next job starts a new generation."""
         with self._lock:
-            if self._pool is not pool:
+            generation = self._generation
+            if generation is None or generation.pool is not pool:
                 return
-            self._pool = None
+            self._generation = None
         pool.shutdown(wait=False, cancel_futures=True)
+        self._retire(generation)
         log.warning("conversion.pool_restarted")
+
+    @staticmethod
+    def _retire(generation: _Generation) -> None:
+        """End a generation's dispatcher without waiting on its queue: the queue may be
+        wedged by a killed writer, and its dispatcher (a daemon thread) then waits
+        until the process ends, holding nothing else."""
+        generation.events.put(None)
+        generation.events.cancel_join_thread()
 
     def _kill(self, pool: ProcessPoolExecutor) -> None:
         processes = list(getattr(pool, "_processes", None) or {})
@@ -298,18 +326,18 @@ class ConversionPool:
             return
         self._closed = True
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            deadline = time.monotonic() + timeout
-            for process in processes:
-                process.join(max(0.0, deadline - time.monotonic()))
-                if process.is_alive():
-                    log.warning("conversion.worker_killed_at_shutdown", pid=process.pid)
-                    process.kill()
-                    process.join(1)
-        self._events.put(None)
-        self._dispatcher.join(timeout=5)
-        self._events.cancel_join_thread()  # never hang the server's exit on a held queue lock
-        self._events.close()
+            generation, self._generation = self._generation, None
+        if generation is None:
+            return
+        processes = list((getattr(generation.pool, "_processes", None) or {}).values())
+        generation.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("conversion.worker_killed_at_shutdown", pid=process.pid)
+                process.kill()
+                process.join(1)
+        self._retire(generation)
+        if generation.dispatcher is not None:
+            generation.dispatcher.join(timeout=2)
