@@ -42,6 +42,10 @@ def test_progress_is_reported_again_after_a_killed_workers_queue_is_wedged(tmp_p
 
         steps_after, outcome_after = convert_once(pool, job)
         assert outcome_after.ok
-        assert steps_after == steps
+        # Progress is best effort at the very end (the last step can race the outcome),
+        # so at most the final one of either run may be missing; on a wedged queue all are.
+        shared = min(len(steps), len(steps_after))
+        assert shared >= max(len(steps), len(steps_after)) - 1 >= 2
+        assert steps_after[:shared] == steps[:shared]
     finally:
         pool.shutdown()
