@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml requirements-dev.txt
+DEPS := client/pyproject.toml server/pyproject.toml agent/pyproject.toml tests/pyproject.toml requirements-dev.txt
 
 .PHONY: setup flatc postgres test lint demo clean
 
@@ -16,7 +16,7 @@ $(STAMP): $(DEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e "client[akida,convert,aedat,data]" -e server -e "agent[akida]" -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e "client[akida,convert,aedat,data]" -e server -e "agent[akida]" -e tests -r requirements-dev.txt
 	touch $(STAMP)
 
 # flatc checks that the committed program-format code matches protos/program.fbs.

@@ -32,15 +32,13 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import numpy as np
+from support.agent import make_key, make_program, random_frames, signed_program
+
+from spikefleet.client.agent import AgentClient, AsyncAgentClient
+from spikefleet.program.signing import TrustedKeys
+from spikefleet_agent.programs.slots import SlotStore
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the shared tests/support package
-
-from support.agent import make_key, make_program, random_frames, signed_program  # noqa: E402
-
-from spikefleet.client.agent import AgentClient, AsyncAgentClient  # noqa: E402
-from spikefleet.program.signing import TrustedKeys  # noqa: E402
-from spikefleet_agent.programs.slots import SlotStore  # noqa: E402
 
 
 def start_agent(root: Path, unix: bool = False) -> tuple[subprocess.Popen[str], str]:

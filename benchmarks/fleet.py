@@ -57,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from support.program_factory import small_program
+from support.simagents import Behaviour, SimAgent
 
 from spikefleet.client import Client
 from spikefleet.client.rollouts import RolloutRequest
@@ -68,11 +70,6 @@ from spikefleet_server.config import hash_token
 from spikefleet_server.keys import load_or_create
 from spikefleet_server.registry import Registry
 from spikefleet_server.storage import open_database
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
-
-from support.program_factory import small_program
-from support.simagents import Behaviour, SimAgent
 
 BIN = Path(sys.executable).parent
 RECONNECT_MIN_S = AgentServerConfig.reconnect_min_s  # the real agent's defaults

@@ -13,23 +13,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import structlog
+from support.aio import Blocking
+from support.models import REFERENCE_ARCH, reference_state_dict
+from support.server import serving
 
 from spikefleet.client import Client
 from spikefleet.convert import ConvertOptions, convert
 from spikefleet.errors import InvalidRequestError
 from spikefleet_server.config import hash_token, load_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
-from support.aio import Blocking
-from support.models import REFERENCE_ARCH, reference_state_dict
-from support.server import serving
 
 TOKEN = "bench-token"
 
