@@ -252,10 +252,11 @@ class ServerApp:
         self.rollouts.changed_elsewhere(rollout_id, int(version or 0))
 
     def _fleet_elsewhere(self, payload: str) -> None:
-        """A fleet event on some replica ("<kind> <agent id>"; "" = anything may have
-        happened): the rollouts watching that agent look again."""
-        kind, _, agent_id = payload.partition(" ")
-        self.rollouts.wake(agent_id, kind)
+        """A fleet event on some replica ("<kind> <agent id>[\\n<agent id>...]"; "" =
+        anything may have happened): the rollouts watching those agents look again."""
+        kind, agent_ids = replicas.fleet_news(payload)
+        for agent_id in agent_ids:
+            self.rollouts.wake(agent_id, kind)
 
     async def _announce_rollout(self, rollout_id: str, version: int) -> None:
         def send() -> None:

@@ -30,7 +30,7 @@ import contextlib
 import random
 import threading
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -346,10 +346,36 @@ class Liveness:
 
 ASSIGNMENTS = "spikefleet_assignments"  # payload: "<agent id> <generation>"
 ROLLOUTS = "spikefleet_rollouts"  # payload: "<rollout id> <version>"
-# payload: "<kind> <agent id>", kind a FleetEvent's (connected, disconnected, install,
-# telemetry: only batches with shadow frames); agent id "" = any agent
+# payload: "<kind> <agent id>[\n<agent id>...]", kind a FleetEvent's (connected,
+# disconnected, install, telemetry: only batches with shadow frames); agent id "" = any
+# agent. Agent ids hold no control characters, so a newline separates them.
 FLEET = "spikefleet_fleet"
 ROLLOUT_LEASE = "rollouts"
+PAYLOAD_MAX_BYTES = 7_900  # PostgreSQL's limit is 8,000 bytes by default
+
+
+def fleet_payloads(kind: str, agent_ids: Sequence[str]) -> list[str]:
+    """FLEET payloads saying ``kind`` happened to ``agent_ids``: as few as fit the
+    payload limit (a group of Registers is one NOTIFY, not one per agent)."""
+    payloads: list[str] = []
+    names: list[str] = []
+    size = 0
+    for agent_id in agent_ids:
+        cost = len(agent_id.encode()) + 1
+        if names and size + cost > PAYLOAD_MAX_BYTES - len(kind) - 1:
+            payloads.append(f"{kind} " + "\n".join(names))
+            names, size = [], 0
+        names.append(agent_id)
+        size += cost
+    if names:
+        payloads.append(f"{kind} " + "\n".join(names))
+    return payloads
+
+
+def fleet_news(payload: str) -> tuple[str, list[str]]:
+    """(kind, agent ids) of a FLEET payload (ids [""]: any agent)."""
+    kind, _, agent_ids = payload.partition(" ")
+    return kind, agent_ids.split("\n")
 
 
 def notify(conn: Any, channel: str, payload: str) -> None:

@@ -92,6 +92,52 @@ def test_a_register_keeps_what_it_does_not_overwrite(db: Database) -> None:
     assert (record.backend, record.labels, record.health) == ("akida", {"site": "a"}, "no-program")
 
 
+def test_registers_made_at_once_share_one_transaction_each_reading_back_its_own_start(
+    db: Database,
+) -> None:
+    """A fleet redialling at once (a replica died) costs a transaction per group of
+    Registers, not per agent; each agent still gets its own last seq and assignment,
+    and keeps what a Register does not overwrite."""
+    fleet, telemetry = Blocking(FleetStore(db)), Blocking(TelemetryStore(db))
+    for i in range(3):
+        fleet.register(fleet_pb2.Register(agent_id=f"edge-{i}", backend="sim"))
+    telemetry.ingest("edge-0", fleet_pb2.TelemetryBatch(seq=4))
+    telemetry.ingest("edge-2", fleet_pb2.TelemetryBatch(seq=9))
+    assigned = fleet.assign("edge-1", "a" * 64)
+    fleet.heartbeat("edge-2", fleet_pb2.Heartbeat(health="ok", shadow_sha256="c" * 64))
+    before = {i: fleet.agent(f"edge-{i}") for i in range(3)}
+
+    async def storm() -> list[Registration]:
+        store = fleet._target
+        return await asyncio.gather(
+            *(
+                store.register(fleet_pb2.Register(agent_id=f"edge-{i}", backend="akida"))
+                for i in (*range(3), 3)
+            )
+        )
+
+    counted = Statements(db.engine)
+    starts = asyncio.run(storm())
+
+    assert starts == [
+        Registration(4, None),
+        Registration(0, assigned),
+        Registration(9, None),
+        Registration(0, None),  # a new agent
+    ]
+    notify = ["NOTIFY"] if db.dialect == "postgresql" else []  # one for the group
+    assert counted.statements == ["INSERT", *notify, "SELECT", "SELECT"]
+    assert counted.commits == 1
+    for i in range(3):
+        record, old = fleet.agent(f"edge-{i}"), before[i]
+        assert record is not None and old is not None
+        assert (record.backend, record.connected) == ("akida", True)
+        assert (record.first_seen_ms, record.shadow_sha256) == (
+            old.first_seen_ms,
+            old.shadow_sha256,
+        )
+
+
 class HeldRegister(FleetStore):
     """A real store whose Register transaction, once committed, waits for the test."""
 
@@ -100,11 +146,11 @@ class HeldRegister(FleetStore):
         self.committed = threading.Event()
         self.release = threading.Event()
 
-    def _register(self, reg: fleet_pb2.Register) -> Registration:
-        start = super()._register(reg)
+    def _register_many(self, regs: list[fleet_pb2.Register]) -> list[Registration]:
+        starts = super()._register_many(regs)
         self.committed.set()
         assert self.release.wait(30), "the test never released the Register"
-        return start
+        return starts
 
 
 def test_an_assignment_made_while_the_agent_registers_still_reaches_it(

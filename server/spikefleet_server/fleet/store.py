@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spikefleet.v1 import fleet_pb2
-from spikefleet_server.replicas import ASSIGNMENTS, FLEET, notify
+from spikefleet_server.replicas import ASSIGNMENTS, FLEET, fleet_payloads, notify
 from spikefleet_server.storage import Database
+from spikefleet_server.storage.groups import Grouped
 from spikefleet_server.storage.schema import (
     fleet_agents,
     fleet_assignments,
@@ -26,7 +27,6 @@ from spikefleet_server.storage.schema import (
     fleet_telemetry,
 )
 from spikefleet_server.storage.sql import dialect_insert, insert, now_ms
-from spikefleet_server.telemetry import last_seq_in
 
 
 @dataclass
@@ -101,6 +101,20 @@ _REGISTERED = (
 _ASSIGNMENT_OF = sa.select(fleet_assignments).where(
     fleet_assignments.c.agent_id == sa.bindparam("agent_id")
 )
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_ASSIGNMENTS_OF = sa.select(fleet_assignments).where(fleet_assignments.c.agent_id.in_(_IDS))
+# per agent its own max(seq) (the primary key's index answers each at once; a GROUP BY
+# over the agents would read every row they ever stored)
+_LAST_SEQS = sa.select(
+    fleet_agents.c.agent_id,
+    sa.select(sa.func.max(fleet_telemetry.c.seq))
+    .where(fleet_telemetry.c.agent_id == fleet_agents.c.agent_id)
+    .scalar_subquery(),
+).where(fleet_agents.c.agent_id.in_(_IDS))
+
+# Registers (and disconnects) arriving while one transaction runs go together into the
+# next (a storm of 2,500 redialling agents: a few dozen transactions, not 2,500)
+REGISTER_GROUP = 256
 
 
 @functools.cache
@@ -145,39 +159,48 @@ class FleetStore:
         self.db = db
         self._require_program = require_program
         self._replica_id = replica_id
+        self._registers = Grouped(
+            self._register_group, key=lambda reg: reg.agent_id, max_group=REGISTER_GROUP
+        )
+        self._disconnects = Grouped(
+            self._disconnect_group, key=lambda agent_id: agent_id, max_group=REGISTER_GROUP
+        )
 
     # -- agents ----------------------------------------------------------------
 
     async def register(self, reg: fleet_pb2.Register) -> Registration:
         """Record the agent as connected with what it registered, and read back what its
-        session starts from, in one transaction (one round of the storage threads and
-        one commit per Register: a fleet redialling after a replica died registers
-        thousands at once)."""
-        return await self.db.run(self._register, reg)
+        session starts from, in one transaction; Registers made meanwhile share it (one
+        round of the storage threads and one commit per group: a fleet redialling after
+        a replica died registers thousands at once)."""
+        return await self._registers(reg)
+
+    async def _register_group(self, regs: list[fleet_pb2.Register]) -> list[Registration]:
+        return await self.db.run(self._register_many, regs)
 
     def _register(self, reg: fleet_pb2.Register) -> Registration:
+        return self._register_many([reg])[0]
+
+    def _register_many(self, regs: list[fleet_pb2.Register]) -> list[Registration]:
+        """Register each in one transaction, as if one after the other (of an agent
+        listed twice, the later Register is what stays)."""
         now = now_ms()
-        values = {
-            "agent_id": reg.agent_id,
-            "labels": json.dumps(dict(reg.labels), sort_keys=True),
-            "inventory": json.dumps([_device_dict(d) for d in reg.inventory]),
-            "backend": reg.backend,
-            "program_sha256": reg.program_sha256,
-            "previous_sha256": reg.previous_sha256,
-            "version": reg.version,
-            "health": "ok" if reg.program_sha256 else "no-program",
-            "connected": True,
-            "shadow_sha256": "",
-            "first_seen_ms": now,
-            "last_seen_ms": now,
-            "replica_id": self._replica_id(),
-        }
+        replica = self._replica_id()
+        rows = {reg.agent_id: _registered_row(reg, now, replica) for reg in regs}
+        ids = list(rows)
         with self.db.write() as conn:
-            conn.execute(_register_statement(conn.dialect.name), values)
-            notify(conn, FLEET, f"connected {reg.agent_id}")  # the rollout leader's news
-            last_seq = last_seq_in(conn, reg.agent_id)
-            assignment = self._assignment_in(conn, reg.agent_id)
-        return Registration(last_seq, assignment)
+            conn.execute(_register_statement(conn.dialect.name), list(rows.values()))
+            for payload in fleet_payloads("connected", ids):  # the rollout leader's news
+                notify(conn, FLEET, payload)
+            last_seqs = {row[0]: row[1] for row in conn.execute(_LAST_SEQS, {"ids": ids})}
+            assignments = {
+                row.agent_id: _assignment_record(row)
+                for row in conn.execute(_ASSIGNMENTS_OF, {"ids": ids})
+            }
+        return [
+            Registration(int(last_seqs.get(reg.agent_id) or 0), assignments.get(reg.agent_id))
+            for reg in regs
+        ]
 
     async def heartbeat(self, agent_id: str, beat: fleet_pb2.Heartbeat) -> None:
         await self.db.run(
@@ -194,20 +217,31 @@ class FleetStore:
 
     async def disconnected(self, agent_id: str) -> bool:
         """Record the agent's stream here as ended, unless it is recorded at another
-        replica by now (it reconnected there first); whether the record changed."""
-        return await self.db.run(self._disconnected, agent_id)
+        replica by now (it reconnected there first); whether the record changed.
+        Disconnects made meanwhile share the transaction."""
+        return await self._disconnects(agent_id)
+
+    async def _disconnect_group(self, agent_ids: list[str]) -> list[bool]:
+        changed = await self.db.run(self._disconnected_many, agent_ids)
+        return [agent_id in changed for agent_id in agent_ids]
 
     def _disconnected(self, agent_id: str) -> bool:
+        return agent_id in self._disconnected_many([agent_id])
+
+    def _disconnected_many(self, agent_ids: list[str]) -> set[str]:
         agents = fleet_agents.c
         with self.db.write() as conn:
-            changed = conn.execute(
-                sa.update(fleet_agents)
-                .where(agents.agent_id == agent_id, agents.replica_id == self._replica_id())
-                .values(connected=False, last_seen_ms=now_ms())
-            ).rowcount
-            if changed:
-                notify(conn, FLEET, f"disconnected {agent_id}")
-        return bool(changed)
+            changed = set(
+                conn.scalars(
+                    sa.update(fleet_agents)
+                    .where(agents.agent_id.in_(agent_ids), agents.replica_id == self._replica_id())
+                    .values(connected=False, last_seen_ms=now_ms())
+                    .returning(agents.agent_id)
+                )
+            )
+            for payload in fleet_payloads("disconnected", sorted(changed)):
+                notify(conn, FLEET, payload)
+        return changed
 
     # -- replicas (see spikefleet_server.replicas.Liveness) --------------------
 
@@ -362,16 +396,7 @@ class FleetStore:
     @staticmethod
     def _assignment_in(conn: Connection, agent_id: str) -> AssignmentRecord | None:
         row = conn.execute(_ASSIGNMENT_OF, {"agent_id": agent_id}).first()
-        if row is None:
-            return None
-        return AssignmentRecord(
-            row.agent_id,
-            row.sha256,
-            row.shadow_sha256,
-            bool(row.rollback),
-            row.generation,
-            row.updated_ms,
-        )
+        return None if row is None else _assignment_record(row)
 
     async def usage(self, sha256: str) -> list[str]:
         """Agents that run, keep for rollback, or are assigned ``sha256``."""
@@ -482,6 +507,35 @@ class FleetStore:
                 )
                 for r in conn.execute(query)
             ]
+
+
+def _registered_row(reg: fleet_pb2.Register, now: int, replica_id: int) -> dict[str, Any]:
+    return {
+        "agent_id": reg.agent_id,
+        "labels": json.dumps(dict(reg.labels), sort_keys=True),
+        "inventory": json.dumps([_device_dict(d) for d in reg.inventory]),
+        "backend": reg.backend,
+        "program_sha256": reg.program_sha256,
+        "previous_sha256": reg.previous_sha256,
+        "version": reg.version,
+        "health": "ok" if reg.program_sha256 else "no-program",
+        "connected": True,
+        "shadow_sha256": "",
+        "first_seen_ms": now,
+        "last_seen_ms": now,
+        "replica_id": replica_id,
+    }
+
+
+def _assignment_record(row: Any) -> AssignmentRecord:
+    return AssignmentRecord(
+        row.agent_id,
+        row.sha256,
+        row.shadow_sha256,
+        bool(row.rollback),
+        row.generation,
+        row.updated_ms,
+    )
 
 
 def _agent_record(row: Any) -> AgentRecord:
