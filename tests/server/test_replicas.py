@@ -14,7 +14,15 @@ from support.postgres import PostgresCluster
 
 from spikefleet.v1 import fleet_pb2
 from spikefleet_server.fleet import FleetStore
-from spikefleet_server.replicas import Lease, Listener, Liveness, libpq_url
+from spikefleet_server.replicas import (
+    FLEET,
+    Lease,
+    Listener,
+    Liveness,
+    fleet_news,
+    fleet_payloads,
+    libpq_url,
+)
 from spikefleet_server.storage import Database
 
 
@@ -39,6 +47,28 @@ def test_a_notification_committed_elsewhere_reaches_the_listener(postgres_url: s
         assert heard.empty()
     finally:
         listener.stop()
+
+
+def test_a_group_of_agents_is_named_in_as_few_notifications_as_fit(postgres_url: str) -> None:
+    """A group of Registers is one NOTIFY naming its agents (ids may hold spaces, never a
+    newline), split only where PostgreSQL's 8,000-byte payload limit says so."""
+    ids = [f"edge {i:04d} " + "é" * 60 for i in range(200)]  # 130 bytes each
+    payloads = fleet_payloads("connected", ids)
+    assert len(payloads) == 4
+    heard: queue.Queue[tuple[str, str]] = queue.Queue()
+    listener = Listener(postgres_url, [FLEET], lambda c, p: heard.put((c, p))).start()
+    try:
+        assert listener.listening.wait(30)
+        with psycopg.connect(libpq_url(postgres_url)) as conn:
+            for payload in payloads:
+                conn.execute("SELECT pg_notify(%s, %s)", (FLEET, payload))
+            conn.commit()
+        news = [fleet_news(heard.get(timeout=30)[1]) for _ in payloads]
+    finally:
+        listener.stop()
+    assert {kind for kind, _ in news} == {"connected"}
+    assert [agent_id for _, group in news for agent_id in group] == ids
+    assert fleet_news("disconnected ") == ("disconnected", [""])  # any agent
 
 
 def test_one_replica_holds_the_lease_and_another_takes_over_when_it_dies(
