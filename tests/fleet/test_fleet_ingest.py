@@ -49,3 +49,47 @@ def test_every_batch_is_committed_before_its_ack_and_duplicates_are_not_new(
         seqs = [r.seq for r in asyncio.run(store.of_agent(agent))]
         assert seqs == list(range(1, 91))
     db.close()
+
+
+def test_a_group_commit_stores_each_batch_once_and_refuses_only_what_the_database_cannot_hold(
+    database_target: str | Path,
+) -> None:
+    """The group goes in as one statement; a batch sent twice in it is new once, and one
+    the database refuses (here a frame count past its 64-bit column; the server's
+    boundary checks refuse those earlier) is refused alone, the rest stored."""
+    db = open_database(database_target)
+    store = TelemetryStore(db)
+    try:
+        first = asyncio.run(
+            store.ingest_many(
+                [
+                    ("edge-1", fleet_pb2.TelemetryBatch(seq=1, frames=10)),
+                    ("edge-2", fleet_pb2.TelemetryBatch(seq=1, frames=20)),
+                    ("edge-1", fleet_pb2.TelemetryBatch(seq=1, frames=10)),  # sent twice
+                    ("edge-1", fleet_pb2.TelemetryBatch(seq=2, frames=11, latency_p99_ms=2.5)),
+                ]
+            )
+        )
+        assert [r.new for r in first] == [True, True, False, True]
+        second = asyncio.run(
+            store.ingest_many(
+                [
+                    ("edge-2", fleet_pb2.TelemetryBatch(seq=2, frames=2**63)),
+                    ("edge-2", fleet_pb2.TelemetryBatch(seq=3, frames=21)),
+                    ("edge-1", fleet_pb2.TelemetryBatch(seq=2, frames=11)),  # stored already
+                ]
+            )
+        )
+        assert second[0].refused.startswith("not storable") and not second[0].new
+        assert [(r.new, r.refused) for r in second[1:]] == [(True, ""), (False, "")]
+        one = asyncio.run(store.of_agent("edge-1"))
+        assert [(r.seq, r.batch.frames, r.batch.latency_p99_ms) for r in one] == [
+            (1, 10, 0.0),
+            (2, 11, 2.5),
+        ]
+        assert [(r.seq, r.batch.frames) for r in asyncio.run(store.of_agent("edge-2"))] == [
+            (1, 20),
+            (3, 21),
+        ]
+    finally:
+        db.close()
