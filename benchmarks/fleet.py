@@ -15,7 +15,10 @@ the bake times (canary shadow + canary + 2 waves = 4 bakes).
 second for ``--duration`` s. The agents are coroutines on grpc.aio, each with
 its own connection (``--generators`` separate processes, so the server's CPU
 is measured alone); they speak the real control protocol (Register,
-heartbeats, telemetry, acks). Reports whether the server kept up: batches
+heartbeats, telemetry, acks; each agent's stream written directly, one timer per
+process keeping every agent's period, so a generator costs little more than gRPC's
+own work per message). They dial ``--dial-per-s`` new connections a second in all
+while they start. Reports whether the server kept up: batches
 stored per second against the offered rate (from the server's database),
 the unacknowledged backlog, the time from sending a batch to its ack
 (committed), and the server process's CPU and resident memory (from /proc).
@@ -313,7 +316,13 @@ class Generator:
     """A load-generator child process (``fleet.py agents``) and its per-second reports."""
 
     def __init__(
-        self, addresses: list[str], first: int, count: int, seconds: float, interval_s: float
+        self,
+        addresses: list[str],
+        first: int,
+        count: int,
+        seconds: float,
+        interval_s: float,
+        dial_per_s: float,
     ) -> None:
         self.process = subprocess.Popen(
             [
@@ -330,6 +339,8 @@ class Generator:
                 str(seconds),
                 "--interval",
                 str(interval_s),
+                "--dial-per-s",
+                str(dial_per_s),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -396,12 +407,15 @@ def bench_ingest(
     database: str = "",
     kill_one_at_s: float = 0.0,
     database_pid: int = 0,
+    dial_per_s: float = 1000.0,
 ) -> dict[str, object]:
     server = Server(root, grpc_threads=16, database=database, replicas=replicas)
     shares = [count // generators + (i < count % generators) for i in range(generators)]
     run_s = warmup_s + duration_s + 600  # the generators are stopped by us, not by this
     children = [
-        Generator(server.addresses, sum(shares[:i]), share, run_s, interval_s)
+        Generator(
+            server.addresses, sum(shares[:i]), share, run_s, interval_s, dial_per_s / generators
+        )
         for i, share in enumerate(shares)
         if share
     ]
@@ -553,6 +567,19 @@ def _next_report(child: Generator) -> dict[str, float]:
 
 STREAM_ENDS: collections.Counter[str] = collections.Counter()  # by status code
 SEND_WINDOW = 256  # batches in flight beyond the last ack, as the real agent's channel
+TICK_S = 0.01  # the agents' periods are kept by one timer per process, this fine
+SHA = "0" * 64
+METADATA = (("authorization", f"Bearer {AGENT}"),)
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+# what every batch of these agents has in common (CopyFrom is cheaper than the fields)
+BATCH = fleet_pb2.TelemetryBatch(
+    program_sha256=SHA,
+    backend="sim",
+    predictions=100,
+    latency_p50_ms=0.5,
+    latency_p95_ms=0.9,
+    latency_p99_ms=1.0,
+)
 
 
 class MemorySpool:
@@ -561,186 +588,216 @@ class MemorySpool:
     dropped; at registration the server's last seq is acked, and if it is one this
     spool never issued (a wiped agent, an id reused) what waits is renumbered after it.
     Each batch carries its own number in ``frames``, so the database's rows say whether
-    any batch was stored twice or never."""
+    any batch was stored twice or never. Batches wait as the messages that carry them."""
 
     def __init__(self) -> None:
         self.next_seq = 1
         self.made = 0
-        self.waiting: dict[int, fleet_pb2.TelemetryBatch] = {}  # seq -> batch, in seq order
+        self.waiting: dict[int, fleet_pb2.AgentMessage] = {}  # seq -> message, seq order
 
-    def append(self, batch: fleet_pb2.TelemetryBatch) -> int:
+    def append(self, message: fleet_pb2.AgentMessage) -> int:
+        batch = message.telemetry
         self.made += 1
         batch.seq, batch.frames = self.next_seq, self.made
-        self.waiting[batch.seq] = batch
+        self.waiting[batch.seq] = message
         self.next_seq += 1
         return batch.seq
 
     def rebase(self, server_seq: int) -> None:
         if self.next_seq > server_seq:
             return
-        batches, self.waiting = list(self.waiting.values()), {}
-        for seq, batch in enumerate(batches, start=server_seq + 1):
-            batch.seq = seq
-            self.waiting[seq] = batch
-        self.next_seq = server_seq + 1 + len(batches)
+        messages, self.waiting = list(self.waiting.values()), {}
+        for seq, message in enumerate(messages, start=server_seq + 1):
+            message.telemetry.seq = seq
+            self.waiting[seq] = message
+        self.next_seq = server_seq + 1 + len(messages)
 
     def ack(self, seq: int) -> None:
-        for waiting in [s for s in self.waiting if s <= seq]:
-            del self.waiting[waiting]
+        waiting = self.waiting
+        while waiting:
+            first = next(iter(waiting))
+            if first > seq:
+                break
+            del waiting[first]
 
-    def pending(self, after_seq: int, limit: int) -> list[fleet_pb2.TelemetryBatch]:
-        return [b for s, b in self.waiting.items() if s > after_seq][:limit]
+    def pending(self, after_seq: int, limit: int) -> list[fleet_pb2.AgentMessage]:
+        out = []
+        for seq, message in self.waiting.items():
+            if seq > after_seq:
+                out.append(message)
+                if len(out) == limit:
+                    break
+        return out
 
 
 class AioAgent:
     """One agent on its own connection: Register, then a heartbeat and a telemetry batch
-    every ``period_s``, spooled until acked and sent from the spool in seq order (after
-    a reconnect, from the last seq the server holds). Redials with the real agent's
-    jittered failover backoff. Counts batches made and acked and how long each ack took
-    after its batch was sent."""
+    every period (:meth:`tick`, from the process's one timer), spooled until acked and
+    sent from the spool in seq order (after a reconnect, from the last seq the server
+    holds). Redials with the real agent's jittered failover backoff. Counts batches
+    made and acked and how long each ack took after its batch was sent.
 
-    def __init__(self, addresses: list[str], agent_id: str, period_s: float) -> None:
+    One task per agent while connected to nothing, two while registered (its stream's
+    reader and its writer); the stream is written directly (no request iterator)."""
+
+    def __init__(self, addresses: list[str], agent_id: str, phase_s: float) -> None:
         self.addresses = addresses
         self.index = random.randrange(len(addresses))  # a fleet spreads over replicas
         self.agent_id = agent_id
-        self.period_s = period_s
+        self.phase_s = phase_s  # agents don't beat in step
         self.registered = False
         self.session_registered = False  # in the current (or last) session
-        self.producing = True
         self.spool = MemorySpool()
         self.acked = 0
         self.sent_at: dict[int, float] = {}
         self.ack_seconds: list[float] = []
         self._wake = asyncio.Event()
-        self._outbox: asyncio.Queue[fleet_pb2.AgentMessage] | None = None  # while registered
+        self._beat: fleet_pb2.AgentMessage | None = None  # a heartbeat to send
+        self._register = fleet_pb2.AgentMessage(
+            register=fleet_pb2.Register(
+                agent_id=agent_id,
+                labels={"fleet": "bench"},
+                backend="sim",
+                program_sha256=SHA,
+                version="bench",
+            )
+        )
 
     @property
     def made(self) -> int:
         return self.spool.made
 
+    def tick(self, now_ms: int, period_ms: int, heartbeat: fleet_pb2.AgentMessage) -> None:
+        """A period passed: a heartbeat (while registered) and a batch into the spool."""
+        if self.registered:
+            self._beat = heartbeat
+        message = fleet_pb2.AgentMessage()
+        batch = message.telemetry
+        batch.CopyFrom(BATCH)
+        batch.start_unix_ms, batch.end_unix_ms = now_ms - period_ms, now_ms
+        self.spool.append(message)
+        self._wake.set()
+
     async def run(self) -> None:
         """Stay connected: when the stream ends, the next replica after the real agent's
         backoff (short after a session that registered, growing per round of failures)."""
-        producer = asyncio.create_task(self._produce())
         failures = 0
-        try:
-            while True:
-                self.session_registered = False
-                try:
-                    await self._session(self.addresses[self.index])
-                except grpc.aio.AioRpcError as exc:  # counted: before or after registering
-                    when = "" if self.session_registered else " before Registered"
-                    STREAM_ENDS[f"{exc.code().name}{when}"] += 1
-                failures = 0 if self.session_registered else failures + 1
-                self.index = (self.index + 1) % len(self.addresses)
-                await asyncio.sleep(
-                    failover_delay(failures, len(self.addresses), RECONNECT_MIN_S, RECONNECT_MAX_S)
-                )
-        finally:
-            producer.cancel()
-
-    async def _produce(self) -> None:
-        """Every period: a heartbeat (while registered) and a batch into the spool."""
-        await asyncio.sleep(random.uniform(0, self.period_s))  # agents don't beat in step
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while self.producing:
-            now_ms = int(time.time() * 1000)
-            if self._outbox is not None:
-                beat = fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256="0" * 64, health="ok")
-                self._outbox.put_nowait(fleet_pb2.AgentMessage(heartbeat=beat))
-            self.spool.append(
-                fleet_pb2.TelemetryBatch(
-                    start_unix_ms=now_ms - int(self.period_s * 1000),
-                    end_unix_ms=now_ms,
-                    program_sha256="0" * 64,
-                    backend="sim",
-                    predictions=100,
-                    latency_p50_ms=0.5,
-                    latency_p95_ms=0.9,
-                    latency_p99_ms=1.0,
-                )
+        while True:
+            self.session_registered = False
+            try:
+                await self._session(self.addresses[self.index])
+            except grpc.aio.AioRpcError as exc:  # counted: before or after registering
+                when = "" if self.session_registered else " before Registered"
+                STREAM_ENDS[f"{exc.code().name}{when}"] += 1
+            failures = 0 if self.session_registered else failures + 1
+            self.index = (self.index + 1) % len(self.addresses)
+            await asyncio.sleep(
+                failover_delay(failures, len(self.addresses), RECONNECT_MIN_S, RECONNECT_MAX_S)
             )
-            self._wake.set()
-            next_at += self.period_s  # a fixed rate, however late this round was
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def _session(self, address: str) -> None:
-        """One Connect stream."""
-        options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
-            stub = fleet_pb2_grpc.FleetStub(channel)
-            outbox: asyncio.Queue[fleet_pb2.AgentMessage] = asyncio.Queue()
-            call = stub.Connect(
-                self._requests(outbox), metadata=(("authorization", f"Bearer {AGENT}"),)
-            )
+        """One Connect stream: Register, then read until it ends."""
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            call = fleet_pb2_grpc.FleetStub(channel).Connect(metadata=METADATA)
             sender: asyncio.Task[None] | None = None
             try:
-                async for message in call:
-                    kind = message.WhichOneof("kind")
-                    if kind == "registered":
-                        last = message.registered.last_telemetry_seq
-                        self.spool.rebase(last)
-                        self.spool.ack(last)
-                        self.acked = last
-                        self.registered = self.session_registered = True
-                        self._outbox = outbox
-                        sender = asyncio.create_task(self._send(outbox, last))
-                    elif kind == "telemetry_ack":
+                await call.write(self._register)
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    assert isinstance(message, fleet_pb2.ServerMessage)
+                    if message.HasField("telemetry_ack"):
                         seq = message.telemetry_ack.seq
                         self.spool.ack(seq)
-                        self.acked = max(self.acked, seq)
+                        if seq > self.acked:
+                            self.acked = seq
                         sent_at = self.sent_at.pop(seq, None)
                         if sent_at is not None:
                             self.ack_seconds.append(time.monotonic() - sent_at)
                         if self.spool.waiting:  # the window may have room again
                             self._wake.set()
+                    elif message.HasField("registered"):
+                        last = message.registered.last_telemetry_seq
+                        self.spool.rebase(last)
+                        self.spool.ack(last)
+                        self.acked = last
+                        self.registered = self.session_registered = True
+                        sender = asyncio.create_task(self._send(call, last))
             finally:
                 self.registered = False
-                self._outbox = None
+                self._beat = None
                 if sender is not None:
                     sender.cancel()
 
-    async def _requests(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage]) -> Any:
-        yield fleet_pb2.AgentMessage(
-            register=fleet_pb2.Register(
-                agent_id=self.agent_id,
-                labels={"fleet": "bench"},
-                backend="sim",
-                program_sha256="0" * 64,
-                version="bench",
-            )
-        )
-        while True:
-            yield await outbox.get()
+    async def _send(self, call: Any, sent: int) -> None:
+        """Heartbeats, and what waits in the spool after ``sent`` (the seq the server said
+        it holds) in seq order within the send window, whenever one is made or acked.
+        Ends quietly with the stream (its reader sees how)."""
+        wake = self._wake
+        try:
+            while True:
+                wake.clear()
+                beat, self._beat = self._beat, None
+                if beat is not None:
+                    await call.write(beat)
+                room = SEND_WINDOW - (sent - self.acked)
+                if room > 0:
+                    for message in self.spool.pending(sent, room):
+                        seq = message.telemetry.seq
+                        self.sent_at[seq] = time.monotonic()
+                        await call.write(message)
+                        sent = seq
+                if not wake.is_set():
+                    await wake.wait()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            return  # the stream ended
 
-    async def _send(self, outbox: asyncio.Queue[fleet_pb2.AgentMessage], sent: int) -> None:
-        """What waits in the spool after ``sent`` (the seq the server said it holds), in
-        seq order, within the send window; again whenever a batch is made or acked."""
-        while True:
-            room = SEND_WINDOW - (sent - self.acked)
-            for batch in self.spool.pending(sent, room) if room > 0 else []:
-                self.sent_at[batch.seq] = time.monotonic()
-                outbox.put_nowait(fleet_pb2.AgentMessage(telemetry=batch))
-                sent = batch.seq
-            await self._wake.wait()
-            self._wake.clear()
+
+async def tick_agents(agents: list[AioAgent], period_s: float, stop: asyncio.Event) -> None:
+    """Every agent's period on one timer: each agent ticks at its phase of every
+    period, at a fixed rate however late a round was, until ``stop``."""
+    loop = asyncio.get_running_loop()
+    order = sorted(agents, key=lambda agent: agent.phase_s)
+    period_ms = int(period_s * 1000)
+    start, round_, i = loop.time(), 0, 0
+    while not stop.is_set():
+        base = start + round_ * period_s
+        now = loop.time()
+        now_ms = int(time.time() * 1000)
+        beat = fleet_pb2.AgentMessage(
+            heartbeat=fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256=SHA, health="ok")
+        )
+        while i < len(order) and base + order[i].phase_s <= now:
+            order[i].tick(now_ms, period_ms, beat)
+            i += 1
+        if i == len(order):
+            round_, i = round_ + 1, 0
+            continue
+        await asyncio.sleep(max(TICK_S, base + order[i].phase_s - loop.time()))
 
 
 async def run_agents(
-    addresses: list[str], first: int, count: int, seconds: float, interval_s: float
+    addresses: list[str],
+    first: int,
+    count: int,
+    seconds: float,
+    interval_s: float,
+    dial_per_s: float,
 ) -> None:
-    """Start ``count`` agents (200 a second), then print one JSON report a second. A line
-    "drain" on stdin stops making batches; once every spool is empty (or after
-    DRAIN_S) a last report says how many batches were made and still wait."""
-    agents = [AioAgent(addresses, f"sim-{first + i:04d}", interval_s) for i in range(count)]
+    """Start ``count`` agents (``dial_per_s`` a second), then print one JSON report a
+    second. A line "drain" on stdin stops making batches; once every spool is empty (or
+    after DRAIN_S) a last report says how many batches were made and still wait."""
+    agents = [
+        AioAgent(addresses, f"sim-{first + i:04d}", random.uniform(0, interval_s))
+        for i in range(count)
+    ]
+    drain = asyncio.Event()
+    ticker = asyncio.create_task(tick_agents(agents, interval_s, drain))
     tasks = []
+    step = max(1, round(dial_per_s / 20))  # agents per 50 ms
     for i, agent in enumerate(agents):
         tasks.append(asyncio.create_task(agent.run()))
-        if i % 20 == 19:
-            await asyncio.sleep(0.1)
+        if i % step == step - 1:
+            await asyncio.sleep(0.05)
     loop = asyncio.get_running_loop()
-    drain = asyncio.Event()
 
     def read_stdin() -> None:
         for line in sys.stdin:
@@ -755,8 +812,6 @@ async def run_agents(
             await asyncio.wait_for(drain.wait(), 1.0)
         if drain.is_set() and drained_by is None:
             drained_by = time.monotonic() + DRAIN_S
-            for agent in agents:
-                agent.producing = False
         latencies = sorted(s for agent in agents for s in agent.ack_seconds)
         for agent in agents:
             agent.ack_seconds.clear()
@@ -782,6 +837,7 @@ async def run_agents(
             print(json.dumps(report), flush=True)
             await asyncio.Event().wait()  # the parent ends this process
         print(json.dumps(report), flush=True)
+    ticker.cancel()
     for task in tasks:
         task.cancel()
 
@@ -809,16 +865,27 @@ def main() -> int:
     ingest.add_argument(
         "--kill-one-at", type=float, default=0.0, help="SIGKILL a replica this many s in"
     )
+    ingest.add_argument(
+        "--dial-per-s",
+        type=float,
+        default=1000.0,
+        help="new connections a second while the agents start (all generators together)",
+    )
     agents = sub.add_parser("agents", help="(internal) the load generator ingest starts")
     agents.add_argument("--address", required=True)
     agents.add_argument("--first", type=int, default=0)
     agents.add_argument("--count", type=int, required=True)
     agents.add_argument("--seconds", type=float, required=True)
     agents.add_argument("--interval", type=float, default=1.0)
+    agents.add_argument("--dial-per-s", type=float, default=1000.0)
     args = parser.parse_args()
     if args.what == "agents":
         addresses = args.address.split(",")
-        asyncio.run(run_agents(addresses, args.first, args.count, args.seconds, args.interval))
+        asyncio.run(
+            run_agents(
+                addresses, args.first, args.count, args.seconds, args.interval, args.dial_per_s
+            )
+        )
         return 0
     with (
         tempfile.TemporaryDirectory(prefix="spikefleet-bench-") as tmp,
@@ -847,6 +914,7 @@ def main() -> int:
                 database=database,
                 kill_one_at_s=args.kill_one_at,
                 database_pid=database_pid,
+                dial_per_s=args.dial_per_s,
             )
     print(json.dumps(result, indent=2))
     return 0
