@@ -93,3 +93,23 @@ def test_check_config_takes_the_flags_serve_takes(tmp_path: Path, capsys):
     assert main(["check-config", *argv]) == 0
     out = capsys.readouterr().out
     assert "listen 127.0.0.1:7443 (plaintext (loopback))" in out and "1 token(s)" in out
+
+
+def test_serving_freezes_what_start_made_and_collects_young_objects_less_often():
+    import gc
+
+    from spikefleet_server.cli import GC_THRESHOLDS, _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0  # out of the collector's passes from now on
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1  # a cycle made after start is still collected
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -163,3 +163,15 @@ def test_a_database_that_is_not_a_url_is_refused_without_echoing_it() -> None:
             overrides={"insecure_loopback": True, "database": {"url": "mysql://u:secret@h/db"}},
         )
     assert "secret" not in str(refused.value)
+
+
+def test_every_server_skips_bandwidth_probes_and_gives_uploads_a_fixed_window(tmp_path: Path):
+    path = write(tmp_path, TOML.format(data=tmp_path, digest=hash_token("t")))
+    plain = dict(load_config(path, environ={}).grpc_options())
+    # a fleet's small messages would each cost a PING round; uploads keep a big window
+    assert plain == {"grpc.http2.bdp_probe": 0, "grpc.http2.lookahead_bytes": 4 * 1024 * 1024}
+    aged = load_config(path, environ={"SPIKEFLEET_SERVER_MAX_CONNECTION_AGE_SECONDS": "600"})
+    options = dict(aged.grpc_options())
+    assert options["grpc.http2.bdp_probe"] == 0
+    assert options["grpc.max_connection_age_ms"] == 600_000
+    assert options["grpc.max_connection_age_grace_ms"] == 60_000
