@@ -22,11 +22,12 @@ from spikefleet.program.model import Program
 SIZE = (12, 12, 2)
 
 
-def frames(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse count frames whose class is the quadrant holding most events."""
+def frames(n: int, seed: int, per_sample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse count frames whose class is the quadrant holding most events; with
+    ``per_sample`` > 1, runs of that many consecutive frames share a class (one sample)."""
     rng = np.random.default_rng(seed)
     counts = rng.integers(0, 16, (n, *SIZE)) * (rng.random((n, *SIZE)) < 0.2)
-    labels = rng.integers(0, 4, n)
+    labels = np.repeat(rng.integers(0, 4, -(-n // per_sample)), per_sample)[:n]
     for i, label in enumerate(labels):
         top, left = divmod(int(label), 2)
         counts[i, top * 6 : top * 6 + 6, left * 6 : left * 6 + 6] += rng.integers(0, 6, (6, 6, 2))
@@ -80,11 +81,22 @@ FIXED = qat.QATConfig(epochs=2, learning_rate=3e-3)
 #: The reference recipe's shape: learned (LSQ) steps, distillation from the float model.
 LEARNED = qat.QATConfig(epochs=2, learning_rate=3e-3, distill=0.7, learn_scales=True)
 SGD = qat.QATConfig(epochs=2, learning_rate=3e-2, distill=0.7, learn_scales=True, optimizer="sgd")
+#: QAT through a whole training run: one-cycle schedule, decoupled weight decay.
+ONECYCLE = qat.QATConfig(
+    epochs=2, learning_rate=3e-3, learn_scales=True, schedule="onecycle", weight_decay=1e-2
+)
 
 
 @pytest.mark.parametrize(
     ("build", "config"),
-    [(FCNet, FIXED), (ConvGap, FIXED), (FCNet, LEARNED), (ConvGap, LEARNED), (ConvGap, SGD)],
+    [
+        (FCNet, FIXED),
+        (ConvGap, FIXED),
+        (FCNet, LEARNED),
+        (ConvGap, LEARNED),
+        (ConvGap, SGD),
+        (ConvGap, ONECYCLE),
+    ],
 )
 def test_the_program_computes_the_fine_tuned_model_on_every_calibration_frame(
     build: type[nn.Module], config: qat.QATConfig, tmp_path: Path
@@ -209,6 +221,91 @@ def test_export_keeps_the_fake_quantized_decisions(tmp_path: Path) -> None:
         after = model.fc1(x.flatten(1))
         np.testing.assert_array_equal((after > model.lif1.threshold).numpy(), fired)
         np.testing.assert_array_equal(model(x).argmax(1), scores)
+
+
+def test_weight_decay_shrinks_the_weights_but_never_the_learned_steps() -> None:
+    """Decoupled decay pulls every parameter toward zero; on a log-step that would drag
+    the step toward 1 whatever the loss wants, so the steps are left out of it: they
+    move only by Adam's steps (at most about the rate each), the weights shrink."""
+    train, labels = frames(64, seed=1)
+    x, y = as_input(train), torch.from_numpy(labels)
+    steps, scale_rate = 16, 1e-3
+    weights = {}
+    for decay in (0.0, 5.0):
+        torch.manual_seed(0)
+        model = FCNet()
+        start = np.log(choose_scales(model.fc1.weight.detach().double().numpy(), 4, "mse"))
+        config = qat.QATConfig(
+            epochs=1,
+            batch_size=len(x) // steps,
+            learning_rate=1e-2,
+            learn_scales=True,
+            scale_learning_rate=scale_rate,
+            weight_decay=decay,
+        )
+        qat.fine_tune(model, x, y, config)
+        quantizer = model.fc1.parametrizations.weight[0]
+        moved = np.abs(quantizer.log_scale.detach().double().numpy() - start)
+        assert moved.max() <= 1.5 * steps * scale_rate  # decay at 5 would move it by ~0.3
+        weights[decay] = float(model.fc1.parametrizations.weight.original.detach().abs().mean())
+    assert weights[5.0] < 0.8 * weights[0.0]
+
+
+def test_a_sample_loss_scores_each_samples_summed_frames() -> None:
+    """With frames_per_sample, the held-out loss and accuracy are those of whole samples
+    (scores summed over their frames, as the sample is classified), and the model kept is
+    the one that did best on them."""
+    train, labels = frames(240, seed=1, per_sample=3)
+    held, held_labels = frames(96, seed=4, per_sample=3)
+    validation = (as_input(held), torch.from_numpy(held_labels))
+    stats: list[qat.EpochStats] = []
+    torch.manual_seed(0)
+    config = qat.QATConfig(epochs=2, learning_rate=3e-3, frames_per_sample=3)
+    model = qat.fine_tune(
+        FCNet(),
+        as_input(train),
+        torch.from_numpy(labels),
+        config,
+        progress=stats.append,
+        validation=validation,
+    )
+    best = next(s for s in reversed(stats) if s.best)
+    with torch.no_grad():
+        summed = model(validation[0]).reshape(32, 3, -1).sum(1)
+    sample_labels = validation[1][::3]
+    assert best.validation_accuracy == pytest.approx(
+        float((summed.argmax(1) == sample_labels).float().mean())
+    )
+    assert best.validation_loss == pytest.approx(
+        float(nn.functional.cross_entropy(summed, sample_labels)), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "mixed", "message"),
+    [
+        (31, False, "31 inputs do not split into samples of frames_per_sample=3"),
+        (30, True, "the inputs' labels change within a sample of 3 frames"),
+    ],
+)
+def test_samples_must_be_whole_and_of_one_class(count: int, mixed: bool, message: str) -> None:
+    train, labels = frames(count, seed=1, per_sample=3)
+    if mixed:
+        labels[1] = (labels[0] + 1) % 4
+    config = qat.QATConfig(epochs=1, frames_per_sample=3)
+    with pytest.raises(ConversionError, match=message):
+        qat.fine_tune(FCNet(), as_input(train), torch.from_numpy(labels), config)
+
+
+def test_an_unknown_schedule_is_refused() -> None:
+    train, labels = frames(16, seed=1)
+    with pytest.raises(ConversionError, match="schedule 'step': choose cosine or onecycle"):
+        qat.fine_tune(
+            FCNet(),
+            as_input(train),
+            torch.from_numpy(labels),
+            qat.QATConfig(schedule="step"),  # type: ignore[arg-type]
+        )
 
 
 def test_batchnorm_must_be_folded_first() -> None:

@@ -1,11 +1,14 @@
 """Fine-tune the reference network with int4 fake quantization: ``python -m spikefleet.qat``.
 
-Starts from the shipped weights (or ``--weights``), fine-tunes on the N-DIGITS
-train split with the reference training's random shifts, distilling from the
-float original, keeps the epoch with the lowest loss on train samples held out
-from the fine-tuning, prints float accuracy before and after, and writes an
-extract bundle whose conversion reproduces the fine-tuned model spike for spike
-(see ``spikefleet.qat``).
+Starts from the shipped weights (or ``--weights``; ``--start scratch`` trains a
+fresh network, the weights then only teach), fine-tunes on the N-DIGITS train
+split with the reference training's random shifts, keeps the epoch with the
+lowest loss on train samples held out from the fine-tuning (``--holdout 0``:
+none held out, the last epoch is kept), prints the held-out accuracy before
+and after, and writes an extract bundle whose conversion reproduces the
+fine-tuned model spike for spike (see ``spikefleet.qat``). It never reads the
+test split: that is for the reported figure (``benchmarks/convert.py``), not
+for choosing.
 """
 
 from __future__ import annotations
@@ -44,10 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--start",
-        choices=("calibrated", "weights"),
+        choices=("calibrated", "weights", "scratch"),
         default="calibrated",
-        help="start from the converter's calibrated int4 layers (256 fine-tuning samples) or "
-        "from the weights' squared-error clipping",
+        help="start from the converter's calibrated int4 layers (256 fine-tuning samples), "
+        "from the weights' squared-error clipping, or from a fresh ReferenceNet (QAT through "
+        "a whole training run; the float weights are then only the distillation teacher)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("cosine", "onecycle"),
+        default="cosine",
+        help="cosine decay from --lr, or one-cycle up to --lr (the reference training's)",
+    )
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's (SGD: L2)")
+    parser.add_argument(
+        "--scale-lr", type=float, help="rate of the learned log-steps (default 10 x --lr)"
+    )
+    parser.add_argument(
+        "--sample-loss",
+        action="store_true",
+        help="loss on each sample's summed scores over its frames (the decision that is "
+        "scored) rather than on each frame",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -72,9 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError:
         print("building N-DIGITS first ...", flush=True)
         ndigits.build(args.root)
-    model = load_reference_model(args.weights)
+    model = original = load_reference_model(args.weights)
+    teacher = None
+    if args.start == "scratch":
+        from spikefleet.qat.core import _float_teacher
+        from spikefleet.reference import ReferenceNet
+
+        teacher = _float_teacher(model)
+        torch.manual_seed(args.seed)
+        model = ReferenceNet()
     train, train_labels = ndigits.load_frames(args.root, "train")
-    test, test_labels = ndigits.load_frames(args.root, "test")
     order = np.random.default_rng(args.seed).permutation(len(train))
     held = np.sort(order[: round(args.holdout * len(train))])
     fit = np.sort(order[len(held) :])
@@ -83,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         x = frames_to_input(train[index].reshape(-1, *train.shape[2:]))
         return x, torch.from_numpy(np.repeat(train_labels[index], train.shape[1]))
 
-    print(
-        f"float accuracy before: test {accuracy(model, test, test_labels):.4f}, held-out train "
-        f"{accuracy(model, train[held], train_labels[held]):.4f} ({len(held)} samples)",
-        flush=True,
-    )
+    if len(held):
+        print(
+            f"float accuracy on the {len(held)} held-out train samples before: "
+            f"{accuracy(original, train[held], train_labels[held]):.4f}",
+            flush=True,
+        )
     inputs, labels = frames_of(fit)
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -97,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(stats: EpochStats) -> None:
         train_loss = "-" if stats.train_loss is None else f"{stats.train_loss:.4f}"
-        print(
-            f"epoch {stats.epoch}/{stats.epochs} loss {train_loss} held-out loss "
-            f"{stats.validation_loss:.4f} frame accuracy {stats.validation_accuracy:.4f}"
-            + (" (best so far)" if stats.best else ""),
-            flush=True,
+        held_out = (
+            ""
+            if stats.validation_loss is None
+            else f" held-out loss {stats.validation_loss:.4f} accuracy "
+            f"{stats.validation_accuracy:.4f}" + (" (best so far)" if stats.best else "")
         )
+        print(f"epoch {stats.epoch}/{stats.epochs} loss {train_loss}{held_out}", flush=True)
 
     config = QATConfig(
         epochs=args.epochs,
@@ -113,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         distill=args.distill,
         temperature=args.temperature,
         learn_scales=not args.fixed_scales,
+        scale_learning_rate=args.scale_lr,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        frames_per_sample=train.shape[1] if args.sample_loss else 1,
     )
     fine_tune(
         model,
@@ -121,16 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         config,
         augment=augment if args.shift else None,
         progress=report,
+        teacher=teacher,
         validation=frames_of(held) if len(held) else None,
         calibration=frames_of(np.sort(order[len(held) : len(held) + 256]))[0]
         if args.start == "calibrated"
         else None,
     )
-    print(
-        f"fine-tuned float accuracy: test {accuracy(model, test, test_labels):.4f}, held-out "
-        f"train {accuracy(model, train[held], train_labels[held]):.4f}",
-        flush=True,
-    )
+    if len(held):
+        print(
+            f"fine-tuned accuracy on the held-out train samples: "
+            f"{accuracy(model, train[held], train_labels[held]):.4f}",
+            flush=True,
+        )
     sample = frames_to_input(train[:8].reshape(-1, *train.shape[2:]))
     export(model, sample, args.out)
     if args.weights_out is not None:

@@ -197,7 +197,17 @@ class QATConfig:
     reference network away from its optimum). ``learn_scales``: LSQ steps, trained as
     log s at ``scale_learning_rate``. ``optimizer``: Adam moves every weight by
     about the rate per step whatever its gradient; SGD's steps follow the
-    gradient's size.
+    gradient's size. ``schedule``: ``"cosine"`` decays from ``learning_rate``
+    to zero (a fine-tune near a good point); ``"onecycle"`` warms up to it and
+    anneals (torch's ``OneCycleLR``), the reference network's own training
+    schedule, for QAT through a whole training run. ``weight_decay`` is
+    decoupled (AdamW; SGD's L2) and never applied to learned steps.
+    ``frames_per_sample``: each run of that many consecutive inputs is one
+    sample (N-DIGITS: one frame per saccade) whose class is the argmax of its
+    summed scores, as ``ndigits.predict_sample`` decides it; the loss (and the
+    held-out loss and accuracy) are then the sample's, so training optimises
+    the decision that is scored rather than each frame's on its own. Batches
+    then hold ``batch_size // frames_per_sample`` whole samples.
     """
 
     epochs: int = 2
@@ -209,6 +219,9 @@ class QATConfig:
     learn_scales: bool = False
     scale_learning_rate: float | None = None  # of log s; default 10 x learning_rate
     optimizer: Literal["adam", "sgd"] = "adam"  # sgd: momentum 0.9
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    weight_decay: float = 0.0
+    frames_per_sample: int = 1
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,25 @@ def fine_tune(
     config = config or QATConfig()
     if config.optimizer not in ("adam", "sgd"):
         raise ConversionError(f"qat: optimizer {config.optimizer!r}: choose adam or sgd")
+    if config.schedule not in ("cosine", "onecycle"):
+        raise ConversionError(f"qat: schedule {config.schedule!r}: choose cosine or onecycle")
+    group = config.frames_per_sample
+    for name, given in (
+        ("inputs", labels),
+        ("validation", None if validation is None else validation[1]),
+    ):
+        if given is None:
+            continue
+        if group < 1 or len(given) % group:
+            raise ConversionError(
+                f"qat: {len(given)} {name} do not split into samples of "
+                f"frames_per_sample={group} frames: give whole samples, frames in order"
+            )
+        if group > 1 and bool((given.reshape(-1, group) != given.reshape(-1, group)[:, :1]).any()):
+            raise ConversionError(
+                f"qat: the {name}' labels change within a sample of {group} frames: give each "
+                "sample's frames consecutively"
+            )
     if config.distill > 0 and teacher is None:
         teacher = _float_teacher(model)
     prepare(model, learn_scales=config.learn_scales, calibration=calibration)
@@ -268,26 +300,41 @@ def fine_tune(
     scales = [p for name, p in model.named_parameters() if name.endswith("log_scale")]
     others = [p for name, p in model.named_parameters() if not name.endswith("log_scale")]
     scale_rate = config.scale_learning_rate or 10 * config.learning_rate
-    groups: list[dict[str, Any]] = [{"params": others}]
+    groups: list[dict[str, Any]] = [
+        {"params": others, "lr": config.learning_rate, "weight_decay": config.weight_decay}
+    ]
     if scales:
-        groups.append({"params": scales, "lr": scale_rate})
+        groups.append({"params": scales, "lr": scale_rate, "weight_decay": 0.0})
     optimizer: torch.optim.Optimizer
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9)
     else:
-        optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
-    steps = max(1, config.epochs * -(-len(inputs) // config.batch_size))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    per_batch = max(1, config.batch_size // group)  # whole samples per batch
+    samples = len(inputs) // group
+    steps = max(1, config.epochs * -(-samples // per_batch))
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    if config.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, [g["lr"] for g in groups], total_steps=steps
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     ce = nn.CrossEntropyLoss()
     temperature = config.temperature
 
+    def per_sample(scores: torch.Tensor) -> torch.Tensor:
+        return scores if group == 1 else scores.reshape(-1, group, scores.shape[-1]).sum(1)
+
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        scores = model(x)
+        """The loss of whole samples x (frames in order), y their frames' labels."""
+        scores = per_sample(model(x))
+        y = y[::group]
         loss = ce(scores, y)
         if teacher is None or config.distill <= 0:
             return loss
         with torch.no_grad():
-            target = nn.functional.log_softmax(teacher(x) / temperature, dim=1)
+            target = nn.functional.log_softmax(per_sample(teacher(x)) / temperature, dim=1)
         kd = nn.functional.kl_div(
             nn.functional.log_softmax(scores / temperature, dim=1),
             target,
@@ -301,13 +348,15 @@ def fine_tune(
             return None
         model.eval()
         total = correct = 0.0
+        chunk = group * (1024 // group + 1)
+        count = len(validation[0]) // group
         with torch.no_grad():
-            for start in range(0, len(validation[0]), 1024):
-                x = validation[0][start : start + 1024]
-                y = validation[1][start : start + 1024]
-                total += float(loss_of(x, y)) * len(x)
-                correct += float((model(x).argmax(1) == y).sum())
-        return total / len(validation[0]), correct / len(validation[0])
+            for start in range(0, len(validation[0]), chunk):
+                x = validation[0][start : start + chunk]
+                y = validation[1][start : start + chunk]
+                total += float(loss_of(x, y)) * (len(x) // group)
+                correct += float((per_sample(model(x)).argmax(1) == y[::group]).sum())
+        return total / count, correct / count
 
     best_loss = float("inf")
     best_state: dict[str, Any] | None = None
@@ -334,10 +383,11 @@ def fine_tune(
     checkpoint(0, None)
     for epoch in range(config.epochs):
         model.train()
-        order = torch.randperm(len(inputs), generator=generator)
+        order = torch.randperm(samples, generator=generator)
         total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for start in range(0, samples, per_batch):
+            chosen = order[start : start + per_batch]
+            batch = (chosen[:, None] * group + torch.arange(group)).reshape(-1)
             x = inputs[batch]
             if augment is not None:
                 x = augment(x)
@@ -346,8 +396,8 @@ def fine_tune(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss.detach()) * len(batch)
-        checkpoint(epoch + 1, total / len(inputs))
+            total += float(loss.detach()) * len(chosen)
+        checkpoint(epoch + 1, total / samples)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval()
