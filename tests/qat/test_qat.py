@@ -208,6 +208,35 @@ def test_a_calibrated_start_is_the_converters_calibrated_program(
     )
 
 
+class WideReadout(nn.Module):
+    """FCNet with a read-out of fan-in 600: its calibration search takes 2,048 samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(int(np.prod(SIZE)), 600)
+        self.lif1 = snn.Leaky(beta=0.0, threshold=0.5)
+        self.fc2 = nn.Linear(600, 4)
+        self.lif2 = snn.Leaky(beta=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cur = self.fc1(x.flatten(1))
+        spk, _ = self.lif1(cur, torch.zeros_like(cur))
+        _, mem = self.lif2(self.fc2(spk), torch.zeros_like(cur[:, :4]))
+        return mem
+
+
+def test_a_calibrated_start_from_more_frames_than_the_search_takes() -> None:
+    """Given more calibration frames than the read-out's search samples (2,048), the
+    search picks the same samples for its inputs and its targets (it once kept every
+    input and crashed on the mismatch); the start stays on the grid."""
+    torch.manual_seed(0)
+    calib, _ = frames(2100, seed=2)
+    model = qat.prepare(WideReadout(), calibration=as_input(calib))
+    scale = model.fc2.parametrizations.weight[0].scale.detach().double().numpy()
+    steps = model.fc2.weight.detach().double().numpy() / scale[:, None]
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-4)
+
+
 def test_export_keeps_the_fake_quantized_decisions(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = qat.prepare(FCNet())

@@ -89,20 +89,25 @@ def stage_rows(stage: Stage, x: np.ndarray, pick: np.ndarray | None = None) -> F
 
     Dense: one row per sample. Global average pooling: the mean patch per
     sample (the pooled potential is the weights applied to it). Otherwise one
-    row per output position, or only the flat positions in ``pick``.
+    row per output position. ``pick`` keeps only those rows (flat positions, or
+    samples where a sample is one row).
     """
     n = x.shape[0]
     if stage.kind == "dense":
-        return x.transpose(0, 3, 1, 2).reshape(n, -1).astype(np.float64)
+        x = x if pick is None else x[pick]  # one row per sample: pick samples
+        return x.transpose(0, 3, 1, 2).reshape(len(x), -1).astype(np.float64)
     c = x.shape[3]
     kh, kw = stage.weight.shape[2], stage.weight.shape[3]
-    xp = _padded(stage, x)
     if stage.pool == "gap":
+        x = x if pick is None else x[pick]
+        n = len(x)
+        xp = _padded(stage, x)
         means = np.empty((n, c, kh, kw))
         for i in range(kh):
             for j in range(kw):
                 means[:, :, i, j] = _windows(stage, xp, i, j).mean(axis=(1, 2))
         return means.reshape(n, -1)
+    xp = _padded(stage, x)
     _, oh, ow = _conv_shape(stage)
     flat = np.arange(n * oh * ow) if pick is None else pick
     sample, rest = np.divmod(flat, oh * ow)
