@@ -49,9 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         "--start",
         choices=("calibrated", "weights", "scratch"),
         default="calibrated",
-        help="start from the converter's calibrated int4 layers (256 fine-tuning samples), "
+        help="start from the converter's calibrated int4 layers (on --calib-samples of the "
+        "fine-tuning samples), "
         "from the weights' squared-error clipping, or from a fresh ReferenceNet (QAT through "
         "a whole training run; the float weights are then only the distillation teacher)",
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=int,
+        default=256,
+        help="fine-tuning samples the calibrated start is calibrated on (0: all of them)",
     )
     parser.add_argument(
         "--schedule",
@@ -104,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     train, train_labels = ndigits.load_frames(args.root, "train")
     order = np.random.default_rng(args.seed).permutation(len(train))
     held = np.sort(order[: round(args.holdout * len(train))])
-    fit = np.sort(order[len(held) :])
+    fit_order = order[len(held) :]
+    fit = np.sort(fit_order)
 
     def frames_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = frames_to_input(train[index].reshape(-1, *train.shape[2:]))
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=report,
         teacher=teacher,
         validation=frames_of(held) if len(held) else None,
-        calibration=frames_of(np.sort(order[len(held) : len(held) + 256]))[0]
+        calibration=frames_of(np.sort(fit_order[: args.calib_samples or len(fit_order)]))[0]
         if args.start == "calibrated"
         else None,
     )
