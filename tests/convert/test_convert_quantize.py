@@ -21,8 +21,11 @@ from torch import nn
 
 import spikefleet
 from spikefleet.convert import ConvertOptions, convert
+from spikefleet.convert.api import calibration_pick
 from spikefleet.convert.quantize import (
     choose_scales,
+    cross_validated_scales,
+    cross_validated_thresholds,
     integer_threshold,
     validated_scales,
     validated_thresholds,
@@ -375,3 +378,76 @@ def test_a_calibrated_clipping_point_is_kept_only_where_held_out_rows_confirm_it
     assert held_flips(chosen)[0] < held_flips(peak)[0]
     nothing_held = np.zeros(len(inputs), bool)
     assert np.array_equal(validated_scales(weight, 4, inputs, target, boundary, nothing_held), peak)
+
+
+@pytest.mark.parametrize("noisy_fold", [0, 1])
+def test_a_threshold_moves_only_where_both_folds_confirm_it(noisy_fold: int) -> None:
+    """Channel 0's float boundary sits 5 units above the rounded threshold in every row,
+    so it moves there. Channel 1's rounded threshold is right; three mislabelled rows
+    just below it in one fold (either one) pull that fold's search down, and the other
+    fold refutes it: channel 1 keeps the rounded threshold."""
+    potentials = np.tile(np.arange(-20.0, 20.0), 2)[:, None].repeat(2, axis=1)
+    held = np.arange(len(potentials)) >= 40
+    fires = np.stack([potentials[:, 0] > 5, potentials[:, 1] > 0], axis=1)
+    fires[np.array([17, 18, 19]) + 40 * noisy_fold, 1] = True
+    start = np.array([0, 0], np.int32)
+    chosen = cross_validated_thresholds(potentials, fires, start, held)
+    assert list(chosen) == [5, 0]
+    nothing_held = np.zeros(80, bool)
+    assert np.array_equal(cross_validated_thresholds(potentials, fires, start, nothing_held), start)
+
+
+def test_cross_validated_clipping_keeps_what_both_folds_confirm_and_never_flips_more() -> None:
+    """Channel 0 has an outlier weight on an input that never fires: clipping it flips
+    fewer decisions whichever fold fits, so it is clipped further than the weights'
+    squared error clips it; no channel flips more decisions than that choice."""
+    rng = np.random.default_rng(0)
+    inputs = (rng.random((4000, 16)) < 0.3).astype(np.float64)
+    inputs[:, 0] = 0.0
+    weight = rng.uniform(-0.4, 0.4, (3, 16))
+    weight[0, 0] = 1.0
+    target = inputs @ weight.T
+    boundary = np.median(target, axis=0)
+    held = np.arange(len(inputs)) % 2 == 1
+    chosen = cross_validated_scales(weight, 4, inputs, target, boundary, held)
+    base = choose_scales(weight, 4, "mse")
+    assert chosen[0] < base[0]
+
+    def flips(scales: np.ndarray) -> np.ndarray:
+        q = np.clip(np.rint(weight / scales[:, None]), -7, 7) * scales[:, None]
+        error = inputs @ q.T - target
+        decided = inputs @ q.T - error.mean(axis=0) > boundary
+        return (decided != (target > boundary)).sum(axis=0)
+
+    assert np.all(flips(chosen) <= flips(base))
+    nothing_held = np.zeros(len(inputs), bool)
+    assert np.array_equal(
+        cross_validated_scales(weight, 4, inputs, target, boundary, nothing_held), base
+    )
+
+
+def test_calibration_uses_every_frame_or_whole_samples_spread_evenly() -> None:
+    assert np.array_equal(calibration_pick(100, 3, 1024), np.arange(300))
+    pick = calibration_pick(1000, 3, 1024)
+    assert len(pick) == 1023 and len(np.unique(pick)) == 1023
+    samples = np.unique(pick // 3)
+    assert len(samples) == 341 and np.all(np.bincount(pick // 3)[samples] == 3)
+    assert samples[0] == 0 and samples[-1] == 999  # spread over the whole set
+    assert np.diff(samples).max() - np.diff(samples).min() <= 1
+    assert np.array_equal(pick, calibration_pick(1000, 3, 1024))
+
+
+def test_the_same_calibration_frames_give_the_same_program(tmp_path: Path) -> None:
+    """The clipping, row draw and folds are fixed by the frames alone: converting twice
+    gives identical weights and thresholds (the programs differ only in provenance)."""
+    model = RefLikeNet()
+    bundle = tmp_path / "m.safetensors"
+    spikefleet.extract(model, to_input(random_frames(2)), bundle)
+    samples = np.stack([random_frames(3, seed=s) for s in range(350)])  # 1050 frames > 1024
+    options = ConvertOptions(hardware=False)
+    first, second = (convert(bundle, calibration=samples, options=options) for _ in range(2))
+    for a, b in zip(first.program.layers, second.program.layers, strict=True):
+        for field in ("weights", "threshold"):
+            if hasattr(a, field):
+                assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert first.notes == second.notes

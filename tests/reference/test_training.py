@@ -101,19 +101,23 @@ def flips_and_score_error(program, model, flat: np.ndarray) -> tuple[list[float]
 
 
 @pytest.mark.slow
-def test_calibration_does_not_worsen_the_shipped_weights(digits):
+@pytest.mark.parametrize("draw", [0, 1, 2])
+def test_calibration_does_not_worsen_the_shipped_weights(digits, draw):
     """On frames the calibration never saw, the calibrated program flips fewer spike
     decisions in every layer than the uncalibrated one and follows the float scores
-    more closely: calibration must earn its changes (issue 13)."""
+    more closely, whichever of three disjoint calibration sets it was given:
+    calibration must earn its changes on every draw, not on a lucky one (issue 13)."""
     frames, _ = ndigits.load_frames(digits, "test")
     train_frames, _ = ndigits.load_frames(digits, "train")
+    assert len(train_frames) >= 192
     flat = frames.reshape(-1, *frames.shape[2:])
     model = load_reference_model()
     bundle = digits / "reference-calibration.safetensors"
     extract(model, frames_to_input(flat[:3]), bundle)
     options = ConvertOptions(hardware=False)
     plain = convert(bundle, options=options).program
-    calibrated = convert(bundle, calibration=train_frames[:64], options=options).program
+    calibration = train_frames[64 * draw : 64 * (draw + 1)]
+    calibrated = convert(bundle, calibration=calibration, options=options).program
     plain_flips, plain_error = flips_and_score_error(plain, model, flat)
     calibrated_flips, calibrated_error = flips_and_score_error(calibrated, model, flat)
     assert all(c < p for c, p in zip(calibrated_flips, plain_flips, strict=True))

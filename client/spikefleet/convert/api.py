@@ -46,7 +46,22 @@ Progress = Callable[[str, int, int], None]
 """progress(step description, steps done, steps total)."""
 
 _STEPS = 6
-_CALIBRATION_FRAMES = 512  # enough for per-channel clipping; bounds memory and time
+_CALIBRATION_FRAMES = 1024  # bounds memory and time (the reference model: about 0.1 GB)
+
+
+def calibration_pick(samples: int, per_sample: int, limit: int) -> np.ndarray:
+    """Which calibration frames the quantizer fits (flat indices, sample-major).
+
+    Every frame when they fit in ``limit``; else all frames of whole samples spread
+    evenly over the set (a fixed stride, no random draw: the same calibration set
+    always gives the same program, and a set sorted by class stays stratified).
+    """
+    total = samples * per_sample
+    if total <= limit:
+        return np.arange(total)
+    keep = max(1, min(samples, limit // per_sample))
+    chosen = np.unique(np.linspace(0, samples - 1, keep).round().astype(np.int64))
+    return (chosen[:, None] * per_sample + np.arange(per_sample)).reshape(-1)[:limit]
 
 
 @dataclass
@@ -174,10 +189,8 @@ def convert(
         # Calibrate on independent frames (the first of each sample when membranes carry).
         flat = calibration[:, 0] if calibration.ndim == 5 and carry else calibration
         flat = flat.reshape(-1, *calibration.shape[-3:])
-        pick = np.arange(len(flat))
-        if len(flat) > _CALIBRATION_FRAMES:
-            chosen = np.random.default_rng(0).choice(len(flat), _CALIBRATION_FRAMES, replace=False)
-            pick = np.sort(chosen)
+        per_sample = 1 if len(flat) == len(calibration) else calibration.shape[1]
+        pick = calibration_pick(len(calibration), per_sample, _CALIBRATION_FRAMES)
         calibration_frames = flat[pick]
         spiking = [stage.name for stage in lowered.stages if stage.spike is not None]
         if all(name in float_run.spikes for name in spiking):  # frames were independent

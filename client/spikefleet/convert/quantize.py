@@ -181,21 +181,35 @@ def fewest_flips(
     calibration rows never come near its threshold keeps ``start``.
     """
     result = start.copy()
+    rows = potentials.shape[0]
     for j in range(potentials.shape[1]):
         p = potentials[:, j]
         f = fires[:, j]
-        candidates = np.unique(np.concatenate([p, p - 1, [float(start[j])]]))
-        order = np.argsort(p)
-        sorted_p, sorted_f = p[order], f[order]
-        # rows with p <= t stay silent: firing ones among them are misses, the rest false fires
-        below = np.searchsorted(sorted_p, candidates, side="right")
-        fired_below = np.concatenate([[0], np.cumsum(sorted_f)])[below]
-        silent_above = (len(p) - below) - (int(sorted_f.sum()) - fired_below)
-        cost = fired_below + silent_above
-        best = cost.min()
-        choices = candidates[cost == best]
-        result[j] = int(choices[np.argmin(np.abs(choices - start[j]))])
+        low = int(min(p.min() - 1, start[j])) if rows else int(start[j])
+        high = int(max(p.max(), start[j])) if rows else int(start[j])
+        if high - low > 4 * rows + 4096:  # a sparse range: search the candidates only
+            result[j] = _fewest_flips_sorted(p, f, int(start[j]))
+            continue
+        # cost(t) for every integer t in [low, high]: rows with p <= t stay silent, the
+        # firing ones among them are misses, the silent ones above them false fires
+        index = (p - low).astype(np.int64)
+        fired_below = np.cumsum(np.bincount(index, weights=f, minlength=high - low + 1))
+        below = np.cumsum(np.bincount(index, minlength=high - low + 1))
+        cost = fired_below + (rows - below) - (f.sum() - fired_below)
+        ties = np.flatnonzero(cost == cost.min()) + low
+        result[j] = int(ties[np.argmin(np.abs(ties - start[j]))])
     return result
+
+
+def _fewest_flips_sorted(p: F64, f: npt.NDArray[np.bool_], start: int) -> int:
+    candidates = np.unique(np.concatenate([p, p - 1, [float(start)]]))
+    order = np.argsort(p)
+    sorted_p, sorted_f = p[order], f[order]
+    below = np.searchsorted(sorted_p, candidates, side="right")
+    fired_below = np.concatenate([[0], np.cumsum(sorted_f)])[below]
+    cost = fired_below + (len(p) - below) - (int(sorted_f.sum()) - fired_below)
+    choices = candidates[cost == cost.min()]
+    return int(choices[np.argmin(np.abs(choices - start))])
 
 
 def _flips(potentials: F64, fires: npt.NDArray[np.bool_], threshold: npt.NDArray[np.int32]) -> F64:
@@ -314,6 +328,154 @@ def validated_scales(
     return np.where(flips_fit < flips_base, fitted, base)
 
 
+def _flip_cost(flips: F64, squared: F64) -> F64:
+    """Flips first; the squared potential error (below one) breaks ties."""
+    return flips + squared / (1.0 + squared)
+
+
+def _count_rows(table: F64) -> tuple[F64, npt.NDArray[np.int64]]:
+    """The distinct rows of ``table`` (ordered by its first column) and how often each occurs.
+
+    Rows are grouped by a fixed random projection (a 1-D sort, where ``np.unique(axis=0)``
+    compares whole rows and took seconds), then checked equal to their group's first
+    row; if two distinct rows ever shared a key, every row is kept once each.
+    """
+    keys = table @ np.random.default_rng(0).uniform(0.5, 1.5, table.shape[1])
+    _, first, inverse, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
+    )
+    if not np.array_equal(table[first][inverse], table):
+        return table[np.argsort(table[:, 0], kind="stable")], np.ones(len(table), np.int64)
+    order = np.argsort(table[first, 0], kind="stable")
+    return table[first[order]], counts[order]
+
+
+def cross_validated_scales(
+    rows: F64,
+    bits: int,
+    inputs: F64,
+    target: F64,
+    boundary: F64,
+    held: npt.NDArray[np.bool_],
+) -> F64:
+    """Per channel: the clipping point with the fewest flipped decisions on all rows, where
+    2-fold cross-validation says the search beats the uncalibrated choice; else that choice.
+
+    The rows split into two folds (``held``, the rows of every other calibration frame,
+    and the rest). The
+    search is fitted on each fold and scored on the other (the mean potential error
+    taken off as the threshold correction would, measured on the fitting fold); a
+    channel takes the search's choice (refitted on both folds) only when the flips it
+    saves on the unseen fold, summed over both directions, are positive. Both halves
+    fit and both validate, so one unlucky half neither decides nor vetoes alone
+    (a single fit-on-one, check-on-the-other split did, and its choices moved with
+    the calibration draw).
+    """
+    low, high = weight_range(bits)
+    base = choose_scales(rows, bits, "mse")
+    if held.sum() < 2 or (~held).sum() < 2:
+        return base
+    rows = rows.reshape(rows.shape[0], -1)
+    peak = np.abs(rows).max(axis=1) if low < 0 else np.maximum(rows.max(axis=1), 0.0)
+    peak = np.where(peak > 0, peak, 1.0)
+    fractions = _CLIP_GRID if bits > 1 else np.linspace(0.2, 1.0, 41)
+    candidates = np.stack([base] + [peak * fraction / high for fraction in fractions])
+    # Equal rows (same fold, inputs and float potentials) decide alike: keep each once,
+    # counted (a first layer's small patches of event counts repeat a lot).
+    table = np.concatenate(
+        [held[:, None].astype(np.float64), inputs, target], axis=1, dtype=np.float64
+    )
+    unique, counts = _count_rows(table)
+    split = int(np.searchsorted(unique[:, 0], 0.5))  # sorted: fold 0 (not held) first
+    parts = (slice(0, split), slice(split, None))
+    x = unique[:, 1 : 1 + inputs.shape[1]].astype(np.float32)
+    target32 = unique[:, 1 + inputs.shape[1] :].astype(np.float32)
+    weight = counts.astype(np.float32)
+    margin = target32 - boundary.astype(np.float32)
+    fires = margin > 0
+    count, channels = len(candidates), rows.shape[0]
+    sizes = (float(weight[parts[0]].sum()), float(weight[parts[1]].sum()))
+    own = np.zeros((2, count, channels))  # cost on fold k of the search fitted on fold k
+    means = np.zeros((2, count, channels))  # each fold's mean potential error
+    base_other = np.zeros((2, channels))  # flips of the base on fold 1-k, mean from fold k
+
+    def flipped(shifted: np.ndarray, fold: slice, mean: np.ndarray) -> np.ndarray:
+        return weight[fold] @ ((shifted[fold] > mean) != fires[fold])
+
+    for g, scales in enumerate(candidates):
+        quantized = _quantize_rows(rows, scales, low, high) * scales[:, None]
+        error = x @ quantized.T.astype(np.float32)
+        error -= target32
+        for k, part in enumerate(parts):
+            means[k, g] = (weight[part] @ error[part]) / sizes[k]
+            squared = (weight[part] @ (error[part] ** 2)) / sizes[k] - means[k, g] ** 2
+            error[part] += margin[part]  # fires where this exceeds the mean correction
+            own[k, g] = _flip_cost(flipped(error, part, means[k, g]), squared)
+        if g == 0:
+            for k in range(2):
+                base_other[k] = flipped(error, parts[1 - k], means[k, 0])
+    index = np.arange(channels)
+    gain = np.zeros(channels)
+    for k in range(2):  # the search fitted on fold k, scored on the other fold
+        fitted = own[k].argmin(axis=0)
+        scales = candidates[fitted, index]
+        quantized = _quantize_rows(rows, scales, low, high) * scales[:, None]
+        unseen = parts[1 - k]
+        shifted = x[unseen] @ quantized.T.astype(np.float32) - target32[unseen] + margin[unseen]
+        mean = means[k, fitted, index]
+        gain += base_other[k] - weight[unseen] @ ((shifted > mean) != fires[unseen])
+    # refitted on both folds (each with its own mean correction, as fitted above)
+    best = (own[0] + own[1]).argmin(axis=0)
+    return np.where(gain > 0, candidates[best, index], base)
+
+
+def cross_validated_thresholds(
+    potentials: F64,
+    fires: npt.NDArray[np.bool_],
+    start: npt.NDArray[np.int32],
+    held: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int32]:
+    """:func:`fewest_flips` on all rows, kept per channel only where 2-fold
+    cross-validation (fit on each fold, count flips on the other) says it flips
+    fewer decisions than ``start``; the two-fold form of :func:`validated_thresholds`."""
+    if held.all() or not held.any():
+        return start
+    result = start.copy()
+    rows = potentials.shape[0]
+    for j in range(potentials.shape[1]):
+        p, f = potentials[:, j], fires[:, j]
+        low = int(min(p.min() - 1, start[j]))
+        high = int(max(p.max(), start[j]))
+        if high - low > 4 * rows + 4096:  # a sparse range: the candidate search per fold
+            one = slice(j, j + 1)
+            gain = 0
+            for fit in (~held, held):
+                fitted = fewest_flips(potentials[fit, one], fires[fit, one], start[one])
+                gain += int(_flips(potentials[~fit, one], fires[~fit, one], start[one])[0])
+                gain -= int(_flips(potentials[~fit, one], fires[~fit, one], fitted)[0])
+            if gain > 0:
+                result[j] = fewest_flips(potentials[:, one], fires[:, one], start[one])[0]
+            continue
+        # flips of each fold at every integer threshold in [low, high], as in fewest_flips
+        costs = []
+        for fold in (~held, held):
+            index = (p[fold] - low).astype(np.int64)
+            fired_below = np.cumsum(np.bincount(index, weights=f[fold], minlength=high - low + 1))
+            below = np.cumsum(np.bincount(index, minlength=high - low + 1))
+            costs.append(fired_below + (len(index) - below) - (f[fold].sum() - fired_below))
+        origin = int(start[j]) - low
+
+        def nearest(cost: F64, origin: int = origin) -> int:
+            ties = np.flatnonzero(cost == cost.min())
+            return int(ties[np.argmin(np.abs(ties - origin))])
+
+        fit_a, fit_b = nearest(costs[0]), nearest(costs[1])
+        gain = (costs[1][origin] - costs[1][fit_a]) + (costs[0][origin] - costs[0][fit_b])
+        if gain > 0:
+            result[j] = nearest(costs[0] + costs[1]) + low
+    return result.astype(np.int32)
+
+
 def on_grid(rows: F64, bits: int) -> F64 | None:
     """Per-channel scales if every weight is already an integer step multiple (|q| <= top).
 
@@ -415,7 +577,7 @@ def quantize_stages(
     float_spikes: list[np.ndarray] | None = None,
     max_rows: int = 2048,
     rounding: bool = True,
-    row_budget: int = 2**20,
+    row_budget: int = 2**22,
     scale_search: bool = True,
 ) -> Quantized:
     """Akida layers for ``stages``.
@@ -424,13 +586,16 @@ def quantize_stages(
     layer by layer, through the quantized ones: each layer is calibrated on the
     spikes the quantized layers before it really produce, against the float
     model's potentials. With ``clip="auto"`` (and ``scale_search``) a spiking
-    layer's channel is clipped where that flips fewer spike decisions on held-out
-    calibration rows than the uncalibrated clipping (:func:`validated_scales`); ``clip="mse"``
-    takes the fewest-flips search as it is. The mean potential error left is
-    corrected in the integer threshold (in the bias of an output layer). A
+    layer's channel is clipped where 2-fold cross-validation over the calibration
+    frames says that flips fewer spike decisions than the uncalibrated clipping
+    (:func:`cross_validated_scales`); ``clip="mse"`` takes the fewest-flips search
+    as it is. The mean potential error left is corrected in the integer threshold
+    (in the bias of an output layer), and the threshold moved where
+    cross-validation confirms it (:func:`cross_validated_thresholds`). A
     convolution is calibrated on up to ``row_budget / fan_in`` of its output
-    positions (at least ``max_rows``, at most 65,536): a narrow first layer, where
-    int4 flips the most decisions, gets many rows for its search. ``float_spikes[k]``,
+    positions (at least ``max_rows``, at most 65,536; a seeded draw, so the same
+    frames give the same program): a narrow first layer, where int4 flips the most
+    decisions, gets many rows for its search. ``float_spikes[k]``,
     when given, are the float model's spikes out of stage k for those frames
     (already computed for the fidelity report), so only the quantized side runs.
 
@@ -483,12 +648,12 @@ def quantize_stages(
                 and target is not None
                 and boundary is not None
             ):
-                scales = validated_scales(rows, bits, inputs, target, boundary, held)
+                scales = cross_validated_scales(rows, bits, inputs, target, boundary, held)
                 result_notes.append(
                     f"{stage.name}: {int((scales != choose_scales(rows, bits, 'mse')).sum())} of "
-                    f"{len(scales)} channels clipped for the fewest flipped decisions (fitted on "
-                    "half the calibration samples, kept where they flipped fewer on the other "
-                    "half than the weights' squared-error clipping)"
+                    f"{len(scales)} channels clipped for the fewest flipped decisions (kept where "
+                    "2-fold cross-validation on the calibration frames flipped fewer than the "
+                    "weights' squared-error clipping)"
                 )
             else:
                 scales = choose_scales(rows, bits, method, inputs, boundary, target)
@@ -520,11 +685,11 @@ def quantize_stages(
             if inputs is not None and target is not None and len(inputs) and boundary is not None:
                 potentials = np.rint(area * (inputs @ q.T))
                 start = threshold
-                threshold = validated_thresholds(potentials, target > boundary, start, held)
+                threshold = cross_validated_thresholds(potentials, target > boundary, start, held)
                 result_notes.append(
                     f"{stage.name}: {int((threshold != start).sum())} of {len(threshold)} "
-                    "thresholds moved to flip fewer decisions (fitted on half the calibration "
-                    "samples, kept where they flipped fewer on the other half)"
+                    "thresholds moved to flip fewer decisions (kept where 2-fold "
+                    "cross-validation on the calibration frames flipped fewer)"
                 )
             thresholds.append(threshold)
         else:
