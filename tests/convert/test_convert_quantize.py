@@ -443,7 +443,8 @@ def test_the_same_calibration_frames_give_the_same_program(tmp_path: Path) -> No
     model = RefLikeNet()
     bundle = tmp_path / "m.safetensors"
     spikefleet.extract(model, to_input(random_frames(2)), bundle)
-    samples = np.stack([random_frames(3, seed=s) for s in range(350)])  # 1050 frames > 1024
+    # 210 frames: conv1 has more output positions than it keeps, so its row draw runs
+    samples = np.stack([random_frames(3, seed=s) for s in range(70)])
     options = ConvertOptions(hardware=False)
     first, second = (convert(bundle, calibration=samples, options=options) for _ in range(2))
     for a, b in zip(first.program.layers, second.program.layers, strict=True):
