@@ -294,17 +294,18 @@ def last_seq_in(conn: Connection, agent_id: str) -> int:
     return int(conn.execute(_LAST_SEQ, {"agent_id": agent_id}).scalar() or 0)
 
 
+# one statement for the group's agents (executemany ran one UPDATE per agent)
 _SEEN = (
     sa.update(fleet_agents)
-    .where(fleet_agents.c.agent_id == sa.bindparam("agent"))
+    .where(fleet_agents.c.agent_id.in_(sa.bindparam("agents", expanding=True)))
     .values(last_seen_ms=sa.bindparam("now"))
 )
 
 
 def _seen(conn: Connection, agent_ids: Sequence[str], now: int) -> None:
     """Refresh the last_seen of these agents (the fleet's periodic "still here")."""
-    if agent_ids:
-        conn.execute(_SEEN, [{"agent": agent_id, "now": now} for agent_id in agent_ids])
+    for start in range(0, len(agent_ids), IN_CHUNK):
+        conn.execute(_SEEN, {"agents": list(agent_ids[start : start + IN_CHUNK]), "now": now})
 
 
 def _announce(conn: Connection, agent_ids: Sequence[str]) -> None:

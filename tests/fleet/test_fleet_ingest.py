@@ -6,9 +6,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from spikefleet.v1 import fleet_pb2
 from spikefleet_server.fleet.ingest import TelemetryWriter
+from spikefleet_server.fleet.store import FleetStore
 from spikefleet_server.storage import open_database
+from spikefleet_server.storage.schema import fleet_agents
 from spikefleet_server.telemetry import IngestResult, TelemetryStore
 
 
@@ -91,5 +95,26 @@ def test_a_group_commit_stores_each_batch_once_and_refuses_only_what_the_databas
             (1, 20),
             (3, 21),
         ]
+    finally:
+        db.close()
+
+
+def test_a_group_commit_refreshes_the_last_seen_of_its_seen_agents_only(
+    database_target: str | Path,
+) -> None:
+    db = open_database(database_target)
+    fleet, telemetry = FleetStore(db), TelemetryStore(db)
+    try:
+        for agent_id in ("edge-1", "edge-2", "edge-3"):
+            asyncio.run(fleet.register(fleet_pb2.Register(agent_id=agent_id)))
+        with db.write() as conn:  # long ago
+            conn.execute(sa.update(fleet_agents).values(last_seen_ms=1))
+        asyncio.run(
+            telemetry.ingest_many(
+                [("edge-3", fleet_pb2.TelemetryBatch(seq=1))], seen=["edge-1", "edge-2"]
+            )
+        )
+        seen = {a.agent_id: a.last_seen_ms for a in asyncio.run(fleet.agents())}
+        assert seen["edge-3"] == 1 and seen["edge-1"] > 1 and seen["edge-2"] > 1
     finally:
         db.close()
