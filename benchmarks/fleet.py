@@ -501,8 +501,11 @@ def bench_ingest(
         released: dict[str, int] = {a: n for r in finals for a, n in r["released"].items()}
         rows, distinct, lost = server.stored_check(released)
         stream_ends: collections.Counter[str] = collections.Counter()
+        stream_details: dict[str, str] = {}
         for report in finals:
             stream_ends.update(report["stream_ends"])
+            for name, details in report["stream_details"].items():
+                stream_details.setdefault(name, details)
         return {
             "agents": count,
             "interval_s": interval_s,
@@ -533,6 +536,7 @@ def bench_ingest(
             "batches_stored_twice": rows - distinct,
             "batches_still_spooled": int(spooled),
             "agent_stream_ends": dict(stream_ends),
+            "agent_stream_end_details": stream_details,
             "server_cpu_percent_of_one_core": round(cpu_percent, 1),
             "server_cpu_percent_per_1000_agents": round(1000 * cpu_percent / count, 1),
             "server_rss_mb_peak": round(rss_peak, 1),
@@ -566,6 +570,7 @@ def _next_report(child: Generator) -> dict[str, float]:
 
 
 STREAM_ENDS: collections.Counter[str] = collections.Counter()  # by status code
+STREAM_DETAILS: dict[str, str] = {}  # the first details seen with each
 SEND_WINDOW = 256  # batches in flight beyond the last ack, as the real agent's channel
 TICK_S = 0.01  # the agents' periods are kept by one timer per process, this fine
 SHA = "0" * 64
@@ -688,7 +693,9 @@ class AioAgent:
                 await self._session(self.addresses[self.index])
             except grpc.aio.AioRpcError as exc:  # counted: before or after registering
                 when = "" if self.session_registered else " before Registered"
-                STREAM_ENDS[f"{exc.code().name}{when}"] += 1
+                name = f"{exc.code().name}{when}"
+                STREAM_ENDS[name] += 1
+                STREAM_DETAILS.setdefault(name, (exc.details() or "")[:200])
             failures = 0 if self.session_registered else failures + 1
             self.index = (self.index + 1) % len(self.addresses)
             await asyncio.sleep(
@@ -828,6 +835,7 @@ async def run_agents(
             "failed": sum(task.done() for task in tasks),
             "spooled": waiting,
             "stream_ends": dict(STREAM_ENDS),
+            "stream_details": STREAM_DETAILS,
         }
         if drained_by is not None and (waiting == 0 or time.monotonic() > drained_by):
             report["final"] = True
