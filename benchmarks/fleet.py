@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -889,6 +890,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "agents":
         addresses = args.address.split(",")
+        # as the server does (spikefleet_server.cli): thousands of agents' objects live
+        # for seconds, and default thresholds walked the whole heap every few seconds
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 20)
         asyncio.run(
             run_agents(
                 addresses, args.first, args.count, args.seconds, args.interval, args.dial_per_s
