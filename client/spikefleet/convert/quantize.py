@@ -624,9 +624,11 @@ def quantize_stages(
             limit = max(max_rows, min(65536, row_budget // rows.shape[1]))
             pick = rng.choice(count, limit, replace=False) if count > limit else None
             inputs = stage_rows(stage, x_quant, pick)
-            target = stage_rows(stage, x_float, pick) @ rows.T
+            # the first layer's float and quantized inputs are the same frames
+            float_rows = inputs if x_float is x_quant else stage_rows(stage, x_float, pick)
+            target = float_rows @ rows.T
             flat = np.arange(count) if pick is None else pick
-            held = (flat // (count // len(x_float))) % 2 == 1  # every other sample validates
+            held = (flat // (count // len(x_float))) % 2 == 1  # every other frame validates
         boundary = stage.threshold - stage.bias if stage.spike is not None else None
         grid = on_grid(rows, bits)
         if grid is not None:  # quantization-aware training made them: take them as they are
