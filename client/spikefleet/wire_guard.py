@@ -148,7 +148,11 @@ def guard_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):
-    """Interceptor form of :func:`guard_handler` for ``grpc.aio.server(interceptors=...)``."""
+    """Interceptor form of :func:`guard_handler` for ``grpc.aio.server(interceptors=...)``
+    (each method's guarded handler is made once, on its first call)."""
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -158,4 +162,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return guard_handler(handler)
+        method: str = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._guarded[method] = (handler, guard_handler(handler))
+        return cached[1]

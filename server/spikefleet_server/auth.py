@@ -127,6 +127,7 @@ class AuthInterceptor(AroundInterceptor):
     """Lets each call through only if the access table allows its caller."""
 
     def __init__(self, tokens: TokenTable, access: Mapping[str, Access]) -> None:
+        super().__init__()
         self.tokens = tokens
         self.access = access  # read at call time, so services added later are covered
 

@@ -31,6 +31,7 @@ CallObserver = Callable[[str, str, float], None]
 
 class ObservabilityInterceptor(AroundInterceptor):
     def __init__(self, observer: CallObserver | None = None) -> None:
+        super().__init__()
         self.observer = observer
 
     @asynccontextmanager

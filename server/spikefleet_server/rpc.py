@@ -81,7 +81,14 @@ def wrap_handler(handler: Any, method: str, around: Around) -> Any:
 
 
 class AroundInterceptor(grpc.aio.ServerInterceptor):
-    """A server interceptor that runs every call's method inside ``around``."""
+    """A server interceptor that runs every call's method inside ``around``.
+
+    The wrapped handler is made once per method and reused by every call (the call's
+    metadata is read from its context): wrapping anew per call cost every Register of a
+    reconnecting fleet the inspection and closures again."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped)
 
     def around(
         self, method: str, metadata: tuple[tuple[str, Any], ...], context: grpc.aio.ServicerContext
@@ -93,8 +100,16 @@ class AroundInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method: str = details.method
-        metadata = tuple(details.invocation_metadata or ())
-        return wrap_handler(handler, method, lambda context: self.around(method, metadata, context))
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+
+        def around(context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+            return self.around(method, tuple(context.invocation_metadata() or ()), context)
+
+        wrapped = wrap_handler(handler, method, around)
+        self._wrapped[method] = (handler, wrapped)  # one per method the server has
+        return wrapped
 
 
 def metadata_value(metadata: tuple[tuple[str, Any], ...], name: str) -> str | None:

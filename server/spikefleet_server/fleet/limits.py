@@ -10,11 +10,12 @@ token) cannot fill the disk: ``telemetry_max_batch_bytes`` per batch,
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from spikefleet.v1 import fleet_pb2
@@ -46,8 +47,83 @@ class TelemetryLimits:
         return max(16 * self.rate_bytes_per_s, self.max_batch_bytes)
 
 
+_WIDE = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
+_REAL = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where a message type can hold a number the database cannot store."""
+
+    wide: tuple[str, ...]  # singular uint64/fixed64 fields
+    real: tuple[str, ...]  # singular double/float fields
+    wide_lists: tuple[str, ...]  # repeated ones, and maps with such values
+    real_lists: tuple[str, ...]
+    wide_maps: tuple[str, ...]
+    real_maps: tuple[str, ...]
+    messages: tuple[str, ...]  # singular message fields whose type can hold one
+    message_lists: tuple[str, ...]  # repeated such messages
+    message_maps: tuple[str, ...]  # maps with such message values
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
+
+
+@functools.cache
+def _plan(descriptor: Descriptor) -> _Plan:
+    parts: dict[str, list[str]] = {name: [] for name in _Plan.__dataclass_fields__}
+    for field in descriptor.fields:
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            value = message_type.fields_by_name["value"]
+            if value.message_type is not None:
+                if _plan(value.message_type):
+                    parts["message_maps"].append(field.name)
+            elif value.type in _WIDE:
+                parts["wide_maps"].append(field.name)
+            elif value.type in _REAL:
+                parts["real_maps"].append(field.name)
+        elif message_type is not None:
+            if _plan(message_type):
+                parts["message_lists" if field.is_repeated else "messages"].append(field.name)
+        elif field.type in _WIDE:
+            parts["wide_lists" if field.is_repeated else "wide"].append(field.name)
+        elif field.type in _REAL:
+            parts["real_lists" if field.is_repeated else "real"].append(field.name)
+    return _Plan(**{name: tuple(names) for name, names in parts.items()})
+
+
+def _suspect(message: Message) -> bool:
+    """Whether ``message`` may hold a number the database cannot store: a cheap first
+    look (maxima and sums) at every batch, so that only a suspect one is walked field by
+    field for the exact path. A sum of finite values can overflow to infinity: such a
+    message is only walked, not refused, for that."""
+    plan = _plan(message.DESCRIPTOR)
+    wide = [getattr(message, name) for name in plan.wide]
+    wide += [max(getattr(message, name), default=0) for name in plan.wide_lists]
+    wide += [max(getattr(message, name).values(), default=0) for name in plan.wide_maps]
+    if wide and max(wide) > INT64_MAX:
+        return True
+    real = sum(getattr(message, name) for name in plan.real)
+    real += sum(sum(getattr(message, name)) for name in plan.real_lists)
+    real += sum(sum(getattr(message, name).values()) for name in plan.real_maps)
+    if not math.isfinite(real):
+        return True
+    return (
+        any(message.HasField(name) and _suspect(getattr(message, name)) for name in plan.messages)
+        or any(_suspect(m) for name in plan.message_lists for m in getattr(message, name))
+        or any(_suspect(m) for name in plan.message_maps for m in getattr(message, name).values())
+    )
+
+
 def _number_problem(message: Message, path: str) -> str | None:
     """The first integer beyond INT64_MAX or non-finite double in ``message``, by path."""
+    if not _suspect(message):
+        return None
+    return _number_walk(message, path)
+
+
+def _number_walk(message: Message, path: str) -> str | None:
     for descriptor, value in message.ListFields():
         name = f"{path}{descriptor.name}"
         if descriptor.message_type is not None:
@@ -55,7 +131,7 @@ def _number_problem(message: Message, path: str) -> str | None:
                 value_field = descriptor.message_type.fields_by_name["value"]
                 if value_field.message_type is not None:
                     for key, item in value.items():
-                        found = _number_problem(item, f"{name}[{key!r}].")
+                        found = _number_walk(item, f"{name}[{key!r}].")
                         if found:
                             return found
                     continue
@@ -63,12 +139,12 @@ def _number_problem(message: Message, path: str) -> str | None:
                 kind = value_field.type
             elif descriptor.is_repeated:
                 for i, item in enumerate(value):
-                    found = _number_problem(item, f"{name}[{i}].")
+                    found = _number_walk(item, f"{name}[{i}].")
                     if found:
                         return found
                 continue
             else:
-                found = _number_problem(value, f"{name}.")
+                found = _number_walk(value, f"{name}.")
                 if found:
                     return found
                 continue
@@ -151,9 +227,13 @@ def install_problem(report: fleet_pb2.InstallReport) -> str | None:
     )
 
 
-def telemetry_problem(batch: fleet_pb2.TelemetryBatch, limits: TelemetryLimits) -> str | None:
-    """Why this batch is refused (it is then acked as refused, never stored), or None."""
-    size = batch.ByteSize()
+def telemetry_problem(
+    batch: fleet_pb2.TelemetryBatch, limits: TelemetryLimits, size: int | None = None
+) -> str | None:
+    """Why this batch is refused (it is then acked as refused, never stored), or None.
+    ``size``: its ``ByteSize()``, when the caller has it already."""
+    if size is None:
+        size = batch.ByteSize()
     if limits.max_batch_bytes and size > limits.max_batch_bytes:
         return (
             f"batch {batch.seq} is {size} bytes, more than telemetry_max_batch_bytes "

@@ -443,17 +443,24 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     async def _handle(self, session: _Session, message: fleet_pb2.AgentMessage) -> None:
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
-            problem = checks.heartbeat_problem(message.heartbeat)
+            beat = message.heartbeat
+            state = (beat.program_sha256, beat.health, beat.shadow_sha256)
+            if state == session.last_beat:  # checked when it was new; nothing to write
+                self._still_here(session)
+                return
+            problem = checks.heartbeat_problem(beat)
             if problem:
                 session.end(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 return
-            await self._heartbeat(session, message.heartbeat)
+            session.last_beat, session.last_beat_written = state, time.monotonic()
+            await self.store.heartbeat(session.agent_id, beat)
         elif kind == "telemetry":
             batch = message.telemetry
-            wait = session.bucket.delay(batch.ByteSize())
+            size = batch.ByteSize()
+            wait = session.bucket.delay(size)
             if wait > 0:  # over the agent's rate: read its stream slower (flow control)
                 await asyncio.sleep(wait)
-            self._telemetry(session, batch, checks.telemetry_problem(batch, self.limits))
+            self._telemetry(session, batch, checks.telemetry_problem(batch, self.limits, size))
         elif kind == "register":
             session.end(
                 grpc.StatusCode.INVALID_ARGUMENT, "Register is only the first message of Connect"
@@ -477,16 +484,13 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             )
             self._emit(FleetEvent("install", session.agent_id, {"record": record}))
 
-    async def _heartbeat(self, session: _Session, beat: fleet_pb2.Heartbeat) -> None:
-        """Write when the agent's state changed (in order with its install reports), else
-        refresh last_seen at most every LAST_SEEN_WRITE_S, with the telemetry group
-        commit: a fleet heartbeats constantly, and each transaction is an fsync."""
-        state = (beat.program_sha256, beat.health, beat.shadow_sha256)
+    def _still_here(self, session: _Session) -> None:
+        """A heartbeat that changed nothing. A changed one is written at once (in order
+        with the agent's install reports); an unchanged one only refreshes last_seen, at
+        most every LAST_SEEN_WRITE_S and with the telemetry group commit: a fleet
+        heartbeats constantly, and each transaction is an fsync."""
         now = time.monotonic()
-        if state != session.last_beat:
-            session.last_beat, session.last_beat_written = state, now
-            await self.store.heartbeat(session.agent_id, beat)
-        elif now - session.last_beat_written >= LAST_SEEN_WRITE_S:
+        if now - session.last_beat_written >= LAST_SEEN_WRITE_S:
             session.last_beat_written = now
             self._writer.seen(session.agent_id)
 
