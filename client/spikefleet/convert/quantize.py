@@ -442,38 +442,56 @@ def cross_validated_thresholds(
         return start
     result = start.copy()
     rows = potentials.shape[0]
-    for j in range(potentials.shape[1]):
-        p, f = potentials[:, j], fires[:, j]
-        low = int(min(p.min() - 1, start[j]))
-        high = int(max(p.max(), start[j]))
-        if high - low > 4 * rows + 4096:  # a sparse range: the candidate search per fold
-            one = slice(j, j + 1)
-            gain = 0
-            for fit in (~held, held):
-                fitted = fewest_flips(potentials[fit, one], fires[fit, one], start[one])
-                gain += int(_flips(potentials[~fit, one], fires[~fit, one], start[one])[0])
-                gain -= int(_flips(potentials[~fit, one], fires[~fit, one], fitted)[0])
-            if gain > 0:
-                result[j] = fewest_flips(potentials[:, one], fires[:, one], start[one])[0]
-            continue
-        # flips of each fold at every integer threshold in [low, high], as in fewest_flips
-        costs = []
-        for fold in (~held, held):
-            index = (p[fold] - low).astype(np.int64)
-            fired_below = np.cumsum(np.bincount(index, weights=f[fold], minlength=high - low + 1))
-            below = np.cumsum(np.bincount(index, minlength=high - low + 1))
-            costs.append(fired_below + (len(index) - below) - (f[fold].sum() - fired_below))
-        origin = int(start[j]) - low
-
-        def nearest(cost: F64, origin: int = origin) -> int:
-            ties = np.flatnonzero(cost == cost.min())
-            return int(ties[np.argmin(np.abs(ties - origin))])
-
-        fit_a, fit_b = nearest(costs[0]), nearest(costs[1])
-        gain = (costs[1][origin] - costs[1][fit_a]) + (costs[0][origin] - costs[0][fit_b])
+    lows = np.minimum(potentials.min(axis=0) - 1, start).astype(np.int64)
+    highs = np.maximum(potentials.max(axis=0), start).astype(np.int64)
+    widths = highs - lows + 1
+    sparse = widths > 4 * rows + 4096
+    for j in np.flatnonzero(sparse):  # a sparse range: the candidate search per fold
+        one = slice(j, j + 1)
+        gain = 0
+        for fit in (~held, held):
+            fitted = fewest_flips(potentials[fit, one], fires[fit, one], start[one])
+            gain += int(_flips(potentials[~fit, one], fires[~fit, one], start[one])[0])
+            gain -= int(_flips(potentials[~fit, one], fires[~fit, one], fitted)[0])
         if gain > 0:
-            result[j] = nearest(costs[0] + costs[1]) + low
+            result[j] = fewest_flips(potentials[:, one], fires[:, one], start[one])[0]
+    dense = np.flatnonzero(~sparse)
+    if not len(dense):
+        return result.astype(np.int32)
+    # Flips of each fold at every integer threshold t in [low_j, high_j], as in
+    # fewest_flips, for all channels at once: channel j's thresholds are the segment
+    # offset_j .. offset_j + width_j - 1 of one histogram.
+    offsets = np.concatenate([[0], np.cumsum(widths[dense])])
+    total = int(offsets[-1])
+    segment = np.repeat(np.arange(len(dense)), widths[dense])
+    costs = []
+    for fold in (~held, held):
+        p = potentials[fold][:, dense]
+        f = fires[fold][:, dense]
+        index = (p - lows[dense] + offsets[:-1]).astype(np.int64).ravel()
+        fired = np.cumsum(np.bincount(index, weights=f.ravel(), minlength=total))
+        below = np.cumsum(np.bincount(index, minlength=total))
+        # cumulative sums restart at each channel's segment
+        fired_before = np.concatenate([[0.0], fired])[offsets[:-1]][segment]
+        below_before = np.concatenate([[0], below])[offsets[:-1]][segment]
+        fired_below = fired - fired_before
+        silent = len(p) - (below - below_before)
+        costs.append(fired_below + silent - (f.sum(axis=0)[segment] - fired_below))
+    both = costs[0] + costs[1]
+    for k, j in enumerate(dense):
+        part = slice(int(offsets[k]), int(offsets[k + 1]))
+        origin = int(start[j] - lows[j])
+        a, b = costs[0][part], costs[1][part]
+        fit_a, fit_b = _nearest_best(a, origin), _nearest_best(b, origin)
+        if (b[origin] - b[fit_a]) + (a[origin] - a[fit_b]) > 0:
+            result[j] = _nearest_best(both[part], origin) + lows[j]
     return result.astype(np.int32)
+
+
+def _nearest_best(cost: F64, origin: int) -> int:
+    """The index of ``cost``'s minimum nearest ``origin`` (the lower one on a tie)."""
+    ties = np.flatnonzero(cost == cost.min())
+    return int(ties[np.argmin(np.abs(ties - origin))])
 
 
 def on_grid(rows: F64, bits: int) -> F64 | None:
