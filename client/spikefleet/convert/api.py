@@ -78,7 +78,7 @@ class ConvertOptions:
     ``"potential"``, the default of every path, or its ``"spikes"``);
     ``clip`` chooses weight clipping per channel ("auto": the weights' squared
     error, and with calibration a spiking layer's channel clipped for the fewest
-    flipped spike decisions where held-out calibration rows confirm it, the
+    flipped spike decisions where 2-fold cross-validation confirms it, the
     read-out at "max"; "mse": the fewest-flips search unvalidated; "max");
     ``input_spec`` says how events become the
     model's frames (default: the one the bundle carries, else
