@@ -696,7 +696,9 @@ class AioAgent:
                 when = "" if self.session_registered else " before Registered"
                 name = f"{exc.code().name}{when}"
                 STREAM_ENDS[name] += 1
-                STREAM_DETAILS.setdefault(name, (exc.details() or "")[:200])
+                STREAM_DETAILS.setdefault(
+                    name, f"{exc.details() or ''} ({exc.debug_error_string() or ''})"[:400]
+                )
             failures = 0 if self.session_registered else failures + 1
             self.index = (self.index + 1) % len(self.addresses)
             await asyncio.sleep(
