@@ -41,6 +41,9 @@ DEFAULT_EXTENSIONS = (FLEET, ROLLOUTS)
 """The areas served besides conversion and the registry (``ServerApp`` wires each)."""
 
 
+MAX_PENDING_CALLS = 20_000
+"""New calls gRPC holds for the event loop to take up before it resets them."""
+
 GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     # No bandwidth-delay probing of what agents send: after data arrives on a connection
     # the server would send a PING (and handle its ack) to size its receive window. A
@@ -51,6 +54,14 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     # agents) are sized by the receiving agent's own probing and are unaffected.
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
+    # A reconnect storm (a replica died: thousands of its agents redial this one within a
+    # second) puts more new streams in gRPC's queue of calls not yet taken up by the
+    # event loop than its default 1,000 (hard limit 3,000): past that gRPC resets new
+    # streams at random (RST_STREAM NO_ERROR, no status, nothing logged here), the
+    # agents see CANCELLED or INTERNAL before Registered and back off for seconds. Room
+    # for a large replica's whole fleet: the calls wait their turn instead.
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
 )
 """gRPC server options every server uses, whatever its settings."""
 

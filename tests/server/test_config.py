@@ -168,8 +168,14 @@ def test_a_database_that_is_not_a_url_is_refused_without_echoing_it() -> None:
 def test_every_server_skips_bandwidth_probes_and_gives_uploads_a_fixed_window(tmp_path: Path):
     path = write(tmp_path, TOML.format(data=tmp_path, digest=hash_token("t")))
     plain = dict(load_config(path, environ={}).grpc_options())
-    # a fleet's small messages would each cost a PING round; uploads keep a big window
-    assert plain == {"grpc.http2.bdp_probe": 0, "grpc.http2.lookahead_bytes": 4 * 1024 * 1024}
+    # a fleet's small messages would each cost a PING round; uploads keep a big window;
+    # a reconnect storm's new calls wait for the loop instead of being reset past 1,000
+    assert plain == {
+        "grpc.http2.bdp_probe": 0,
+        "grpc.http2.lookahead_bytes": 4 * 1024 * 1024,
+        "grpc.server.max_pending_requests": 20_000,
+        "grpc.server.max_pending_requests_hard_limit": 40_000,
+    }
     aged = load_config(path, environ={"SPIKEFLEET_SERVER_MAX_CONNECTION_AGE_SECONDS": "600"})
     options = dict(aged.grpc_options())
     assert options["grpc.http2.bdp_probe"] == 0
