@@ -41,8 +41,10 @@ DEFAULT_EXTENSIONS = (FLEET, ROLLOUTS)
 """The areas served besides conversion and the registry (``ServerApp`` wires each)."""
 
 
-MAX_PENDING_CALLS = 20_000
-"""New calls gRPC holds for the event loop to take up before it resets them."""
+MAX_PENDING_CALLS = 10_000
+"""New calls gRPC holds for the event loop to take up before it resets them: several
+times the 2,000 agents docs/scaling.md plans per replica (a dead peer's agents all
+redial at once), and still a bound on what a flood of streams can queue."""
 
 GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     # No bandwidth-delay probing of what agents send: after data arrives on a connection
