@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 import time
 import uuid
@@ -73,6 +75,23 @@ def _init_worker(progress_queue: Any, log_level: str) -> None:
     # (a sibling killed mid-write leaves its lock held).
     progress_queue.cancel_join_thread()
     logs.configure(log_level)
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the server dies. A worker holds both ends of its pool's call
+    queue, so after a kill -9 of the server its read never sees end-of-file: without
+    this watch it (and the resource tracker it keeps open) lived on for good."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def check_finite(path: str, arch: str, input_shape: tuple[int, int, int] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,34 @@ def config(tmp_path: Path) -> Path:
     # the core alone: other areas' extensions have their own process tests
     path.write_text(f"drain_seconds = 60\nworkers = 1\nextensions = []\n{tokens}")
     return path
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(_stat(entry.name)[1] or 0) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _stat(pid: str) -> tuple[str, str]:
+    """A process's state and parent pid; ("", "") once it is gone."""
+    try:
+        fields = (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return "", ""
+    return fields[0], fields[1]
+
+
+def still_running(pids: set[int], within: float = 60.0) -> set[int]:
+    """Those of ``pids`` still running (not gone, not a zombie) after waiting up to ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        running = {pid for pid in pids if _stat(str(pid))[0] not in ("", "Z")}
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
 
 
 class HeldUpload:
@@ -98,6 +127,16 @@ def test_kill_9_mid_upload_loses_no_stored_program(tmp_path: Path, config: Path)
     assert after == before
     trusted = TrustedKeys(PublicKey.from_pem(pem) for pem in keys.values())
     assert verify(after, trusted)
+
+
+def test_kill_9_takes_the_conversion_workers_with_it(tmp_path: Path, config: Path):
+    with serve(config, tmp_path / "data") as server:
+        with Client(f"127.0.0.1:{server.port}", token=TOKENS["deployer"]) as client:
+            client.convert(fc_model(tmp_path / "model.safetensors"), arch=FC_ARCH)
+        workers = children(server.process.pid)  # the pool's worker and its resource tracker
+        assert workers
+        server.kill()
+    assert still_running(workers) == set()
 
 
 def test_sigterm_lets_an_inflight_conversion_finish_then_exits(tmp_path: Path, config: Path):
