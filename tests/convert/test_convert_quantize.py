@@ -27,8 +27,6 @@ from spikefleet.convert.quantize import (
     cross_validated_scales,
     cross_validated_thresholds,
     integer_threshold,
-    validated_scales,
-    validated_thresholds,
     weight_range,
 )
 from spikefleet.engine import Engine
@@ -333,51 +331,6 @@ def test_frames_of_a_sample_are_independent_for_a_beta_zero_network(tmp_path: Pa
     # Subtract-reset membranes carried across frames fire less than fresh ones.
     assert carried.report.layers[0].float_rate < carried.report.layers[0].int_rate
     assert carried.report.layers[0].spike_agreement is None
-
-
-def test_a_calibrated_threshold_is_kept_only_where_held_out_rows_agree() -> None:
-    """Channel 0's float boundary really sits 5 units above the rounded threshold: every
-    row shows it, so the move is kept. Channel 1's rounded threshold is right and its
-    fit half carries three mislabelled rows just below it that pull the search down to
-    -4: the held-out half does not confirm the move, so channel 1 keeps the rounded one."""
-    potentials = np.tile(np.arange(-20.0, 20.0), 2)[:, None].repeat(2, axis=1)
-    held = np.arange(len(potentials)) >= 40
-    fires = np.stack([potentials[:, 0] > 5, potentials[:, 1] > 0], axis=1)
-    fires[[17, 18, 19], 1] = True  # noise in the fit half only: rows at -3, -2, -1 "fire"
-    start = np.array([0, 0], np.int32)
-    chosen = validated_thresholds(potentials, fires, start, held)
-    assert chosen[0] == 5
-    assert chosen[1] == 0
-    assert np.array_equal(validated_thresholds(potentials, fires, start, np.zeros(80, bool)), start)
-
-
-def test_a_calibrated_clipping_point_is_kept_only_where_held_out_rows_confirm_it() -> None:
-    """Channel 0 has an outlier weight on an input that never fires: the weights' squared
-    error keeps it and rounds the useful weights coarsely; clipping it flips fewer decisions
-    on rows the search never saw, so channel 0 is clipped further. No channel ends up
-    flipping more held-out decisions than the uncalibrated choice."""
-    rng = np.random.default_rng(0)
-    inputs = (rng.random((4000, 16)) < 0.3).astype(np.float64)
-    inputs[:, 0] = 0.0  # the outlier's input never fires
-    weight = rng.uniform(-0.4, 0.4, (3, 16))
-    weight[0, 0] = 1.0
-    target = inputs @ weight.T
-    boundary = np.median(target, axis=0)
-    held = np.arange(len(inputs)) % 2 == 1
-    chosen = validated_scales(weight, 4, inputs, target, boundary, held)
-    peak = choose_scales(weight, 4, "mse")
-    assert chosen[0] < peak[0]
-
-    def held_flips(scales: np.ndarray) -> np.ndarray:
-        q = np.clip(np.rint(weight / scales[:, None]), -7, 7) * scales[:, None]
-        shift = (inputs[~held] @ q.T - target[~held]).mean(axis=0)
-        decided = inputs[held] @ q.T - shift > boundary
-        return (decided != (target[held] > boundary)).sum(axis=0)
-
-    assert np.all(held_flips(chosen) <= held_flips(peak))
-    assert held_flips(chosen)[0] < held_flips(peak)[0]
-    nothing_held = np.zeros(len(inputs), bool)
-    assert np.array_equal(validated_scales(weight, 4, inputs, target, boundary, nothing_held), peak)
 
 
 @pytest.mark.parametrize("noisy_fold", [0, 1])

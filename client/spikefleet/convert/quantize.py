@@ -216,29 +216,6 @@ def _flips(potentials: F64, fires: npt.NDArray[np.bool_], threshold: npt.NDArray
     return ((potentials > threshold[None, :]) != fires).sum(axis=0)
 
 
-def validated_thresholds(
-    potentials: F64,
-    fires: npt.NDArray[np.bool_],
-    start: npt.NDArray[np.int32],
-    held: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.int32]:
-    """:func:`fewest_flips` fitted on the rows not ``held``, kept per channel only where it
-    flips fewer decisions than ``start`` on the ``held`` rows.
-
-    Fitted on all of a small calibration set, the search follows its noise and
-    flips more held-out decisions than the rounded threshold (measured on the
-    shipped N-DIGITS weights with 64 and 256 calibration samples), so each channel
-    must earn its change on frames the search did not see.
-    """
-    if held.all() or not held.any():
-        return start
-    fitted = fewest_flips(potentials[~held], fires[~held], start)
-    better = _flips(potentials[held], fires[held], fitted) < _flips(
-        potentials[held], fires[held], start
-    )
-    return np.where(better, fitted, start).astype(np.int32)
-
-
 def validated_rounding(
     rows: F64,
     scales: F64,
@@ -272,60 +249,6 @@ def validated_rounding(
     if squared_fit < squared_near and agree_fit >= agree_near:
         return fitted, True
     return nearest, False
-
-
-def _held_flips(
-    rows: F64,
-    scales: F64,
-    q: F64,
-    inputs: npt.NDArray[np.float32],
-    target: F64,
-    boundary: F64,
-    held: npt.NDArray[np.bool_],
-) -> F64:
-    """Per channel, spike decisions flipped on the ``held`` rows by integer weights ``q``.
-
-    The mean potential error is measured on the other rows (as the threshold
-    correction would) and taken off. For integer potentials the integer
-    threshold decides exactly as this real one does, so these are the flips
-    the program makes there.
-    """
-    weights = (q * scales[:, None]).astype(np.float32)
-    shift = (inputs[~held] @ weights.T - target[~held]).mean(axis=0)
-    potentials = inputs[held] @ weights.T - shift
-    return ((potentials > boundary) != (target[held] > boundary)).sum(axis=0).astype(np.float64)
-
-
-def validated_scales(
-    rows: F64,
-    bits: int,
-    inputs: F64,
-    target: F64,
-    boundary: F64,
-    held: npt.NDArray[np.bool_],
-) -> F64:
-    """Per channel: the clipping point with the fewest flipped decisions, fitted on the rows
-    not ``held``, where it flips fewer on the ``held`` rows than the uncalibrated choice
-    (the weights' squared error) does; else that choice.
-
-    The search's objective is the layer's output, not its weights: the spike
-    decisions of the float model on real inputs (then the potential error). The
-    check on rows it did not see keeps its noise out, so calibration cannot make
-    a channel worse than no calibration there.
-    """
-    low, high = weight_range(bits)
-    base = choose_scales(rows, bits, "mse")
-    if held.sum() < 2 or (~held).sum() < 2:
-        return base
-    x = inputs.astype(np.float32)
-    fitted = choose_scales(rows, bits, "mse", inputs[~held], boundary, target[~held])
-    flips_fit = _held_flips(
-        rows, fitted, _quantize_rows(rows, fitted, low, high), x, target, boundary, held
-    )
-    flips_base = _held_flips(
-        rows, base, _quantize_rows(rows, base, low, high), x, target, boundary, held
-    )
-    return np.where(flips_fit < flips_base, fitted, base)
 
 
 def _flip_cost(flips: F64, squared: F64) -> F64:
@@ -437,7 +360,7 @@ def cross_validated_thresholds(
 ) -> npt.NDArray[np.int32]:
     """:func:`fewest_flips` on all rows, kept per channel only where 2-fold
     cross-validation (fit on each fold, count flips on the other) says it flips
-    fewer decisions than ``start``; the two-fold form of :func:`validated_thresholds`."""
+    fewer decisions than ``start``."""
     if held.all() or not held.any():
         return start
     result = start.copy()
