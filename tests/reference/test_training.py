@@ -9,6 +9,7 @@ import torch
 from spikefleet.convert import ConvertOptions, convert, extract
 from spikefleet.datasets import ndigits
 from spikefleet.engine import Engine
+from spikefleet.errors import DatasetError
 from spikefleet.reference import SHIPPED_WEIGHTS, frames_to_input, load_reference_model
 from spikefleet.reference.train import TrainConfig, accuracy, main, shifted, train
 
@@ -38,6 +39,19 @@ def test_training_lowers_the_loss_and_beats_chance(digits):
     result = train(digits, TrainConfig(epochs=3), progress=lambda e, n, loss: losses.append(loss))
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert result.train_accuracy > 0.2 and 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_training_on_chosen_samples_leaves_the_others_out(tmp_path):
+    root = ndigits.build(tmp_path / "nd", limit=60)
+    _, labels = ndigits.load_frames(root, "train")
+    config = TrainConfig(epochs=1, threads=1)
+    every = train(root, config, samples=np.arange(len(labels))).model.state_dict()
+    default = train(root, config).model.state_dict()
+    some = train(root, config, samples=np.arange(len(labels) // 2)).model.state_dict()
+    assert all(torch.equal(every[k], default[k]) for k in every)  # all samples: the default
+    assert not all(torch.equal(every[k], some[k]) for k in every)
+    with pytest.raises(DatasetError, match="out of range"):
+        train(root, config, samples=np.array([0, len(labels)]))
 
 
 def test_the_command_line_trains_and_writes_weights(tmp_path, capsys):
