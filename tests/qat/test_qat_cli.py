@@ -38,6 +38,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         # the converter's calibrated start on every fine-tuning sample, a sample loss
         ["--start", "calibrated", "--calib-samples", "0", "--sample-loss", "--holdout", "0.25"],
+        # from the weights, a held-out set only measured (the epoch is not chosen on it)
+        ["--start", "weights", "--distill", "0", "--holdout", "0.25", "--keep-last"],
     ],
 )
 def test_the_cli_writes_a_bundle_the_converter_certifies(
@@ -59,7 +61,10 @@ def test_the_cli_writes_a_bundle_the_converter_certifies(
     argv = ["--root", str(root), "--epochs", "1", "--threads", "1", "--out", str(bundle)]
     assert main(argv + recipe) == 0
     assert splits == ["train"]  # the test split is for the reported figure only
-    assert ("held-out" in capsys.readouterr().out) == ("0.25" in recipe)
+    out = capsys.readouterr().out
+    assert ("held-out" in out) == ("0.25" in recipe)
+    # an epoch is chosen on the held-out set unless --keep-last says to keep the last
+    assert ("best so far" in out) == ("0.25" in recipe and "--keep-last" not in recipe)
     train, _ = ndigits.load_frames(root, "train")
     calib = train.reshape(-1, *train.shape[2:])[:96]
     result = convert(bundle, calibration=calib, options=ConvertOptions(hardware=False))

@@ -4,7 +4,8 @@ Starts from the shipped weights (or ``--weights``; ``--start scratch`` trains a
 fresh network, the weights then only teach), fine-tunes on the N-DIGITS train
 split with the reference training's random shifts, keeps the epoch with the
 lowest loss on train samples held out from the fine-tuning (``--holdout 0``:
-none held out, the last epoch is kept), prints the held-out accuracy before
+none held out; ``--keep-last``: held out but only measured; the last epoch is
+kept either way), prints the held-out accuracy before
 and after, and writes an extract bundle whose conversion reproduces the
 fine-tuned model spike for spike (see ``spikefleet.qat``). It never reads the
 test split: that is for the reported figure (``benchmarks/convert.py``), not
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.125,
         help="share of train samples kept out of the fine-tuning to choose the epoch",
+    )
+    parser.add_argument(
+        "--keep-last",
+        action="store_true",
+        help="keep the last epoch even with a held-out set (which is then only measured, "
+        "never chosen on: for experiments that score methods on it)",
     )
     parser.add_argument(
         "--start",
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=augment if args.shift else None,
         progress=report,
         teacher=teacher,
-        validation=frames_of(held) if len(held) else None,
+        validation=frames_of(held) if len(held) and not args.keep_last else None,
         calibration=frames_of(np.sort(fit_order[: args.calib_samples or len(fit_order)]))[0]
         if args.start == "calibrated"
         else None,
