@@ -185,7 +185,7 @@ class ServerApp:
         self.coordination.on_leadership(lambda _held: self.rollouts.wake())
         self.fleet.subscribe(lambda event: self.rollouts.wake(event.agent_id, event.kind))
 
-        self.server: grpc.aio.Server | None = None
+        self.servers: list[grpc.aio.Server] = []  # the listeners, all on one port
         self.port = 0
         self.metrics_port = 0
         self._metrics_server: Any = None
@@ -285,7 +285,7 @@ class ServerApp:
     ) -> None:
         """Serve a servicer (async methods only); ``access`` maps each method name to who
         may call it (methods left out are refused for everyone)."""
-        if self.server is not None:
+        if self.servers:
             raise RuntimeError("add_service after start(): add services first")
         self._grant(service_name, access)
         self._services.append((service_name, add_to_server))
@@ -301,10 +301,10 @@ class ServerApp:
             require_client_auth=client_ca is not None,
         )
 
-    async def start(self) -> int:
-        """Bind and serve on the running loop; returns the gRPC port (useful with port 0)."""
-        config = self.config
-        tokens = TokenTable((Principal(t.name, t.role, t.agents), t.sha256) for t in config.tokens)
+    def _grpc_server(self, tokens: TokenTable) -> grpc.aio.Server:
+        """One gRPC server with every service, health and reflection. Each listener gets
+        its own interceptors: they keep each method's wrapped handler, and each server
+        has handler objects of its own."""
         # observability outermost (refused calls are logged and counted too); the decode
         # guard innermost: a caller is authenticated before its bytes are judged
         server = grpc.aio.server(
@@ -313,7 +313,7 @@ class ServerApp:
                 AuthInterceptor(tokens, self.access),
                 DecodeGuard(),
             ],
-            options=config.grpc_options(),
+            options=self.config.grpc_options(),
         )
         for _name, add in self._services:
             add(server)
@@ -322,22 +322,52 @@ class ServerApp:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
+        return server
+
+    def _bind(
+        self, servers: list[grpc.aio.Server], credentials: grpc.ServerCredentials | None
+    ) -> int:
+        """Bind every listener to the listen address: the first as configured (port 0:
+        any free one), the others to the port it got (SO_REUSEPORT)."""
+        listen = self.config.listen
+        host, port = listen.rpartition(":")[0], 0
+        for index, server in enumerate(servers):
+            address = listen if index == 0 else f"{host}:{port}"
+            try:
+                if credentials is None:
+                    bound = server.add_insecure_port(address)
+                else:
+                    bound = server.add_secure_port(address, credentials)
+                problem = " (in use or not local)"
+            except RuntimeError as exc:
+                bound, problem = 0, f": {exc}"
+            if index == 0:
+                if bound == 0:
+                    raise ServerConfigError(f"cannot listen on {listen}{problem}")
+                port = bound
+            elif bound != port:
+                raise ServerConfigError(
+                    f"cannot open listener {index + 1} of {len(servers)} on {address}{problem}: "
+                    "this system may not let sockets share a port (SO_REUSEPORT); "
+                    "set listeners = 1"
+                )
+        return port
+
+    async def start(self) -> int:
+        """Bind and serve on the running loop; returns the gRPC port (useful with port 0)."""
+        config = self.config
+        tokens = TokenTable((Principal(t.name, t.role, t.agents), t.sha256) for t in config.tokens)
+        servers = [self._grpc_server(tokens) for _ in range(config.listeners)]
         credentials = self._credentials()
-        try:
-            if credentials is None:
-                port = server.add_insecure_port(config.listen)
-            else:
-                port = server.add_secure_port(config.listen, credentials)
-        except RuntimeError as exc:
-            raise ServerConfigError(f"cannot listen on {config.listen}: {exc}") from None
-        if port == 0:
-            raise ServerConfigError(f"cannot listen on {config.listen} (in use or not local)")
+        port = self._bind(servers, credentials)
+        names = [name for name, _ in self._services]
         await self.coordination.start()
         await self.fleet.start()
         if ROLLOUTS in config.extensions:
             await self.rollouts.start()
-        await server.start()
-        self.server, self.port = server, port
+        self.servers, self.port = servers, port  # stop() ends any that started
+        for server in servers:
+            await server.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_listen:
@@ -348,6 +378,7 @@ class ServerApp:
             "app.serving",
             listen=config.listen,
             port=port,
+            listeners=len(servers),
             tls=credentials is not None,
             mtls=config.tls.client_ca is not None,
             metrics_port=self.metrics_port or None,
@@ -372,15 +403,15 @@ class ServerApp:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, end the agents' streams and rollout watches, let other
         in-flight calls finish for up to ``grace`` seconds, close everything."""
-        if self.server is not None:
+        if self.servers:
             await self.health.enter_graceful_shutdown()
             log.info("app.draining", grace=grace)
-            stopping = asyncio.ensure_future(self.server.stop(grace))
-            await asyncio.sleep(0)  # the server refuses new calls from here on
+            stopping = asyncio.gather(*(server.stop(grace) for server in self.servers))
+            await asyncio.sleep(0)  # every listener refuses new calls from here on
             self.fleet.drain()
             await self.rollouts.stop()
             await stopping
-            self.server = None
+            self.servers = []
         await self.coordination.stop()  # the rollout lease goes to another replica now
         await self.rollouts.stop()
         await self.fleet.close()

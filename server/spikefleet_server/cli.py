@@ -29,6 +29,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "signing_key": args.signing_key,
         "max_upload_bytes": args.max_upload_bytes,
         "workers": args.workers,
+        "listeners": args.listeners,
         "log_level": args.log_level,
     }
     if args.insecure_loopback:
@@ -162,6 +163,14 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         "(default: SQLite in the data dir; also [database] url, SPIKEFLEET_DATABASE_URL)",
     )
     parser.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (port 0: any free)")
+    parser.add_argument(
+        "--listeners",
+        type=int,
+        metavar="N",
+        help="gRPC servers sharing the listen address in this process (SO_REUSEPORT, Linux): "
+        "each takes up new calls on its own, so a reconnect storm is taken up faster "
+        "(listeners, SPIKEFLEET_SERVER_LISTENERS)",
+    )
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
     parser.add_argument(
         "--signing-key",

@@ -67,6 +67,9 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 """gRPC server options every server uses, whatever its settings."""
 
+DEFAULT_LISTENERS = 1
+MAX_LISTENERS = 64
+
 
 @dataclass(frozen=True)
 class TokenEntry:
@@ -110,6 +113,11 @@ class ServerConfig:
     # of it, 1-60 s): agents redial, so a fleet rebalances over replicas added since.
     # 0 = never (one server); replicas behind one address want e.g. 1800.
     max_connection_age_seconds: float = 0.0
+    # gRPC servers in this process sharing the listen address (SO_REUSEPORT; the kernel
+    # spreads new connections over them): each takes up one new call per method at a
+    # time in its own accept loop, so several take a reconnect storm's calls up faster
+    # on a busy event loop. One event loop still runs them all (docs/server.md).
+    listeners: int = DEFAULT_LISTENERS
     metrics_listen: str = ""  # e.g. "127.0.0.1:9464"; "" = no metrics endpoint
     # Plaintext gRPC health only (grpc.health.v1, no other service), for probes that
     # cannot speak TLS, such as Kubernetes' grpc probe; e.g. "0.0.0.0:8081"; "" = none.
@@ -130,6 +138,8 @@ class ServerConfig:
     def grpc_options(self) -> list[tuple[str, int]]:
         """gRPC server channel options these settings imply (and :data:`GRPC_OPTIONS`)."""
         options = list(GRPC_OPTIONS)
+        if self.listeners > 1:  # several sockets on one port (gRPC's default on Linux)
+            options.append(("grpc.so_reuseport", 1))
         age = self.max_connection_age_seconds
         if age <= 0:
             return options
@@ -197,6 +207,11 @@ class ServerConfig:
         if 0 < self.telemetry_rate_bytes_per_s < 1024:
             raise ServerConfigError(
                 "telemetry_rate_bytes_per_s below 1024 would starve agents: use >= 1024 or 0"
+            )
+        if not 1 <= self.listeners <= MAX_LISTENERS:
+            raise ServerConfigError(
+                f"listeners must be between 1 and {MAX_LISTENERS} (gRPC servers on the listen "
+                f"address in this process), not {self.listeners}"
             )
         if self.workers < 1 or self.grpc_threads < 2:
             raise ServerConfigError("workers must be >= 1 and grpc_threads >= 2")
