@@ -88,7 +88,13 @@ class Server:
     two programs in its registry and bench tokens."""
 
     def __init__(
-        self, root: Path, grpc_threads: int, *, database: str = "", replicas: int = 1
+        self,
+        root: Path,
+        grpc_threads: int,
+        *,
+        database: str = "",
+        replicas: int = 1,
+        listeners: int = 0,
     ) -> None:
         data = root / "server"
         key_path = data / "keys" / "signing.key"
@@ -116,7 +122,9 @@ class Server:
             config.write_text(
                 f'listen = "127.0.0.1:{port}"\ndata_dir = "{replica_data}"\n'
                 f'insecure_loopback = true\nsigning_key = "{key_path}"\n'
-                f'grpc_threads = {grpc_threads}\nlog_level = "warning"\n{tokens}'
+                f'grpc_threads = {grpc_threads}\nlog_level = "warning"\n'
+                + (f"listeners = {listeners}\n" if listeners else "")
+                + tokens
             )
             argv = [str(BIN / "spikefleet-server"), "serve", "--config", str(config)]
             if database:
@@ -409,8 +417,11 @@ def bench_ingest(
     kill_one_at_s: float = 0.0,
     database_pid: int = 0,
     dial_per_s: float = 1000.0,
+    listeners: int = 0,
 ) -> dict[str, object]:
-    server = Server(root, grpc_threads=16, database=database, replicas=replicas)
+    server = Server(
+        root, grpc_threads=16, database=database, replicas=replicas, listeners=listeners
+    )
     shares = [count // generators + (i < count % generators) for i in range(generators)]
     run_s = warmup_s + duration_s + 600  # the generators are stopped by us, not by this
     children = [
@@ -445,6 +456,8 @@ def bench_ingest(
         backlog: list[float] = []
         registered_min = float(count)
         reports: list[list[dict[str, float]]] = []
+        after_kill: list[tuple[float, int]] = []  # (s since the kill, registered)
+        tick_cpu, tick_gen, tick_t = cpu0, gen0, t0
         while time.monotonic() - t0 < duration_s:
             if kill_one_at_s and killed_at is None and time.monotonic() - t0 >= kill_one_at_s:
                 server.kill(0)  # SIGKILL: its agents fail over to the others
@@ -455,15 +468,29 @@ def bench_ingest(
             registered_now = sum(r["registered"] for r in now_reports)
             if killed_at is not None and reconnected_s is None and registered_now == count:
                 reconnected_s = time.monotonic() - killed_at
+            if killed_at is not None:
+                after_kill.append((round(time.monotonic() - killed_at, 1), int(registered_now)))
             rss_peak = max(rss_peak, server.rss_mb())
             backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
-            print(  # the timeline, to see whether late acks come in bursts
-                f"t={time.monotonic() - t0:5.1f}s registered={registered_now:5.0f} "
+            now, cpu, gen = (
+                time.monotonic(),
+                server.cpu_seconds(),
+                sum(child.cpu_seconds() for child in children),
+            )
+            dialling = sum(r["dialling"] for r in now_reports)
+            print(  # the timeline: late acks in bursts? after a kill, who waits for what?
+                f"t={now - t0:5.1f}s registered={registered_now:5.0f} "
                 f"backlog={backlog[-1]:5.0f} "
                 f"ack p99={max(r['ack_p99_s'] for r in now_reports):.3f}s "
-                f"max={max(r['ack_max_s'] for r in now_reports):.3f}s",
+                f"max={max(r['ack_max_s'] for r in now_reports):.3f}s "
+                f"dialling={dialling:4.0f} backoff={count - registered_now - dialling:4.0f} "
+                f"registrations={sum(r['registrations'] for r in now_reports):4.0f} "
+                f"(longest {max(r['register_max_s'] for r in now_reports):.1f}s) "
+                f"servers={100 * (cpu - tick_cpu) / (now - tick_t):3.0f}% "
+                f"generators={100 * (gen - tick_gen) / (now - tick_t):3.0f}%",
                 file=sys.stderr,
             )
+            tick_cpu, tick_gen, tick_t = cpu, gen, now
             if killed_at is None:  # after a kill, the reconnect time says it
                 registered_min = min(registered_min, registered_now)
         elapsed = time.monotonic() - t0
@@ -516,6 +543,8 @@ def bench_ingest(
             "reconnected_all_within_s": (
                 round(reconnected_s, 1) if reconnected_s is not None else None
             ),
+            "registered_after_kill": after_kill[::3],  # (s since the kill, agents), every 3rd
+            "listeners_per_replica": listeners or "default",
             "generator_processes": len(children),
             "registered_in_s": round(registered_s, 1),
             "connected_min": int(registered_min),
@@ -653,6 +682,8 @@ class AioAgent:
         self.phase_s = phase_s  # agents don't beat in step
         self.registered = False
         self.session_registered = False  # in the current (or last) session
+        self.dialled_at: float | None = None  # in a session not registered yet, since
+        self.register_seconds: list[float] = []  # dial to Registered, per session
         self.spool = MemorySpool()
         self.acked = 0
         self.sent_at: dict[int, float] = {}
@@ -690,6 +721,7 @@ class AioAgent:
         failures = 0
         while True:
             self.session_registered = False
+            self.dialled_at = time.monotonic()
             try:
                 await self._session(self.addresses[self.index])
             except grpc.aio.AioRpcError as exc:  # counted: before or after registering
@@ -699,6 +731,7 @@ class AioAgent:
                 STREAM_DETAILS.setdefault(
                     name, f"{exc.details() or ''} ({exc.debug_error_string() or ''})"[:400]
                 )
+            self.dialled_at = None
             failures = 0 if self.session_registered else failures + 1
             self.index = (self.index + 1) % len(self.addresses)
             await asyncio.sleep(
@@ -730,6 +763,9 @@ class AioAgent:
                         self.spool.ack(last)
                         self.acked = last
                         self.registered = self.session_registered = True
+                        if self.dialled_at is not None:
+                            self.register_seconds.append(time.monotonic() - self.dialled_at)
+                            self.dialled_at = None
                         sender = asyncio.create_task(self._send(call, last))
             finally:
                 self.registered = False
@@ -826,8 +862,16 @@ async def run_agents(
         for agent in agents:
             agent.ack_seconds.clear()
         waiting = sum(len(agent.spool.waiting) for agent in agents)
+        registering = sorted(s for agent in agents for s in agent.register_seconds)
+        for agent in agents:
+            agent.register_seconds.clear()
         report: dict[str, Any] = {
             "registered": sum(agent.registered for agent in agents),
+            # agents in a session the server has not answered Registered yet; the
+            # others that are not registered wait out their backoff
+            "dialling": sum(agent.dialled_at is not None for agent in agents),
+            "registrations": len(registering),
+            "register_max_s": registering[-1] if registering else 0.0,
             "sent": sum(agent.made for agent in agents),
             "acked": sum(agent.acked for agent in agents),
             "acks": len(latencies),
@@ -875,6 +919,12 @@ def main() -> int:
     )
     ingest.add_argument(
         "--kill-one-at", type=float, default=0.0, help="SIGKILL a replica this many s in"
+    )
+    ingest.add_argument(
+        "--listeners",
+        type=int,
+        default=0,
+        help="gRPC listeners per replica (the server's listeners setting; 0: its default)",
     )
     ingest.add_argument(
         "--dial-per-s",
@@ -931,6 +981,7 @@ def main() -> int:
                 kill_one_at_s=args.kill_one_at,
                 database_pid=database_pid,
                 dial_per_s=args.dial_per_s,
+                listeners=args.listeners,
             )
     print(json.dumps(result, indent=2))
     return 0
