@@ -67,7 +67,7 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 """gRPC server options every server uses, whatever its settings."""
 
-DEFAULT_LISTENERS = 1
+DEFAULT_LISTENERS = 4
 MAX_LISTENERS = 64
 
 

@@ -175,6 +175,7 @@ def test_every_server_skips_bandwidth_probes_and_gives_uploads_a_fixed_window(tm
         "grpc.http2.lookahead_bytes": 4 * 1024 * 1024,
         "grpc.server.max_pending_requests": 10_000,
         "grpc.server.max_pending_requests_hard_limit": 20_000,
+        "grpc.so_reuseport": 1,  # the default listeners share the port
     }
     aged = load_config(path, environ={"SPIKEFLEET_SERVER_MAX_CONNECTION_AGE_SECONDS": "600"})
     options = dict(aged.grpc_options())
