@@ -36,6 +36,9 @@ agents are spread over them and fail over to the next when their replica goes.
 ``--interval`` is the agents' telemetry and heartbeat period (the real default is
 5 s). ``--kill-one-at S`` kills the first replica with SIGKILL S seconds into the
 measured window and reports how long until every agent was registered again.
+``--listeners N`` sets the replicas' ``listeners``; ``--generator-nice N`` runs the
+load generators at a lower priority than the servers (a diagnostic: on this machine
+they compete with the servers for the same two cores, as devices elsewhere would not).
 """
 
 from __future__ import annotations
@@ -332,9 +335,11 @@ class Generator:
         seconds: float,
         interval_s: float,
         dial_per_s: float,
+        nice: int = 0,
     ) -> None:
         self.process = subprocess.Popen(
             [
+                *(["nice", "-n", str(nice)] if nice else []),  # exec's: the same pid
                 sys.executable,
                 __file__,
                 "agents",
@@ -418,6 +423,7 @@ def bench_ingest(
     database_pid: int = 0,
     dial_per_s: float = 1000.0,
     listeners: int = 0,
+    generator_nice: int = 0,
 ) -> dict[str, object]:
     server = Server(
         root, grpc_threads=16, database=database, replicas=replicas, listeners=listeners
@@ -426,7 +432,13 @@ def bench_ingest(
     run_s = warmup_s + duration_s + 600  # the generators are stopped by us, not by this
     children = [
         Generator(
-            server.addresses, sum(shares[:i]), share, run_s, interval_s, dial_per_s / generators
+            server.addresses,
+            sum(shares[:i]),
+            share,
+            run_s,
+            interval_s,
+            dial_per_s / generators,
+            generator_nice,
         )
         for i, share in enumerate(shares)
         if share
@@ -545,6 +557,7 @@ def bench_ingest(
             ),
             "registered_after_kill": after_kill[::3],  # (s since the kill, agents), every 3rd
             "listeners_per_replica": listeners or "default",
+            "generator_nice": generator_nice,
             "generator_processes": len(children),
             "registered_in_s": round(registered_s, 1),
             "connected_min": int(registered_min),
@@ -927,6 +940,13 @@ def main() -> int:
         help="gRPC listeners per replica (the server's listeners setting; 0: its default)",
     )
     ingest.add_argument(
+        "--generator-nice",
+        type=int,
+        default=0,
+        help="run the load generators at this nice value (they stand in for devices "
+        "elsewhere; 0: the same priority as the servers, the issue's setting)",
+    )
+    ingest.add_argument(
         "--dial-per-s",
         type=float,
         default=1000.0,
@@ -982,6 +1002,7 @@ def main() -> int:
                 database_pid=database_pid,
                 dial_per_s=args.dial_per_s,
                 listeners=args.listeners,
+                generator_nice=args.generator_nice,
             )
     print(json.dumps(result, indent=2))
     return 0
