@@ -372,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             "mean_within_goal": two_level.mean >= -goal,
             "interval_within_goal": two_level.low >= -goal,
         }
-    for row in rows:
-        row.pop("right")
+    for row in rows:  # which samples each got wrong (test indices, or held-out positions)
+        row["wrong"] = {m: np.flatnonzero(~r).tolist() for m, r in row.pop("right").items()}
     results["models"] = rows
     if args.json:
         print(json.dumps(results, indent=2))
