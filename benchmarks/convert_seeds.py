@@ -1,7 +1,8 @@
 """What int4 costs the reference network on average: K float models trained by the shipped recipe.
 
     python benchmarks/convert_seeds.py --data NDIGITS_ROOT --cache DIR [--seeds 5] [--json]
-        [--split test|heldout] [--qat="SWITCHES"] [--no-qat] [--first-seed 1] [--threads 2]
+        [--split test|heldout] [--qat="SWITCHES"] [--against RUN.json] [--no-qat]
+        [--first-seed 1] [--threads 2]
 
 The test split has 359 samples (one sample = 0.28 point) and one float model is
 one draw of its recipe: the shipped weights score 99.16%, the same recipe with
@@ -21,7 +22,8 @@ train split only (``split``: the permutation ``default_rng(seed)`` of the QAT
 CLI's ``--holdout 0.25 --seed k``), calibration and QAT use those samples only
 (QAT with ``--keep-last``: the held-out quarter is never chosen on), and every
 method is scored on the held-out quarter; the shipped model, which trained on
-all of them, is left out. ``--qat`` scores another QAT recipe.
+all of them, is left out. ``--qat`` scores another QAT recipe, and ``--against``
+compares it sample by sample with an earlier run's (its ``--json`` output).
 
 Reported: errors per model and method, the paired difference int4 minus float
 in points with a 95% paired bootstrap interval over test samples, top-1
@@ -196,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: session 5's)",
     )
     parser.add_argument("--no-qat", action="store_true", help="skip the QAT runs")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="the --json output of a run of another QAT recipe on the same split and seeds: "
+        "this run's QAT minus that one's, paired sample by sample",
+    )
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap draws")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
@@ -203,6 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 2:
         parser.error("--seeds must be at least 2: the interval over seeds needs two models")
     held_out = args.split == "heldout"
+    other: dict[str, Any] = {}
+    if args.against is not None:  # read first: a wrong file should not wait for the runs
+        try:
+            other = {r["model"]: r for r in json.loads(args.against.read_text())["models"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(
+                f"convert_seeds: --against {args.against} is not this benchmark's --json output "
+                f"({exc}): give a file written by a run with --json",
+                file=sys.stderr,
+            )
+            return 2
     recipe = args.qat.split()
     if held_out:  # the same 1/4 held out of the fine-tuning, and never chosen on
         recipe += ["--holdout", str(HOLDOUT), "--keep-last"]
@@ -372,6 +391,36 @@ def main(argv: list[str] | None = None) -> int:
             "mean_within_goal": two_level.mean >= -goal,
             "interval_within_goal": two_level.low >= -goal,
         }
+    if args.against is not None and not args.no_qat:
+        try:
+            theirs, ours, names = [], [], []
+            for row in seeds:
+                them = other[row["model"]]
+                if them["samples"] != row["samples"] or them["float_errors"] != row["float_errors"]:
+                    raise ValueError(f"{row['model']} is another float model or sample set there")
+                right = np.ones(row["samples"], bool)
+                right[them["wrong"]["qat"]] = False
+                theirs.append(right)
+                ours.append(row["right"]["qat"])
+                names.append(row["model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            print(
+                f"convert_seeds: --against {args.against}: not a run of this split and these "
+                f"seeds with QAT ({exc!r}): rerun it with the same --split, --seeds and --json",
+                file=sys.stderr,
+            )
+            return 2
+        per_seed = np.array(
+            [100 * (a.mean() - b.mean()) for a, b in zip(ours, theirs, strict=True)]
+        )
+        results["qat_against"] = {
+            "run": str(args.against),
+            "difference_points": paired_bootstrap(
+                np.stack(theirs), np.stack(ours), args.bootstrap, shared=not held_out
+            ).to_dict(),
+            "t_interval_points": t_interval(per_seed).to_dict(),
+            "seeds": names,
+        }
     for row in rows:  # which samples each got wrong (test indices, or held-out positions)
         row["wrong"] = {m: np.flatnonzero(~r).tolist() for m, r in row.pop("right").items()}
     results["models"] = rows
@@ -394,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{t['high']:+.2f}]), goal {v['goal_points']:+.1f}: mean "
                 f"{'within' if v['mean_within_goal'] else 'outside'}, seeds within "
                 f"{v['seeds_within_goal']}/{len(seeds)}"
+            )
+        if "qat_against" in results:
+            d, t = (results["qat_against"][k] for k in ("difference_points", "t_interval_points"))
+            print(
+                f"QAT against {args.against}: {d['mean']:+.2f} points [{d['low']:+.2f}, "
+                f"{d['high']:+.2f}] (t over seeds [{t['low']:+.2f}, {t['high']:+.2f}])"
             )
     return 0
 
