@@ -16,6 +16,7 @@ from support.aio import Blocking, LoopThread
 from spikefleet.v1 import fleet_pb2_grpc
 from spikefleet.wire_guard import DecodeGuard
 from spikefleet_server.fleet import FleetService, FleetStore, TelemetryLimits
+from spikefleet_server.fleet.storm import DEFAULT_POLICY, StormPolicy
 from spikefleet_server.replicas import libpq_url
 from spikefleet_server.storage import Database, open_database
 from spikefleet_server.telemetry import TelemetryStore
@@ -32,6 +33,7 @@ class FleetServer:
     limits: TelemetryLimits | None = None
     prune_interval_s: float = 60.0
     store_factory: Callable[[Database], FleetStore] = FleetStore
+    storm: StormPolicy | None = DEFAULT_POLICY
     service: FleetService | None = None
     _server: grpc.aio.Server | None = None
     _db: Database | None = None
@@ -51,6 +53,7 @@ class FleetServer:
             heartbeat_interval_ms=200,
             limits=self.limits,
             prune_interval_s=self.prune_interval_s,
+            storm=self.storm,
         )
         self._loop = LoopThread("fleet-test")
         self._loop.run(self._start(self.service))

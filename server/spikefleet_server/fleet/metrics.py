@@ -13,6 +13,7 @@ class FleetMetrics:
     telemetry: Counter
     installs: Counter
     telemetry_queue: Gauge
+    reads_held: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> FleetMetrics:
@@ -38,6 +39,12 @@ class FleetMetrics:
             telemetry_queue=Gauge(
                 "spikefleet_fleet_telemetry_queue",
                 "Telemetry batches received and not yet committed (ingest lag)",
+                registry=registry,
+            ),
+            reads_held=Counter(
+                "spikefleet_fleet_reads_held_seconds",
+                "Seconds the open streams waited to be read while agents were "
+                "registering (registrations first)",
                 registry=registry,
             ),
         )

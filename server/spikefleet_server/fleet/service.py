@@ -31,6 +31,7 @@ from spikefleet_server.fleet.ingest import PRUNE_INTERVAL_S, TelemetryWriter
 from spikefleet_server.fleet.limits import TelemetryLimits
 from spikefleet_server.fleet.metrics import FleetMetrics
 from spikefleet_server.fleet.store import AgentRecord, AssignmentRecord, Registration
+from spikefleet_server.fleet.storm import DEFAULT_POLICY, RegistrationsFirst, StormPolicy
 from spikefleet_server.storage.areas import FleetStorage, TelemetryStorage
 from spikefleet_server.telemetry import IngestResult
 
@@ -120,9 +121,12 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         limits: TelemetryLimits | None = None,
         prune_interval_s: float = PRUNE_INTERVAL_S,
         replicated: bool = False,
+        storm: StormPolicy | None = DEFAULT_POLICY,
     ) -> None:
         """``replicated``: other replicas share the database and hold other agents'
-        streams, so what it says about their connections is theirs to change."""
+        streams, so what it says about their connections is theirs to change.
+        ``storm``: when Registers come so fast that the open streams' reads wait
+        (see :mod:`spikefleet_server.fleet.storm`); None: never."""
         self._replicated = replicated
         self.store = store
         self.telemetry = telemetry
@@ -142,6 +146,11 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             telemetry, limits=self.limits, prune_interval_s=prune_interval_s
         )
         self.metrics.telemetry_queue.set_function(self._writer.pending)
+        self.registrations_first = (
+            RegistrationsFirst(storm, on_held=self.metrics.reads_held.inc)
+            if storm is not None
+            else None
+        )
 
     async def start(self) -> None:
         """Nobody is connected yet, whatever the database says; start the writer."""
@@ -154,6 +163,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         """Refuse new Connects and end every open one with UNAVAILABLE (agents redial
         with backoff), so a stopping server need not wait for agent streams."""
         self._closed = True
+        if self.registrations_first is not None:
+            self.registrations_first.close()
         sessions = list(self._sessions.values())
         for session in sessions:
             session.end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
@@ -345,6 +356,8 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         try:
             if old is not None:
                 old.end()  # the same agent reconnected: its old stream ends
+            if self.registrations_first is not None:
+                self.registrations_first.registering()
             start = await self._register(session, register)
             if start is None:
                 session.end()  # replaced meanwhile: the newer stream is the agent's
@@ -425,9 +438,13 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         self, session: _Session, requests: AsyncIterator[fleet_pb2.AgentMessage]
     ) -> None:
         agent_id = session.agent_id
+        gate = self.registrations_first
         try:
-            async for message in requests:
-                if self._closed:
+            while True:
+                if gate is not None:
+                    await gate.ready()  # agents are registering: their turn first
+                message = await anext(requests, None)
+                if message is None or self._closed:
                     break
                 try:
                     await self._handle(session, message)
