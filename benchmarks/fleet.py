@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import structlog
 from support.program_factory import small_program
 from support.simagents import Behaviour, SimAgent
 
@@ -973,6 +974,9 @@ def main() -> int:
             )
         )
         return 0
+    # the registry's own log lines (keys.created, registry.stored) on stderr, so that
+    # stdout is the JSON report alone
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
     with (
         tempfile.TemporaryDirectory(prefix="spikefleet-bench-") as tmp,
         contextlib.ExitStack() as stack,
