@@ -11,8 +11,10 @@ control protocol over gRPC) on the old program; a rollout of a new one with a
 Reports the wall time from CreateRollout to "succeeded" and what it adds beyond
 the bake times (canary shadow + canary + 2 waves = 4 bakes).
 
-``ingest``: agents each sending a heartbeat and a telemetry batch every
-second for ``--duration`` s. The agents are coroutines on grpc.aio, each with
+``ingest``: agents each sending a telemetry batch every period (``--interval``)
+for ``--duration`` s, and a heartbeat each period only when the server does not
+take telemetry as proof of life (an older server), as the real agent does; the
+first after registering always. The agents are coroutines on grpc.aio, each with
 its own connection (``--generators`` separate processes, so the server's CPU
 is measured alone); they speak the real control protocol (Register,
 heartbeats, telemetry, acks; each agent's stream written directly, one timer per
@@ -21,7 +23,8 @@ own work per message). They dial ``--dial-per-s`` new connections a second in al
 while they start. Reports whether the server kept up: batches
 stored per second against the offered rate (from the server's database),
 the unacknowledged backlog, the time from sending a batch to its ack
-(committed), and the server process's CPU and resident memory (from /proc).
+(committed), the heartbeats the agents sent, and the server process's CPU and
+resident memory (from /proc).
 
 The agents keep their batches in a spool until acked, numbered as the real agent
 numbers them (a seq when made, connected or not; after a reconnect, sent again from
@@ -514,6 +517,7 @@ def bench_ingest(
         last = reports[-1]
         sent = sum(r["sent"] for r in last) - sum(r["sent"] for r in first)
         acked = sum(r["acked"] for r in last) - sum(r["acked"] for r in first)
+        beats = sum(r["heartbeats"] for r in last) - sum(r["heartbeats"] for r in first)
         windows = [r for window in reports for r in window]
         acks = sum(r["acks"] for r in windows)
         late = sum(r["acks_over_1s"] for r in windows) / max(acks, 1)
@@ -567,6 +571,7 @@ def bench_ingest(
             "made_batches_per_s": round(sent / elapsed, 1),
             "stored_batches_per_s": round(stored_rate, 1),
             "acked_batches_per_s": round(acked / elapsed, 1),
+            "heartbeats_sent_per_s": round(beats / elapsed, 1),
             "unacked_batches_max": int(max(backlog)),
             "unacked_batches_end": int(backlog[-1]),
             "ack_latency_median_s": round(ack_p50, 3),
@@ -683,8 +688,11 @@ class AioAgent:
     """One agent on its own connection: Register, then a heartbeat and a telemetry batch
     every period (:meth:`tick`, from the process's one timer), spooled until acked and
     sent from the spool in seq order (after a reconnect, from the last seq the server
-    holds). Redials with the real agent's jittered failover backoff. Counts batches
-    made and acked and how long each ack took after its batch was sent.
+    holds). Like the real agent it skips a period's heartbeat when the server said a
+    telemetry batch counts as one, the heartbeat says what the last one sent on this
+    stream said and a batch went up during the period. Redials with the real agent's
+    jittered failover backoff. Counts batches made and acked and how long each ack took
+    after its batch was sent.
 
     One task per agent while connected to nothing, two while registered (its stream's
     reader and its writer); the stream is written directly (no request iterator)."""
@@ -704,6 +712,12 @@ class AioAgent:
         self.ack_seconds: list[float] = []
         self._wake = asyncio.Event()
         self._beat: fleet_pb2.AgentMessage | None = None  # a heartbeat to send
+        # on this stream: the server takes telemetry as proof of life (Registered), the
+        # content of the last heartbeat sent, a batch went up since the last tick
+        self._telemetry_counts = False
+        self._last_beat: tuple[str, str, str] | None = None
+        self._batch_this_period = False
+        self.beats = 0  # heartbeats written, over all sessions
         self._register = fleet_pb2.AgentMessage(
             register=fleet_pb2.Register(
                 agent_id=agent_id,
@@ -718,10 +732,21 @@ class AioAgent:
     def made(self) -> int:
         return self.spool.made
 
-    def tick(self, now_ms: int, period_ms: int, heartbeat: fleet_pb2.AgentMessage) -> None:
-        """A period passed: a heartbeat (while registered) and a batch into the spool."""
+    def tick(
+        self,
+        now_ms: int,
+        period_ms: int,
+        heartbeat: fleet_pb2.AgentMessage,
+        content: tuple[str, str, str],
+    ) -> None:
+        """A period passed: a heartbeat (while registered, unless it may be skipped) and a
+        batch into the spool. ``content``: the heartbeat's program, health and shadow."""
         if self.registered:
-            self._beat = heartbeat
+            if not (
+                self._telemetry_counts and self._batch_this_period and content == self._last_beat
+            ):
+                self._beat = heartbeat
+            self._batch_this_period = False
         message = fleet_pb2.AgentMessage()
         batch = message.telemetry
         batch.CopyFrom(BATCH)
@@ -776,6 +801,8 @@ class AioAgent:
                         self.spool.rebase(last)
                         self.spool.ack(last)
                         self.acked = last
+                        self._telemetry_counts = message.registered.telemetry_counts_as_heartbeat
+                        self._last_beat, self._batch_this_period = None, False
                         self.registered = self.session_registered = True
                         if self.dialled_at is not None:
                             self.register_seconds.append(time.monotonic() - self.dialled_at)
@@ -797,6 +824,9 @@ class AioAgent:
                 wake.clear()
                 beat, self._beat = self._beat, None
                 if beat is not None:
+                    hb = beat.heartbeat
+                    self._last_beat = (hb.program_sha256, hb.health, hb.shadow_sha256)
+                    self.beats += 1
                     await call.write(beat)
                 room = SEND_WINDOW - (sent - self.acked)
                 if room > 0:
@@ -805,6 +835,7 @@ class AioAgent:
                         self.sent_at[seq] = time.monotonic()
                         await call.write(message)
                         sent = seq
+                        self._batch_this_period = True
                 if not wake.is_set():
                     await wake.wait()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
@@ -825,8 +856,9 @@ async def tick_agents(agents: list[AioAgent], period_s: float, stop: asyncio.Eve
         beat = fleet_pb2.AgentMessage(
             heartbeat=fleet_pb2.Heartbeat(unix_ms=now_ms, program_sha256=SHA, health="ok")
         )
+        content = (SHA, "ok", "")
         while i < len(order) and base + order[i].phase_s <= now:
-            order[i].tick(now_ms, period_ms, beat)
+            order[i].tick(now_ms, period_ms, beat, content)
             i += 1
         if i == len(order):
             round_, i = round_ + 1, 0
@@ -888,6 +920,7 @@ async def run_agents(
             "register_max_s": registering[-1] if registering else 0.0,
             "sent": sum(agent.made for agent in agents),
             "acked": sum(agent.acked for agent in agents),
+            "heartbeats": sum(agent.beats for agent in agents),
             "acks": len(latencies),
             "acks_over_1s": sum(s > 1.0 for s in latencies),
             "ack_p50_s": latencies[len(latencies) // 2] if latencies else 0.0,

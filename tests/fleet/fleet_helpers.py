@@ -34,6 +34,9 @@ class FleetServer:
     prune_interval_s: float = 60.0
     store_factory: Callable[[Database], FleetStore] = FleetStore
     storm: StormPolicy | None = DEFAULT_POLICY
+    heartbeat_interval_ms: int = 200
+    # False: Registered does not say it, as servers before it did (older-server tests)
+    telemetry_counts_as_heartbeat: bool = True
     service: FleetService | None = None
     _server: grpc.aio.Server | None = None
     _db: Database | None = None
@@ -50,10 +53,11 @@ class FleetServer:
             store,
             TelemetryStore(self._db),
             program,
-            heartbeat_interval_ms=200,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
             limits=self.limits,
             prune_interval_s=self.prune_interval_s,
             storm=self.storm,
+            telemetry_counts_as_heartbeat=self.telemetry_counts_as_heartbeat,
         )
         self._loop = LoopThread("fleet-test")
         self._loop.run(self._start(self.service))

@@ -5,6 +5,9 @@ does (Register, heartbeats, telemetry batches, install reports; Assignments
 down), but runs no model: installing means fetching the program and switching
 a pointer, and telemetry is synthesized from a :class:`Behaviour`. Hundreds fit
 in one process, which is what rollout and ingest capacity need to be measured.
+Like the real agent, it skips a periodic heartbeat that says what the last one on
+its stream said when the server counts telemetry as a heartbeat and a batch went
+up since the last one was due.
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ class SimAgent:
         self.acked_seq = 0
         self.sent_seq = 0
         self.registered = threading.Event()
+        self.heartbeats_sent = 0  # over all sessions
+        # this session: the server counts telemetry as a heartbeat (Registered), what the
+        # last heartbeat sent said, a batch went up since the last heartbeat was due
+        self._telemetry_counts = False
+        self._last_beat: tuple[str, str, str] | None = None
+        self._batch_this_period = False
         self._stub = fleet_pb2_grpc.FleetStub(channel)
         self._metadata = metadata
         self._outbox: queue.Queue[fleet_pb2.AgentMessage | None] = queue.Queue()
@@ -136,6 +145,8 @@ class SimAgent:
                 if kind == "registered":
                     with self._lock:
                         self.acked_seq = self.sent_seq = message.registered.last_telemetry_seq
+                        self._telemetry_counts = message.registered.telemetry_counts_as_heartbeat
+                        self._last_beat, self._batch_this_period = None, False
                     self.registered.set()
                     ticker = threading.Thread(target=self._tick, daemon=True)
                     ticker.start()
@@ -157,16 +168,31 @@ class SimAgent:
         while not self._stopped.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self._send(fleet_pb2.AgentMessage(heartbeat=self._heartbeat()))
+                self._beat(periodic=True)
                 next_beat = now + self.heartbeat_s
             if now >= next_batch:
                 self._send(fleet_pb2.AgentMessage(telemetry=self._batch(now)))
+                with self._lock:
+                    self._batch_this_period = True
                 next_batch = now + self.telemetry_s
             self._stopped.wait(max(0.0, min(next_beat, next_batch) - time.monotonic()))
 
     def _send(self, message: fleet_pb2.AgentMessage) -> None:
         if not self._stopped.is_set():
             self._outbox.put(message)
+
+    def _beat(self, *, periodic: bool = False) -> None:
+        """Send a heartbeat; a periodic one is skipped as the real agent skips it."""
+        beat = self._heartbeat()
+        content = (beat.program_sha256, beat.health, beat.shadow_sha256)
+        with self._lock:
+            if periodic:
+                batch, self._batch_this_period = self._batch_this_period, False
+                if self._telemetry_counts and batch and content == self._last_beat:
+                    return
+            self._last_beat = content
+            self.heartbeats_sent += 1
+        self._send(fleet_pb2.AgentMessage(heartbeat=beat))
 
     def _heartbeat(self) -> fleet_pb2.Heartbeat:
         with self._lock:
@@ -224,7 +250,7 @@ class SimAgent:
         if report is not None:
             self.installs.append(report)
             self._send(fleet_pb2.AgentMessage(install=report))
-            self._send(fleet_pb2.AgentMessage(heartbeat=self._heartbeat()))
+            self._beat()
 
     def _install(self, assignment: fleet_pb2.Assignment) -> fleet_pb2.InstallReport:
         sha = assignment.sha256

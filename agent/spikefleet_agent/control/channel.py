@@ -7,6 +7,13 @@ replays exactly what is missing), Assignments and telemetry acks. When the
 stream breaks the agent keeps serving and redials with jittered exponential
 backoff.
 
+Heartbeats go every heartbeat period, except that when the server says in
+Registered that a telemetry batch counts as a heartbeat, a period's heartbeat
+is skipped if it says what the last one sent on this stream said (all but its
+time) and a telemetry batch went up during the period: the batch already told
+the server the agent is there. A changed state, the first heartbeat on a
+stream and those of an agent with no telemetry going up are sent as ever.
+
 Several server addresses (replicas) fail over in turn: an agent starts at a
 random one, so a fleet spreads over them, and moves to the next whenever a
 stream ends (the server died, drained, or closed the stream at its maximum
@@ -251,12 +258,15 @@ class ControlChannel:
 
     def _session(self, channel: grpc.Channel) -> None:
         stub = fleet_pb2_grpc.FleetStub(channel)
-        state = {"sent": 0, "acked": 0, "registered": False}
+        # telemetry_counts: the server takes a telemetry batch as proof of life
+        state = {"sent": 0, "acked": 0, "registered": False, "telemetry_counts": False}
         done = threading.Event()
 
         def requests() -> Iterator[fleet_pb2.AgentMessage]:
             yield fleet_pb2.AgentMessage(register=self._register())
             next_beat = 0.0
+            last_beat: fleet_pb2.Heartbeat | None = None  # sent on this stream, no time
+            batch_this_period = False  # a telemetry batch went up since the last beat due
             while not done.is_set() and not self._stopped.is_set():
                 self._wake.clear()
                 if not state["registered"]:
@@ -264,7 +274,15 @@ class ControlChannel:
                     continue
                 now = time.monotonic()
                 if now >= next_beat:
-                    yield fleet_pb2.AgentMessage(heartbeat=self._heartbeat())
+                    beat = self._heartbeat()
+                    content = fleet_pb2.Heartbeat()
+                    content.CopyFrom(beat)
+                    content.ClearField("unix_ms")
+                    skip = state["telemetry_counts"] and batch_this_period and content == last_beat
+                    if not skip:
+                        yield fleet_pb2.AgentMessage(heartbeat=beat)
+                        last_beat = content
+                    batch_this_period = False
                     next_beat = now + self._heartbeat_s
                 while self._outbox:
                     yield self._outbox.popleft()
@@ -273,6 +291,7 @@ class ControlChannel:
                 for batch in batches:
                     yield fleet_pb2.AgentMessage(telemetry=batch)
                     state["sent"] = batch.seq
+                    batch_this_period = True
                 if not batches or room <= 0:
                     self._wake.wait(max(0.01, min(1.0, next_beat - time.monotonic())))
 
@@ -297,6 +316,7 @@ class ControlChannel:
                         )
                         last = 0
                     state["sent"] = state["acked"] = last
+                    state["telemetry_counts"] = message.registered.telemetry_counts_as_heartbeat
                     state["registered"] = True
                     self.refusal = ""
                     self._registered_once = True

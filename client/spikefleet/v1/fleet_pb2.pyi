@@ -218,14 +218,16 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., telemetry: _Optional[_Union[TelemetryBatch, _Mapping]] = ..., install: _Optional[_Union[InstallReport, _Mapping]] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("agent_id", "last_telemetry_seq", "heartbeat_interval_ms")
+    __slots__ = ("agent_id", "last_telemetry_seq", "heartbeat_interval_ms", "telemetry_counts_as_heartbeat")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_TELEMETRY_SEQ_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_COUNTS_AS_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     last_telemetry_seq: int
     heartbeat_interval_ms: int
-    def __init__(self, agent_id: _Optional[str] = ..., last_telemetry_seq: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    telemetry_counts_as_heartbeat: bool
+    def __init__(self, agent_id: _Optional[str] = ..., last_telemetry_seq: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., telemetry_counts_as_heartbeat: _Optional[bool] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("sha256", "generation", "shadow_sha256", "rollback")

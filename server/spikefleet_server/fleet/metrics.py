@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 class FleetMetrics:
     connected: Gauge
     telemetry: Counter
+    heartbeats: Counter
     installs: Counter
     telemetry_queue: Gauge
     reads_held: Counter
@@ -28,6 +29,11 @@ class FleetMetrics:
             telemetry=Counter(
                 "spikefleet_fleet_telemetry_batches",
                 "Telemetry batches stored (new ones; re-sent duplicates are not counted)",
+                registry=registry,
+            ),
+            heartbeats=Counter(
+                "spikefleet_fleet_heartbeats",
+                "Heartbeats received (agents skip unchanged ones while they send telemetry)",
                 registry=registry,
             ),
             installs=Counter(

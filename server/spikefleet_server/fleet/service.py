@@ -122,12 +122,18 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         prune_interval_s: float = PRUNE_INTERVAL_S,
         replicated: bool = False,
         storm: StormPolicy | None = DEFAULT_POLICY,
+        telemetry_counts_as_heartbeat: bool = True,
     ) -> None:
         """``replicated``: other replicas share the database and hold other agents'
         streams, so what it says about their connections is theirs to change.
         ``storm``: when Registers come so fast that the open streams' reads wait
-        (see :mod:`spikefleet_server.fleet.storm`); None: never."""
+        (see :mod:`spikefleet_server.fleet.storm`); None: never.
+        ``telemetry_counts_as_heartbeat``: say so in Registered (agents then skip their
+        unchanged heartbeats while telemetry flows); False answers as servers before it
+        did (tests of agents against an older server). Either way a telemetry batch
+        refreshes last_seen."""
         self._replicated = replicated
+        self._telemetry_counts_as_heartbeat = telemetry_counts_as_heartbeat
         self.store = store
         self.telemetry = telemetry
         self.limits = limits or TelemetryLimits()
@@ -397,6 +403,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             agent_id=agent_id,
             last_telemetry_seq=start.last_telemetry_seq,
             heartbeat_interval_ms=self._heartbeat_ms,
+            telemetry_counts_as_heartbeat=self._telemetry_counts_as_heartbeat,
         )
         session.send(fleet_pb2.ServerMessage(registered=registered))  # before Assignments
         if desired is not None:
@@ -460,6 +467,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
     async def _handle(self, session: _Session, message: fleet_pb2.AgentMessage) -> None:
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
+            self.metrics.heartbeats.inc()
             beat = message.heartbeat
             state = (beat.program_sha256, beat.health, beat.shadow_sha256)
             if state == session.last_beat:  # checked when it was new; nothing to write
@@ -477,6 +485,7 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             wait = session.bucket.delay(size)
             if wait > 0:  # over the agent's rate: read its stream slower (flow control)
                 await asyncio.sleep(wait)
+            self._still_here(session)  # proof of life, as an unchanged heartbeat is
             self._telemetry(session, batch, checks.telemetry_problem(batch, self.limits, size))
         elif kind == "register":
             session.end(
@@ -502,10 +511,12 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
             self._emit(FleetEvent("install", session.agent_id, {"record": record}))
 
     def _still_here(self, session: _Session) -> None:
-        """A heartbeat that changed nothing. A changed one is written at once (in order
-        with the agent's install reports); an unchanged one only refreshes last_seen, at
-        most every LAST_SEEN_WRITE_S and with the telemetry group commit: a fleet
-        heartbeats constantly, and each transaction is an fsync."""
+        """A heartbeat that changed nothing, or a telemetry batch (agents told so in
+        Registered skip their unchanged heartbeats while they send telemetry). A changed
+        heartbeat is written at once (in order with the agent's install reports); these
+        only refresh last_seen, at most every LAST_SEEN_WRITE_S and with the telemetry
+        group commit: a fleet is heard from constantly, and each transaction is an
+        fsync."""
         now = time.monotonic()
         if now - session.last_beat_written >= LAST_SEEN_WRITE_S:
             session.last_beat_written = now
