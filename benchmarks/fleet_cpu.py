@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import fleet
+import structlog
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -144,6 +145,9 @@ def main() -> int:
     parser.add_argument("--anchor", type=Path, help="source tree of the version to compare to")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    # the registry's log lines (keys.created, registry.stored) on stderr, as fleet.py
+    # does, so that stdout is the JSON report alone
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
     trees: list[Path | None] = [args.anchor, None] if args.anchor else [None]
     runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
