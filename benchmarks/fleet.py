@@ -38,7 +38,10 @@ compares the batches made with the database's rows: ``batches_lost`` and
 agents are spread over them and fail over to the next when their replica goes.
 ``--interval`` is the agents' telemetry and heartbeat period (the real default is
 5 s). ``--kill-one-at S`` kills the first replica with SIGKILL S seconds into the
-measured window and reports how long until every agent was registered again.
+measured window and reports how long until every agent was registered again, and
+what the failover cost the load generators: how long until the last agent noticed its
+stream end and the last redialled (wrote its Register), and their CPU from the kill
+until then beyond their rate before it, per failover (``generators_cpu_ms_per_failover_*``).
 ``--listeners N`` sets the replicas' ``listeners``; ``--generator-nice N`` runs the
 load generators at a lower priority than the servers (a diagnostic: on this machine
 they compete with the servers for the same two cores, as devices elsewhere would not).
@@ -51,6 +54,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import itertools
 import json
 import os
 import queue
@@ -474,18 +478,23 @@ def bench_ingest(
         reports: list[list[dict[str, float]]] = []
         after_kill: list[tuple[float, int]] = []  # (s since the kill, registered)
         tick_cpu, tick_gen, tick_t = cpu0, gen0, t0
+        gen_samples = [(t0, gen0)]  # (time, the generators' CPU s), for the failover's cost
+        ends_at_kill = 0
         while time.monotonic() - t0 < duration_s:
             if kill_one_at_s and killed_at is None and time.monotonic() - t0 >= kill_one_at_s:
+                ends_at_kill = _stream_ends(reports[-1])
+                gen_samples.append((time.monotonic(), sum(c.cpu_seconds() for c in children)))
                 server.kill(0)  # SIGKILL: its agents fail over to the others
                 killed_at = time.monotonic()
                 print(f"t={killed_at - t0:5.1f}s killed replica 0", file=sys.stderr)
             now_reports = [_next_report(child) for child in children]
             reports.append(now_reports)
             registered_now = sum(r["registered"] for r in now_reports)
-            if killed_at is not None and reconnected_s is None and registered_now == count:
-                reconnected_s = time.monotonic() - killed_at
             if killed_at is not None:
                 after_kill.append((round(time.monotonic() - killed_at, 1), int(registered_now)))
+                seen = min(n for _, n in after_kill) < count  # a report may predate it
+                if reconnected_s is None and seen and registered_now == count:
+                    reconnected_s = time.monotonic() - killed_at
             rss_peak = max(rss_peak, server.rss_mb())
             backlog.append(sum(r["sent"] - r["acked"] for r in now_reports))
             now, cpu, gen = (
@@ -493,6 +502,7 @@ def bench_ingest(
                 server.cpu_seconds(),
                 sum(child.cpu_seconds() for child in children),
             )
+            gen_samples.append((now, gen))
             dialling = sum(r["dialling"] for r in now_reports)
             print(  # the timeline: late acks in bursts? after a kill, who waits for what?
                 f"t={now - t0:5.1f}s registered={registered_now:5.0f} "
@@ -501,6 +511,7 @@ def bench_ingest(
                 f"max={max(r['ack_max_s'] for r in now_reports):.3f}s "
                 f"dialling={dialling:4.0f} backoff={count - registered_now - dialling:4.0f} "
                 f"registrations={sum(r['registrations'] for r in now_reports):4.0f} "
+                f"to_redial={sum(r['redials_pending'] for r in now_reports):4.0f} "
                 f"(longest {max(r['register_max_s'] for r in now_reports):.1f}s) "
                 f"servers={100 * (cpu - tick_cpu) / (now - tick_t):3.0f}% "
                 f"generators={100 * (gen - tick_gen) / (now - tick_t):3.0f}%",
@@ -545,6 +556,7 @@ def bench_ingest(
         time.sleep(1.0)  # what the servers received is committed meanwhile
         released: dict[str, int] = {a: n for r in finals for a, n in r["released"].items()}
         rows, distinct, lost = server.stored_check(released)
+        failover = _failover_cost(killed_at, reconnected_s, reports, ends_at_kill, gen_samples)
         stream_ends: collections.Counter[str] = collections.Counter()
         stream_details: dict[str, str] = {}
         for report in finals:
@@ -561,6 +573,7 @@ def bench_ingest(
                 round(reconnected_s, 1) if reconnected_s is not None else None
             ),
             "registered_after_kill": after_kill[::3],  # (s since the kill, agents), every 3rd
+            **failover,
             "listeners_per_replica": listeners or "default",
             "generator_nice": generator_nice,
             "generator_processes": len(children),
@@ -608,6 +621,60 @@ def bench_ingest(
         server.report_problems()
 
 
+def _stream_ends(reports: list[dict[str, Any]]) -> int:
+    """The streams the generators' agents saw end so far, all together."""
+    return sum(sum(report["stream_ends"].values()) for report in reports)
+
+
+def _failover_cost(
+    killed_at: float | None,
+    reconnected_s: float | None,
+    reports: list[list[dict[str, float]]],
+    ends_at_kill: int,
+    samples: list[tuple[float, float]],
+) -> dict[str, object]:
+    """What the load generators spent on the failover: the streams that ended after the
+    kill, how long until the last of them was noticed and the last redialled (its
+    Register written), and the generators' CPU from the kill until every agent was
+    registered again, beyond what they spent at the rate before the kill (per failover).
+    """
+    if killed_at is None:
+        return {}
+
+    def cpu_at(when: float) -> float:  # linear between the once-a-second samples
+        for (t_a, c_a), (t_b, c_b) in itertools.pairwise(samples):
+            if t_a <= when <= t_b:
+                return c_a + (c_b - c_a) * (when - t_a) / max(t_b - t_a, 1e-9)
+        return samples[-1][1]
+
+    last = reports[-1]
+    failovers = _stream_ends(last) - ends_at_kill
+    pending = sum(r["redials_pending"] for r in last)
+    noticed = max(r["last_stream_end"] for r in last) - killed_at
+    redialled = max(r["last_redial"] for r in last) - killed_at
+    before = [(t, c) for t, c in samples if t <= killed_at]
+    rate = (before[-1][1] - before[0][1]) / max(before[-1][0] - before[0][0], 1e-9)
+    result: dict[str, object] = {
+        "failovers": failovers,
+        "failovers_noticed_all_s": round(noticed, 2),
+        "failovers_redialled_all_s": round(redialled, 2) if not pending else None,
+        "generators_cpu_rate_before_kill": round(rate, 3),
+    }
+    for name, span in (
+        ("redialled", redialled if not pending else None),
+        ("reconnected", reconnected_s),
+    ):
+        if span is None:
+            continue
+        used = cpu_at(killed_at + span) - cpu_at(killed_at)
+        extra = used - rate * span
+        result[f"generators_cpu_s_kill_to_{name}"] = round(used, 2)
+        result[f"generators_cpu_ms_per_failover_to_{name}"] = round(
+            1000 * extra / max(failovers, 1), 2
+        )
+    return result
+
+
 def _next_report(child: Generator) -> dict[str, float]:
     try:
         return child.reports.get(timeout=60)
@@ -620,6 +687,18 @@ def _next_report(child: Generator) -> dict[str, float]:
 
 STREAM_ENDS: collections.Counter[str] = collections.Counter()  # by status code
 STREAM_DETAILS: dict[str, str] = {}  # the first details seen with each
+
+
+class Failovers:
+    """When this process's agents last saw a stream end and last redialled after one
+    (time.monotonic(), one clock for every process on the machine), and how many saw
+    their stream end and have not written a Register on a new one yet."""
+
+    last_end = 0.0
+    last_redial = 0.0
+    pending = 0
+
+
 SEND_WINDOW = 256  # batches in flight beyond the last ack, as the real agent's channel
 TICK_S = 0.01  # the agents' periods are kept by one timer per process, this fine
 SHA = "0" * 64
@@ -705,6 +784,7 @@ class AioAgent:
         self.registered = False
         self.session_registered = False  # in the current (or last) session
         self.dialled_at: float | None = None  # in a session not registered yet, since
+        self.redial_pending = False  # its stream ended; no Register written since
         self.register_seconds: list[float] = []  # dial to Registered, per session
         self.spool = MemorySpool()
         self.acked = 0
@@ -764,6 +844,10 @@ class AioAgent:
             try:
                 await self._session(self.addresses[self.index])
             except grpc.aio.AioRpcError as exc:  # counted: before or after registering
+                if not self.redial_pending:
+                    self.redial_pending = True
+                    Failovers.pending += 1
+                Failovers.last_end = time.monotonic()
                 when = "" if self.session_registered else " before Registered"
                 name = f"{exc.code().name}{when}"
                 STREAM_ENDS[name] += 1
@@ -784,6 +868,10 @@ class AioAgent:
             sender: asyncio.Task[None] | None = None
             try:
                 await call.write(self._register)
+                if self.redial_pending:
+                    self.redial_pending = False
+                    Failovers.pending -= 1
+                    Failovers.last_redial = time.monotonic()
                 while (message := await call.read()) is not grpc.aio.EOF:
                     assert isinstance(message, fleet_pb2.ServerMessage)
                     if message.HasField("telemetry_ack"):
@@ -930,6 +1018,10 @@ async def run_agents(
             "spooled": waiting,
             "stream_ends": dict(STREAM_ENDS),
             "stream_details": STREAM_DETAILS,
+            "last_stream_end": Failovers.last_end,
+            "last_redial": Failovers.last_redial,
+            "redials_pending": Failovers.pending,
+            "cpu_s": time.process_time(),
         }
         if drained_by is not None and (waiting == 0 or time.monotonic() > drained_by):
             report["final"] = True
