@@ -9,6 +9,8 @@ waited is read afterwards, once.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from fleet_helpers import FleetServer
 from support.raw_agent import RawAgent
 
-from spikefleet_server.fleet.storm import StormGate, StormPolicy
+from spikefleet_server.fleet.storm import RegistrationsFirst, StormGate, StormPolicy
 
 POLICY = StormPolicy(registrations=3, window_s=1.0, max_hold_s=5.0, min_open_s=2.0)
 
@@ -24,32 +26,49 @@ POLICY = StormPolicy(registrations=3, window_s=1.0, max_hold_s=5.0, min_open_s=2
 def test_a_trickle_of_registers_never_holds_reads() -> None:
     gate = StormGate(POLICY)
     for second in range(20):
-        assert gate.register(float(second)) is None
-        assert gate.register(second + 0.5) is None  # two a second, the storm is three
-        assert not gate.held
+        for t in (float(second), second + 0.5):  # two a second, the storm is three
+            assert gate.register(t) is None
+            assert gate.registered(t + 0.05) is None
+            assert not gate.held
 
 
-def test_a_storm_holds_reads_until_registers_slow_down() -> None:
+def test_a_storm_holds_reads_until_registers_are_calm_and_none_is_in_progress() -> None:
     gate = StormGate(POLICY)
     gate.register(0.0)
     gate.register(0.1)
     assert not gate.held
-    next_check = gate.register(0.2)
+    gate.register(0.2)
     assert gate.held and gate.held_since == 0.2
-    assert next_check == pytest.approx(1.0)  # the first of the three leaves the window
-    assert gate.register(0.9) == pytest.approx(1.1)  # a fourth: calm only when 0.1 leaves
-    assert gate.check(1.05) == pytest.approx(1.1)
+    for _ in range(3):
+        gate.registered(0.3)  # all done, but a Register came within the window
     assert gate.held
-    assert gate.check(1.1) is None  # two in the window: no longer a storm
+    assert gate.check(0.3) == pytest.approx(1.2)  # calm once 0.2 is a window old
+    gate.register(0.9)  # one more, waiting on the database for a long time
+    assert gate.registrations_held == 1
+    assert gate.check(1.95) == pytest.approx(0.2 + POLICY.max_hold_s)  # in progress: held
+    assert gate.held
+    assert gate.registered(2.0) is None  # done, and calm since 1.9
     assert not gate.held
-    assert gate.registrations_held == 1  # the fourth arrived during the hold
+
+
+def test_a_registration_in_progress_keeps_the_hold_across_a_lull() -> None:
+    gate = StormGate(POLICY)
+    for t in (0.0, 0.1, 0.2):
+        gate.register(t)
+    gate.registered(0.25)
+    gate.registered(0.25)
+    assert gate.check(3.0) == pytest.approx(0.2 + POLICY.max_hold_s)  # one still in progress
+    assert gate.held
+    assert gate.registered(3.1) is None
+    assert not gate.held
 
 
 def test_an_endless_storm_lets_reads_run_after_the_longest_hold() -> None:
     gate = StormGate(POLICY)
     t, checks = 0.0, []
-    while t < 5.0:  # ten Registers a second, for ever
+    while t < 5.0:  # ten Registers a second, each done at once, for ever
         checks.append(gate.register(t))
+        checks.append(gate.registered(t))
         t = round(t + 0.1, 3)
     assert gate.held and gate.held_since == pytest.approx(0.2)
     assert max(c for c in checks if c is not None) <= 0.2 + POLICY.max_hold_s
@@ -58,6 +77,7 @@ def test_an_endless_storm_lets_reads_run_after_the_longest_hold() -> None:
     t = 5.3
     while t < 7.2:  # for at least min_open_s, however many Registers come
         assert gate.register(t) is None and not gate.held
+        gate.registered(t)
         t = round(t + 0.1, 3)
     gate.register(7.3)
     assert gate.held  # then the storm holds them again
@@ -107,3 +127,27 @@ def test_a_storm_holds_the_open_streams_reads_not_the_registers(
         assert [s.value for s in counted if s.name.endswith("_total")] == [gate.held_s]
     finally:
         server.stop()
+
+
+def test_reads_are_paced_a_pass_of_the_loop_at_a_time() -> None:
+    asyncio.run(_ten_streams_reading_twice(RegistrationsFirst(StormPolicy(reads_per_pass=3))))
+
+
+async def _ten_streams_reading_twice(gate: RegistrationsFirst) -> None:
+    passes: list[int] = []
+    started: list[int] = []
+
+    async def reader(index: int) -> None:
+        for _ in range(2):
+            await gate.ready()
+            started.append(index)
+
+    async def count_passes() -> None:
+        while len(started) < 20:
+            passes.append(len(started))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(count_passes(), *(reader(i) for i in range(10)))
+    per_pass = [b - a for a, b in itertools.pairwise([*passes, len(started)])]
+    assert sorted(started) == sorted(list(range(10)) * 2)  # every read ran
+    assert max(per_pass) <= 3 and sum(per_pass) == 20

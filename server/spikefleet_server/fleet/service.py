@@ -362,13 +362,19 @@ class FleetService(fleet_pb2_grpc.FleetServicer):
         try:
             if old is not None:
                 old.end()  # the same agent reconnected: its old stream ends
-            if self.registrations_first is not None:
-                self.registrations_first.registering()
-            start = await self._register(session, register)
-            if start is None:
-                session.end()  # replaced meanwhile: the newer stream is the agent's
-            else:
-                await self._open(session, register, start)
+            gate = self.registrations_first
+            if gate is not None:
+                gate.registering()
+            try:
+                start = await self._register(session, register)
+                if start is None:
+                    session.end()  # replaced meanwhile: the newer stream is the agent's
+                else:
+                    await self._open(session, register, start)
+            finally:
+                if gate is not None:
+                    gate.registered()
+            if start is not None:
                 reader = asyncio.create_task(
                     self._read(session, requests), name=f"fleet-{agent_id}"
                 )
