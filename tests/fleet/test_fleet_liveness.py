@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -104,6 +104,20 @@ def edges(tmp_path: Path) -> Iterator[list[Edge]]:
         edge.spool.close()
 
 
+@contextmanager
+def registered_edge(
+    server: FleetServer, tmp_path: Path, edges: list[Edge], *, feeding: bool = True
+) -> Iterator[Edge]:
+    """An edge started against ``server`` and registered, its telemetry flowing (when
+    ``feeding``) until the block ends."""
+    edge = Edge(server.address, tmp_path)
+    edges.append(edge)
+    with edge.feeding() if feeding else nullcontext():
+        edge.channel.start()
+        wait_for(edge.channel.connected.is_set, "the agent to register")
+        yield edge
+
+
 def heartbeats(server: FleetServer) -> float:
     """Heartbeats the server received (its spikefleet_fleet_heartbeats_total)."""
     assert server.service is not None
@@ -125,11 +139,7 @@ def test_no_unchanged_heartbeat_while_batches_flow_and_last_seen_still_moves(
     database_target: str | Path, tmp_path: Path, edges: list[Edge], every_refresh_written: None
 ) -> None:
     with serving(database_target) as server:
-        edge = Edge(server.address, tmp_path)
-        edges.append(edge)
-        with edge.feeding():
-            edge.channel.start()
-            wait_for(edge.channel.connected.is_set, "the agent to register")
+        with registered_edge(server, tmp_path, edges) as edge:
             # a batch acked after the first heartbeat: its last_seen refresh is committed
             wait_for(lambda: edge.acked(1), "the first batch's ack")
             since = int(time.time() * 1000)
@@ -146,11 +156,10 @@ def test_no_unchanged_heartbeat_while_batches_flow_and_last_seen_still_moves(
 def test_an_agent_with_no_telemetry_to_send_keeps_heartbeating(
     database_target: str | Path, tmp_path: Path, edges: list[Edge], every_refresh_written: None
 ) -> None:
-    with serving(database_target) as server:
-        edge = Edge(server.address, tmp_path)
-        edges.append(edge)
-        edge.channel.start()
-        wait_for(edge.channel.connected.is_set, "the agent to register")
+    with (
+        serving(database_target) as server,
+        registered_edge(server, tmp_path, edges, feeding=False),
+    ):
         first = agent(server).last_seen_ms
         wait_for(lambda: heartbeats(server) >= 4, "heartbeats every period")
         wait_for(lambda: agent(server).last_seen_ms > first, "last_seen to move")
@@ -159,30 +168,23 @@ def test_an_agent_with_no_telemetry_to_send_keeps_heartbeating(
 def test_a_changed_state_is_sent_while_batches_flow(
     database_target: str | Path, tmp_path: Path, edges: list[Edge]
 ) -> None:
-    with serving(database_target) as server:
-        edge = Edge(server.address, tmp_path)
-        edges.append(edge)
-        with edge.feeding():
-            edge.channel.start()
-            wait_for(edge.channel.connected.is_set, "the agent to register")
-            wait_for(lambda: edge.acked(1), "the first batch's ack")
-            periods(2)
-            edge.health = "degraded"
-            wait_for(lambda: agent(server).health == "degraded", "the new health at the server")
-            periods(3)
-            received = heartbeats(server)
+    with serving(database_target) as server, registered_edge(server, tmp_path, edges) as edge:
+        wait_for(lambda: edge.acked(1), "the first batch's ack")
+        periods(2)
+        edge.health = "degraded"
+        wait_for(lambda: agent(server).health == "degraded", "the new health at the server")
+        periods(3)
+        received = heartbeats(server)
     assert received == 2  # the first, then the change only
 
 
 def test_against_a_server_that_does_not_say_so_the_agent_heartbeats_every_period(
     database_target: str | Path, tmp_path: Path, edges: list[Edge]
 ) -> None:
-    with serving(database_target, telemetry_counts=False) as server:
-        edge = Edge(server.address, tmp_path)
-        edges.append(edge)
-        with edge.feeding():
-            edge.channel.start()
-            wait_for(edge.channel.connected.is_set, "the agent to register")
-            wait_for(lambda: heartbeats(server) >= 4, "heartbeats beside the batches")
-            last = edge.batch()
-            wait_for(lambda: edge.acked(last), "the batches' acks")
+    with (
+        serving(database_target, telemetry_counts=False) as server,
+        registered_edge(server, tmp_path, edges) as edge,
+    ):
+        wait_for(lambda: heartbeats(server) >= 4, "heartbeats beside the batches")
+        last = edge.batch()
+        wait_for(lambda: edge.acked(last), "the batches' acks")
